@@ -1,0 +1,57 @@
+"""``hwnas arch sample|show``: random architectures and per-block cost tables."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from hwnas.arch import Architecture, cost_table, sample_architecture
+from hwnas.cli.space import add_space_arguments, space_from_args
+from hwnas.errors import HwnasError
+
+
+def _sample(args) -> int:
+    if args.n < 1:
+        raise HwnasError(f"--n must be at least 1, got {args.n}")
+    space = space_from_args(args)
+    rng = random.Random(args.seed)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HwnasError(f"{out}: cannot create folder ({exc.strerror})") from None
+    for i in range(args.n):
+        path = out / f"{space.name}-s{args.seed}-{i:04d}.json"
+        sample_architecture(space, rng).save(path)
+        print(path)
+    return 0
+
+
+def _show(args) -> int:
+    arch = Architecture.load(args.file)
+    print(f"{args.file}: space {arch.space_name}")
+    print(f"{'block':18s} {'kind':6s} {'in':>14s} {'out':>14s} {'k':>2s} {'s':>2s} {'e':>2s} "
+          f"{'MFLOPs':>9s} {'params':>9s} {'MAC':>10s}")
+    for label, op, cost in cost_table(arch):
+        print(f"{label:18s} {op.kind:6s} {f'{op.c_in}x{op.h}x{op.w}':>14s} "
+              f"{f'{op.c_out}x{op.out_h}x{op.out_w}':>14s} {op.kernel:2d} {op.stride:2d} {op.expand:2d} "
+              f"{cost.flops / 1e6:9.3f} {cost.params:9d} {cost.mac:10d}")
+    total = arch.cost()
+    print(f"{'total':18s} {'':6s} {'':14s} {'':14s} {'':2s} {'':2s} {'':2s} "
+          f"{total.flops / 1e6:9.3f} {total.params:9d} {total.mac:10d}")
+    print("FLOPs are multiply-adds; MAC is memory access in elements (see hwnas.costs).")
+    return 0
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("arch", help="sample architectures or show one's blocks and costs")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser("sample", help="write N random valid architectures as JSON files")
+    add_space_arguments(p, default="proxyless-tiny")
+    p.add_argument("--n", type=int, default=1, help="how many (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", default="archs", help="output folder (default archs/)")
+    p.set_defaults(func=_sample)
+    p = actions.add_parser("show", help="print a table of blocks with FLOPs, params and MAC")
+    p.add_argument("file", help="architecture JSON file")
+    p.set_defaults(func=_show)

@@ -1,0 +1,111 @@
+"""Latency predictors: operator -> milliseconds on a named device.
+
+Every predictor file is JSON (nothing in it can run code when loaded), with a
+common header::
+
+    {"format": "hwnas-predictor", "version": 1, "type": "<registered type>",
+     "device": {...description...}, "space": "<space name or null>", ...}
+
+A predictor type registers a loader with :func:`register_type`; companion
+binary files (e.g. a regressor saved with skops or ONNX) sit beside the JSON and
+are named in it. :func:`load_predictor` reads the header, checks it, and
+dispatches on ``type``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from hwnas.errors import HwnasError
+from hwnas.ops import OpSpec
+
+FORMAT = "hwnas-predictor"
+VERSION = 1
+
+_LOADERS: dict[str, Callable[[dict, Path], "LatencyPredictor"]] = {}
+
+
+class LatencyPredictor:
+    """Base class: ``predict_op`` gives one operator's latency in ms."""
+
+    device: dict
+    space: str | None
+    overhead_ms: float = 0.0
+
+    def predict_op(self, op: OpSpec) -> float:
+        raise NotImplementedError
+
+    def predict_ops(self, ops: list[OpSpec]) -> float:
+        """Latency of a whole network: the sum of its operators plus a constant overhead."""
+        return self.overhead_ms + sum(self.predict_op(op) for op in ops if op.kind != "zero")
+
+
+def register_type(name: str):
+    """Decorator registering ``loader(header_dict, path) -> LatencyPredictor`` for ``type == name``."""
+
+    def wrap(loader):
+        _LOADERS[name] = loader
+        return loader
+
+    return wrap
+
+
+def read_header(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HwnasError(f"{path}: no such predictor file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HwnasError(f"{path}: cannot read predictor ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise HwnasError(f"{path}: not a valid predictor file (bad JSON at line {exc.lineno}: {exc.msg}); "
+                         "it may be truncated or tampered with") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise HwnasError(f"{path}: not an hwnas predictor file (field 'format' is not {FORMAT!r})")
+    if data.get("version") != VERSION:
+        raise HwnasError(f"{path}: predictor format version {data.get('version')!r} is not supported ({VERSION})")
+    return data
+
+
+def load_predictor(path: str | Path, space: str | None = None) -> LatencyPredictor:
+    """Load a predictor; refuse one fitted for another space when ``space`` is given."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = sorted(path.glob("*.json"))
+        if len(candidates) != 1:
+            raise HwnasError(f"{path}: expected exactly one predictor .json in the folder, found {len(candidates)}")
+        path = candidates[0]
+    data = read_header(path)
+    kind = data.get("type")
+    _import_builtin_types()
+    if kind not in _LOADERS:
+        raise HwnasError(f"{path}: unknown predictor type {kind!r}; known: {', '.join(sorted(_LOADERS))}")
+    pred_space = data.get("space")
+    if space is not None and pred_space is not None and pred_space != space:
+        raise HwnasError(f"{path}: predictor was fitted for space {pred_space!r}, not {space!r}")
+    try:
+        return _LOADERS[kind](data, path)
+    except HwnasError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HwnasError(f"{path}: malformed predictor ({type(exc).__name__}: {exc})") from None
+
+
+def _import_builtin_types() -> None:
+    """Import the modules that register the built-in predictor types."""
+    import importlib
+    import importlib.util
+
+    for module in BUILTIN_TYPE_MODULES:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+
+
+# Modules that call register_type (added as predictor types land).
+BUILTIN_TYPE_MODULES = [
+    "hwnas.predictors.lut",
+    "hwnas.predictors.regressor",
+    "hwnas.predictors.whole_model",
+]
