@@ -1,0 +1,55 @@
+"""``hwnas train ARCH.json``: train an architecture's standalone network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hwnas.arch import Architecture
+from hwnas.data import DEFAULT_DATASET, load_dataset
+from hwnas.train import TrainConfig, train_model
+
+
+def _train(args) -> int:
+    arch = Architecture.load(args.arch)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                      max_steps=args.max_steps, seed=args.seed, num_workers=args.workers)
+    cfg.check()
+    splits = load_dataset(args.dataset, arch.space.params["resolution"], seed=args.seed,
+                          limit_train=args.limit_train, limit_val=args.limit_val)
+    if splits.num_classes != arch.space.params["num_classes"]:
+        from hwnas.errors import HwnasError
+        raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, the architecture's space has "
+                         f"{arch.space.params['num_classes']}; use an architecture with "
+                         f"\"space_params\": {{\"num_classes\": {splits.num_classes}}}")
+    out = Path(args.out) if args.out else Path("runs") / "train" / Path(args.arch).stem
+    cost = arch.cost()
+    print(f"training {args.arch} ({cost.flops / 1e6:.2f} MFLOPs, {cost.params / 1e6:.3f} M params) on "
+          f"{splits.name}: {len(splits.train)} train / {len(splits.val)} val images, {cfg.epochs} epochs -> {out}")
+    result = train_model(arch, splits, config=cfg, out_dir=out, resume=args.resume, init_weights=args.init)
+    print(f"validation accuracy {result.val_acc:.4f} (loss {result.val_loss:.4f})")
+    print(f"weights: {result.weights_path}")
+    print(f"metrics: {out / 'metrics.jsonl'}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train an architecture's network; weights as safetensors")
+    p.add_argument("arch", help="architecture JSON file")
+    p.add_argument("--dataset", default=DEFAULT_DATASET,
+                   help="'digits' (default, embedded) or a dataset path (folder, .tar.gz, CIFAR-10 python)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="default sgd (Nesterov momentum)")
+    p.add_argument("--weight-decay", type=float, default=4e-5, help="default 4e-5")
+    p.add_argument("--label-smoothing", type=float, default=0.1, help="default 0.1")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch (quick runs)")
+    p.add_argument("--limit-train", type=int, default=None, help="use only this many training images")
+    p.add_argument("--limit-val", type=int, default=None, help="use only this many validation images")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    p.add_argument("--init", default=None, help="start from this weights file (fine-tuning)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", default=None, help="output folder (default runs/train/<arch name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.set_defaults(func=_train)
