@@ -1,0 +1,98 @@
+"""The runner interface and the timing method shared by the local runners.
+
+Method (:func:`measure`): warm up for ``warmup_ms`` (at least 5 calls), pick
+the iterations per repeat so a repeat lasts about ``repeat_ms`` (within
+``min_iters``..``max_iters``), time every call of every repeat, take each
+repeat's median; report the median of the repeat medians and their
+interquartile range as the spread. When spread / median exceeds
+``max_rel_spread`` the whole measurement is repeated (up to ``retries`` more
+times) and the one with the smallest relative spread is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    spread_ms: float
+    repeats: int
+    iters: int
+    samples: list[float] = field(default_factory=list)  # per-repeat medians, ms
+
+    @property
+    def rel_spread(self) -> float:
+        return self.spread_ms / self.median_ms if self.median_ms > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    warmup_ms: float = 50.0
+    repeats: int = 5
+    repeat_ms: float = 40.0
+    min_iters: int = 10
+    max_iters: int = 500
+    max_rel_spread: float = 0.1
+    retries: int = 2
+
+
+def _once(fn: Callable[[], object], policy: TimingPolicy) -> Timing:
+    clock = time.perf_counter_ns
+    start, calls = clock(), 0
+    while calls < 5 or (clock() - start) < policy.warmup_ms * 1e6:
+        fn()
+        calls += 1
+    per_call_ms = (clock() - start) / 1e6 / calls
+    iters = int(min(policy.max_iters, max(policy.min_iters, round(policy.repeat_ms / max(per_call_ms, 1e-6)))))
+    medians = []
+    for _ in range(policy.repeats):
+        times = np.empty(iters)
+        for i in range(iters):
+            t0 = clock()
+            fn()
+            times[i] = clock() - t0
+        medians.append(float(np.median(times)) / 1e6)
+    q1, q2, q3 = np.percentile(medians, [25, 50, 75])
+    return Timing(float(q2), float(q3 - q1), policy.repeats, iters, medians)
+
+
+def measure(fn: Callable[[], object], policy: TimingPolicy | None = None) -> Timing:
+    """Time ``fn`` (see the module docstring)."""
+    policy = policy or TimingPolicy()
+    best = _once(fn, policy)
+    for _ in range(policy.retries):
+        if best.rel_spread <= policy.max_rel_spread:
+            break
+        again = _once(fn, policy)
+        if again.rel_spread < best.rel_spread:
+            best = again
+    return best
+
+
+class Runner:
+    """Times model files on one runtime."""
+
+    name = "runner"
+    suffix = ""
+
+    def __init__(self, threads: int = 1, policy: TimingPolicy | None = None):
+        self.threads = threads
+        self.policy = policy or TimingPolicy()
+
+    def load(self, model_path: Path) -> Callable[[], object]:
+        """Prepare the model with random input and return a function running one inference."""
+        raise NotImplementedError
+
+    def time(self, model_path: str | Path) -> Timing:
+        return measure(self.load(Path(model_path)), self.policy)
+
+    def describe(self) -> dict:
+        """Settings recorded with measurements."""
+        return {"runtime": self.name, "threads": self.threads}
