@@ -69,8 +69,8 @@ def read_header(path: Path) -> dict:
     return data
 
 
-def load_predictor(path: str | Path, space: str | None = None) -> LatencyPredictor:
-    """Load a predictor; refuse one fitted for another space when ``space`` is given."""
+def load_predictor(path: str | Path, space: str | None = None, device: str | None = None) -> LatencyPredictor:
+    """Load a predictor; refuse one fitted for another space (or device name) when ``space`` (``device``) is given."""
     path = Path(path)
     if path.is_dir():
         candidates = sorted(path.glob("*.json"))
@@ -85,6 +85,9 @@ def load_predictor(path: str | Path, space: str | None = None) -> LatencyPredict
     pred_space = data.get("space")
     if space is not None and pred_space is not None and pred_space != space:
         raise HwnasError(f"{path}: predictor was fitted for space {pred_space!r}, not {space!r}")
+    pred_device = data.get("device", {}).get("name") if isinstance(data.get("device"), dict) else None
+    if device is not None and pred_device != device:
+        raise HwnasError(f"{path}: predictor was fitted for device {pred_device!r}, not {device!r}")
     try:
         return _LOADERS[kind](data, path)
     except HwnasError:

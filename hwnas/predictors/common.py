@@ -1,0 +1,56 @@
+"""Pieces shared by the predictor types: file headers, the overhead fit, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from hwnas.errors import HwnasError
+from hwnas.predictors import FORMAT, VERSION
+
+
+def header(kind: str, device: dict, space: str | None, runtime: str, dtype: str, threads: int) -> dict:
+    """The common fields every predictor file starts with."""
+    return {"format": FORMAT, "version": VERSION, "type": kind, "device": device, "space": space,
+            "runtime": runtime, "dtype": dtype, "threads": threads}
+
+
+def target_fields(data: dict, path: Path) -> tuple[str, str, int]:
+    """``(runtime, dtype, threads)`` of a predictor file, checked."""
+    runtime, dtype, threads = data.get("runtime"), data.get("dtype"), data.get("threads")
+    if not isinstance(runtime, str) or not isinstance(dtype, str):
+        raise HwnasError(f"{path}: fields 'runtime' and 'dtype' must be strings")
+    if not isinstance(threads, int) or threads < 1:
+        raise HwnasError(f"{path}: field 'threads' must be a positive integer, got {threads!r}")
+    if not isinstance(data.get("device"), dict):
+        raise HwnasError(f"{path}: field 'device' must be an object")
+    return runtime, dtype, threads
+
+
+def number(data: dict, field: str, path: Path, default: float | None = None) -> float:
+    """A finite number field of a predictor file."""
+    value = data.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise HwnasError(f"{path}: field {field!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def fit_overhead(op_sums: list[float], measured: list[float]) -> float:
+    """Constant overhead (ms) of whole models over the sum of their operators: the median residual.
+
+    The median keeps a few disturbed measurements from moving the constant.
+    """
+    if not op_sums:
+        return 0.0
+    return float(np.median(np.asarray(measured) - np.asarray(op_sums)))
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (a crash leaves the old file or the new one, never half of one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)

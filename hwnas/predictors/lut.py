@@ -1,0 +1,104 @@
+"""Latency lookup table (type ``"lut"``): operator key -> measured ms on one device/runtime/dtype.
+
+File (JSON, nothing in it can run code)::
+
+    {<common header>, "type": "lut", "runtime": "tflite", "dtype": "fp32", "threads": 1,
+     "overhead_ms": 0.041, "overhead": {"source": "...", "models": [...]},
+     "fallback": "cpu-tflite-fp32-regressor.json" | null,
+     "entries": {"mbconv:16x32x32->24:k3:s2:e3:g1:relu6": 0.0123, ...}}
+
+A whole network's latency is the sum of its operators' entries plus the fitted
+constant ``overhead_ms``. An operator missing from the table raises
+:class:`HwnasError` naming it, unless the fallback regressor was enabled with
+:meth:`LookupTable.enable_fallback`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hwnas.errors import HwnasError
+from hwnas.ops import OpSpec
+from hwnas.predictors import LatencyPredictor, load_predictor, register_type
+from hwnas.predictors.common import header, number, target_fields, write_json
+
+
+class LookupTable(LatencyPredictor):
+    """Measured per-operator latencies plus a constant whole-model overhead."""
+
+    type_name = "lut"
+
+    def __init__(self, device: dict, space: str | None, runtime: str, dtype: str, threads: int,
+                 entries: dict[str, float], overhead_ms: float = 0.0, overhead: dict | None = None,
+                 fallback: str | None = None, path: Path | None = None):
+        self.device, self.space = device, space
+        self.runtime, self.dtype, self.threads = runtime, dtype, threads
+        self.entries = dict(entries)
+        self.overhead_ms = float(overhead_ms)
+        self.overhead = overhead or {"source": "none: no whole-model rows; overhead set to 0", "models": []}
+        self.fallback_name = fallback
+        self.path = path
+        self.fallback: LatencyPredictor | None = None
+
+    def enable_fallback(self, predictor: LatencyPredictor | None = None) -> "LookupTable":
+        """Predict operators missing from the table with ``predictor`` (default: the file's named fallback)."""
+        if predictor is None:
+            if not self.fallback_name:
+                raise HwnasError(f"{self.path or 'lookup table'}: names no fallback regressor")
+            base = self.path.parent if self.path else Path(".")
+            predictor = load_predictor(base / self.fallback_name, space=self.space)
+        self.fallback = predictor
+        return self
+
+    def predict_op(self, op: OpSpec) -> float:
+        key = op.key()
+        if key in self.entries:
+            return self.entries[key]
+        if op.is_identity:
+            return 0.0
+        if self.fallback is not None:
+            return self.fallback.predict_op(op)
+        where = f" in {self.path}" if self.path else ""
+        raise HwnasError(f"no latency entry for operator {key}{where} "
+                         f"({self.runtime} {self.dtype} {self.threads} thread(s)); profile it or enable the "
+                         f"fallback regressor")
+
+    def covers(self, ops) -> bool:
+        """True when every operator of ``ops`` has an entry (or computes nothing)."""
+        return all(op.key() in self.entries or op.is_identity for op in ops)
+
+    def to_dict(self) -> dict:
+        data = header(self.type_name, self.device, self.space, self.runtime, self.dtype, self.threads)
+        data.update(overhead_ms=self.overhead_ms, overhead=self.overhead, fallback=self.fallback_name,
+                    entries=dict(sorted(self.entries.items())))
+        return data
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        write_json(path, self.to_dict())
+        self.path = path
+
+
+@register_type("lut")
+def _load(data: dict, path: Path) -> LookupTable:
+    runtime, dtype, threads = target_fields(data, path)
+    entries = data.get("entries")
+    if not isinstance(entries, dict):
+        raise HwnasError(f"{path}: field 'entries' must be an object of operator key -> ms")
+    clean = {}
+    for key, ms in entries.items():
+        try:
+            OpSpec.from_key(key)
+        except HwnasError as exc:
+            raise HwnasError(f"{path}: field 'entries': {exc}") from None
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms >= 0:
+            raise HwnasError(f"{path}: entry {key!r} must be a non-negative number of ms, got {ms!r}")
+        clean[key] = float(ms)
+    fallback = data.get("fallback")
+    if fallback is not None and (not isinstance(fallback, str) or "/" in fallback or "\\" in fallback):
+        raise HwnasError(f"{path}: field 'fallback' must be a file name beside the table, got {fallback!r}")
+    overhead = data.get("overhead")
+    if overhead is not None and not isinstance(overhead, dict):
+        raise HwnasError(f"{path}: field 'overhead' must be an object")
+    return LookupTable(data["device"], data.get("space"), runtime, dtype, threads, clean,
+                       number(data, "overhead_ms", path, 0.0), overhead, fallback, path)
