@@ -1,0 +1,103 @@
+"""``hwnas export ARCH.json --weights W``: ONNX + TFLite, self-checked, then measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hwnas.arch import Architecture
+from hwnas.data import DEFAULT_DATASET, load_dataset
+from hwnas.errors import HwnasError
+from hwnas.pipeline import (
+    MIN_AGREEMENT, QUANTS, FP32_TOLERANCE, default_core, export_trained, latency_table, measure_file,
+    stack_images,
+)
+
+
+def parse_quants(text: str) -> tuple[str, ...]:
+    quants = tuple(q.strip() for q in text.split(",") if q.strip())
+    bad = [q for q in quants if q not in QUANTS]
+    if bad or not quants:
+        raise HwnasError(f"--quant takes a comma-separated subset of {', '.join(QUANTS)}, got {text!r}")
+    return quants
+
+
+def measure_exported(result, arch: Architecture, runtime: str, threads: int, predictor_path: str | None,
+                     budget_ms: float | None) -> list[dict]:
+    """Time the exported files of ``runtime`` and pair them with the predictor's estimate."""
+    predictor, predicted = None, None
+    if predictor_path:
+        from hwnas.predictors import load_predictor
+
+        predictor = load_predictor(predictor_path, space=arch.space_name)
+        predicted = predictor.predict_ops(arch.ops())
+    fmt = "onnx" if runtime == "onnxruntime" else "tflite"
+    rows = []
+    core = default_core()
+    for f in result.files:
+        if f.format != fmt:
+            continue
+        print(f"timing {f.path.name} with {runtime} ({threads} thread(s), core {core}) ...")
+        t = measure_file(f.path, runtime, threads, core)
+        same = predictor is not None and getattr(predictor, "runtime", None) == runtime and \
+            getattr(predictor, "dtype", None) == f.quant and getattr(predictor, "threads", threads) == threads
+        rows.append({"file": str(f.path), "runtime": runtime, "quant": f.quant, "threads": threads,
+                     "measured_ms": t.median_ms, "spread_ms": t.spread_ms,
+                     "predicted_ms": predicted if same else None, "budget_ms": budget_ms})
+    return rows
+
+
+def _export(args) -> int:
+    arch = Architecture.load(args.arch)
+    quants = parse_quants(args.quant)
+    if args.budget_ms is not None and args.budget_ms <= 0:
+        raise HwnasError(f"--budget-ms must be positive, got {args.budget_ms}")
+    import torch
+
+    from hwnas.builder import build_model
+    from hwnas.weights import load_weights
+
+    model = build_model(arch)
+    load_weights(model, args.weights)
+    splits = load_dataset(args.dataset, arch.space.params["resolution"], seed=args.seed, augment=False)
+    check = stack_images(splits.val, args.check_images, seed=1)
+    calib = stack_images(splits.train, args.calib_images, seed=2)
+    out = Path(args.out) if args.out else Path(args.weights).parent / "export"
+    torch.set_num_threads(1)
+    print(f"exporting {args.arch} with weights {args.weights} -> {out}/ "
+          f"(checks on {len(check)} validation images, int8 calibration on {len(calib)} training images)")
+    result = export_trained(arch, model, out, check, calib, quants=quants, onnx=not args.no_onnx,
+                            tolerance=args.tolerance, min_agreement=args.min_agreement, force=args.force)
+    if args.no_measure:
+        return 0
+    if args.runtime == "onnxruntime" and args.no_onnx:
+        raise HwnasError("--runtime onnxruntime needs the ONNX file; drop --no-onnx")
+    rows = measure_exported(result, arch, args.runtime, args.threads, args.predictor, args.budget_ms)
+    print(latency_table(rows, args.budget_ms))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a trained architecture to ONNX and TFLite, check it, time it")
+    p.add_argument("arch", help="architecture JSON file")
+    p.add_argument("--weights", required=True, help="weights file from hwnas train (safetensors)")
+    p.add_argument("--out", default=None, help="output folder (default: export/ beside the weights)")
+    p.add_argument("--quant", default=",".join(QUANTS), help=f"TFLite variants (default {','.join(QUANTS)})")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX file")
+    p.add_argument("--dataset", default=DEFAULT_DATASET,
+                   help="dataset for the checks and int8 calibration (default digits)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/validation split (as in training)")
+    p.add_argument("--check-images", type=int, default=100, help="validation images for the checks (default 100)")
+    p.add_argument("--calib-images", type=int, default=100,
+                   help="training images for int8 calibration (default 100)")
+    p.add_argument("--tolerance", type=float, default=FP32_TOLERANCE,
+                   help=f"max abs logit difference of fp32 models (default {FP32_TOLERANCE:g})")
+    p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT,
+                   help=f"min top-1 agreement of quantized models with PyTorch (default {MIN_AGREEMENT})")
+    p.add_argument("--force", action="store_true", help="write models that fail the self-check")
+    p.add_argument("--runtime", choices=("tflite", "onnxruntime"), default="tflite",
+                   help="runner for the timing (default tflite)")
+    p.add_argument("--threads", type=int, default=1, help="threads for the timing (default 1)")
+    p.add_argument("--predictor", default=None, help="latency predictor file, for the predicted column")
+    p.add_argument("--budget-ms", type=float, default=None, help="latency budget to compare with")
+    p.add_argument("--no-measure", action="store_true", help="export and check only")
+    p.set_defaults(func=_export)
