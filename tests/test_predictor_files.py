@@ -1,0 +1,183 @@
+"""Predictor files: safe round trips, refusal of tampered/truncated/mismatched files, and the CLI."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import skops.io as sio
+
+from _predictor_data import synthetic_ms, training_ops, write_tables
+from hwnas.arch import Architecture
+from hwnas.cli import main
+from hwnas.errors import HwnasError
+from hwnas.ops import OpSpec
+from hwnas.predictors import load_predictor
+from hwnas.predictors.fit import fit_device, save
+from hwnas.spaces import get_space
+
+FAST = "flops-linear,per-kind-linear,gbr-log"
+
+
+@pytest.fixture(scope="module")
+def fit_result(tmp_path_factory):
+    """A fitted table + regressor (gbr-log forced, so the skops file holds trees)."""
+    data = write_tables(tmp_path_factory.mktemp("fit") / "ld")
+    return fit_device(data, "dev", "tflite", "fp32", 1, "proxyless-tiny", methods=["gbr-log"])
+
+
+@pytest.fixture(scope="module")
+def fitted(fit_result, tmp_path_factory):
+    """A folder with the fitted files under pred/."""
+    root = tmp_path_factory.mktemp("saved")
+    save(fit_result, root / "pred", "dev-tflite-fp32")
+    return root
+
+
+def _copy(fitted, tmp_path):
+    for p in (fitted / "pred").iterdir():
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    return tmp_path / "dev-tflite-fp32.json", tmp_path / "dev-tflite-fp32-regressor.json"
+
+
+def test_regressor_round_trip_predicts_the_same(fitted, fit_result):
+    data = fit_result
+    loaded = load_predictor(fitted / "pred" / "dev-tflite-fp32-regressor.json", space="proxyless-tiny", device="dev")
+    assert loaded.method == "gbr-log" and loaded.device["cpu"] == "test cpu"
+    ops = [op for op in get_space("proxyless-tiny", {"width_mult": 1.25}).unique_ops() if op.kind != "zero"]
+    assert np.allclose(loaded.predict_many(ops), data.regressor.predict_many(ops))
+    assert loaded.overhead_ms == pytest.approx(data.regressor.overhead_ms)
+
+
+def test_table_round_trip_and_named_fallback(fitted):
+    lut = load_predictor(fitted / "pred" / "dev-tflite-fp32.json")
+    op = training_ops()[3]
+    assert lut.predict_op(op) == pytest.approx(synthetic_ms(op), rel=1e-5)
+    unseen = OpSpec("mbconv", 24, 32, 16, 16, kernel=5, expand=3)
+    with pytest.raises(HwnasError, match="no latency entry"):
+        lut.predict_op(unseen)
+    assert lut.enable_fallback().predict_op(unseen) > 0
+
+
+def test_truncated_model_file_is_refused(fitted, tmp_path):
+    _, reg = _copy(fitted, tmp_path)
+    skops_path = reg.with_suffix(".skops")
+    skops_path.write_bytes(skops_path.read_bytes()[:1000])
+    with pytest.raises(HwnasError, match="SHA-256 does not match"):
+        load_predictor(reg)
+
+
+def test_missing_model_file_is_refused(fitted, tmp_path):
+    _, reg = _copy(fitted, tmp_path)
+    reg.with_suffix(".skops").unlink()
+    with pytest.raises(HwnasError, match="model file .* is missing"):
+        load_predictor(reg)
+
+
+def test_truncated_json_is_refused(fitted, tmp_path):
+    lut, reg = _copy(fitted, tmp_path)
+    for path in (lut, reg):
+        path.write_text(path.read_text()[:200])
+        with pytest.raises(HwnasError, match="truncated or tampered"):
+            load_predictor(path)
+
+
+class Payload:
+    """A type no predictor file may contain."""
+
+
+def test_model_file_with_untrusted_types_is_refused_even_with_a_matching_hash(fitted, tmp_path):
+    _, reg = _copy(fitted, tmp_path)
+    skops_path = reg.with_suffix(".skops")
+    sio.dump({"*": Payload()}, skops_path)
+    data = json.loads(reg.read_text())
+    data["sha256"] = hashlib.sha256(skops_path.read_bytes()).hexdigest()
+    reg.write_text(json.dumps(data))
+    with pytest.raises(HwnasError, match="refusing to load untrusted types: .*Payload"):
+        load_predictor(reg)
+
+
+def test_garbage_model_file_with_a_matching_hash_is_refused(fitted, tmp_path):
+    _, reg = _copy(fitted, tmp_path)
+    skops_path = reg.with_suffix(".skops")
+    skops_path.write_bytes(b"not a zip file")
+    data = json.loads(reg.read_text())
+    data["sha256"] = hashlib.sha256(b"not a zip file").hexdigest()
+    reg.write_text(json.dumps(data))
+    with pytest.raises(HwnasError, match="cannot load model"):
+        load_predictor(reg)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("features", ["flops"], "field 'features' does not match"),
+    ("method", "svm", "unknown regressor method 'svm'"),
+    ("model_file", "../elsewhere.skops", "fields 'model_file'"),
+    ("threads", 0, "field 'threads' must be a positive integer"),
+    ("overhead_ms", "lots", "field 'overhead_ms' must be a finite number"),
+])
+def test_tampered_regressor_header_fields_are_refused(fitted, tmp_path, field, value, message):
+    _, reg = _copy(fitted, tmp_path)
+    data = json.loads(reg.read_text())
+    data[field] = value
+    reg.write_text(json.dumps(data))
+    with pytest.raises(HwnasError, match=message) as info:
+        load_predictor(reg)
+    assert str(reg) in str(info.value)
+
+
+@pytest.mark.parametrize("entries, message", [
+    ({"mbconv:bad": 1.0}, "malformed operator key"),
+    ({"conv:3x32x32->16:k3:s1:e1:g1:relu6": -1.0}, "must be a non-negative number"),
+    ([1, 2], "must be an object"),
+])
+def test_tampered_table_entries_are_refused(fitted, tmp_path, entries, message):
+    lut, _ = _copy(fitted, tmp_path)
+    data = json.loads(lut.read_text())
+    data["entries"] = entries
+    lut.write_text(json.dumps(data))
+    with pytest.raises(HwnasError, match=message) as info:
+        load_predictor(lut)
+    assert str(lut) in str(info.value)
+
+
+def test_file_for_another_space_or_device_is_refused(fitted):
+    for path in (fitted / "pred").glob("*.json"):
+        with pytest.raises(HwnasError, match="fitted for space 'proxyless-tiny', not 'proxyless-cifar'"):
+            load_predictor(path, space="proxyless-cifar")
+        with pytest.raises(HwnasError, match="fitted for device 'dev', not 'pixel-7'"):
+            load_predictor(path, device="pixel-7")
+
+
+def test_cli_fit_and_predict(tmp_path, capsys):
+    data = write_tables(tmp_path / "ld")
+    out = tmp_path / "pred"
+    assert main(["fit", "--device", "dev", "--data", str(data), "--out", str(out), "--methods", FAST]) == 0
+    report = capsys.readouterr().out
+    assert "<- kept" in report and "held out for evaluation" in report
+    assert (out / "dev-tflite-fp32.json").exists() and (out / "dev-tflite-fp32-regressor.skops").exists()
+
+    arch_file = next((tmp_path / "ld" / "models").glob("*.json"))
+    arch = Architecture.load(arch_file)
+    assert main(["predict", "--predictor", str(out / "dev-tflite-fp32.json"), str(arch_file)]) == 0
+    text = capsys.readouterr().out
+    expected = load_predictor(out / "dev-tflite-fp32.json").predict_ops(arch.ops())
+    assert f"{expected:9.4f} ms" in text
+    assert sum(line.startswith("pos") for line in text.splitlines()) == len(arch.choices)
+
+
+def test_cli_predict_missing_operator_errors_and_falls_back_when_asked(fitted, tmp_path, capsys):
+    arch_file = tmp_path / "wide.json"
+    arch_file.write_text(json.dumps({"space": "proxyless-tiny", "space_params": {"width_mult": 1.5},
+                                     "choices": ["k3_e3"] * 9}))
+    table = str(fitted / "pred" / "dev-tflite-fp32.json")
+    assert main(["predict", "--predictor", table, str(arch_file)]) == 2
+    assert "hwnas: error: no latency entry for operator conv:3x32x32->24" in capsys.readouterr().err
+    assert main(["predict", "--predictor", table, "--fallback", str(arch_file)]) == 0
+    assert "total" in capsys.readouterr().out
+
+
+def test_cli_fit_with_bad_arguments_is_one_line_error(tmp_path, capsys):
+    assert main(["fit", "--device", "nope", "--data", str(tmp_path)]) == 2
+    assert "nope.csv: no such latency file" in capsys.readouterr().err
+    assert main(["fit", "--methods", "magic", "--data", str(tmp_path)]) == 2
+    assert "unknown method 'magic'" in capsys.readouterr().err

@@ -1,0 +1,174 @@
+"""Latency predictors: lookup table, regressor fitting, whole-device fit, differentiable tensors."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from _predictor_data import OVERHEAD_MS, synthetic_ms, training_ops, write_tables
+from hwnas.arch import sample_architecture
+from hwnas.errors import HwnasError
+from hwnas.ops import OpSpec
+from hwnas.predictors.common import fit_overhead
+from hwnas.predictors.differentiable import (
+    check_budget, expected_latency, fixed_latency, latency_tensors, max_latency, min_latency,
+)
+from hwnas.predictors.evaluate import metrics
+from hwnas.predictors.features import FEATURE_NAMES, op_features
+from hwnas.predictors.fit import fit_device
+from hwnas.predictors.lut import LookupTable
+from hwnas.predictors.regressor import METHODS, RegressorPredictor, cross_validate, fit_method
+from hwnas.spaces import get_space
+
+DEVICE = {"name": "dev"}
+FAST = ["flops-linear", "per-kind-linear"]
+
+
+def _lut(ops, overhead=0.0):
+    return LookupTable(DEVICE, "proxyless-tiny", "tflite", "fp32", 1,
+                       {op.key(): synthetic_ms(op) for op in ops}, overhead)
+
+
+@pytest.fixture(scope="module")
+def linear_regressor():
+    ops = training_ops()
+    fitted = fit_method(METHODS["per-kind-linear"], ops, np.array([synthetic_ms(op) for op in ops]))
+    return RegressorPredictor(DEVICE, "proxyless-tiny", "tflite", "fp32", 1, fitted, overhead_ms=0.01)
+
+
+def test_features_describe_the_operator():
+    op = OpSpec("mbconv", 16, 24, 32, 32, kernel=7, stride=2, expand=6)
+    f = dict(zip(FEATURE_NAMES, op_features(op)))
+    assert f["is_mbconv"] == 1 and f["is_conv"] == 0
+    assert (f["out_h"], f["mid"], f["kernel"]) == (16, 96, 7)
+    assert f["dw_flops"] == 7 * 7 * 96 * 16 * 16 == f["dw_k7"]
+    assert f["pw_flops"] + f["dw_flops"] == f["flops"]
+
+
+def test_lut_sums_operators_plus_overhead_and_skips_zero():
+    space = get_space("proxyless-tiny")
+    lut = _lut(space.unique_ops(), overhead=0.25)
+    choices = ["k3_e3", "zero", "k7_e6", "zero", "zero", "k5_e3", "zero", "zero", "k3_e6"]
+    ops = space.ops_for(choices)
+    assert lut.predict_ops(ops) == pytest.approx(0.25 + sum(synthetic_ms(op) for op in ops))
+    assert len(ops) == 5 + 4
+
+
+def test_lut_missing_entry_names_the_operator_and_can_fall_back(linear_regressor):
+    lut = _lut(get_space("proxyless-tiny").unique_ops())
+    unseen = OpSpec("mbconv", 24, 32, 16, 16, kernel=5, stride=1, expand=3)
+    with pytest.raises(HwnasError, match="no latency entry for operator " + unseen.key().replace("->", "->")):
+        lut.predict_op(unseen)
+    lut.enable_fallback(linear_regressor)
+    assert lut.predict_op(unseen) == pytest.approx(linear_regressor.predict_op(unseen))
+    seen = get_space("proxyless-tiny").positions[0].ops[0]
+    assert lut.predict_op(seen) == synthetic_ms(seen)  # entries still win over the fallback
+
+
+def test_lut_without_named_fallback_refuses_to_enable_it():
+    with pytest.raises(HwnasError, match="names no fallback"):
+        _lut([]).enable_fallback()
+
+
+def test_overhead_is_the_median_residual():
+    assert fit_overhead([1.0, 2.0, 3.0], [1.5, 2.5, 13.0]) == pytest.approx(0.5)
+    assert fit_overhead([], []) == 0.0
+
+
+def test_regressor_predicts_unseen_widths_and_resolutions(linear_regressor):
+    wide = get_space("proxyless-tiny", {"width_mult": 1.5, "resolution": 48})
+    unseen = [op for op in wide.unique_ops() if op.kind != "zero"]
+    assert not set(unseen) & set(training_ops())
+    predicted = linear_regressor.predict_many(unseen)
+    measured = np.array([synthetic_ms(op) for op in unseen])
+    assert np.max(np.abs(predicted - measured) / measured) < 0.10
+
+
+def test_cross_validation_ranks_a_kernel_aware_model_above_flops_linear():
+    ops = training_ops()
+    ms = np.array([synthetic_ms(op) for op in ops])
+    cv = cross_validate(ops, ms, FAST)
+    assert set(cv) == set(FAST)
+    assert cv["per-kind-linear"]["wape"] < 0.5 * cv["flops-linear"]["wape"]
+
+
+def test_fit_device_holds_models_out_and_fits_the_overhead(tmp_path):
+    data = write_tables(tmp_path / "ld")
+    result = fit_device(data, "dev", "tflite", "fp32", 1, "proxyless-tiny", holdout=0.5, methods=FAST)
+    assert result.regressor.method == "per-kind-linear"
+    assert result.fit_models and result.held_out_models
+    assert not set(result.fit_models) & set(result.held_out_models)
+    assert len(result.fit_models) + len(result.held_out_models) == 24
+    assert result.lut.overhead_ms == pytest.approx(OVERHEAD_MS, abs=1e-5)
+    assert result.lut.overhead["models"] == result.fit_models
+    assert result.regressor.overhead_ms == pytest.approx(OVERHEAD_MS, rel=0.3)
+
+
+def test_fit_device_without_model_rows_sets_zero_overhead_and_says_so(tmp_path):
+    data = write_tables(tmp_path / "ld")
+    (data / "dev-models.csv").unlink()
+    result = fit_device(data, "dev", "tflite", "fp32", 1, "proxyless-tiny", methods=FAST)
+    assert result.lut.overhead_ms == 0.0 and "none" in result.lut.overhead["source"]
+
+
+def test_fit_device_with_no_rows_for_the_runtime_is_a_clear_error(tmp_path):
+    data = write_tables(tmp_path / "ld")
+    with pytest.raises(HwnasError, match="only 0 operator rows for onnxruntime"):
+        fit_device(data, "dev", "onnxruntime", "fp32", 1, "proxyless-tiny", methods=FAST)
+
+
+def test_metrics_shares_within_bands():
+    m = metrics([1.0, 1.0, 1.0, 1.0], [1.04, 1.08, 0.8, 1.0])
+    assert (m.n, m.within5, m.within10) == (4, 50.0, 75.0)
+    assert m.mape == pytest.approx(100 * (0.04 + 0.08 + 0.2) / 4)
+
+
+def test_latency_tensors_follow_candidate_order_with_zero_at_zero(linear_regressor):
+    space = get_space("proxyless-tiny")
+    tensors = latency_tensors(space, linear_regressor)
+    assert len(tensors) == len(space.positions)
+    for pos, t in zip(space.positions, tensors):
+        assert t.shape == (len(pos.names),) and t.dtype == torch.float32
+        for name, op, value in zip(pos.names, pos.ops, t.tolist()):
+            expected = 0.0 if name == "zero" else linear_regressor.predict_op(op)
+            assert value == pytest.approx(expected, rel=1e-6)
+    assert any("zero" in pos.names for pos in space.positions)
+
+
+def test_expected_latency_of_one_hot_paths_is_the_architecture_latency(linear_regressor):
+    space = get_space("proxyless-tiny")
+    tensors, fixed = latency_tensors(space, linear_regressor), fixed_latency(space, linear_regressor)
+    rng = random.Random(1)
+    low, high = min_latency(space, linear_regressor), max_latency(space, linear_regressor)
+    for _ in range(5):
+        arch = sample_architecture(space, rng)
+        probs = [torch.nn.functional.one_hot(torch.tensor(pos.names.index(c)), len(pos.names)).float()
+                 for pos, c in zip(space.positions, arch.choices)]
+        value = float(expected_latency(probs, tensors, fixed))
+        assert value == pytest.approx(linear_regressor.predict_ops(arch.ops()), rel=1e-5)
+        assert low <= value <= high
+
+
+def test_gradient_flows_to_architecture_logits(linear_regressor):
+    space = get_space("proxyless-tiny")
+    tensors, fixed = latency_tensors(space, linear_regressor), fixed_latency(space, linear_regressor)
+    logits = [torch.zeros(len(p.names), requires_grad=True) for p in space.positions]
+    expected_latency([torch.softmax(a, 0) for a in logits], tensors, fixed).backward()
+    for pos, a, t in zip(space.positions, logits, tensors):
+        assert a.grad is not None and torch.isfinite(a.grad).all()
+        # raising the logit of the slowest candidate raises latency, of the fastest lowers it
+        assert a.grad[int(t.argmax())] > 0 > a.grad[int(t.argmin())]
+
+
+def test_budget_below_the_fastest_architecture_is_refused(linear_regressor):
+    space = get_space("proxyless-tiny")
+    low = min_latency(space, linear_regressor)
+    check_budget(space, linear_regressor, low * 1.01)
+    with pytest.raises(HwnasError, match="below the fastest architecture"):
+        check_budget(space, linear_regressor, low * 0.9)
+
+
+def test_latency_tensors_refuse_a_predictor_for_another_space(linear_regressor):
+    with pytest.raises(HwnasError, match="fitted for space 'proxyless-tiny', not 'proxyless-cifar'"):
+        latency_tensors(get_space("proxyless-cifar"), linear_regressor)
