@@ -95,11 +95,12 @@ def onnx_outputs(path: Path, images: np.ndarray) -> np.ndarray:
 def export_trained(arch: Architecture, model: nn.Module, out_dir: str | Path, check_images: np.ndarray,
                    representative: np.ndarray, quants: tuple[str, ...] = QUANTS, onnx: bool = True,
                    tolerance: float = FP32_TOLERANCE, min_agreement: float = MIN_AGREEMENT,
-                   force: bool = False, stem: str = "model", progress=print) -> ExportResult:
+                   force: bool = False, stem: str = "model", progress=print, converter=None) -> ExportResult:
     """Convert, self-check and (when the checks pass or ``force``) keep the files in ``out_dir``.
 
     ``check_images``: validation images (NCHW float32) for the checks;
-    ``representative``: training images for int8 calibration.
+    ``representative``: training images for int8 calibration; ``converter``: a
+    running ``TFLiteConverter`` to reuse (default: a fresh worker for this call).
     """
     from safetensors.numpy import save_file
 
@@ -130,7 +131,9 @@ def export_trained(arch: Architecture, model: nn.Module, out_dir: str | Path, ch
                   str(weights))
         calib = staging / "representative.npy"
         np.save(calib, representative.astype(np.float32), allow_pickle=False)
-        with TFLiteConverter(log_path=staging / "tflite-worker.log") as conv:
+        own = converter is None and bool(quants)
+        conv = TFLiteConverter(log_path=staging / "tflite-worker.log").start() if own else converter
+        try:
             for quant in quants:
                 progress(f"converting to TFLite {quant} ...")
                 path = conv.convert(ops, staging / f"{stem}-{quant}.tflite", quant=quant, weights=str(weights),
@@ -143,6 +146,9 @@ def export_trained(arch: Architecture, model: nn.Module, out_dir: str | Path, ch
                 else:
                     result.files.append(ExportedFile(path, "tflite", quant, None, agreement,
                                                      agreement >= min_agreement))
+        finally:
+            if own:
+                conv.close()
         failed = [f for f in result.files if not f.passed]
         if failed and not force:
             names = "; ".join(f.describe() for f in failed)
