@@ -25,9 +25,9 @@ import numpy as np
 from hwnas.latency_data import default_device_name, read_model_rows, read_op_rows
 from hwnas.predictors import load_predictor
 from hwnas.predictors.evaluate import FlopsLinear, evaluate, scatter_plot, unseen_rows
-from hwnas.predictors.fit import fit_device, model_ops, output_stem, select_models, select_ops
+from hwnas.predictors.fit import calibrate, fit_device, model_ops, output_stem, select_models, select_ops
+from hwnas.predictors.lut import LookupTable
 from hwnas.predictors.regressor import METHODS, RegressorPredictor, fit_method
-from hwnas.predictors.common import fit_overhead
 from hwnas.spaces import DEFAULT_SPACE, get_space
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,8 +42,16 @@ def transfer_regressor(reg, ops, ms, space_name, fit_ops, fit_measured):
         return None, 0
     fitted = fit_method(METHODS[reg.method], [ops[i] for i in keep], ms[keep])
     pred = RegressorPredictor(reg.device, reg.space, reg.runtime, reg.dtype, reg.threads, fitted)
-    pred.overhead_ms = fit_overhead([pred.predict_ops(o) for o in fit_ops], fit_measured)
+    calibrate(pred, fit_ops, fit_measured, ["-"] * len(fit_ops), "fit models", per_op=reg.per_op_ms != 0)
     return pred, len(keep)
+
+
+def constant_overhead_table(lut, fit_ops, fit_measured):
+    """The table with only a constant overhead (the plain 'sum + constant' definition)."""
+    plain = LookupTable(lut.device, lut.space, lut.runtime, lut.dtype, lut.threads, lut.entries)
+    plain.enable_fallback(lut.fallback)
+    calibrate(plain, fit_ops, fit_measured, ["-"] * len(fit_ops), "fit models", per_op=False)
+    return plain
 
 
 def run_runtime(args, runtime: str) -> tuple[list[str], Path | None]:
@@ -67,8 +75,12 @@ def run_runtime(args, runtime: str) -> tuple[list[str], Path | None]:
     covered = sum(lut.covers(o) for o in test_ops)
 
     base = fit_device(data, args.device, runtime, args.dtype, 1, args.space, args.holdout, ["flops-linear"]).regressor
-    candidates = {"LUT sum + overhead": lut, f"regressor ({reg.method})": reg,
-                  "FLOPs-linear ops + overhead": base}
+    candidates = {}
+    if lut.per_op_ms:
+        candidates["LUT sum + overhead + per-op correction"] = lut
+    candidates["LUT sum + constant overhead"] = constant_overhead_table(lut, fit_ops, fit_measured)
+    candidates[f"regressor ({reg.method})"] = reg
+    candidates["FLOPs-linear ops + overhead"] = base
     if len(fit_rows) >= 2:
         candidates["FLOPs-linear whole model"] = FlopsLinear.fit(fit_ops, fit_measured)
     ops, ms = select_ops(read_op_rows(data / f"{args.device}.csv"), runtime, args.dtype, 1)
@@ -78,7 +90,8 @@ def run_runtime(args, runtime: str) -> tuple[list[str], Path | None]:
     results = evaluate(candidates, test_ops, measured)
 
     title = f"{args.device} {runtime} {args.dtype} 1 thread: {len(test)} unseen {args.space} models"
-    png = scatter_plot({k: v for k, v in list(results.items())[:3]}, measured,
+    plotted = [next(iter(results)), f"regressor ({reg.method})", "FLOPs-linear ops + overhead"]
+    png = scatter_plot({k: results[k] for k in plotted}, measured,
                        ROOT / args.docs / f"predictors-{stem}.png", title)
     lines = [f"### {runtime} {args.dtype}, 1 thread",
              "",

@@ -29,8 +29,10 @@ def training_ops(spaces=("proxyless-tiny", "proxyless-cifar")):
     return list(ops)
 
 
-def write_tables(folder: Path, device: str = "dev", n_models: int = 24, runtime: str = "tflite") -> Path:
-    """latency_data-style folder: op rows, whole-model rows (sum + OVERHEAD_MS), device description."""
+def write_tables(folder: Path, device: str = "dev", n_models: int = 24, runtime: str = "tflite",
+                 per_op_ms: float = 0.0) -> Path:
+    """latency_data-style folder: op rows, whole-model rows (sum + OVERHEAD_MS + per_op_ms * operators),
+    device description."""
     folder.mkdir(parents=True, exist_ok=True)
     for op in training_ops():
         append_op_row(folder / f"{device}.csv", OpRow(op, runtime, "fp32", 1, synthetic_ms(op), 0.0, 5, 20))
@@ -40,7 +42,7 @@ def write_tables(folder: Path, device: str = "dev", n_models: int = 24, runtime:
         arch = sample_architecture(space, rng)
         rel = f"{folder.name}/models/{device}-{i:03d}.json"  # relative to the folder's parent, as to a repo root
         arch.save(folder.parent / rel)
-        ms = OVERHEAD_MS + sum(synthetic_ms(op) for op in arch.ops())
+        ms = OVERHEAD_MS + sum(synthetic_ms(op) + per_op_ms for op in arch.ops())
         append_model_row(folder / f"{device}-models.csv",
                          ModelRow(rel, space.name, tuple(arch.choices), runtime, "fp32", 1, ms, 0.0, 5))
     write_device(folder / f"{device}.device.json", {"name": device, "cpu": "test cpu", "cores": 2, "runtimes": {}})

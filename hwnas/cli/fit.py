@@ -27,17 +27,18 @@ def _fit(args) -> int:
     data_dir = Path(args.data)
     print(f"fitting {device} {args.runtime} {args.dtype} {args.threads} thread(s) from {data_dir}/ ...")
     result = fit_device(data_dir, device, args.runtime, args.dtype, args.threads, args.space,
-                        args.holdout, methods)
+                        args.holdout, methods, per_op=not args.constant_overhead, progress=True)
     stem = output_stem(device, args.runtime, args.dtype, args.threads, args.space, DEFAULT_SPACE)
     paths = save(result, Path(args.out), stem)
 
-    print(f"{result.n_op_rows} operators; grouped {5}-fold cross-validation on unseen shapes:")
+    print(f"{result.n_op_rows} operators; grouped 5-fold cross-validation on unseen shapes:")
     print(f"  {'method':18s} {'RMSE ms':>9s} {'MAPE %':>8s} {'WAPE %':>8s}")
     for name, s in sorted(result.cv.items(), key=lambda kv: kv[1]["wape"]):
         mark = "  <- kept" if name == result.regressor.method else ""
         print(f"  {name:18s} {s['rmse_ms']:9.4f} {s['mape']:8.2f} {s['wape']:8.2f}{mark}")
     for label, pred in (("lookup table", result.lut), ("regressor", result.regressor)):
-        print(f"{label}: overhead {pred.overhead_ms:+.4f} ms ({pred.overhead['source']})")
+        print(f"{label}: overhead {pred.overhead_ms:+.4f} ms, per operator {pred.per_op_ms:+.5f} ms "
+              f"({pred.overhead['source']})")
     print(f"whole models: {len(result.fit_models)} used for the overhead, "
           f"{len(result.held_out_models)} held out for evaluation")
     for p in paths:
@@ -58,6 +59,8 @@ def register(sub) -> None:
                    help=f"space the predictor is for (whole-model rows of it fit the overhead; default {DEFAULT_SPACE})")
     p.add_argument("--holdout", type=float, default=0.5,
                    help="share of whole-model rows kept out of fitting, for evaluation (default 0.5)")
+    p.add_argument("--constant-overhead", action="store_true",
+                   help="fit only a constant whole-model overhead (no per-operator correction)")
     p.add_argument("--methods", help="comma-separated regressor methods to compare (default: all)")
     p.add_argument("--data", default="latency_data", help="folder of latency tables (default latency_data/)")
     p.add_argument("--out", default="predictors", help="output folder (default predictors/)")

@@ -38,14 +38,24 @@ def number(data: dict, field: str, path: Path, default: float | None = None) -> 
     return float(value)
 
 
-def fit_overhead(op_sums: list[float], measured: list[float]) -> float:
-    """Constant overhead (ms) of whole models over the sum of their operators: the median residual.
+def fit_overhead(op_sums: list[float], measured: list[float], n_ops: list[int] | None = None
+                 ) -> tuple[float, float]:
+    """``(overhead_ms, per_op_ms)`` so that measured ~ sum + overhead_ms + per_op_ms * n_ops.
 
-    The median keeps a few disturbed measurements from moving the constant.
+    Without ``n_ops`` (or with fewer than 10 models, or too little spread in the
+    operator count) only the constant is fitted, as the median residual, which
+    keeps a few disturbed measurements from moving it. With ``n_ops``, a least
+    squares line through the residuals: each operator measured alone also paid
+    the runtime's per-invocation cost once, which a whole network pays once in all.
     """
     if not op_sums:
-        return 0.0
-    return float(np.median(np.asarray(measured) - np.asarray(op_sums)))
+        return 0.0, 0.0
+    residual = np.asarray(measured, float) - np.asarray(op_sums, float)
+    if n_ops is None or len(op_sums) < 10 or len(set(n_ops)) < 2:
+        return float(np.median(residual)), 0.0
+    A = np.stack([np.ones(len(n_ops)), np.asarray(n_ops, float)], axis=1)
+    (const, per_op), *_ = np.linalg.lstsq(A, residual, rcond=None)
+    return float(const), float(per_op)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -74,7 +74,7 @@ def model_ops(row: ModelRow, root: Path | None = None) -> list[OpSpec]:
 
 def fit_device(data_dir: Path, device: str, runtime: str, dtype: str, threads: int = 1,
                space: str | None = None, holdout: float = 0.5, methods: list[str] | None = None,
-               progress=None) -> FitResult:
+               per_op: bool = True, progress: bool = False) -> FitResult:
     """Read ``data_dir/<device>.csv`` (+ ``-models.csv``, ``.device.json``) and fit both predictors."""
     data_dir = Path(data_dir)
     op_path = data_dir / f"{device}.csv"
@@ -91,9 +91,7 @@ def fit_device(data_dir: Path, device: str, runtime: str, dtype: str, threads: i
     held = [m.arch_file for m in models if is_held_out(m.arch_file, holdout)]
 
     lut = LookupTable(desc, space, runtime, dtype, threads, {op.key(): float(t) for op, t in zip(ops, ms)})
-    cv = cross_validate(ops, ms, methods or list(METHODS))
-    if progress:
-        progress("cross-validation done")
+    cv = cross_validate(ops, ms, methods or list(METHODS), progress=progress)
     best = best_method(cv)
     fitted = fit_method(METHODS[best], ops, ms)
     reg = RegressorPredictor(desc, space, runtime, dtype, threads, fitted, cv=cv, n_rows=len(ops))
@@ -103,17 +101,26 @@ def fit_device(data_dir: Path, device: str, runtime: str, dtype: str, threads: i
     measured = [m.median_ms for m in fit_rows]
     usable = [i for i, o in enumerate(fit_ops) if lut.covers(o)]
     for predictor, idx in ((lut, usable), (reg, range(len(fit_rows)))):
-        idx = list(idx)
-        sums = [predictor.predict_ops(fit_ops[i]) for i in idx]
-        predictor.overhead_ms = fit_overhead(sums, [measured[i] for i in idx])
-        predictor.overhead = {
-            "source": (f"median of (measured - sum of operators) over {len(idx)} whole models "
-                       f"of {models_path.name}" if idx else
-                       "none: no whole-model rows to fit on; overhead set to 0"),
-            "models": [fit_rows[i].arch_file for i in idx],
-            "held_out": held,
-        }
+        calibrate(predictor, [fit_ops[i] for i in idx], [measured[i] for i in idx],
+                  [fit_rows[i].arch_file for i in idx], models_path.name, per_op)
+        predictor.overhead["held_out"] = held
     return FitResult(lut, reg, cv, len(ops), [m.arch_file for m in fit_rows], held)
+
+
+def calibrate(predictor, model_ops_list: list[list[OpSpec]], measured: list[float], names: list[str],
+              source: str, per_op: bool = True) -> None:
+    """Fit ``overhead_ms`` (and ``per_op_ms`` when ``per_op``) of a predictor on whole models."""
+    predictor.overhead_ms, predictor.per_op_ms = 0.0, 0.0
+    sums = [predictor.predict_ops(ops) for ops in model_ops_list]
+    counts = [sum(not op.is_identity for op in ops) for ops in model_ops_list]
+    predictor.overhead_ms, predictor.per_op_ms = fit_overhead(sums, measured, counts if per_op else None)
+    if names:
+        how = ("least squares of (measured - sum of operators) on the operator count" if predictor.per_op_ms
+               else "median of (measured - sum of operators)")
+        text = f"{how} over {len(names)} whole models of {source}"
+    else:
+        text = "none: no whole-model rows to fit on; overhead set to 0"
+    predictor.overhead = {"source": text, "models": list(names)}
 
 
 def output_stem(device: str, runtime: str, dtype: str, threads: int, space: str | None,

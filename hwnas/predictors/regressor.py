@@ -138,16 +138,17 @@ def shape_groups(ops: list[OpSpec]) -> np.ndarray:
 
 
 def cross_validate(ops: list[OpSpec], ms: np.ndarray, methods: list[str] | None = None,
-                   folds: int = 5) -> dict[str, dict]:
+                   folds: int = 5, progress: bool = False) -> dict[str, dict]:
     """Grouped k-fold scores of each method (held-out folds contain unseen shapes only)."""
     from sklearn.model_selection import GroupKFold
+    from tqdm import tqdm
 
     ms = np.asarray(ms, float)
     X = feature_matrix(ops)
     groups = shape_groups(ops)
     folds = max(2, min(folds, len(set(groups.tolist()))))
     results = {}
-    for name in methods or list(METHODS):
+    for name in tqdm(methods or list(METHODS), desc="cross-validation", unit="method", disable=not progress):
         predicted = np.zeros(len(ops))
         for train, test in GroupKFold(n_splits=folds).split(X, ms, groups):
             fitted = fit_method(METHODS[name], [ops[i] for i in train], ms[train], X[train])
@@ -168,11 +169,12 @@ class RegressorPredictor(LatencyPredictor):
 
     def __init__(self, device: dict, space: str | None, runtime: str, dtype: str, threads: int,
                  fitted: FittedModels, overhead_ms: float = 0.0, overhead: dict | None = None,
-                 cv: dict | None = None, n_rows: int = 0, path: Path | None = None):
+                 cv: dict | None = None, n_rows: int = 0, path: Path | None = None, per_op_ms: float = 0.0):
         self.device, self.space = device, space
         self.runtime, self.dtype, self.threads = runtime, dtype, threads
         self.fitted = fitted
         self.overhead_ms = float(overhead_ms)
+        self.per_op_ms = float(per_op_ms)
         self.overhead = overhead or {"source": "none: no whole-model rows; overhead set to 0", "models": []}
         self.cv = cv or {}
         self.n_rows = n_rows
@@ -184,12 +186,12 @@ class RegressorPredictor(LatencyPredictor):
         return self.fitted.method.name
 
     def predict_many(self, ops: list[OpSpec]) -> np.ndarray:
-        """Latency (ms) of each operator; identity operators cost 0."""
+        """Latency (ms) of each operator in a network (prediction + ``per_op_ms``); identity operators cost 0."""
         todo = [op for op in dict.fromkeys(ops) if op not in self._cache and not op.is_identity]
         if todo:
             for op, ms in zip(todo, self.fitted.predict(todo)):
                 self._cache[op] = float(ms)
-        return np.array([0.0 if op.is_identity else self._cache[op] for op in ops])
+        return np.array([0.0 if op.is_identity else self._cache[op] + self.per_op_ms for op in ops])
 
     def predict_op(self, op: OpSpec) -> float:
         return float(self.predict_many([op])[0])
@@ -208,7 +210,7 @@ class RegressorPredictor(LatencyPredictor):
         sio.dump(self.fitted.models, model_path)
         data = header(self.type_name, self.device, self.space, self.runtime, self.dtype, self.threads)
         data.update(method=self.method, features=list(self.fitted.method.columns), n_rows=self.n_rows,
-                    overhead_ms=self.overhead_ms, overhead=self.overhead, cv=self.cv,
+                    overhead_ms=self.overhead_ms, per_op_ms=self.per_op_ms, overhead=self.overhead, cv=self.cv,
                     model_file=model_path.name, sha256=_sha256(model_path))
         write_json(path, data)
         self.path = path
@@ -261,7 +263,7 @@ def _load(data: dict, path: Path) -> RegressorPredictor:
     return RegressorPredictor(data["device"], data.get("space"), runtime, dtype, threads,
                               FittedModels(method, models), number(data, "overhead_ms", path, 0.0),
                               overhead if isinstance(overhead, dict) else None, data.get("cv") or {},
-                              int(data.get("n_rows", 0)), path)
+                              int(data.get("n_rows", 0)), path, number(data, "per_op_ms", path, 0.0))
 
 
 __all__ = ["METHODS", "FittedModels", "RegressorPredictor", "cross_validate", "best_method", "fit_method",
