@@ -42,20 +42,23 @@ def fit_overhead(op_sums: list[float], measured: list[float], n_ops: list[int] |
                  ) -> tuple[float, float]:
     """``(overhead_ms, per_op_ms)`` so that measured ~ sum + overhead_ms + per_op_ms * n_ops.
 
-    Without ``n_ops`` (or with fewer than 10 models, or too little spread in the
-    operator count) only the constant is fitted, as the median residual, which
-    keeps a few disturbed measurements from moving it. With ``n_ops``, a least
-    squares line through the residuals: each operator measured alone also paid
-    the runtime's per-invocation cost once, which a whole network pays once in all.
+    Both are least-absolute-deviation fits (medians), so a few disturbed
+    whole-model measurements (on a shared machine they are always too slow) do
+    not move them. Without ``n_ops`` (or with fewer than 10 models, or a single
+    operator count) only the constant is fitted, as the median residual. With
+    ``n_ops``, a median line through the residuals: each operator timed alone
+    also paid the runtime's per-invocation cost, which a whole network pays once.
     """
     if not op_sums:
         return 0.0, 0.0
     residual = np.asarray(measured, float) - np.asarray(op_sums, float)
     if n_ops is None or len(op_sums) < 10 or len(set(n_ops)) < 2:
         return float(np.median(residual)), 0.0
-    A = np.stack([np.ones(len(n_ops)), np.asarray(n_ops, float)], axis=1)
-    (const, per_op), *_ = np.linalg.lstsq(A, residual, rcond=None)
-    return float(const), float(per_op)
+    from sklearn.linear_model import QuantileRegressor
+
+    line = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs")
+    line.fit(np.asarray(n_ops, float)[:, None], residual)
+    return float(line.intercept_), float(line.coef_[0])
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -27,7 +27,10 @@ DERIVED = [
     "mid_elems",      # expanded activation, c_in * expand * out_h * out_w
     "pw_flops",       # multiply-adds of the 1x1 convs (or the whole op when not an inverted residual)
     "dw_flops",       # multiply-adds of the depthwise conv
+    "dw_k5",          # depthwise work at kernel 5
     "dw_k7",          # depthwise work at kernel 7 (XNNPACK is slow there on x86)
+    "dw_s2",          # depthwise work at stride 2
+    "expand_flops",   # multiply-adds of the 1x1 expansion conv
     "residual",       # 1 when the block adds its input
     "log_flops",
     "log_mac",
@@ -51,7 +54,10 @@ def op_features(op: OpSpec) -> np.ndarray:
         (op.c_in * op.expand * oh * ow) if inverted else 0,
         cost.flops - dw_flops,
         dw_flops,
+        dw_flops if op.kernel == 5 else 0,
         dw_flops if op.kernel == 7 else 0,
+        dw_flops if op.stride == 2 else 0,
+        (op.c_in * mid * op.h * op.w // op.groups) if inverted and (op.kind == "ir" or op.expand != 1) else 0,
         1.0 if op.has_residual else 0.0,
         np.log1p(cost.flops),
         np.log1p(cost.mac),

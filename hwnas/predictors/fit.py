@@ -115,7 +115,7 @@ def calibrate(predictor, model_ops_list: list[list[OpSpec]], measured: list[floa
     counts = [sum(not op.is_identity for op in ops) for ops in model_ops_list]
     predictor.overhead_ms, predictor.per_op_ms = fit_overhead(sums, measured, counts if per_op else None)
     if names:
-        how = ("least squares of (measured - sum of operators) on the operator count" if predictor.per_op_ms
+        how = ("median line of (measured - sum of operators) against the operator count" if predictor.per_op_ms
                else "median of (measured - sum of operators)")
         text = f"{how} over {len(names)} whole models of {source}"
     else:
