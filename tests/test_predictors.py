@@ -190,3 +190,24 @@ def test_budget_below_the_fastest_architecture_is_refused(linear_regressor):
 def test_latency_tensors_refuse_a_predictor_for_another_space(linear_regressor):
     with pytest.raises(HwnasError, match="fitted for space 'proxyless-tiny', not 'proxyless-cifar'"):
         latency_tensors(get_space("proxyless-cifar"), linear_regressor)
+
+
+def test_evaluation_on_unseen_models_with_baseline_and_plot(tmp_path, linear_regressor):
+    from hwnas.predictors.evaluate import FlopsLinear, evaluate, scatter_plot, unseen_rows
+    from hwnas.predictors.fit import model_ops
+    from hwnas.latency_data import read_model_rows
+
+    data = write_tables(tmp_path / "ld")
+    result = fit_device(data, "dev", "tflite", "fp32", 1, "proxyless-tiny", methods=FAST)
+    rows = read_model_rows(data / "dev-models.csv")
+    test = unseen_rows(rows, result.lut, result.regressor)
+    assert sorted(r.arch_file for r in test) == sorted(result.held_out_models)
+    fit = [r for r in rows if r not in test]
+    ops = [model_ops(r, tmp_path) for r in test]
+    measured = [r.median_ms for r in test]
+    baseline = FlopsLinear.fit([model_ops(r, tmp_path) for r in fit], [r.median_ms for r in fit])
+    results = evaluate({"lut": result.lut, "flops": baseline}, ops, measured)
+    assert results["lut"][0].within5 == 100.0 and results["lut"][0].mape < 0.1
+    assert results["flops"][0].mape > results["lut"][0].mape
+    png = scatter_plot(results, measured, tmp_path / "scatter.png", "test")
+    assert png.read_bytes()[:4] == b"\x89PNG"
