@@ -1,0 +1,19 @@
+"""Random search: uniform samples of the space, without repeats while unseen ones are easy to find."""
+
+from __future__ import annotations
+
+from hwnas.arch import Architecture
+from hwnas.strategies.base import Strategy
+
+
+class RandomSearch(Strategy):
+    name = "random"
+
+    def __init__(self, space, seed: int = 0):
+        super().__init__(space, seed)
+        self._proposed: set[tuple[str, ...]] = set()
+
+    def propose(self) -> Architecture:
+        choices = self.random_unseen(self.seen | self._proposed)
+        self._proposed.add(tuple(choices))
+        return self.arch(choices)

@@ -1,0 +1,298 @@
+"""Run a sample-based strategy for a budget of evaluations: log, resume, Pareto plot.
+
+Every evaluated architecture is one JSON line of ``<out>/evaluations.jsonl``::
+
+    {"index": 0, "choices": [...], "score": 0.91, "accuracy": 0.93, "latency_ms": 1.2,
+     "mflops": 3.4, "feasible": true, "rejected": false, "cached": false, "seconds": 2.1}
+
+A line is written (and flushed) as soon as its evaluation ends, so an
+interrupted run loses at most the evaluation in progress. ``resume`` re-reads
+the log (a torn last line is dropped), replays it through the strategy's
+``propose``/``observe`` -- every random decision of a strategy comes from its own
+seeded generators, so this restores its state -- and continues up to the budget.
+A repeated proposal is not evaluated again: its earlier result is logged again
+with ``"cached": true`` and counts as an evaluation.
+
+Outputs beside the log: ``config.json`` (checked on resume), ``best.json`` (the
+best architecture within the budget), ``summary.json`` and ``pareto.png``
+(accuracy vs latency of everything evaluated, Pareto front highlighted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from hwnas.arch import architecture_of
+from hwnas.errors import HwnasError
+from hwnas.strategies.base import Strategy
+from hwnas.strategies.evaluators import CostModel, Objective
+
+LOG = "evaluations.jsonl"
+CONFIG = "config.json"
+
+
+# -- the log --------------------------------------------------------------------------
+def read_log(path: Path) -> list[dict]:
+    """The records of a log; a torn (unterminated, unparsable) last line is dropped and cut from the file."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")
+    records, good_chars = [], 0
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            good_chars += len(line) + 1
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("choices"), list) or "score" not in record:
+                raise ValueError("missing 'choices' or 'score'")
+        except ValueError as exc:
+            if lineno == len(lines):  # torn final line of an interrupted write
+                break
+            raise HwnasError(f"{path}: line {lineno} is not an evaluation record ({exc})") from None
+        records.append(record)
+        good_chars += len(line) + 1
+    if good_chars < len(text):
+        path.write_text(text[:good_chars])
+    return records
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def replay(strategy: Strategy, records: list[dict]) -> int:
+    """Feed logged results through propose/observe; returns how many proposals differed from the log."""
+    differed = 0
+    for record in records:
+        proposed = strategy.propose()
+        try:
+            logged = architecture_of(strategy.space, record["choices"])
+        except HwnasError as exc:
+            raise HwnasError(f"evaluation log record {record.get('index')}: {exc}") from None
+        differed += list(proposed.choices) != list(logged.choices)
+        strategy.observe(logged, record["score"])
+    return differed
+
+
+def search_loop(strategy: Strategy, objective: Objective, evaluations: int, out_dir: str | Path,
+                resume: bool = False, progress: bool = True) -> list[dict]:
+    """Ask/evaluate/tell until ``evaluations`` records are in ``out_dir``'s log; returns all records."""
+    if evaluations < 1:
+        raise HwnasError(f"the number of evaluations must be positive, got {evaluations}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / LOG
+    if not resume:
+        log.unlink(missing_ok=True)
+    records = read_log(log)
+    if records:
+        differed = replay(strategy, records)
+        if progress:
+            note = f" ({differed} replayed proposals differed from the log)" if differed else ""
+            print(f"resuming {log}: {len(records)} evaluations done{note}")
+    cache = {tuple(r["choices"]): r for r in records}
+    bar = tqdm(total=evaluations, initial=min(len(records), evaluations), desc=f"{strategy.name} search",
+               unit="eval", disable=not progress)
+    while len(records) < evaluations:
+        arch = strategy.propose()
+        key = tuple(arch.choices)
+        if key in cache:
+            record = {**cache[key], "cached": True, "seconds": 0.0}
+        else:
+            record = {**objective(arch), "cached": False}
+            cache[key] = record
+        record = {"index": len(records), **{k: v for k, v in record.items() if k != "index"}}
+        _append(log, record)
+        strategy.observe(arch, record["score"])
+        records.append(record)
+        bar.update(1)
+        best = best_record(records)
+        if best is not None:
+            bar.set_postfix(best_acc=f"{best['accuracy']:.4f}", score=f"{record['score']:.4f}")
+    bar.close()
+    return records
+
+
+# -- results ----------------------------------------------------------------------------
+def best_record(records: list[dict]) -> dict | None:
+    """The highest-accuracy record within the budget (ties: the earliest)."""
+    feasible = [r for r in records if r.get("feasible", True) and r.get("accuracy") is not None]
+    return max(feasible, key=lambda r: (r["accuracy"], -r["index"])) if feasible else None
+
+
+def evaluations_to_best(records: list[dict]) -> int | None:
+    """1-based number of evaluations after which the final best (within budget) accuracy was first reached."""
+    best = best_record(records)
+    return None if best is None else best["index"] + 1
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated (lower cost and higher accuracy), sorted by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best_acc = [], float("-inf")
+    for i in order:
+        if points[i][1] > best_acc:
+            front.append(i)
+            best_acc = points[i][1]
+    return front
+
+
+def plot_pareto(records: list[dict], path: str | Path, unit: str, budget: float | None = None,
+                title: str = "") -> Path:
+    """Accuracy vs latency (or MFLOPs) of every evaluated architecture, Pareto front in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = "latency_ms" if unit == "ms" else "mflops"
+    rows = [r for r in records if r.get("accuracy") is not None and not r.get("cached")]
+    points = [(r[key], r["accuracy"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    if points:
+        ax.scatter([p[0] for p in points], [p[1] for p in points], s=14, c=[r["index"] for r in rows],
+                   cmap="viridis", label="evaluated (colour: order)")
+        front = [points[i] for i in pareto_front(points)]
+        ax.plot([p[0] for p in front], [p[1] for p in front], "r.-", label="Pareto front")
+    if budget is not None:
+        ax.axvline(budget, color="grey", ls="--", label=f"budget {budget:g} {unit}")
+    best = best_record(records)
+    if best is not None:
+        ax.plot([best[key]], [best["accuracy"]], "*", ms=14, color="orange", label="best within budget")
+    ax.set_xlabel("predicted latency (ms)" if unit == "ms" else "multiply-adds (MFLOPs)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title or "evaluated architectures")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# -- the command ------------------------------------------------------------------------
+def _opt(args, name, default=None):
+    value = getattr(args, name, None)
+    return default if value is None else value
+
+
+def _check_config(out: Path, config: dict, resume: bool) -> None:
+    path = out / CONFIG
+    if resume and path.exists():
+        saved = json.loads(path.read_text())
+        changed = [k for k in config if k != "evaluations" and saved.get(k) != config[k]]
+        if changed:
+            k = changed[0]
+            raise HwnasError(f"{path}: the run was started with {k}={saved.get(k)!r}, this one has "
+                             f"{k}={config[k]!r}; resume with the same settings or use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def build_evaluator(args, space, seed: int):
+    """The accuracy evaluator the arguments ask for (one-shot with --supernet, else proxy training)."""
+    from hwnas.data import DEFAULT_DATASET, load_dataset
+
+    kind = _opt(args, "evaluator", "oneshot" if _opt(args, "supernet") else "proxy")
+    splits = load_dataset(_opt(args, "dataset", DEFAULT_DATASET), space.params["resolution"], seed=seed,
+                          limit_train=_opt(args, "limit_train"), limit_val=_opt(args, "limit_val"))
+    if splits.num_classes != space.params["num_classes"]:
+        raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, space {space.name} has "
+                         f"{space.params['num_classes']}; add --set num_classes={splits.num_classes}")
+    if kind == "proxy":
+        from hwnas.strategies.evaluators import ProxyEvaluator
+
+        return ProxyEvaluator(splits, epochs=_opt(args, "proxy_epochs", 1), max_steps=_opt(args, "proxy_steps", 20),
+                              lr=_opt(args, "proxy_lr", 0.05), width_mult=_opt(args, "proxy_width_mult"), seed=seed)
+    if kind == "oneshot":
+        from hwnas.strategies.supernet_bridge import oneshot_evaluator
+
+        if not _opt(args, "supernet"):
+            raise HwnasError("the one-shot evaluator needs --supernet WEIGHTS (a trained supernet)")
+        return oneshot_evaluator(args.supernet, space, splits, calib_batches=_opt(args, "calib_batches", 4),
+                                 seed=seed)
+    raise HwnasError(f"unknown evaluator {kind!r}; known: oneshot, proxy")
+
+
+def build_objective(args, space, evaluator) -> Objective:
+    predictor = None
+    if _opt(args, "predictor"):
+        from hwnas.predictors import load_predictor
+
+        predictor = load_predictor(args.predictor, space=space.name)
+    latency_budget, flops_budget = _opt(args, "latency_budget"), _opt(args, "flops_budget")
+    if latency_budget is not None and predictor is None:
+        raise HwnasError("--latency-budget needs --predictor (or give --flops-budget in MFLOPs)")
+    if latency_budget is not None and flops_budget is not None:
+        raise HwnasError("give either --latency-budget or --flops-budget, not both")
+    if predictor is not None and flops_budget is not None:
+        raise HwnasError("with --predictor the budget is a latency: use --latency-budget MS")
+    budget = latency_budget if predictor is not None else flops_budget
+    return Objective(evaluator, CostModel(predictor), budget, _opt(args, "penalty_weight", -0.07),
+                     _opt(args, "over_budget", "penalty"))
+
+
+def strategy_options(args) -> dict:
+    return {"population": _opt(args, "population"), "sample_size": _opt(args, "sample_size"),
+            "controller_lr": _opt(args, "controller_lr"), "beam": _opt(args, "beam"),
+            "surrogate": _opt(args, "surrogate")}
+
+
+def run_strategy(args) -> int:
+    """``hwnas search --strategy random|evolution|rl|progressive``: run, log, plot, print the best."""
+    from hwnas.cli.space import space_from_args
+    from hwnas.strategies import make_strategy
+
+    space = space_from_args(args)
+    seed = _opt(args, "seed", 0)
+    evaluations = _opt(args, "evaluations", 30)
+    out = Path(_opt(args, "out") or Path("runs") / "search" / f"{args.strategy}-{space.name}-s{seed}")
+    strategy = make_strategy(args.strategy, space, seed=seed, **strategy_options(args))
+    objective = build_objective(args, space, evaluator=None)
+    config = {"strategy": args.strategy, "space": space.name, "space_params": space.params, "seed": seed,
+              "evaluator": _opt(args, "evaluator", "oneshot" if _opt(args, "supernet") else "proxy"),
+              "dataset": _opt(args, "dataset", "digits"), "predictor": _opt(args, "predictor"),
+              "budget": objective.budget, "unit": objective.cost_model.unit, "over_budget": objective.over_budget,
+              "penalty_weight": objective.weight, "options": strategy_options(args), "evaluations": evaluations}
+    _check_config(out, config, bool(_opt(args, "resume", False)))
+    objective.evaluator = build_evaluator(args, space, seed)
+    budget_text = f"budget {objective.budget:g} {objective.cost_model.unit}" if objective.budget else "no budget"
+    print(f"{args.strategy} search on {space.name} ({space.size:.2e} architectures), {evaluations} evaluations, "
+          f"{config['evaluator']} evaluator, {budget_text} -> {out}")
+    t0 = time.time()
+    records = search_loop(strategy, objective, evaluations, out, resume=bool(_opt(args, "resume", False)))
+    write_results(records, out, space, objective, title=f"{args.strategy} on {space.name}")
+    best = best_record(records)
+    print(f"{len(records)} evaluations in {time.time() - t0:.1f} s; log {out / LOG}; plot {out / 'pareto.png'}")
+    if best is None:
+        print("no architecture within the budget was found")
+        return 1
+    cost = best["latency_ms"] if objective.cost_model.unit == "ms" else best["mflops"]
+    print(f"best within budget: accuracy {best['accuracy']:.4f}, {cost:g} {objective.cost_model.unit} "
+          f"(evaluation {best['index'] + 1}): {' '.join(best['choices'])} -> {out / 'best.json'}")
+    return 0
+
+
+def write_results(records: list[dict], out: Path, space, objective: Objective, title: str = "") -> dict:
+    """best.json, summary.json and pareto.png for a finished (or interrupted) run."""
+    best = best_record(records)
+    if best is not None:
+        architecture_of(space, best["choices"]).save(out / "best.json")
+    summary = {"evaluations": len(records), "unique": len({tuple(r["choices"]) for r in records}),
+               "best": best, "evaluations_to_best": evaluations_to_best(records),
+               "feasible": sum(bool(r.get("feasible", True)) for r in records),
+               "seconds": round(sum(r.get("seconds", 0.0) for r in records), 2)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_pareto(records, out / "pareto.png", objective.cost_model.unit, objective.budget, title)
+    return summary

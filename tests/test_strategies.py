@@ -1,0 +1,197 @@
+"""Sample-based strategies on a toy problem with a known best, resume, evaluators, runner outputs.
+
+The toy problem: a 5-position space (10,584 architectures) whose "accuracy" is
+additive over the chosen candidates (bigger kernels/expansions tend to be
+better, plus fixed random offsets), with a FLOPs budget at the 25th percentile
+and the MnasNet penalty above it, so the best architecture under the budget is
+known by enumeration. Success = the best score found is among the 10 best of
+the space. A random search with the same 100 evaluations succeeds with
+probability 1 - (1 - 10/10584)**100 = 9%; every strategy is run with 8 seeds
+and must succeed in at least 4 (P(X >= 4) = 0.4% for a strategy no better than
+random search). Everything is seeded, so the test is deterministic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from hwnas.arch import architecture_of
+from hwnas.costs import op_cost, total_cost
+from hwnas.errors import HwnasError
+from hwnas.spaces import get_space
+from hwnas.strategies import STRATEGIES, make_strategy
+from hwnas.strategies.evaluators import CostModel, Objective, mnas_reward
+from hwnas.strategies.runner import (best_record, evaluations_to_best, pareto_front, read_log, run_strategy,
+                                     search_loop)
+
+EVALS, SEEDS, TOP_K = 100, 8, 10
+
+
+class Toy:
+    """Additive accuracy with known optimum under a FLOPs budget; ``evaluate`` follows the evaluator protocol."""
+
+    def __init__(self, stages=((24, 2, 2), (40, 2, 2), (64, 1, 2)), seed=1):
+        self.space = get_space("proxyless-tiny", {"stages": [list(s) for s in stages]})
+        rng = np.random.default_rng(seed)
+        self.quality = [{n: 0.0 if op.kind == "zero" else 0.02 * math.log(1 + op.kernel * op.expand)
+                         + rng.uniform(0, 0.02) for n, op in zip(p.names, p.ops)} for p in self.space.positions]
+        self.calls = 0
+
+    def evaluate(self, arch) -> float:
+        self.calls += 1
+        return 0.5 + sum(q[c] for q, c in zip(self.quality, arch.choices))
+
+    def table(self):
+        """(budget in MFLOPs, all scores sorted best first)."""
+        fixed = total_cost(self.space.stem + self.space.head).flops / 1e6
+        flops = [{n: 0.0 if op.kind == "zero" else op_cost(op).flops / 1e6 for n, op in zip(p.names, p.ops)}
+                 for p in self.space.positions]
+        combos = list(itertools.product(*[p.names for p in self.space.positions]))
+        mflops = [fixed + sum(f[c] for f, c in zip(flops, combo)) for combo in combos]
+        budget = sorted(mflops)[len(mflops) // 4]
+        scores = [mnas_reward(0.5 + sum(q[c] for q, c in zip(self.quality, combo)), m, budget)
+                  for combo, m in zip(combos, mflops)]
+        return budget, sorted(scores, reverse=True)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    problem = Toy()
+    budget, scores = problem.table()
+    return problem, budget, scores
+
+
+def _best_found(strategy, objective, evals):
+    best = float("-inf")
+    for _ in range(evals):
+        arch = strategy.propose()
+        score = objective(arch)["score"]
+        strategy.observe(arch, score)
+        best = max(best, score)
+    return best
+
+
+@pytest.mark.parametrize("name", ["evolution", "rl", "progressive"])
+def test_strategy_finds_top_architecture_more_often_than_random(toy, name):
+    problem, budget, scores = toy
+    objective = Objective(problem, CostModel(), budget)
+    chance = 1 - (1 - TOP_K / len(scores)) ** EVALS
+    assert chance < 0.1
+    hits = sum(_best_found(make_strategy(name, problem.space, seed=s), objective, EVALS) >= scores[TOP_K - 1] - 1e-6
+               for s in range(SEEDS))
+    assert hits >= SEEDS // 2, f"{name}: {hits}/{SEEDS} runs reached the top {TOP_K} (random search: {chance:.0%})"
+
+
+def test_random_search_samples_without_repeats_and_finds_the_best_at_the_expected_rate():
+    problem = Toy(stages=((24, 1, 2), (40, 2, 2)))  # 252 architectures
+    budget, scores = problem.table()
+    objective = Objective(problem, CostModel(), budget)
+    n = problem.space.size
+    hits = 0
+    for seed in range(20):
+        strategy = make_strategy("random", problem.space, seed=seed)
+        best = _best_found(strategy, objective, n // 2)
+        assert len(strategy.seen) == n // 2  # no architecture evaluated twice
+        hits += best >= scores[0] - 1e-6
+    # each run sees half the space, so it holds the best with probability 1/2; a single guess: 1/252
+    assert 5 <= hits <= 15
+
+
+def test_mnas_reward_penalty_and_reject():
+    assert mnas_reward(0.8, 5.0, 10.0) == 0.8
+    assert mnas_reward(0.8, 20.0, 10.0) == pytest.approx(0.8 * 2 ** -0.07)
+    assert mnas_reward(0.8, 20.0, None) == 0.8
+    problem = Toy()
+    cheap = architecture_of(problem.space, [p.names[0] for p in problem.space.positions])
+    rejecting = Objective(problem, CostModel(), budget=1e-3, over_budget="reject")
+    record = rejecting(cheap)
+    assert record["rejected"] and record["score"] == 0.0 and record["accuracy"] is None
+    assert problem.calls == 0  # a rejected architecture is not evaluated
+    with pytest.raises(HwnasError, match="over-budget"):
+        Objective(problem, CostModel(), 1.0, over_budget="drop")
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, name):
+    problem = Toy()
+    budget, _ = problem.table()
+    objective = Objective(problem, CostModel(), budget)
+    full = search_loop(make_strategy(name, problem.space, seed=3), objective, 24, tmp_path / "full", progress=False)
+
+    class Interrupting:
+        def __init__(self, after):
+            self.left = after
+
+        def evaluate(self, arch):
+            if self.left == 0:
+                raise KeyboardInterrupt
+            self.left -= 1
+            return problem.evaluate(arch)
+
+    with pytest.raises(KeyboardInterrupt):
+        search_loop(make_strategy(name, problem.space, seed=3), Objective(Interrupting(13), CostModel(), budget),
+                    24, tmp_path / "cut", progress=False)
+    log = tmp_path / "cut" / "evaluations.jsonl"
+    with open(log, "a") as f:
+        f.write('{"index": 13, "choi')  # a torn line from a kill during the write
+    assert len(read_log(log)) == 13
+    resumed = search_loop(make_strategy(name, problem.space, seed=3), objective, 24, tmp_path / "cut",
+                          resume=True, progress=False)
+    strip = lambda rs: [(r["choices"], r["score"]) for r in rs]  # noqa: E731
+    assert strip(resumed) == strip(full)
+    assert strip(read_log(log)) == strip(full)
+
+
+def test_log_records_and_results(tmp_path):
+    problem = Toy()
+    budget, _ = problem.table()
+    records = search_loop(make_strategy("evolution", problem.space, seed=0, population=4, sample_size=2),
+                          Objective(problem, CostModel(), budget), 12, tmp_path, progress=False)
+    assert [r["index"] for r in records] == list(range(12))
+    for r in records:
+        assert {"choices", "score", "accuracy", "mflops", "latency_ms", "feasible", "cached", "seconds"} <= set(r)
+        assert r["feasible"] == (r["mflops"] <= budget)
+    best = best_record(records)
+    assert best["feasible"] and best["accuracy"] == max(r["accuracy"] for r in records if r["feasible"])
+    assert evaluations_to_best(records) == best["index"] + 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"choices": ["k3_e3"], "score": 1}\nnot json\n{"choices": [], "score": 0}\n')
+    with pytest.raises(HwnasError, match="bad.jsonl: line 2"):
+        read_log(bad)
+
+
+def test_pareto_front():
+    points = [(1.0, 0.5), (2.0, 0.7), (1.5, 0.4), (3.0, 0.69), (4.0, 0.9), (0.5, 0.1)]
+    assert pareto_front(points) == [5, 0, 1, 4]
+
+
+def test_strategy_option_errors():
+    space = Toy().space
+    with pytest.raises(HwnasError, match="unknown search strategy"):
+        make_strategy("annealing", space)
+    with pytest.raises(HwnasError, match="sample size"):
+        make_strategy("evolution", space, population=4, sample_size=9)
+    with pytest.raises(HwnasError, match="surrogate"):
+        make_strategy("progressive", space, surrogate="gp")
+
+
+def test_run_strategy_with_proxy_training_writes_log_plot_and_best(tmp_path, capsys):
+    args = SimpleNamespace(strategy="random", space="proxyless-tiny", set=["stages=[[24,1,2],[40,1,2]]"],
+                           evaluations=2, seed=0, evaluator="proxy", dataset="digits", limit_train=64,
+                           limit_val=64, proxy_epochs=1, proxy_steps=1, flops_budget=5.0, out=str(tmp_path),
+                           resume=False)
+    assert run_strategy(args) in (0, 1)
+    records = read_log(tmp_path / "evaluations.jsonl")
+    assert len(records) == 2 and all(0.0 <= r["accuracy"] <= 1.0 for r in records)
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["evaluations"] == 2
+    args.seed, args.resume = 1, True
+    with pytest.raises(HwnasError, match="seed"):
+        run_strategy(args)
