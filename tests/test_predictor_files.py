@@ -21,9 +21,9 @@ FAST = "flops-linear,per-kind-linear,gbr-log"
 
 @pytest.fixture(scope="module")
 def fit_result(tmp_path_factory):
-    """A fitted table + regressor (gbr-log forced, so the skops file holds trees)."""
+    """A fitted table + regressor (linear models and boosted trees in the skops file)."""
     data = write_tables(tmp_path_factory.mktemp("fit") / "ld")
-    return fit_device(data, "dev", "tflite", "fp32", 1, "proxyless-tiny", methods=["gbr-log"])
+    return fit_device(data, "dev", "tflite", "fp32", 1, "proxyless-tiny", methods=["per-kind-linear+gbr"])
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def _copy(fitted, tmp_path):
 def test_regressor_round_trip_predicts_the_same(fitted, fit_result):
     data = fit_result
     loaded = load_predictor(fitted / "pred" / "dev-tflite-fp32-regressor.json", space="proxyless-tiny", device="dev")
-    assert loaded.method == "gbr-log" and loaded.device["cpu"] == "test cpu"
+    assert loaded.method == "per-kind-linear+gbr" and loaded.device["cpu"] == "test cpu"
     ops = [op for op in get_space("proxyless-tiny", {"width_mult": 1.25}).unique_ops() if op.kind != "zero"]
     assert np.allclose(loaded.predict_many(ops), data.regressor.predict_many(ops))
     assert loaded.overhead_ms == pytest.approx(data.regressor.overhead_ms)

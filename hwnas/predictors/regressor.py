@@ -10,7 +10,10 @@ fitting) and the best is kept:
   linear models extrapolate to widths and resolutions outside the profiled range;
 * ``rf``, ``gbr``: random forest / gradient boosting over all features;
 * ``*-log``: the same fitted on log(ms), which weighs small and large operators alike;
-* ``per-kind-gbr-log``: one boosted model per kind, as nn-Meter fits one per kernel type.
+* ``per-kind-gbr-log``: one boosted model per kind, as nn-Meter fits one per kernel type;
+* ``per-kind-linear+gbr``: the per-kind linear model times a boosted correction
+  (fitted on log(measured / linear) over all features): the linear part
+  extrapolates, the trees learn what it misses.
 
 Per-kind methods fall back to a model over all kinds for kinds with few rows.
 
@@ -38,6 +41,7 @@ from hwnas.predictors.features import FEATURE_NAMES, feature_matrix
 LINEAR_COLUMNS = ["pw_flops", "dw_flops", "dw_k7", "mac", "in_elems", "out_elems", "mid_elems", "residual"]
 MIN_ROWS_PER_KIND = 12
 ALL_KINDS = "*"
+RESIDUAL = "~residual"
 
 # The only types a regressor file may contain beyond skops' built-in safe ones.
 TRUSTED_TYPES = [
@@ -55,6 +59,7 @@ class Method:
     columns: tuple[str, ...] = tuple(FEATURE_NAMES)
     per_kind: bool = False
     log_target: bool = False
+    residual: bool = False  # multiply by a boosted correction learned on log(measured / prediction)
 
 
 def _linear():
@@ -73,6 +78,11 @@ def _gbr():
                                      random_state=0)
 
 
+def _gbr_correction():
+    from sklearn.ensemble import GradientBoostingRegressor
+    return GradientBoostingRegressor(n_estimators=100, max_depth=2, learning_rate=0.05, random_state=0)
+
+
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("flops-linear", _linear, columns=("flops",)),
     Method("per-kind-linear", _linear, columns=tuple(LINEAR_COLUMNS), per_kind=True),
@@ -81,6 +91,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("rf-log", _rf, log_target=True),
     Method("gbr-log", _gbr, log_target=True),
     Method("per-kind-gbr-log", _gbr, per_kind=True, log_target=True),
+    Method("per-kind-linear+gbr", _linear, columns=tuple(LINEAR_COLUMNS), per_kind=True, residual=True),
 ]}
 
 
@@ -101,7 +112,10 @@ class FittedModels:
             out[rows] = self.models[kind].predict(X[np.ix_(rows, cols)])
         if self.method.log_target:
             out = np.exp(out)
-        return np.maximum(out, 0.0)
+        out = np.maximum(out, 1e-4)
+        if RESIDUAL in self.models:
+            out = out * np.exp(self.models[RESIDUAL].predict(X))
+        return out
 
 
 def fit_method(method: Method, ops: list[OpSpec], ms: np.ndarray, X: np.ndarray | None = None) -> FittedModels:
@@ -116,6 +130,9 @@ def fit_method(method: Method, ops: list[OpSpec], ms: np.ndarray, X: np.ndarray 
             rows = np.flatnonzero(kinds == kind)
             if len(rows) >= MIN_ROWS_PER_KIND:
                 models[kind] = method.make().fit(X[np.ix_(rows, cols)], y[rows])
+    if method.residual:
+        first = FittedModels(method, models).predict(ops, X)
+        models[RESIDUAL] = _gbr_correction().fit(X, np.log(np.maximum(ms, 1e-6) / first))
     return FittedModels(method, models)
 
 
@@ -209,7 +226,7 @@ class RegressorPredictor(LatencyPredictor):
         path.parent.mkdir(parents=True, exist_ok=True)
         sio.dump(self.fitted.models, model_path)
         data = header(self.type_name, self.device, self.space, self.runtime, self.dtype, self.threads)
-        data.update(method=self.method, features=list(self.fitted.method.columns), n_rows=self.n_rows,
+        data.update(method=self.method, features=list(FEATURE_NAMES), n_rows=self.n_rows,
                     overhead_ms=self.overhead_ms, per_op_ms=self.per_op_ms, overhead=self.overhead, cv=self.cv,
                     model_file=model_path.name, sha256=_sha256(model_path))
         write_json(path, data)
@@ -252,9 +269,9 @@ def _load(data: dict, path: Path) -> RegressorPredictor:
     if name not in METHODS:
         raise HwnasError(f"{path}: unknown regressor method {name!r}; known: {', '.join(METHODS)}")
     method = METHODS[name]
-    if data.get("features") != list(method.columns):
-        raise HwnasError(f"{path}: field 'features' does not match this version of hwnas's features for "
-                         f"{name}; refit with `hwnas fit`")
+    if data.get("features") != list(FEATURE_NAMES):
+        raise HwnasError(f"{path}: field 'features' does not match this version of hwnas's operator features; "
+                         "refit with `hwnas fit`")
     model_file, digest = data.get("model_file"), data.get("sha256")
     if not isinstance(model_file, str) or "/" in model_file or "\\" in model_file or not isinstance(digest, str):
         raise HwnasError(f"{path}: fields 'model_file' (a file name beside it) and 'sha256' are required")
