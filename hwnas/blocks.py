@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwnas.ops import OpSpec
+from hwnas.ops import CELL_KINDS, OpSpec
 
 BN_EPS = 1e-5
 
@@ -66,6 +66,9 @@ def make_block(op: OpSpec) -> nn.Module:
         return conv_bn(op.c_in, op.c_out, op.kernel, op.stride, op.groups, op.act)
     if op.is_identity:
         return nn.Identity()
+    if op.kind in CELL_KINDS:
+        from hwnas.cells.ops import make_cell_block
+        return make_cell_block(op)
     if op.kind == "skip":
         return conv_bn(op.c_in, op.c_out, 1, op.stride, 1, op.act)
     if op.kind == "pool":

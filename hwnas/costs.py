@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hwnas.ops import OpSpec
+from hwnas.ops import CELL_KINDS, OpSpec
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ def op_cost(op: OpSpec) -> Cost:
     """FLOPs, params and MAC of one operator (see the module docstring)."""
     if op.kind == "zero" or op.is_identity:
         return Cost()
+    if op.kind in CELL_KINDS:
+        from hwnas.cells.costs import cell_op_cost
+        return cell_op_cost(op)
     if op.kind == "conv":
         return _conv(op.c_in, op.c_out, op.h, op.w, op.kernel, op.stride, op.groups)
     if op.kind == "skip":  # projection shortcut: 1x1 conv + BN + act

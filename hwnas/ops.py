@@ -29,7 +29,9 @@ from dataclasses import asdict, dataclass, fields
 
 from hwnas.errors import HwnasError
 
-KINDS = ("conv", "mbconv", "ir", "skip", "zero", "pool", "linear")
+# cell operator kinds (DARTS cells), see hwnas.cells.ops
+CELL_KINDS = ("rcb", "sep_conv", "dil_conv", "max_pool", "avg_pool", "fact_reduce")
+KINDS = ("conv", "mbconv", "ir", "skip", "zero", "pool", "linear") + CELL_KINDS
 ACTIVATIONS = ("relu", "relu6", "none")
 
 

@@ -1,0 +1,96 @@
+"""Pictures: a drawn cell (matplotlib, Agg) and the edge-entropy curves of searches."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import FancyArrowPatch  # noqa: E402
+
+from hwnas.cells.genotype import CellSpec, Genotype  # noqa: E402
+from hwnas.cells.ops import PRIMITIVES  # noqa: E402
+
+COLORS = dict(zip(PRIMITIVES, ["#999999", "#2ca02c", "#1f77b4", "#17becf", "#9467bd", "#e377c2",
+                               "#d62728", "#ff7f0e"]))
+
+
+def _positions(nodes: int) -> dict[int | str, tuple[float, float]]:
+    pos: dict[int | str, tuple[float, float]] = {0: (0.0, 0.75), 1: (0.0, -0.75)}
+    for j in range(nodes):
+        angle = math.pi * (0.8 - 1.6 * j / max(1, nodes - 1)) / 2
+        pos[j + 2] = (1.2 + 1.1 * j, 1.4 * math.sin(angle))
+    pos["out"] = (1.2 + 1.1 * nodes + 0.6, 0.0)
+    return pos
+
+
+def draw_cell(ax, cell: CellSpec, title: str) -> None:
+    """Draw one cell: inputs c_{k-2}, c_{k-1}, intermediate nodes, the concatenated output."""
+    nodes = len(cell)
+    pos = _positions(nodes)
+    labels = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}", **{j + 2: str(j) for j in range(nodes)}}
+    for j, inputs in enumerate(cell):
+        for k, (op, inp) in enumerate(inputs):
+            (x0, y0), (x1, y1) = pos[inp], pos[j + 2]
+            rad = 0.25 if (j + k) % 2 else -0.25
+            ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={rad}",
+                                         arrowstyle="-|>", mutation_scale=12, color=COLORS[op], lw=1.8,
+                                         shrinkA=14, shrinkB=14))
+            mx, my = (x0 + x1) / 2, (y0 + y1) / 2
+            nx, ny = -(y1 - y0), x1 - x0
+            norm = math.hypot(nx, ny) or 1.0
+            ax.text(mx - rad * nx / norm * 0.5 * norm, my - rad * ny / norm * 0.5 * norm, op, fontsize=7,
+                    color=COLORS[op], ha="center", va="center",
+                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+    for j in range(nodes):
+        (x0, y0), (x1, y1) = pos[j + 2], pos["out"]
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=8, color="#cccccc",
+                                     lw=0.8, shrinkA=14, shrinkB=14, linestyle="--"))
+    for key, (x, y) in pos.items():
+        color = "#c6dbef" if key in (0, 1) else "#fdd0a2" if key == "out" else "#e5f5e0"
+        no_input = isinstance(key, int) and key >= 2 and not cell[key - 2]
+        ax.text(x, y, labels[key], ha="center", va="center", fontsize=9,
+                bbox=dict(boxstyle="round,pad=0.35", fc=color, ec="red" if no_input else "black"))
+    ax.set_title(title, fontsize=10)
+    xs = [p[0] for p in pos.values()]
+    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    ax.set_ylim(-2.0, 2.0)
+    ax.axis("off")
+
+
+def draw_genotype(genotype: Genotype, path: str | Path, title: str = "") -> Path:
+    """Normal and reduction cell side by side in one PNG."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    draw_cell(axes[0], genotype.normal, f"{title} normal cell".strip())
+    draw_cell(axes[1], genotype.reduce, f"{title} reduction cell".strip())
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_entropy(runs: dict[str, list[dict]], path: str | Path) -> Path:
+    """Mean edge entropy (normal and reduction cells) against epochs, one colour per run."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (name, rows) in enumerate(runs.items()):
+        color = f"C{i}"
+        epochs = [r["epoch"] for r in rows]
+        ax.plot(epochs, [r["normal"] for r in rows], color=color, label=f"{name} normal")
+        ax.plot(epochs, [r["reduce"] for r in rows], color=color, linestyle="--", label=f"{name} reduce")
+    ax.axhline(math.log(len(PRIMITIVES)), color="gray", lw=0.8, linestyle=":", label="uniform (ln 8)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean edge entropy (nats)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

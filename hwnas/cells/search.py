@@ -1,0 +1,414 @@
+"""Cell search: ``hwnas search --space darts-cell`` (modes darts and snas).
+
+The per-step updates are those of the chain search (:mod:`hwnas.search.updates`):
+darts is bilevel (weights on one half of the training split, alphas on the other;
+first order, or second order with the finite-difference Hessian-vector product),
+snas is single level (weights and alphas on the same batch, Gumbel-softmax
+temperature annealed geometrically from ``tau_start`` to ``tau_end``).
+
+Resource term (both modes, usually snas): ``eta x E[cost] / max cost`` for
+FLOPs, MAC, params, or latency when a predictor covers every cell operator,
+where ``E[cost] = sum over cells, edges, ops of p(op) x cost(op)`` and
+``max cost`` is the costliest child (so eta is unit-free). Presets:
+``mild``/``moderate``/``aggressive`` (:data:`ETA_PRESETS`).
+
+At the end: the supernet's validation accuracy (darts: softmax-weighted sum;
+snas: Gumbel samples at the final temperature), the genotype by each rule, and
+each child's validation accuracy with the shared weights, no retraining (the
+SNAS search-vs-child gap). Checkpoints every epoch make runs resumable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from hwnas.costs import op_cost
+from hwnas.errors import HwnasError
+from hwnas.cells.derive import RULES, derive, edge_entropy
+from hwnas.cells.genotype import Genotype
+from hwnas.cells.ops import PRIMITIVES
+from hwnas.cells.space import CellSpace
+from hwnas.cells.supernet import CellSupernet
+
+ETA_PRESETS = {"mild": 0.05, "moderate": 0.2, "aggressive": 0.8}
+RESOURCES = ("flops", "mac", "params", "latency")
+CHECKPOINT = "cell_checkpoint.safetensors"
+
+
+@dataclass
+class CellSearchConfig:
+    mode: str = "darts"  # darts | snas
+    darts_order: int = 1  # 1 or 2
+    space_params: dict = field(default_factory=dict)
+    dataset: str = "digits"
+    epochs: int = 10
+    batch_size: int = 64
+    max_steps: int | None = None  # steps per epoch
+    limit_train: int | None = None
+    limit_val: int | None = None
+    seed: int = 0
+    lr_w: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    lr_alpha: float = 0.02
+    alpha_weight_decay: float = 1e-3
+    tau_start: float = 1.0
+    tau_end: float = 0.03
+    resource: str | None = None  # flops | mac | params | latency
+    eta: float | str = 0.0  # a number or a preset name
+    predictor: str | None = None  # needed for resource='latency'
+    out: str | None = None
+    resume: bool = False
+    progress: bool = True
+
+    @property
+    def eta_value(self) -> float:
+        return ETA_PRESETS[self.eta] if isinstance(self.eta, str) else float(self.eta)
+
+    def check(self) -> None:
+        if self.mode not in RULES:
+            raise HwnasError(f"the cell space searches in mode darts or snas, not {self.mode!r}")
+        if self.darts_order not in (1, 2):
+            raise HwnasError(f"darts order must be 1 or 2, got {self.darts_order!r}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise HwnasError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+        if self.resource is not None and self.resource not in RESOURCES:
+            raise HwnasError(f"resource must be one of {', '.join(RESOURCES)}, got {self.resource!r}")
+        if isinstance(self.eta, str) and self.eta not in ETA_PRESETS:
+            raise HwnasError(f"eta preset must be one of {', '.join(ETA_PRESETS)} or a number, got {self.eta!r}")
+        if self.eta_value < 0:
+            raise HwnasError(f"eta must not be negative, got {self.eta!r}")
+        if self.resource == "latency" and not self.predictor:
+            raise HwnasError("resource 'latency' needs a predictor file (--predictor)")
+        for name in ("lr_w", "lr_alpha", "tau_start", "tau_end"):
+            if not getattr(self, name) > 0:
+                raise HwnasError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / "search" / f"darts-cell-{self.mode}-s{self.seed}"
+
+
+@dataclass
+class CellSearchResult:
+    genotype: Genotype  # by the mode's own rule
+    genotypes: dict[str, Genotype]  # by each rule
+    supernet_acc: float
+    child_acc: dict[str, float]  # per rule, shared weights, no retraining
+    history: list[dict]
+    entropy: list[dict]
+    out_dir: Path
+    supernet: CellSupernet
+
+
+# -- resource tables ---------------------------------------------------------------------
+def cost_tables(space: CellSpace, kind: str, predictor=None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(normal, reduce) tables of shape (edges x primitives), summed over the cells of each type,
+    and the fixed cost of stem, preprocessing and head."""
+    def cost(op) -> float:
+        if op.kind == "zero":
+            return 0.0
+        if kind == "latency":
+            try:
+                return float(predictor.predict_op(op))
+            except HwnasError as exc:
+                raise HwnasError(f"the latency predictor does not cover cell operator {op.key()}: {exc}") from None
+        return float(getattr(op_cost(op), kind))
+
+    tables = {False: torch.zeros(space.num_edges, len(PRIMITIVES)), True: torch.zeros(space.num_edges, len(PRIMITIVES))}
+    fixed = cost(space.stem()) + sum(cost(op) for op in space.head())
+    for layout in space.layouts:
+        fixed += sum(cost(op) for op in space.preprocess(layout))
+        for e, (_, inp) in enumerate(space.edges):
+            for j, name in enumerate(PRIMITIVES):
+                tables[layout.reduction][e, j] += cost(space.edge_op(layout, inp, name))
+    return tables[False], tables[True], fixed
+
+
+class Resource:
+    """The differentiable resource term and the expected costs for logging."""
+
+    def __init__(self, net: CellSupernet, cfg: CellSearchConfig, predictor=None):
+        self.net, self.kind, self.eta = net, cfg.resource, cfg.eta_value
+        kinds = ["flops", "mac", "params"] + (["latency"] if predictor is not None else [])
+        self.tables = {k: cost_tables(net.space, k, predictor) for k in kinds}
+
+    def expected(self, kind: str) -> torch.Tensor:
+        normal, reduce, fixed = self.tables[kind]
+        return (self.net.probs(False) * normal).sum() + (self.net.probs(True) * reduce).sum() + fixed
+
+    def maximum(self, kind: str) -> float:
+        normal, reduce, fixed = self.tables[kind]
+        return float(normal.max(1).values.sum() + reduce.max(1).values.sum() + fixed)
+
+    def __call__(self) -> tuple[torch.Tensor, dict]:
+        stats = {f"exp_{k}": round(float(self.expected(k)), 4) for k in self.tables}
+        loss = 0.0 * sum(a.sum() for a in self.net.arch_parameters())  # zero, but differentiable
+        if self.kind and self.eta:
+            loss = self.eta * self.expected(self.kind) / self.maximum(self.kind)
+        return loss, stats
+
+
+# -- evaluation -------------------------------------------------------------------------
+@torch.no_grad()
+def accuracy(net: CellSupernet, dataset, relaxed: bool, generator: torch.Generator | None = None,
+             batch_size: int = 256) -> float:
+    """Validation accuracy of the supernet (``relaxed``: paths combined as in training, BN in
+    eval mode) or of the child pinned by :meth:`CellSupernet.fix`."""
+    if relaxed:
+        net.eval_relaxed()
+    else:
+        net.eval()
+    correct = n = 0
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        if relaxed:
+            net.resample("weight", generator)
+        correct += int((net(x).argmax(1) == y).sum())
+        n += len(y)
+    net.train()
+    return correct / max(1, n)
+
+
+def genotypes_of(net: CellSupernet, meta: dict | None = None) -> dict[str, Genotype]:
+    space = net.space
+    return {rule: Genotype(derive(net.probs(False), space.edges, rule), derive(net.probs(True), space.edges, rule),
+                           space.params, dict(meta or {}, rule=rule))
+            for rule in RULES}
+
+
+def entropy_row(net: CellSupernet, step: int, epoch: float) -> dict:
+    probs_n, probs_r = net.probs(False).detach(), net.probs(True).detach()
+    return {"step": step, "epoch": round(epoch, 4),
+            "normal": round(float(edge_entropy(probs_n).mean()), 5),
+            "reduce": round(float(edge_entropy(probs_r).mean()), 5)}
+
+
+# -- checkpoints ------------------------------------------------------------------------
+def _flat_state(net, opts) -> dict:
+    # the cells' alphas alias alphas_normal / alphas_reduce: store those once
+    tensors = {f"model/{k}": v for k, v in net.state_dict().items() if not k.endswith(".alpha")}
+    for name, opt in opts.items():
+        for idx, state in opt.state_dict()["state"].items():
+            for key, value in state.items():
+                tensors[f"{name}/{idx}/{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors
+
+
+def _restore(path: Path, net, opts) -> int:
+    from hwnas.weights import read_weights
+
+    tensors, meta = read_weights(path)
+    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
+    try:
+        missing, unexpected = net.load_state_dict(model, strict=False)
+    except RuntimeError:
+        missing, unexpected = ["?"], []
+    if unexpected or any(not k.endswith(".alpha") for k in missing):
+        raise HwnasError(f"{path}: checkpoint does not match this cell supernet")
+    for name, opt in opts.items():
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith(name + "/"):
+                _, idx, field_name = key.split("/", 2)
+                state.setdefault(int(idx), {})[field_name] = value
+        sd = opt.state_dict()
+        sd["state"] = state
+        opt.load_state_dict(sd)
+    return int(meta.get("epoch", 0))
+
+
+# -- the loop ---------------------------------------------------------------------------
+def search_cells(cfg: CellSearchConfig, splits=None) -> CellSearchResult:
+    """Run a cell search; ``splits`` (hwnas.data.Splits) overrides ``cfg.dataset``."""
+    from hwnas.data import load_dataset
+    from hwnas.search.updates import StepContext, make_step
+    from hwnas.weights import save_weights
+
+    cfg.check()
+    torch.manual_seed(cfg.seed)
+    space = CellSpace(cfg.space_params)
+    if splits is None:
+        splits = load_dataset(cfg.dataset, space.params["resolution"], seed=cfg.seed,
+                              limit_train=cfg.limit_train, limit_val=cfg.limit_val)
+    if splits.num_classes != space.params["num_classes"]:
+        raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, the cell space "
+                         f"{space.params['num_classes']}; set num_classes={splits.num_classes}")
+    predictor = None
+    if cfg.predictor:
+        from hwnas.predictors import load_predictor
+        predictor = load_predictor(cfg.predictor)
+
+    mode_kwargs = {"tau": cfg.tau_start} if cfg.mode == "snas" else {}
+    net = CellSupernet(space, cfg.mode, **mode_kwargs)
+    resource = Resource(net, cfg, predictor)
+    opt_w = torch.optim.SGD(net.weight_parameters(), lr=cfg.lr_w, momentum=cfg.momentum,
+                            weight_decay=cfg.weight_decay)
+    opt_a = torch.optim.Adam(net.arch_parameters(), lr=cfg.lr_alpha, betas=(0.5, 0.999),
+                             weight_decay=cfg.alpha_weight_decay)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    ctx = StepContext(net=net, model=net, opt_w=opt_w, opt_a=opt_a, generator=generator, resource=resource,
+                      sync=lambda grads: None, weight_decay=cfg.weight_decay, darts_order=cfg.darts_order)
+    step_fn = make_step(cfg.mode, ctx)
+
+    # darts: weights on one half of the training split, alphas on the other; snas: all of it
+    n = len(splits.train)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    if cfg.mode == "darts":
+        w_data, a_data = Subset(splits.train, order[: n // 2]), Subset(splits.train, order[n // 2:])
+    else:
+        w_data, a_data = splits.train, None
+    steps = max(1, len(w_data) // cfg.batch_size)
+    if cfg.max_steps:
+        steps = min(steps, cfg.max_steps)
+    total = steps * cfg.epochs
+
+    out = cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    start, history, entropy = 0, [], []
+    ckpt = out / CHECKPOINT
+    if cfg.resume and ckpt.exists():
+        start = _restore(ckpt, net, {"opt_w": opt_w, "opt_a": opt_a})
+        history = _read_jsonl(out / "history.jsonl")[:start]
+        entropy = [r for r in _read_jsonl(out / "entropy.jsonl") if r["epoch"] <= start]
+        if cfg.progress:
+            print(f"resuming {out} after epoch {start}/{cfg.epochs}")
+    if not entropy:
+        entropy.append(entropy_row(net, 0, 0.0))
+
+    for epoch in range(start, cfg.epochs):
+        tau = cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** (epoch / max(1, cfg.epochs - 1))
+        net.set_temperature(tau)
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        w_iter = iter(DataLoader(w_data, batch_size=cfg.batch_size, shuffle=True, drop_last=True))
+        a_iter = iter(DataLoader(a_data, batch_size=cfg.batch_size, shuffle=True, drop_last=True)) if a_data else None
+        net.train()
+        t0, loss_sum, correct, seen, last = time.time(), 0.0, 0, 0, {}
+        bar = tqdm(range(steps), desc=f"{cfg.mode} epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
+                   leave=False)
+        for step in bar:
+            lr = 0.5 * cfg.lr_w * (1 + math.cos(math.pi * (epoch * steps + step) / total))
+            for group in opt_w.param_groups:
+                group["lr"] = lr
+            train = next(w_iter)
+            val = next(a_iter, None) if a_iter else None
+            if a_iter is not None and val is None:
+                a_iter = iter(DataLoader(a_data, batch_size=cfg.batch_size, shuffle=True, drop_last=True))
+                val = next(a_iter)
+            out_step = step_fn.step(train, val, update_arch=True)
+            loss_sum += float(out_step["loss"]) * out_step["n"]
+            correct += out_step["correct"]
+            seen += out_step["n"]
+            last = {k: v for k, v in out_step.items() if k.startswith("exp_")}
+            entropy.append(entropy_row(net, epoch * steps + step + 1, epoch + (step + 1) / steps))
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", H=f"{entropy[-1]['normal']:.2f}")
+        bar.close()
+        row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(1, seen), 5),
+               "train_acc": round(correct / max(1, seen), 5), "tau": round(tau, 5) if cfg.mode == "snas" else None,
+               "entropy_normal": entropy[-1]["normal"], "entropy_reduce": entropy[-1]["reduce"],
+               "seconds": round(time.time() - t0, 2), **last}
+        history.append(row)
+        if cfg.progress:
+            print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}, "
+                  f"edge entropy normal {row['entropy_normal']:.3f} reduce {row['entropy_reduce']:.3f} "
+                  f"({row['seconds']:.0f} s)")
+        _write_jsonl(out / "history.jsonl", history)
+        _write_jsonl(out / "entropy.jsonl", entropy)
+        save_weights(_flat_state(net, {"opt_w": opt_w, "opt_a": opt_a}), ckpt, {"epoch": str(epoch + 1)})
+
+    return _finish(cfg, net, splits, history, entropy, out, generator)
+
+
+def _finish(cfg, net, splits, history, entropy, out, generator) -> CellSearchResult:
+    from hwnas.cells.draw import draw_genotype, plot_entropy
+
+    supernet_acc = accuracy(net, splits.val, relaxed=True, generator=generator)
+    meta = {"mode": cfg.mode, "darts_order": cfg.darts_order if cfg.mode == "darts" else None,
+            "epochs": cfg.epochs, "dataset": splits.name, "supernet_val_acc": round(supernet_acc, 5)}
+    genotypes = genotypes_of(net, meta)
+    child_acc = {}
+    for rule, genotype in genotypes.items():
+        net.fix(genotype)
+        child_acc[rule] = accuracy(net, splits.val, relaxed=False)
+        genotype.meta["child_val_acc_shared_weights"] = round(child_acc[rule], 5)
+        genotype.save(out / f"genotype-{rule}-rule.json")
+    net.fix(None)
+    genotype = genotypes[cfg.mode]
+    genotype.save(out / "genotype.json")
+    probs = {"primitives": list(PRIMITIVES), "edges": [list(e) for e in net.space.edges],
+             "normal": net.probs(False).detach().round(decimals=4).tolist(),
+             "reduce": net.probs(True).detach().round(decimals=4).tolist()}
+    (out / "alphas.json").write_text(json.dumps(probs) + "\n")
+    gap = {"mode": cfg.mode, "supernet_val_acc": supernet_acc, "child_val_acc": child_acc,
+           "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}}
+    (out / "gap.json").write_text(json.dumps(gap, indent=2) + "\n")
+    plot_entropy({cfg.mode: entropy}, out / "entropy.png")
+    draw_genotype(genotype, out / "cells.png", title=f"{cfg.mode} (rule {cfg.mode})")
+    if cfg.progress:
+        print(f"supernet val acc {supernet_acc:.4f}; child (shared weights) val acc: "
+              + ", ".join(f"{r} rule {a:.4f}" for r, a in child_acc.items()))
+        print(f"genotype: {out / 'genotype.json'}")
+    return CellSearchResult(genotype, genotypes, supernet_acc, child_acc, history, entropy, out, net)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+# -- the CLI entry ----------------------------------------------------------------------
+def config_from_args(args) -> CellSearchConfig:
+    """Build the config from ``hwnas search`` options (names as in hwnas.search.config)."""
+    from hwnas.cli.space import parse_overrides
+
+    defaults = CellSearchConfig()
+    values = {}
+    for name in ("mode", "darts_order", "dataset", "epochs", "batch_size", "max_steps", "limit_train", "limit_val",
+                 "seed", "lr_w", "momentum", "weight_decay", "lr_alpha", "tau_start", "tau_end", "predictor", "out",
+                 "resume", "resource", "eta"):
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value
+    if values.get("mode") not in (None, *RULES):
+        raise HwnasError(f"--space darts-cell searches with --mode darts or snas, not {values['mode']!r}")
+    values.setdefault("mode", defaults.mode if getattr(args, "mode", None) is None else args.mode)
+    # eta: a preset name or a number; per-kind eta options of the chain search also select the resource
+    eta = values.get("eta")
+    if isinstance(eta, str) and eta not in ETA_PRESETS:
+        try:
+            values["eta"] = float(eta)
+        except ValueError:
+            raise HwnasError(f"--eta must be a number or one of {', '.join(ETA_PRESETS)}, got {eta!r}") from None
+    for kind in ("flops", "mac", "params"):
+        value = getattr(args, f"eta_{kind}", None)
+        if value and "resource" not in values:
+            values["resource"], values["eta"] = kind, value
+    if values.get("predictor") and "resource" not in values and getattr(args, "budget_ms", None) is None:
+        pass  # a predictor alone only adds the expected latency to the logs
+    overrides = parse_overrides(getattr(args, "set", None))
+    cfg = CellSearchConfig(**values, space_params=overrides)
+    cfg.progress = not getattr(args, "quiet", False)
+    return cfg
+
+
+def run_cell_search(args) -> int:
+    """``hwnas search --space darts-cell ...``"""
+    cfg = config_from_args(args)
+    search_cells(cfg)
+    return 0
