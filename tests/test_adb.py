@@ -177,3 +177,35 @@ def test_runner_pushes_runs_and_parses(fake_adb, monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_ADB_FAIL", "1")
     with pytest.raises(HwnasError, match="benchmark_model failed on the device.*Failed to load model"):
         runner.time(model)
+
+
+def load_phone_tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "phone.py"
+    spec = importlib.util.spec_from_file_location("phone_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_phone_tool_check_and_command_line(fake_adb, monkeypatch, capsys):
+    adb, _ = fake_adb
+    phone = load_phone_tool()
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "R58M\tdevice")
+    assert phone.main(["--adb", adb, "check"]) == 0
+    assert "Pixel 7, SoC Tensor G2, 2 cores" in capsys.readouterr().out
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "R58M\tunauthorized")
+    assert phone.main(["--adb", adb, "check"]) == 2
+    assert "unauthorized" in capsys.readouterr().err
+    args = phone.build_parser().parse_args(["--serial", "R58M", "measure", "--space", "proxyless-tiny", "--archs",
+                                            "5", "--taskset", "f0", "--set", "width_mult=0.5"])
+    argv = phone.hwnas_argv(args, "measure")
+    assert argv[:5] == ["measure", "--archs", "5", "--seed", "0"]
+    assert argv[argv.index("--runtime") + 1] == "adb-tflite" and argv[argv.index("--taskset") + 1] == "f0"
+    assert argv[argv.index("--set") + 1] == "width_mult=0.5" and argv[argv.index("--serial") + 1] == "R58M"
+    from hwnas.cli import build_parser
+
+    parsed = build_parser().parse_args(argv)  # hwnas accepts every option the tool passes
+    assert parsed.runtime == "adb-tflite" and parsed.archs == 5
