@@ -152,7 +152,8 @@ class Resource:
         return float(normal.max(1).values.sum() + reduce.max(1).values.sum() + fixed)
 
     def __call__(self) -> tuple[torch.Tensor, dict]:
-        stats = {f"exp_{k}": round(float(self.expected(k)), 4) for k in self.tables}
+        with torch.no_grad():
+            stats = {f"exp_{k}": round(float(self.expected(k)), 4) for k in self.tables}
         loss = 0.0 * sum(a.sum() for a in self.net.arch_parameters())  # zero, but differentiable
         if self.kind and self.eta:
             loss = self.eta * self.expected(self.kind) / self.maximum(self.kind)
