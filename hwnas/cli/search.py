@@ -1,0 +1,138 @@
+"""``hwnas search``: architecture search under a latency budget.
+
+``--strategy gradient`` (default) trains a supernet (ProxylessNAS, DARTS, SNAS
+modes) with :func:`hwnas.search.run_search`; the sample-based strategies run
+``hwnas.strategies.runner.run_strategy(args)`` and ``--space darts-cell`` runs
+``hwnas.cells.search.run_cell_search(args)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from hwnas.cli.space import add_space_arguments, parse_overrides
+from hwnas.data import DEFAULT_DATASET
+from hwnas.errors import HwnasError
+from hwnas.spaces import DEFAULT_SPACE
+from hwnas.supernet.mixed_op import MODES
+
+STRATEGIES = ("gradient", "random", "evolution", "rl", "progressive")
+CELL_SPACE = "darts-cell"
+
+# --fast: small settings for the embedded default (proxyless-tiny + digits) that finish in minutes on a CPU.
+FAST = {"epochs": 6, "warmup_epochs": 2, "batch_size": 32, "max_steps": 20}
+FULL = {"epochs": 30, "warmup_epochs": 10, "batch_size": 64, "max_steps": None}
+
+
+def _delegate(module: str, function: str, what: str, args) -> int:
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            raise HwnasError(f"{what} is not available in this installation ({module} is missing)") from None
+        raise
+    return int(getattr(mod, function)(args) or 0)
+
+
+def config_from_args(args):
+    """The :class:`SearchConfig` described by the parsed options."""
+    from hwnas.search import SearchConfig
+
+    preset = FAST if args.fast else FULL
+    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else preset[name]  # noqa: E731
+    return SearchConfig(
+        space=args.space, space_params=parse_overrides(args.set), dataset=args.dataset, predictor=args.predictor,
+        budget_ms=args.budget_ms, mode=args.mode, darts_order=args.darts_order, epochs=pick("epochs"),
+        warmup_epochs=pick("warmup_epochs"), batch_size=pick("batch_size"), max_steps=pick("max_steps"),
+        limit_train=args.limit_train, limit_val=args.limit_val, seed=args.seed, lr_w=args.lr, lr_alpha=args.lr_alpha,
+        lambda_lat=args.lambda_lat, eta_flops=args.eta_flops, eta_mac=args.eta_mac, eta_params=args.eta_params,
+        fit_budget=not args.no_fit_budget, device=args.device, out=args.out, resume=args.resume,
+        progress=not args.no_progress, threads=args.threads)
+
+
+def _search(args) -> int:
+    if args.space == CELL_SPACE:
+        return _delegate("hwnas.cells.search", "run_cell_search", "the DARTS cell space", args)
+    if args.strategy != "gradient":
+        return _delegate("hwnas.strategies.runner", "run_strategy", f"strategy {args.strategy!r}", args)
+    from hwnas.search import run_search
+
+    result = run_search(config_from_args(args))
+    s = result.summary
+    if s.get("ranks", 1) > 1:
+        print(f"{s['ranks']} ranks; largest alpha difference between ranks {s['alpha_max_rank_difference']:g}")
+    print(f"run folder: {result.out_dir}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="search an architecture under a latency budget (supernet or sampling)")
+    add_space_arguments(p, default=DEFAULT_SPACE)
+    p.add_argument("--strategy", choices=STRATEGIES, default="gradient",
+                   help="gradient (supernet, default) or a sample-based strategy")
+    p.add_argument("--dataset", default=DEFAULT_DATASET,
+                   help="'digits' (default, embedded) or a dataset path (folder, .tar.gz, CIFAR-10 python)")
+    p.add_argument("--predictor", default=None,
+                   help="latency predictor file (default: analytic FLOPs/MAC proxy, see docs/search.md)")
+    p.add_argument("--budget-ms", type=float, default=None, help="latency budget in ms for the derived model")
+    p.add_argument("--mode", choices=MODES, default="proxyless", help="gradient mode (default proxyless)")
+    p.add_argument("--darts-order", type=int, choices=(1, 2), default=1,
+                   help="darts: 1 first order, 2 second order (finite-difference Hessian-vector product)")
+    p.add_argument("--fast", action="store_true",
+                   help=f"small defaults that finish in minutes on a CPU: {FAST}")
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {FULL['epochs']}, --fast {FAST['epochs']})")
+    p.add_argument("--warmup-epochs", type=int, default=None,
+                   help=f"epochs training only the weights (default {FULL['warmup_epochs']}, --fast "
+                        f"{FAST['warmup_epochs']})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"batch size per process (default {FULL['batch_size']}, --fast {FAST['batch_size']})")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch (--fast: 20)")
+    p.add_argument("--limit-train", type=int, default=None, help="use only this many training images")
+    p.add_argument("--limit-val", type=int, default=None, help="use only this many validation images")
+    p.add_argument("--lr", type=float, default=0.05, help="weight learning rate (SGD, cosine; default 0.05)")
+    p.add_argument("--lr-alpha", type=float, default=0.02, help="architecture learning rate (Adam; default 0.02)")
+    p.add_argument("--lambda-lat", type=float, default=None,
+                   help="weight of the latency term (default 1 with --budget-ms, 0 without)")
+    p.add_argument("--eta-flops", type=float, default=0.0, help="weight of E[FLOPs] in M multiply-adds")
+    p.add_argument("--eta-mac", type=float, default=0.0, help="weight of E[MAC] in M elements")
+    p.add_argument("--eta-params", type=float, default=0.0, help="weight of E[params] in M")
+    p.add_argument("--no-fit-budget", action="store_true",
+                   help="keep the argmax child even when it exceeds the budget")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", default=None, help="run folder (default runs/search/<space>-<mode>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+    # --- arguments of the sample-based strategies (hwnas.strategies.runner) go below this line ---
+    p.add_argument("--evaluations", type=int, default=30,
+                   help="sample-based: number of architectures to evaluate (default 30)")
+    p.add_argument("--evaluator", choices=("oneshot", "proxy"), default="oneshot",
+                   help="sample-based: 'oneshot' (shared supernet weights, BN recalibrated per child; default) or "
+                        "'proxy' (train each child briefly, see --proxy-*)")
+    p.add_argument("--supernet", default=None,
+                   help="sample-based, oneshot: trained supernet (.safetensors, or a gradient run's folder / "
+                        "checkpoint.pt); default: train one with uniform single paths (--supernet-steps)")
+    p.add_argument("--supernet-steps", type=int, default=300,
+                   help="sample-based, oneshot without --supernet: uniform-path training steps (default 300)")
+    p.add_argument("--calib-batches", type=int, default=4,
+                   help="sample-based, oneshot: training batches to re-estimate BN statistics per child (default 4)")
+    p.add_argument("--proxy-epochs", type=int, default=1, help="sample-based, proxy: epochs per child (default 1)")
+    p.add_argument("--proxy-steps", type=int, default=20,
+                   help="sample-based, proxy: steps per epoch per child (default 20)")
+    p.add_argument("--proxy-width-mult", type=float, default=None,
+                   help="sample-based, proxy: train a copy with channels scaled by this factor")
+    p.add_argument("--budget-mflops", type=float, default=None,
+                   help="sample-based: budget in M multiply-adds instead of --budget-ms")
+    p.add_argument("--over-budget", choices=("penalty", "reject"), default="penalty",
+                   help="sample-based: 'penalty' = MnasNet reward acc*(cost/budget)^w above the budget (default), "
+                        "'reject' = score 0 without evaluating")
+    p.add_argument("--penalty-weight", type=float, default=-0.07, help="sample-based: w of the penalty (default -0.07)")
+    p.add_argument("--population", type=int, default=None, help="evolution: population size (default 16)")
+    p.add_argument("--sample-size", type=int, default=None, help="evolution: tournament size (default 4)")
+    p.add_argument("--controller-lr", type=float, default=None, help="rl: controller Adam learning rate (default 0.005)")
+    p.add_argument("--beam", type=int, default=None, help="progressive: top K kept per level (default 8)")
+    p.add_argument("--surrogate", choices=("ridge", "forest"), default=None,
+                   help="progressive: surrogate regressor (default ridge)")
+    # --- arguments of the DARTS cell search (hwnas.cells.search) go below this line ---
+    p.set_defaults(func=_search)

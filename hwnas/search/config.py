@@ -1,0 +1,99 @@
+"""Settings of a gradient search run, and its result."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hwnas.errors import HwnasError
+from hwnas.spaces import DEFAULT_SPACE
+from hwnas.supernet.mixed_op import MODES
+
+# Settings that must match for --resume to continue a run.
+RESUME_KEYS = ("space", "space_params", "dataset", "mode", "darts_order", "epochs", "warmup_epochs", "batch_size",
+               "max_steps", "limit_train", "limit_val", "seed", "predictor", "budget_ms")
+
+
+@dataclass
+class SearchConfig:
+    """Everything ``run_search`` needs; the CLI fills it from ``hwnas search`` options."""
+
+    space: str = DEFAULT_SPACE
+    space_params: dict = field(default_factory=dict)
+    dataset: str = "digits"
+    predictor: str | None = None  # None: analytic latency proxy (hwnas.search.latency)
+    budget_ms: float | None = None
+    mode: str = "proxyless"
+    darts_order: int = 1  # 1 or 2 (finite-difference Hessian-vector product)
+    epochs: int = 6
+    warmup_epochs: int = 2  # epochs training only the weights
+    batch_size: int = 64
+    max_steps: int | None = None  # steps per epoch (None: the whole training split)
+    limit_train: int | None = None
+    limit_val: int | None = None
+    seed: int = 0
+    lr_w: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    lr_alpha: float = 0.02
+    lambda_lat: float | None = None  # None: 1.0 with a budget, 0 without
+    eta_flops: float = 0.0  # per M multiply-adds
+    eta_mac: float = 0.0  # per M elements
+    eta_params: float = 0.0  # per M parameters
+    tau_start: float = 5.0  # SNAS temperature, annealed geometrically to tau_end
+    tau_end: float = 0.2
+    baseline_decay: float = 0.9  # REINFORCE moving-average baseline
+    fit_budget: bool = True  # make the derived child meet the budget (losses.fit_to_budget)
+    device: str = "auto"  # auto | cpu | cuda
+    out: str | None = None
+    resume: bool = False
+    progress: bool = True
+    workers: int = 0
+    threads: int = 0  # torch CPU threads (0: torch's default)
+
+    @property
+    def latency_weight(self) -> float:
+        if self.lambda_lat is not None:
+            return self.lambda_lat
+        return 1.0 if self.budget_ms is not None else 0.0
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise HwnasError(f"unknown mode {self.mode!r}; known: {', '.join(MODES)}")
+        if self.darts_order not in (1, 2):
+            raise HwnasError(f"darts order must be 1 or 2, got {self.darts_order!r}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise HwnasError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+        if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.epochs:
+            raise HwnasError(f"warm-up epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise HwnasError(f"max steps must be positive, got {self.max_steps!r}")
+        for name in ("lr_w", "lr_alpha", "tau_start", "tau_end"):
+            if not getattr(self, name) > 0:
+                raise HwnasError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("lambda_lat", "eta_flops", "eta_mac", "eta_params", "weight_decay"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise HwnasError(f"{name} must not be negative, got {value!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise HwnasError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / "search" / f"{self.space}-{self.mode}-s{self.seed}"
+
+
+@dataclass
+class SearchResult:
+    """The derived architecture and where the run's files are."""
+
+    arch: object  # hwnas.arch.Architecture
+    summary: dict  # predicted latency / FLOPs / params of the derived child, budget, probabilities
+    history: list[dict]
+    out_dir: Path
+    supernet: object = None  # the trained Supernet (in memory only)

@@ -1,0 +1,95 @@
+"""The resource part of the search loss, and fitting a derived child to the budget.
+
+Architecture loss = cross-entropy (+ weight decay, applied by the weight
+optimizer) + ``lambda_lat x latency term`` + ``eta_F E[FLOPs] + eta_M E[MAC] +
+eta_P E[params]``, where every ``E[.]`` is ``fixed + sum_pos sum_i p_i cost_i``
+with ``p = softmax(alpha)``. FLOPs and MAC are in millions (M multiply-adds, M
+elements), params in millions.
+
+Latency term
+------------
+* With a budget ``B`` (ms): the **hinge** ``max(0, E[LAT] / B - 1)``. It is
+  exactly zero under the budget (the search is free to trade latency for
+  accuracy there) and grows linearly above it, with a gradient that does not
+  vanish just above ``B`` (unlike a squared hinge) and does not keep pushing
+  once under it (unlike MnasNet's ``(LAT/B)^beta``, which rewards being faster
+  everywhere). Because the argmax child can differ from the expectation,
+  :func:`fit_to_budget` then makes the derived child meet ``B`` exactly.
+* Without a budget: ``E[LAT] / L_ref`` with ``L_ref`` the slowest child's
+  latency (so ``lambda_lat`` is unit-free).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from hwnas.supernet import Supernet
+
+SCALE = {"flops": 1e6, "mac": 1e6, "params": 1e6}
+
+
+def budget_penalty(expected_ms: torch.Tensor, budget_ms: float) -> torch.Tensor:
+    """``max(0, E[LAT]/B - 1)``: zero under the budget, linear above it."""
+    return torch.relu(expected_ms / budget_ms - 1.0)
+
+
+def latency_term(expected_ms: torch.Tensor, budget_ms: float | None, reference_ms: float) -> torch.Tensor:
+    if budget_ms is not None:
+        return budget_penalty(expected_ms, budget_ms)
+    return expected_ms / reference_ms
+
+
+def resource_loss(net: Supernet, lambda_lat: float, budget_ms: float | None, reference_ms: float,
+                  eta: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
+    """(differentiable resource loss, expected latency/FLOPs/MAC/params as plain numbers)."""
+    probs = net.probs()
+    loss = torch.zeros((), device=probs[0].device)
+    stats = {}
+    if net.has_latency:
+        lat = net.expected("latency", probs)
+        stats["exp_latency_ms"] = float(lat.detach())
+        if lambda_lat:
+            loss = loss + lambda_lat * latency_term(lat, budget_ms, reference_ms)
+    for kind in ("flops", "mac", "params"):
+        value = net.expected(kind, probs) / SCALE[kind]
+        stats[f"exp_m{kind}"] = float(value.detach())
+        if eta.get(kind):
+            loss = loss + eta[kind] * value
+    return loss, stats
+
+
+def fit_to_budget(net: Supernet, choices: list[str], budget_ms: float) -> tuple[list[str], list[str]]:
+    """Make ``choices`` meet the latency budget with the least loss of path probability.
+
+    Repeatedly applies the single swap (position, faster candidate) with the
+    smallest drop in log-probability per millisecond saved until the child's
+    predicted latency is within ``budget_ms``. Returns (choices, swaps made).
+    """
+    choices = list(choices)
+    table = net.cost_table("latency")
+    logp = [torch.log_softmax(op.alpha.detach().cpu(), 0) for op in net.mixed]
+    swaps = []
+    while net.cost_of("latency", choices) > budget_ms:
+        best = None
+        for i, op in enumerate(net.mixed):
+            cur = op.names.index(choices[i])
+            for j in range(len(op.names)):
+                saved = float(table[i][cur] - table[i][j])
+                if saved <= 0:
+                    continue
+                price = max(0.0, float(logp[i][cur] - logp[i][j])) / saved
+                if best is None or price < best[0]:
+                    best = (price, i, j)
+        if best is None:  # cannot happen when the budget passed check_budget
+            break
+        _, i, j = best
+        swaps.append(f"pos{i}: {choices[i]} -> {net.mixed[i].names[j]}")
+        choices[i] = net.mixed[i].names[j]
+    return choices, swaps
+
+
+def entropy(probs: torch.Tensor) -> float:
+    p = probs.detach().clamp_min(1e-12)
+    return float(-(p * p.log()).sum()) / math.log(len(p)) if len(p) > 1 else 0.0

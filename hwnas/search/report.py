@@ -1,0 +1,111 @@
+"""Run-folder outputs of a search: metrics log (JSONL + CSV), optional TensorBoard, plots."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+METRICS = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+PROBS = "probs.jsonl"
+
+
+def read_jsonl(path: Path, max_epoch: int | None = None) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if max_epoch is None or r.get("epoch", 0) <= max_epoch]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """The scalar columns of the metrics log as CSV."""
+    if not rows:
+        return
+    columns = [k for k in rows[-1] if not isinstance(rows[-1][k], (list, dict))]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+class TensorBoard:
+    """Scalars to TensorBoard when the ``tensorboard`` package is installed; otherwise nothing."""
+
+    def __init__(self, log_dir: Path):
+        self.writer = None
+        if importlib.util.find_spec("tensorboard") is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(log_dir))
+
+    def log(self, row: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def plot_run(out: Path, history: list[dict], probs: list[dict], names: list[list[str]]) -> list[Path]:
+    """``probs.png`` (path probabilities per position over steps) and ``curves.png`` (loss/acc/latency)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    if probs:
+        n = len(names)
+        cols = min(3, n)
+        rows = (n + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False, sharex=True)
+        steps = [r["step"] for r in probs]
+        for i, cand in enumerate(names):
+            ax = axes[i // cols][i % cols]
+            for j, name in enumerate(cand):
+                ax.plot(steps, [r["probs"][i][j] for r in probs], label=name)
+            ax.set_title(f"position {i}", fontsize=9)
+            ax.set_ylim(0, 1)
+        for k in range(n, rows * cols):
+            axes[k // cols][k % cols].axis("off")
+        axes[0][0].legend(fontsize=6, ncol=2)
+        fig.supxlabel("training step")
+        fig.supylabel("path probability")
+        fig.tight_layout()
+        fig.savefig(out / "probs.png", dpi=90)
+        plt.close(fig)
+        written.append(out / "probs.png")
+    if history:
+        epochs = [r["epoch"] for r in history]
+        panels = [("loss", ["train_loss", "arch_loss"]), ("accuracy", ["train_acc", "val_acc"]),
+                  ("latency (ms)", ["exp_latency_ms", "derived_latency_ms", "budget_ms"])]
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+        for ax, (title, keys) in zip(axes, panels):
+            for key in keys:
+                values = [r.get(key) for r in history]
+                if any(v is not None for v in values):
+                    ax.plot(epochs, [float("nan") if v is None else v for v in values], marker="o", label=key)
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "curves.png", dpi=90)
+        plt.close(fig)
+        written.append(out / "curves.png")
+    return written
