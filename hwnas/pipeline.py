@@ -224,3 +224,449 @@ def latency_table(rows: list[dict], budget_ms: float | None) -> str:
         lines.append(f"{Path(r['file']).name:34s} {r['runtime']:12s} {measured:>16s} {predicted:>13s} "
                      f"{budget:>10s}  {verdict}")
     return "\n".join(lines)
+
+
+# -- the main job: configuration ----------------------------------------------------
+# section -> field -> (default, check). A check returns an error text or None.
+def _pos_int(v):
+    return None if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else "must be a positive integer"
+
+
+def _opt_pos_int(v):
+    return None if v is None else _pos_int(v)
+
+
+def _nonneg_int(v):
+    return None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "must be a non-negative integer"
+
+
+def _pos_num(v):
+    return None if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else "must be a positive number"
+
+
+def _string(v):
+    return None if isinstance(v, str) and v else "must be a non-empty string"
+
+
+def _boolean(v):
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+def _one_of(*allowed):
+    return lambda v: None if v in allowed else f"must be one of {', '.join(map(repr, allowed))}"
+
+
+def _budget(v):
+    return None if v == "auto" or _pos_num(v) is None else "must be \"auto\" or a positive number of ms"
+
+
+def _fraction(v):
+    return None if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 else \
+        "must be a number between 0 and 1"
+
+
+def _table(v):
+    return None if isinstance(v, dict) else "must be a table, e.g. { width_mult = 0.5 }"
+
+
+def _quants(v):
+    if isinstance(v, list) and v and all(q in QUANTS for q in v) and len(set(v)) == len(v):
+        return None
+    return f"must be a non-empty list of distinct values from {', '.join(QUANTS)}"
+
+
+SCHEMA: dict[str, dict[str, tuple]] = {
+    "run": {"out": ("runs/main", _string), "seed": (0, _nonneg_int)},
+    "space": {"name": ("proxyless-tiny", _string), "params": ({}, _table)},
+    "data": {"dataset": ("digits", _string), "limit_train": (None, _opt_pos_int),
+             "limit_val": (None, _opt_pos_int), "workers": (0, _nonneg_int)},
+    "latency": {"runtime": ("tflite", _one_of("tflite", "onnxruntime")), "dtype": ("fp32", _one_of("fp32", "int8")),
+                "threads": (1, _pos_int), "budget_ms": ("auto", _budget), "budget_fraction": (0.35, _fraction),
+                "predictor": ("auto", _string), "reference_predictors": ("predictors", _string),
+                "reference_latency_data": ("latency_data", _string), "profile_models": (6, _nonneg_int)},
+    "search": {"mode": ("proxyless", _string), "epochs": (4, _pos_int), "warmup_epochs": (1, _nonneg_int),
+               "batch_size": (64, _pos_int), "max_steps": (12, _opt_pos_int), "lr_alpha": (0.02, _pos_num)},
+    "train": {"epochs": (8, _pos_int), "batch_size": (64, _pos_int), "lr": (0.05, _pos_num),
+              "optimizer": ("sgd", _one_of("sgd", "adamw")), "weight_decay": (4e-5, lambda v: None if
+              isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else "must be a number >= 0"),
+              "label_smoothing": (0.1, lambda v: None if isinstance(v, (int, float)) and 0 <= v < 1
+                                  else "must be a number in [0, 1)"),
+              "max_steps": (None, _opt_pos_int)},
+    "export": {"quant": (["fp32", "int8"], _quants), "onnx": (True, _boolean), "check_images": (100, _pos_int),
+               "calib_images": (100, _pos_int), "tolerance": (FP32_TOLERANCE, _pos_num),
+               "min_agreement": (MIN_AGREEMENT, _fraction), "force": (False, _boolean)},
+}
+
+
+def default_config() -> dict:
+    return {section: {k: (list(v[0]) if isinstance(v[0], list) else dict(v[0]) if isinstance(v[0], dict) else v[0])
+                      for k, v in fields.items()} for section, fields in SCHEMA.items()}
+
+
+def validate_config(data: dict, where: str = "config") -> dict:
+    """Defaults filled in; HwnasError naming ``where`` and the field for anything wrong."""
+    if not isinstance(data, dict):
+        raise HwnasError(f"{where}: a config must be a table")
+    config = default_config()
+    for section, values in data.items():
+        if section not in SCHEMA:
+            raise HwnasError(f"{where}: unknown section [{section}]; known: {', '.join(SCHEMA)}")
+        if not isinstance(values, dict):
+            raise HwnasError(f"{where}: [{section}] must be a table of fields")
+        for key, value in values.items():
+            if key not in SCHEMA[section]:
+                raise HwnasError(f"{where}: unknown field '{section}.{key}'; known in [{section}]: "
+                                 f"{', '.join(SCHEMA[section])}")
+            problem = SCHEMA[section][key][1](value)
+            if problem:
+                raise HwnasError(f"{where}: field '{section}.{key}' {problem}, got {value!r}")
+            config[section][key] = value
+    if config["search"]["warmup_epochs"] >= config["search"]["epochs"]:
+        raise HwnasError(f"{where}: field 'search.warmup_epochs' must be below search.epochs "
+                         f"({config['search']['epochs']}), got {config['search']['warmup_epochs']}")
+    from hwnas.supernet.mixed_op import MODES
+
+    if config["search"]["mode"] not in MODES:
+        raise HwnasError(f"{where}: field 'search.mode' must be one of {', '.join(MODES)}, "
+                         f"got {config['search']['mode']!r}")
+    try:
+        from hwnas.spaces import get_space
+
+        get_space(config["space"]["name"], config["space"]["params"])
+    except HwnasError as exc:
+        raise HwnasError(f"{where}: [space] {exc}") from None
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and validate a TOML run config."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise HwnasError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HwnasError(f"{path}: cannot read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise HwnasError(f"{path}: bad TOML: {exc}") from None
+    return validate_config(data, str(path))
+
+
+# -- the main job: stages -------------------------------------------------------------
+def _device_mismatch(stored: dict, current: dict, runtime: str) -> str | None:
+    """Why a stored device description is not this machine (None when it is)."""
+    from hwnas.latency_data import check_same_device
+
+    try:
+        check_same_device(stored, current, runtime, "reference")
+    except HwnasError as exc:
+        return str(exc).split("mismatch: ", 1)[-1].split(";")[0]
+    if "cpu" not in stored or "cores" not in stored:
+        return "no cpu/cores recorded"
+    return None
+
+
+def find_reference_predictor(space, runtime: str, dtype: str, threads: int, folder: Path,
+                             this_device: dict) -> tuple[Path | None, str]:
+    """A committed predictor for this machine and space covering every operator; (path, why)."""
+    from hwnas.predictors import load_predictor, read_header
+
+    reasons = []
+    candidates = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    # lookup tables first (measured values), then regressors
+    for wanted in ("lut", "regressor"):
+        for path in candidates:
+            try:
+                head = read_header(path)
+            except HwnasError:
+                continue
+            if head.get("type") != wanted or (head.get("runtime"), head.get("dtype"), head.get("threads")) != \
+                    (runtime, dtype, threads) or head.get("space") not in (None, space.name):
+                continue
+            why = _device_mismatch(head.get("device", {}), this_device, runtime)
+            if why:
+                reasons.append(f"{path.name}: {why}")
+                continue
+            predictor = load_predictor(path, space=space.name)
+            if wanted == "lut" and not predictor.covers(space.unique_ops()):
+                reasons.append(f"{path.name}: does not cover every operator of {space.name}")
+                continue
+            return path, f"reference predictor {path} matches this machine"
+    return None, "; ".join(reasons) or f"no {runtime} {dtype} {threads}-thread predictor in {folder}/"
+
+
+def _covering_rows(csv_path: Path, space, runtime: str, dtype: str, threads: int, this_device: dict) -> str | None:
+    """None when ``csv_path`` has this machine's rows for every operator of ``space``, else why not."""
+    from hwnas.latency_data import device_file, read_device, read_op_rows
+    from hwnas.profiler import profiled_ops
+
+    if not csv_path.exists():
+        return f"no {csv_path}"
+    desc = device_file(csv_path)
+    if not desc.exists():
+        return f"no {desc.name}"
+    why = _device_mismatch(read_device(desc), this_device, runtime)
+    if why:
+        return f"{csv_path.name}: {why}"
+    have = {r.op.key() for r in read_op_rows(csv_path) if (r.runtime, r.dtype, r.threads) == (runtime, dtype, threads)}
+    missing = [op for op in profiled_ops(space) if op.key() not in have]
+    return f"{csv_path.name} lacks {len(missing)} operators of {space.name}" if missing else None
+
+
+def prepare_predictor(cfg: dict, space, run_dir: Path, log) -> Path:
+    """Stage 1: the predictor file the search uses (given, committed reference, or fitted here)."""
+    from hwnas.latency_data import describe_this_device
+    from hwnas.predictors.fit import fit_device, output_stem, save
+
+    lat = cfg["latency"]
+    runtime, dtype, threads = lat["runtime"], lat["dtype"], lat["threads"]
+    if lat["predictor"] != "auto":
+        path = Path(lat["predictor"])
+        from hwnas.predictors import load_predictor
+
+        load_predictor(path, space=space.name)
+        log(f"predictor: {path} (from the config)")
+        return path
+    this = describe_this_device()
+    path, why = find_reference_predictor(space, runtime, dtype, threads, Path(lat["reference_predictors"]), this)
+    if path is not None:
+        log(f"predictor: {why}")
+        return path
+    log(f"predictor: no committed one to use ({why})")
+    # fit from committed tables when they are this machine's and cover the space, else profile here
+    ref_csv = Path(lat["reference_latency_data"]) / f"{this['name']}.csv"
+    not_covered = _covering_rows(ref_csv, space, runtime, dtype, threads, this)
+    fitted_dir = run_dir / "predictor"
+    stem = output_stem(this["name"], runtime, dtype, threads, space.name, space.name)
+    target = fitted_dir / f"{stem}.json"
+    if target.exists():
+        log(f"predictor: {target} (fitted earlier in this run)")
+        return target
+    if not_covered is None:
+        data_dir = ref_csv.parent
+        log(f"predictor: fitting on the committed tables {ref_csv}")
+    else:
+        data_dir = run_dir / "latency_data"
+        log(f"predictor: profiling this CPU into {data_dir}/ ({not_covered})")
+        _profile_here(space, runtime, dtype, threads, data_dir, this, lat["profile_models"])
+    result = fit_device(data_dir, this["name"], runtime, dtype, threads, space=space.name)
+    save(result, fitted_dir, stem)
+    result.lut.enable_fallback(result.regressor)
+    log(f"predictor: fitted {target} ({result.n_op_rows} operators, best regressor by cross-validation "
+        f"in {fitted_dir})")
+    return target
+
+
+def _profile_here(space, runtime: str, dtype: str, threads: int, data_dir: Path, device: dict, n_models: int) -> None:
+    from hwnas.profiler import measure_archs, profile_ops
+    from hwnas.runners import get_runner
+
+    runner = get_runner(runtime, threads)
+    device = dict(device, runners={runner.name: runner.describe()})
+    with pinned(default_core()):
+        profile_ops(space, runner, data_dir / f"{device['name']}.csv", device, dtype)
+        if n_models:
+            measure_archs(space, runner, n_models, data_dir / f"{device['name']}-models.csv", device,
+                          data_dir / "models" / space.name, dtype)
+
+
+def choose_budget(cfg: dict, space, predictor_path: Path) -> tuple[float, float, float]:
+    """(budget, fastest, slowest) in predicted ms; "auto" lies ``budget_fraction`` of the way up."""
+    from hwnas.search.latency import check_budget, latency_model
+
+    model = latency_model(space, str(predictor_path))
+    budget = cfg["latency"]["budget_ms"]
+    if budget == "auto":
+        budget = round(model.min_ms + cfg["latency"]["budget_fraction"] * (model.max_ms - model.min_ms), 4)
+    check_budget(float(budget), model)
+    return float(budget), model.min_ms, model.max_ms
+
+
+def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log):
+    """Stage 2: supernet search under the budget (skipped when this run already has its result)."""
+    from hwnas.arch import Architecture
+
+    out = run_dir / "search"
+    derived = out / "derived.json"
+    if derived.exists() and (out / "arch.json").exists():
+        log(f"search: done earlier ({out / 'arch.json'})")
+        return Architecture.load(out / "arch.json"), json.loads(derived.read_text())
+    from hwnas.search import SearchConfig, run_search
+
+    s = cfg["search"]
+    result = run_search(SearchConfig(
+        space=space.name, space_params=dict(cfg["space"]["params"]), dataset=cfg["data"]["dataset"],
+        predictor=str(predictor), budget_ms=budget, mode=s["mode"], epochs=s["epochs"],
+        warmup_epochs=s["warmup_epochs"], batch_size=s["batch_size"], max_steps=s["max_steps"],
+        lr_alpha=s["lr_alpha"], limit_train=cfg["data"]["limit_train"], limit_val=cfg["data"]["limit_val"],
+        seed=cfg["run"]["seed"], out=str(out), resume=True, device="cpu", workers=cfg["data"]["workers"]))
+    return result.arch, result.summary
+
+
+def _train(cfg: dict, arch, run_dir: Path, log):
+    """Stage 3: train the derived network from scratch (resumes from its checkpoint)."""
+    from hwnas.data import load_dataset
+    from hwnas.train import TrainConfig, train_model
+
+    t, d = cfg["train"], cfg["data"]
+    splits = load_dataset(d["dataset"], arch.space.params["resolution"], seed=cfg["run"]["seed"],
+                          limit_train=d["limit_train"], limit_val=d["limit_val"])
+    tc = TrainConfig(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], optimizer=t["optimizer"],
+                     weight_decay=t["weight_decay"], label_smoothing=t["label_smoothing"], max_steps=t["max_steps"],
+                     seed=cfg["run"]["seed"], num_workers=d["workers"])
+    log(f"train: {tc.epochs} epochs on {splits.name} ({len(splits.train)} train / {len(splits.val)} val images)")
+    return train_model(arch, splits, config=tc, out_dir=run_dir / "train", resume=True), splits
+
+
+def _export(cfg: dict, arch, model, splits, run_dir: Path, log) -> ExportResult:
+    """Stage 4: export + self-check (reuses files this run has already checked)."""
+    from hwnas.data import load_dataset
+
+    e = cfg["export"]
+    out = run_dir / "export"
+    record = out / "export.json"
+    if record.exists():
+        files = [ExportedFile(Path(f["path"]), f["format"], f["quant"], f["max_abs_diff"], f["agreement"], f["passed"])
+                 for f in json.loads(record.read_text())["files"]]
+        if all(f.path.exists() for f in files):
+            log(f"export: done earlier ({out})")
+            return ExportResult(files)
+    plain = load_dataset(cfg["data"]["dataset"], arch.space.params["resolution"], seed=cfg["run"]["seed"],
+                         augment=False, limit_train=cfg["data"]["limit_train"], limit_val=cfg["data"]["limit_val"])
+    check = stack_images(plain.val, e["check_images"], seed=1)
+    calib = stack_images(plain.train, e["calib_images"], seed=2)
+    return export_trained(arch, model, out, check, calib, quants=tuple(e["quant"]), onnx=e["onnx"],
+                          tolerance=e["tolerance"], min_agreement=e["min_agreement"], force=e["force"],
+                          progress=lambda m: log(f"export: {m.strip()}"))
+
+
+def _measure(cfg: dict, exported: ExportResult, predicted_ms: float, budget: float, run_dir: Path, log) -> list[dict]:
+    """Stage 5: time the exported files on this machine (pinned to one core)."""
+    path = run_dir / "measured.json"
+    if path.exists():
+        log("measure: done earlier")
+        return json.loads(path.read_text())
+    lat = cfg["latency"]
+    fmt = "onnx" if lat["runtime"] == "onnxruntime" else "tflite"
+    rows, core = [], default_core()
+    for f in exported.files:
+        if f.format != fmt:
+            continue
+        log(f"measure: {f.path.name} with {lat['runtime']}, {lat['threads']} thread(s), core {core}")
+        t = measure_file(f.path, lat["runtime"], lat["threads"], core)
+        rows.append({"file": str(f.path), "runtime": lat["runtime"], "quant": f.quant, "threads": lat["threads"],
+                     "measured_ms": round(t.median_ms, 5), "spread_ms": round(t.spread_ms, 5),
+                     "predicted_ms": round(predicted_ms, 5) if f.quant == lat["dtype"] else None,
+                     "budget_ms": budget})
+    path.write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+@dataclass
+class RunReport:
+    data: dict
+    text: str
+
+
+def _format_report(r: dict) -> str:
+    m = {row["quant"]: row for row in r["measured"]}
+    budget = r["budget_ms"]
+    measured = ", ".join(
+        f"{q} {row['measured_ms']:.3f} ± {row['spread_ms']:.3f} ms"
+        + (f" ({'within budget' if row['measured_ms'] <= budget else 'within +5%' if row['measured_ms'] <= 1.05 * budget else 'OVER budget'})"
+           if q == r["dtype"] else "") for q, row in m.items())
+    agreement = ", ".join(f"{f['quant']} {f['agreement']:.1%}" for f in r["export"]
+                          if f["format"] == "tflite" and f["quant"] != "fp32" and f["agreement"] is not None)
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in r["seconds"].items())
+    lines = [
+        f"hwnas main job: {r['space']} on {r['dataset']}; latency on {r['device']} "
+        f"({r['runtime']} {r['dtype']}, {r['threads']} thread)",
+        f"  budget          {budget:.3f} ms ({r['budget_note']})",
+        f"  architecture    {' '.join(r['choices'])}",
+        f"  predicted       {r['predicted_ms']:.3f} ms ({r['predictor']})",
+        f"  measured        {measured}",
+        f"  accuracy        {r['val_acc']:.2%} top-1 on {r['n_val']} validation images (PyTorch, "
+        f"{r['train_epochs']} epochs)" + (f"; quantized top-1 agreement with PyTorch: {agreement}" if agreement else ""),
+        f"  FLOPs / params  {r['mflops']:.2f} M multiply-adds, {r['mparams']:.3f} M parameters",
+        f"  files           {r['run_dir']}/: search/arch.json, train/weights.safetensors, "
+        f"export/{{{', '.join(Path(f['path']).name for f in r['export'])}}}, report.json",
+        f"  time            {r['total_seconds']:.0f} s ({times})",
+    ]
+    return "\n".join(lines)
+
+
+def run_pipeline(cfg: dict, fresh: bool = False, log=print) -> RunReport:
+    """The main job: predictor -> budget -> search -> train -> export -> measure -> report."""
+    import time
+
+    from hwnas.latency_data import default_device_name
+    from hwnas.spaces import get_space
+
+    run_dir = Path(cfg["run"]["out"])
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.json"
+    if saved.exists():
+        before = json.loads(saved.read_text())
+        for section in cfg:
+            for key in cfg[section]:
+                if before.get(section, {}).get(key) != cfg[section][key]:
+                    raise HwnasError(f"{run_dir} holds a run with {section}.{key} = "
+                                     f"{before.get(section, {}).get(key)!r}, this config has {cfg[section][key]!r}; "
+                                     "use another run.out (--out) or --fresh to start over")
+    else:
+        saved.write_text(json.dumps(cfg, indent=2) + "\n")
+    space = get_space(cfg["space"]["name"], cfg["space"]["params"])
+    seconds: dict[str, float] = {}
+    start = t0 = time.time()
+
+    def lap(name: str) -> None:
+        nonlocal t0
+        seconds[name] = round(time.time() - t0, 1)
+        t0 = time.time()
+
+    log(f"[1/6] predictor for {space.name} ({cfg['latency']['runtime']} {cfg['latency']['dtype']}, "
+        f"{cfg['latency']['threads']} thread)")
+    predictor = prepare_predictor(cfg, space, run_dir, log)
+    budget, fastest, slowest = choose_budget(cfg, space, predictor)
+    note = (f"auto: {cfg['latency']['budget_fraction']:.0%} of the way from the fastest ({fastest:.3f} ms) to the "
+            f"slowest ({slowest:.3f} ms) predicted architecture" if cfg["latency"]["budget_ms"] == "auto"
+            else f"from the config; the space spans {fastest:.3f}-{slowest:.3f} ms predicted")
+    log(f"budget: {budget:.3f} ms ({note})")
+    lap("predictor")
+    log(f"[2/6] search ({cfg['search']['mode']}, {cfg['search']['epochs']} epochs)")
+    arch, summary = _search(cfg, space, predictor, budget, run_dir, log)
+    lap("search")
+    log(f"[3/6] train {' '.join(arch.choices)}")
+    trained, splits = _train(cfg, arch, run_dir, log)
+    lap("train")
+    log("[4/6] export + self-check")
+    exported = _export(cfg, arch, trained.model, splits, run_dir, log)
+    lap("export")
+    log("[5/6] measure")
+    from hwnas.predictors import load_predictor
+
+    predicted = load_predictor(predictor, space=space.name).predict_ops(arch.ops())
+    measured = _measure(cfg, exported, predicted, budget, run_dir, log)
+    lap("measure")
+    cost = arch.cost()
+    data = {
+        "space": space.name, "dataset": splits.name, "device": default_device_name(),
+        "runtime": cfg["latency"]["runtime"], "dtype": cfg["latency"]["dtype"], "threads": cfg["latency"]["threads"],
+        "budget_ms": budget, "budget_note": note, "choices": list(arch.choices),
+        "predictor": str(predictor), "predicted_ms": round(predicted, 5), "measured": measured,
+        "val_acc": trained.val_acc, "n_val": len(splits.val), "train_epochs": trained.epochs,
+        "mflops": cost.flops / 1e6, "mparams": cost.params / 1e6,
+        "search_summary": {k: summary.get(k) for k in ("predicted_latency_ms", "within_budget", "budget_swaps",
+                                                       "val_acc_supernet_child")},
+        "export": exported.to_dict(), "run_dir": str(run_dir), "seconds": seconds,
+        "total_seconds": round(time.time() - start, 1),
+    }
+    text = _format_report(data)
+    (run_dir / "report.json").write_text(json.dumps(data, indent=2) + "\n")
+    (run_dir / "report.txt").write_text(text + "\n")
+    log("[6/6] report")
+    return RunReport(data, text)

@@ -1,0 +1,36 @@
+"""``hwnas run [--config FILE]``: the main job, end to end.
+
+With no arguments: the embedded default (proxyless-tiny space, digits dataset,
+LiteRT fp32 on one thread of this CPU, an automatic budget). Re-running with the
+same run folder resumes: finished stages are reused.
+"""
+
+from __future__ import annotations
+
+from hwnas.errors import HwnasError
+from hwnas.pipeline import default_config, load_config, run_pipeline, validate_config
+
+
+def _run(args) -> int:
+    cfg = load_config(args.config) if args.config else default_config()
+    where = args.config or "defaults"
+    if args.out:
+        cfg["run"]["out"] = args.out
+    if args.budget_ms is not None:
+        if args.budget_ms <= 0:
+            raise HwnasError(f"--budget-ms must be positive, got {args.budget_ms}")
+        cfg["latency"]["budget_ms"] = args.budget_ms
+    cfg = validate_config(cfg, where)
+    report = run_pipeline(cfg, fresh=args.fresh)
+    print()
+    print(report.text)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="the main job: predictor, search, train, export, measure, report")
+    p.add_argument("--config", default=None, help="TOML run config (see configs/default.toml); default: built-in")
+    p.add_argument("--out", default=None, help="run folder (overrides run.out; default runs/main)")
+    p.add_argument("--budget-ms", type=float, default=None, help="latency budget in ms (overrides latency.budget_ms)")
+    p.add_argument("--fresh", action="store_true", help="delete the run folder first instead of resuming")
+    p.set_defaults(func=_run)

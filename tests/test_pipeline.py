@@ -1,0 +1,98 @@
+"""Main job: config files, their validation errors, and the choice of the latency predictor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hwnas.cli import main
+from hwnas.errors import HwnasError
+from hwnas.latency_data import describe_this_device
+from hwnas.pipeline import (
+    choose_budget, default_config, find_reference_predictor, load_config, validate_config,
+)
+from hwnas.predictors.lut import LookupTable
+from hwnas.costs import op_cost
+from hwnas.spaces import get_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_default_config_is_the_built_in_default():
+    assert load_config(ROOT / "configs" / "default.toml") == default_config()
+
+
+def test_cifar10_config_is_valid():
+    cfg = load_config(ROOT / "configs" / "cifar10.toml")
+    assert cfg["data"]["dataset"].endswith("cifar10-train.tar.gz")
+    assert cfg["train"]["epochs"] > cfg["search"]["epochs"] > cfg["search"]["warmup_epochs"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[trian]\nepochs = 3\n", r"unknown section \[trian\]"),
+    ("[train]\nepoch = 3\n", r"unknown field 'train.epoch'"),
+    ("[train]\nepochs = 0\n", r"field 'train.epochs' must be a positive integer, got 0"),
+    ("[train]\nepochs = 2.5\n", r"field 'train.epochs' must be a positive integer"),
+    ("[latency]\nbudget_ms = -1\n", r"field 'latency.budget_ms' must be \"auto\" or a positive number"),
+    ("[latency]\nruntime = \"tensorrt\"\n", r"field 'latency.runtime' must be one of"),
+    ("[export]\nquant = [\"fp16\"]\n", r"field 'export.quant'"),
+    ("[search]\nmode = \"bohb\"\n", r"field 'search.mode' must be one of"),
+    ("[search]\nepochs = 2\nwarmup_epochs = 2\n", r"'search.warmup_epochs' must be below"),
+    ("[space]\nname = \"resnet\"\n", r"\[space\] unknown search space 'resnet'"),
+    ("[space]\nparams = { width = 2 }\n", r"\[space\] .*unknown field 'width'"),
+    ("[train\nepochs = 3\n", r"bad TOML: .*line 1"),
+    ("train = 3\n", r"\[train\] must be a table"),
+])
+def test_config_errors_name_the_file_and_field(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(HwnasError, match=message) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_cli_run_reports_config_errors_in_one_line(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nlr = \"fast\"\n")
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"hwnas: error: {path}: field 'train.lr' must be a positive number, got 'fast'"
+    assert main(["run", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+    assert main(["run", "--budget-ms", "0"]) == 2
+    assert "--budget-ms" in capsys.readouterr().err
+
+
+def _table(space, device: dict) -> LookupTable:
+    """A lookup table covering every operator of ``space`` (values from FLOPs; the choice logic is tested)."""
+    entries = {op.key(): 1e-6 * op_cost(op).flops + 0.01 for op in space.unique_ops() if not op.is_identity}
+    return LookupTable(device, space.name, "tflite", "fp32", 1, entries)
+
+
+def test_reference_predictor_is_used_only_for_this_machine(tmp_path):
+    space = get_space("proxyless-tiny")
+    this = describe_this_device()
+    other = dict(this, cpu="Qualcomm Kryo 585", cores=8)
+    _table(space, other).save(tmp_path / "phone-tflite-fp32.json")
+    path, why = find_reference_predictor(space, "tflite", "fp32", 1, tmp_path, this)
+    assert path is None and "phone-tflite-fp32.json" in why and "Kryo" in why
+
+    _table(space, this).save(tmp_path / "here-tflite-fp32.json")
+    path, why = find_reference_predictor(space, "tflite", "fp32", 1, tmp_path, this)
+    assert path == tmp_path / "here-tflite-fp32.json"
+    assert find_reference_predictor(space, "tflite", "int8", 1, tmp_path, this)[0] is None
+    assert find_reference_predictor(get_space("proxyless-tiny", {"width_mult": 0.5}), "tflite", "fp32", 1,
+                                    tmp_path, this)[0] is None  # does not cover the narrower operators
+
+
+def test_auto_budget_lies_between_fastest_and_slowest(tmp_path):
+    space = get_space("proxyless-tiny")
+    _table(space, describe_this_device()).save(tmp_path / "p.json")
+    cfg = validate_config({"latency": {"budget_fraction": 0.25}})
+    budget, fastest, slowest = choose_budget(cfg, space, tmp_path / "p.json")
+    assert fastest < budget < slowest
+    assert budget == pytest.approx(fastest + 0.25 * (slowest - fastest), abs=1e-3)
+    cfg["latency"]["budget_ms"] = fastest / 2
+    with pytest.raises(HwnasError, match="below the fastest architecture"):
+        choose_budget(cfg, space, tmp_path / "p.json")
