@@ -42,7 +42,7 @@ def transfer_regressor(reg, ops, ms, space_name, fit_ops, fit_measured):
         return None, 0
     fitted = fit_method(METHODS[reg.method], [ops[i] for i in keep], ms[keep])
     pred = RegressorPredictor(reg.device, reg.space, reg.runtime, reg.dtype, reg.threads, fitted)
-    calibrate(pred, fit_ops, fit_measured, ["-"] * len(fit_ops), "fit models", per_op=reg.per_op_ms != 0)
+    calibrate(pred, fit_ops, fit_measured, ["-"] * len(fit_ops), "fit models", per_op=(reg.scale, reg.per_op_ms) != (1.0, 0.0))
     return pred, len(keep)
 
 
@@ -76,8 +76,8 @@ def run_runtime(args, runtime: str) -> tuple[list[str], Path | None]:
 
     base = fit_device(data, args.device, runtime, args.dtype, 1, args.space, args.holdout, ["flops-linear"]).regressor
     candidates = {}
-    if lut.per_op_ms:
-        candidates["LUT sum + overhead + per-op correction"] = lut
+    if (lut.scale, lut.per_op_ms) != (1.0, 0.0):
+        candidates["LUT, calibrated (overhead, scale, per-op)"] = lut
     candidates["LUT sum + constant overhead"] = constant_overhead_table(lut, fit_ops, fit_measured)
     candidates[f"regressor ({reg.method})"] = reg
     candidates["FLOPs-linear ops + overhead"] = base

@@ -53,7 +53,7 @@ def test_table_round_trip_and_named_fallback(fitted):
     lut = load_predictor(fitted / "pred" / "dev-tflite-fp32.json")
     op = training_ops()[3]
     assert lut.entries[op.key()] == pytest.approx(synthetic_ms(op), rel=1e-5)
-    assert lut.predict_op(op) == pytest.approx(lut.entries[op.key()] + lut.per_op_ms)
+    assert lut.predict_op(op) == pytest.approx(lut.scale * lut.entries[op.key()] + lut.per_op_ms)
     unseen = OpSpec("mbconv", 24, 32, 16, 16, kernel=5, expand=3)
     with pytest.raises(HwnasError, match="no latency entry"):
         lut.predict_op(unseen)

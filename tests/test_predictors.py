@@ -71,15 +71,18 @@ def test_lut_without_named_fallback_refuses_to_enable_it():
         _lut([]).enable_fallback()
 
 
-def test_overhead_is_the_median_residual_or_a_line_in_the_operator_count():
-    assert fit_overhead([1.0, 2.0, 3.0], [1.5, 2.5, 13.0]) == (pytest.approx(0.5), 0.0)
-    assert fit_overhead([], []) == (0.0, 0.0)
-    n_ops = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
-    sums = [0.1 * n for n in n_ops]
-    measured = [s + 0.2 - 0.01 * n for s, n in zip(sums, n_ops)]
-    assert fit_overhead(sums, measured, n_ops) == (pytest.approx(0.2), pytest.approx(-0.01))
-    assert fit_overhead(sums[:5], measured[:5], n_ops[:5])[1] == 0.0  # too few models: constant only
-    assert fit_overhead(sums, measured, [7] * 10)[1] == 0.0  # no spread in the count: constant only
+def test_calibration_is_a_median_line_in_the_sum_and_operator_count():
+    assert fit_overhead([1.0, 2.0, 3.0], [1.5, 2.5, 13.0]) == (pytest.approx(0.5), 1.0, 0.0)
+    assert fit_overhead([], []) == (0.0, 1.0, 0.0)
+    n_ops = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 9, 12]
+    sums = [0.1 * n + 0.03 * (i % 3) for i, n in enumerate(n_ops)]
+    measured = [0.2 + 1.2 * s - 0.01 * n for s, n in zip(sums, n_ops)]
+    measured[3] *= 3  # one disturbed measurement does not move a median line
+    assert fit_overhead(sums, measured, n_ops) == (pytest.approx(0.2), pytest.approx(1.2), pytest.approx(-0.01))
+    assert fit_overhead(sums[:5], measured[:5], n_ops[:5])[1:] == (1.0, 0.0)  # too few models: constant only
+    same = fit_overhead(sums, [0.2 + 1.2 * s for s in sums], [7] * 12)  # one operator count: no per-op term
+    assert same == (pytest.approx(0.2), pytest.approx(1.2), 0.0)
+    assert fit_overhead(sums, [5 * s for s in sums], n_ops)[1] == 1.0  # implausible scale: constant only
 
 
 def test_regressor_predicts_unseen_widths_and_resolutions(linear_regressor):
@@ -108,6 +111,7 @@ def test_fit_device_holds_models_out_and_fits_the_overhead(tmp_path):
     assert len(result.fit_models) + len(result.held_out_models) == 24
     assert result.lut.overhead_ms == pytest.approx(OVERHEAD_MS, abs=1e-4)
     assert result.lut.per_op_ms == pytest.approx(0.0, abs=1e-5)
+    assert result.lut.scale == pytest.approx(1.0, abs=1e-4)
     assert result.lut.overhead["models"] == result.fit_models
     assert result.regressor.overhead_ms == pytest.approx(OVERHEAD_MS, rel=0.3)
 
@@ -116,11 +120,13 @@ def test_fit_device_recovers_a_per_operator_correction(tmp_path):
     data = write_tables(tmp_path / "ld", n_models=30, per_op_ms=-0.002)
     result = fit_device(data, "dev", "tflite", "fp32", 1, "proxyless-tiny", methods=FAST)
     assert result.lut.per_op_ms == pytest.approx(-0.002, abs=2e-5)
+    assert result.lut.scale == pytest.approx(1.0, abs=1e-3)
     assert result.lut.overhead_ms == pytest.approx(OVERHEAD_MS, abs=2e-4)
     op = training_ops()[0]
     assert result.lut.predict_op(op) == pytest.approx(synthetic_ms(op) - 0.002, abs=2e-5)
     result = fit_device(data, "dev", "tflite", "fp32", 1, "proxyless-tiny", methods=FAST, per_op=False)
-    assert result.lut.per_op_ms == 0.0 and "median" in result.lut.overhead["source"]
+    assert (result.lut.scale, result.lut.per_op_ms) == (1.0, 0.0)
+    assert "median of (measured - sum" in result.lut.overhead["source"]
 
 
 def test_fit_device_without_model_rows_sets_zero_overhead_and_says_so(tmp_path):

@@ -37,7 +37,8 @@ def _fit(args) -> int:
         mark = "  <- kept" if name == result.regressor.method else ""
         print(f"  {name:18s} {s['rmse_ms']:9.4f} {s['mape']:8.2f} {s['wape']:8.2f}{mark}")
     for label, pred in (("lookup table", result.lut), ("regressor", result.regressor)):
-        print(f"{label}: overhead {pred.overhead_ms:+.4f} ms, per operator {pred.per_op_ms:+.5f} ms "
+        print(f"{label}: overhead {pred.overhead_ms:+.4f} ms, scale {pred.scale:.3f}, "
+              f"per operator {pred.per_op_ms:+.5f} ms "
               f"({pred.overhead['source']})")
     print(f"whole models: {len(result.fit_models)} used for the overhead, "
           f"{len(result.held_out_models)} held out for evaluation")
@@ -60,7 +61,7 @@ def register(sub) -> None:
     p.add_argument("--holdout", type=float, default=0.5,
                    help="share of whole-model rows kept out of fitting, for evaluation (default 0.5)")
     p.add_argument("--constant-overhead", action="store_true",
-                   help="fit only a constant whole-model overhead (no per-operator correction)")
+                   help="fit only a constant whole-model overhead (no scale or per-operator correction)")
     p.add_argument("--methods", help="comma-separated regressor methods to compare (default: all)")
     p.add_argument("--data", default="latency_data", help="folder of latency tables (default latency_data/)")
     p.add_argument("--out", default="predictors", help="output folder (default predictors/)")

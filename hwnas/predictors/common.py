@@ -39,26 +39,33 @@ def number(data: dict, field: str, path: Path, default: float | None = None) -> 
 
 
 def fit_overhead(op_sums: list[float], measured: list[float], n_ops: list[int] | None = None
-                 ) -> tuple[float, float]:
-    """``(overhead_ms, per_op_ms)`` so that measured ~ sum + overhead_ms + per_op_ms * n_ops.
+                 ) -> tuple[float, float, float]:
+    """``(overhead_ms, scale, per_op_ms)`` with measured ~ overhead_ms + scale * sum + per_op_ms * n_ops.
 
-    Both are least-absolute-deviation fits (medians), so a few disturbed
-    whole-model measurements (on a shared machine they are always too slow) do
-    not move them. Without ``n_ops`` (or with fewer than 10 models, or a single
-    operator count) only the constant is fitted, as the median residual. With
-    ``n_ops``, a median line through the residuals: each operator timed alone
-    also paid the runtime's per-invocation cost, which a whole network pays once.
+    Operators timed alone differ from the same operators inside a network: each
+    paid the runtime's invoke cost once (``per_op_ms``), and caches and kernels
+    behave differently in a longer graph (``scale``). All three are fitted by
+    least absolute deviation (a median line), so the few whole-model
+    measurements disturbed by a busy machine (always too slow) do not move them.
+    Without ``n_ops``, or with fewer than 10 models, only the constant is
+    fitted (the median residual; scale 1, per_op 0); a scale outside 0.5..2 is
+    not trusted and also falls back to the constant.
     """
     if not op_sums:
-        return 0.0, 0.0
-    residual = np.asarray(measured, float) - np.asarray(op_sums, float)
-    if n_ops is None or len(op_sums) < 10 or len(set(n_ops)) < 2:
-        return float(np.median(residual)), 0.0
+        return 0.0, 1.0, 0.0
+    sums, measured = np.asarray(op_sums, float), np.asarray(measured, float)
+    constant = (float(np.median(measured - sums)), 1.0, 0.0)
+    if n_ops is None or len(sums) < 10:
+        return constant
     from sklearn.linear_model import QuantileRegressor
 
-    line = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs")
-    line.fit(np.asarray(n_ops, float)[:, None], residual)
-    return float(line.intercept_), float(line.coef_[0])
+    counts = np.asarray(n_ops, float)
+    X = np.stack([sums, counts], axis=1) if len(set(n_ops)) > 1 else sums[:, None]
+    line = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs").fit(X, measured)
+    scale = float(line.coef_[0])
+    if not 0.5 <= scale <= 2.0:
+        return constant
+    return float(line.intercept_), scale, float(line.coef_[1]) if X.shape[1] == 2 else 0.0
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -2,7 +2,9 @@
 
 Whole-model rows are split once, deterministically by a hash of their
 ``arch_file``: a share (``holdout``, default half) is never used in fitting and is
-left for :mod:`hwnas.predictors.evaluate`; the rest fits the constant overhead.
+left for :mod:`hwnas.predictors.evaluate`; the rest fits the calibration
+(constant overhead, scale and per-operator correction, see
+:func:`hwnas.predictors.common.fit_overhead`).
 The files record which models they were fitted on.
 """
 
@@ -109,14 +111,15 @@ def fit_device(data_dir: Path, device: str, runtime: str, dtype: str, threads: i
 
 def calibrate(predictor, model_ops_list: list[list[OpSpec]], measured: list[float], names: list[str],
               source: str, per_op: bool = True) -> None:
-    """Fit ``overhead_ms`` (and ``per_op_ms`` when ``per_op``) of a predictor on whole models."""
-    predictor.overhead_ms, predictor.per_op_ms = 0.0, 0.0
+    """Fit a predictor's ``overhead_ms`` (and ``scale``, ``per_op_ms`` when ``per_op``) on whole models."""
+    predictor.overhead_ms, predictor.scale, predictor.per_op_ms = 0.0, 1.0, 0.0
     sums = [predictor.predict_ops(ops) for ops in model_ops_list]
     counts = [sum(not op.is_identity for op in ops) for ops in model_ops_list]
-    predictor.overhead_ms, predictor.per_op_ms = fit_overhead(sums, measured, counts if per_op else None)
+    predictor.overhead_ms, predictor.scale, predictor.per_op_ms = fit_overhead(
+        sums, measured, counts if per_op else None)
     if names:
-        how = ("median line of (measured - sum of operators) against the operator count" if predictor.per_op_ms
-               else "median of (measured - sum of operators)")
+        how = ("median line of measured against (sum of operators, operator count)"
+               if (predictor.scale, predictor.per_op_ms) != (1.0, 0.0) else "median of (measured - sum of operators)")
         text = f"{how} over {len(names)} whole models of {source}"
     else:
         text = "none: no whole-model rows to fit on; overhead set to 0"

@@ -186,12 +186,14 @@ class RegressorPredictor(LatencyPredictor):
 
     def __init__(self, device: dict, space: str | None, runtime: str, dtype: str, threads: int,
                  fitted: FittedModels, overhead_ms: float = 0.0, overhead: dict | None = None,
-                 cv: dict | None = None, n_rows: int = 0, path: Path | None = None, per_op_ms: float = 0.0):
+                 cv: dict | None = None, n_rows: int = 0, path: Path | None = None, per_op_ms: float = 0.0,
+                 scale: float = 1.0):
         self.device, self.space = device, space
         self.runtime, self.dtype, self.threads = runtime, dtype, threads
         self.fitted = fitted
         self.overhead_ms = float(overhead_ms)
         self.per_op_ms = float(per_op_ms)
+        self.scale = float(scale)
         self.overhead = overhead or {"source": "none: no whole-model rows; overhead set to 0", "models": []}
         self.cv = cv or {}
         self.n_rows = n_rows
@@ -203,12 +205,12 @@ class RegressorPredictor(LatencyPredictor):
         return self.fitted.method.name
 
     def predict_many(self, ops: list[OpSpec]) -> np.ndarray:
-        """Latency (ms) of each operator in a network (prediction + ``per_op_ms``); identity operators cost 0."""
+        """Latency (ms) of each operator in a network (``scale`` * prediction + ``per_op_ms``); identity ops cost 0."""
         todo = [op for op in dict.fromkeys(ops) if op not in self._cache and not op.is_identity]
         if todo:
             for op, ms in zip(todo, self.fitted.predict(todo)):
                 self._cache[op] = float(ms)
-        return np.array([0.0 if op.is_identity else self._cache[op] + self.per_op_ms for op in ops])
+        return np.array([0.0 if op.is_identity else self.scale * self._cache[op] + self.per_op_ms for op in ops])
 
     def predict_op(self, op: OpSpec) -> float:
         return float(self.predict_many([op])[0])
@@ -227,7 +229,8 @@ class RegressorPredictor(LatencyPredictor):
         sio.dump(self.fitted.models, model_path)
         data = header(self.type_name, self.device, self.space, self.runtime, self.dtype, self.threads)
         data.update(method=self.method, features=list(FEATURE_NAMES), n_rows=self.n_rows,
-                    overhead_ms=self.overhead_ms, per_op_ms=self.per_op_ms, overhead=self.overhead, cv=self.cv,
+                    overhead_ms=self.overhead_ms, scale=self.scale, per_op_ms=self.per_op_ms,
+                    overhead=self.overhead, cv=self.cv,
                     model_file=model_path.name, sha256=_sha256(model_path))
         write_json(path, data)
         self.path = path
@@ -280,7 +283,8 @@ def _load(data: dict, path: Path) -> RegressorPredictor:
     return RegressorPredictor(data["device"], data.get("space"), runtime, dtype, threads,
                               FittedModels(method, models), number(data, "overhead_ms", path, 0.0),
                               overhead if isinstance(overhead, dict) else None, data.get("cv") or {},
-                              int(data.get("n_rows", 0)), path, number(data, "per_op_ms", path, 0.0))
+                              int(data.get("n_rows", 0)), path, number(data, "per_op_ms", path, 0.0),
+                              number(data, "scale", path, 1.0))
 
 
 __all__ = ["METHODS", "FittedModels", "RegressorPredictor", "cross_validate", "best_method", "fit_method",
