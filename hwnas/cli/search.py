@@ -20,7 +20,7 @@ STRATEGIES = ("gradient", "random", "evolution", "rl", "progressive")
 CELL_SPACE = "darts-cell"
 
 # --fast: small settings for the embedded default (proxyless-tiny + digits) that finish in minutes on a CPU.
-FAST = {"epochs": 6, "warmup_epochs": 2, "batch_size": 32, "max_steps": 20}
+FAST = {"epochs": 8, "warmup_epochs": 3, "batch_size": 32, "max_steps": 30}
 FULL = {"epochs": 30, "warmup_epochs": 10, "batch_size": 64, "max_steps": None}
 
 
@@ -47,7 +47,7 @@ def config_from_args(args):
         limit_train=args.limit_train, limit_val=args.limit_val, seed=args.seed, lr_w=args.lr, lr_alpha=args.lr_alpha,
         lambda_lat=args.lambda_lat, eta_flops=args.eta_flops, eta_mac=args.eta_mac, eta_params=args.eta_params,
         fit_budget=not args.no_fit_budget, device=args.device, out=args.out, resume=args.resume,
-        progress=not args.no_progress, threads=args.threads)
+        progress=not args.no_progress, threads=args.threads, stop_after=args.stop_after)
 
 
 def _search(args) -> int:
@@ -96,6 +96,8 @@ def register(sub) -> None:
     p.add_argument("--eta-flops", type=float, default=0.0, help="weight of E[FLOPs] in M multiply-adds")
     p.add_argument("--eta-mac", type=float, default=0.0, help="weight of E[MAC] in M elements")
     p.add_argument("--eta-params", type=float, default=0.0, help="weight of E[params] in M")
+    p.add_argument("--constraint", choices=("mild", "moderate", "aggressive"), default=None,
+                   help="darts-cell: SNAS resource constraint preset on the --eta-* kind (default flops)")
     p.add_argument("--no-fit-budget", action="store_true",
                    help="keep the argmax child even when it exceeds the budget")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")
@@ -103,6 +105,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default=None, help="run folder (default runs/search/<space>-<mode>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
+                   help="stop after this many finished epochs (continue later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
     # --- arguments of the sample-based strategies (hwnas.strategies.runner) go below this line ---
     p.add_argument("--evaluations", type=int, default=30,

@@ -50,6 +50,7 @@ class SearchConfig:
     progress: bool = True
     workers: int = 0
     threads: int = 0  # torch CPU threads (0: torch's default)
+    stop_after: int | None = None  # stop after this many finished epochs (time slicing; continue with resume)
 
     @property
     def latency_weight(self) -> float:

@@ -204,9 +204,11 @@ def run_search(config: SearchConfig) -> SearchResult:
             val = (val[0].to(device), val[1].to(device)) if val is not None else None
             res = stepper.step(batch, val, update_arch=search)
             loss = float(res["loss"])
-            if not math.isfinite(loss) or not math.isfinite(res.get("arch_loss", 0.0)):
+            bad = [f"{name} {value}" for name, value in (("loss", loss), ("arch loss", res.get("arch_loss", 0.0)))
+                   if not math.isfinite(value)]
+            if bad:
                 raise HwnasError(
-                    f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; stopped. The last good checkpoint "
+                    f"non-finite {' and '.join(bad)} at epoch {epoch + 1}, step {step + 1}; stopped. The last good checkpoint "
                     f"({ckpt}, after epoch {start if not history else history[-1]['epoch']}) is kept; lower "
                     "the learning rates (lr_w / lr_alpha) or lambda_lat and --resume")
             sums["loss"] += loss * res["n"]
@@ -258,8 +260,13 @@ def run_search(config: SearchConfig) -> SearchResult:
                       f"val acc (argmax child) {val_acc:.4f}, E[lat] {row['exp_latency_ms']:.3f} ms, "
                       f"argmax child {row['derived_latency_ms']:.3f} ms ({row['seconds']:.1f} s)")
         D.barrier()
+        if cfg.stop_after is not None and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
+            if main:
+                print(f"stopping after epoch {epoch + 1} as asked; continue with resume")
+            break
 
     summary = _finish(net, cfg, lat, out if main else None, history, probs_log)
+    summary["epochs_done"] = history[-1]["epoch"] if history else start
     summary["ranks"] = size
     summary["alpha_max_rank_difference"] = D.all_equal(net.arch_parameters())
     if main:

@@ -1,0 +1,126 @@
+"""Search loss, budget handling, the search loop's run folder, resume and NaN handling, the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from hwnas.cli import main
+from hwnas.errors import HwnasError
+from hwnas.search import SearchConfig, run_search
+from hwnas.search.latency import AnalyticProxy, check_budget, latency_model
+from hwnas.search.losses import budget_penalty, fit_to_budget
+from hwnas.spaces import get_space
+from hwnas.supernet import Supernet
+
+TINY = {"resolution": 16, "stages": [[24, 1, 2], [32, 2, 2]], "head_channels": 64}
+TINY_SET = ["--set", "resolution=16", "--set", "stages=[[24,1,2],[32,2,2]]", "--set", "head_channels=64"]
+
+
+def tiny_config(out, **kw) -> SearchConfig:
+    base = dict(space="proxyless-tiny", space_params=TINY, epochs=2, warmup_epochs=1, batch_size=16, max_steps=2,
+                limit_train=64, limit_val=32, out=str(out), progress=False, threads=1)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def test_budget_penalty_is_zero_under_and_linear_above_the_budget():
+    b = 4.0
+    values = budget_penalty(torch.tensor([1.0, 3.99, 4.0, 5.0, 6.0, 8.0]), b).tolist()
+    assert values[:3] == [0.0, 0.0, 0.0]
+    assert values[3:] == pytest.approx([0.25, 0.5, 1.0])
+    lat = torch.tensor(5.0, requires_grad=True)
+    budget_penalty(lat, b).backward()
+    assert float(lat.grad) == pytest.approx(1 / b)
+
+
+def test_budget_below_the_fastest_architecture_is_refused():
+    model = latency_model(get_space("proxyless-tiny", TINY), None)
+    assert model.min_ms < model.max_ms
+    check_budget(model.min_ms * 1.001, model)
+    with pytest.raises(HwnasError, match=f"minimum achievable latency is {model.min_ms:.4f} ms"):
+        check_budget(model.min_ms * 0.99, model)
+
+
+def test_analytic_proxy_counts_flops_and_memory():
+    space = get_space("proxyless-tiny")
+    proxy = AnalyticProxy()
+    pos = space.positions[1]
+    ms = {name: proxy.predict_op(op) for name, op in zip(pos.names, pos.ops)}
+    assert ms["zero"] == 0.0
+    assert ms["k3_e3"] < ms["k3_e6"] < ms["k7_e6"]
+
+
+def test_fit_to_budget_meets_the_budget_keeping_likely_paths():
+    space = get_space("proxyless-tiny", TINY)
+    net = Supernet(space, "proxyless")
+    lat = latency_model(space, None)
+    net.set_latency(lat.per_position, lat.fixed_ms)
+    slowest = [op.names[int(t.argmax())] for op, t in zip(net.mixed, lat.per_position)]
+    with torch.no_grad():  # make position 0's slowest path very likely
+        net.mixed[0].alpha[net.mixed[0].names.index(slowest[0])] = 10.0
+    budget = (lat.min_ms + lat.max_ms) / 2
+    choices, swaps = fit_to_budget(net, slowest, budget)
+    assert net.cost_of("latency", choices) <= budget
+    assert swaps and choices[0] == slowest[0]
+
+
+def test_search_writes_the_run_folder_and_meets_the_budget(tmp_path):
+    model = latency_model(get_space("proxyless-tiny", TINY), None)
+    budget = model.min_ms + 0.3 * (model.max_ms - model.min_ms)
+    result = run_search(tiny_config(tmp_path / "run", budget_ms=budget))
+    out = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "metrics.csv", "probs.jsonl", "checkpoint.pt", "arch.json",
+                 "derived.json", "probs.png", "curves.png"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "derived.json").read_text())
+    assert summary["within_budget"] and summary["predicted_latency_ms"] <= budget
+    assert summary["choices"] == result.arch.choices
+    assert summary["mflops"] == pytest.approx(result.arch.cost().flops / 1e6, abs=1e-4)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows] == ["warmup", "search"]
+    assert rows[0]["entropy"] == 1.0 and rows[1]["entropy"] < 1.0  # alpha moves only after the warm-up
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = run_search(tiny_config(tmp_path / "a", lambda_lat=0.5))
+    run_search(tiny_config(tmp_path / "b", lambda_lat=0.5, stop_after=1))
+    assert json.loads((tmp_path / "b" / "derived.json").read_text())["epochs_done"] == 1
+    resumed = run_search(tiny_config(tmp_path / "b", lambda_lat=0.5, resume=True))
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(straight.history) == drop(resumed.history)
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    run_search(tiny_config(tmp_path / "r", stop_after=1))
+    with pytest.raises(HwnasError, match="batch_size"):
+        run_search(tiny_config(tmp_path / "r", batch_size=8, resume=True))
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    run_search(tiny_config(tmp_path / "n", stop_after=1))
+    before = (tmp_path / "n" / "checkpoint.pt").read_bytes()
+    with pytest.raises(HwnasError, match="loss (nan|inf).*last good checkpoint"):
+        run_search(tiny_config(tmp_path / "n", resume=True, lr_w=1e38, max_steps=2))
+    assert (tmp_path / "n" / "checkpoint.pt").read_bytes() == before
+
+
+def test_cli_refuses_an_impossible_budget(capsys):
+    assert main(["search", *TINY_SET, "--budget-ms", "0.01", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hwnas: error: budget 0.01 ms is below") and "minimum achievable latency" in err
+
+
+def test_cli_search_runs_with_a_budget(tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["search", *TINY_SET, "--budget-ms", "3", "--epochs", "2", "--warmup-epochs", "1", "--batch-size",
+               "16", "--max-steps", "1", "--limit-train", "32", "--limit-val", "16", "--threads", "1",
+               "--mode", "snas", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    summary = json.loads((out / "derived.json").read_text())
+    assert summary["mode"] == "snas" and summary["predicted_latency_ms"] <= 3
