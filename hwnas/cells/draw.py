@@ -19,10 +19,9 @@ COLORS = dict(zip(PRIMITIVES, ["#999999", "#2ca02c", "#1f77b4", "#17becf", "#946
 
 
 def _positions(nodes: int) -> dict[int | str, tuple[float, float]]:
-    pos: dict[int | str, tuple[float, float]] = {0: (0.0, 0.75), 1: (0.0, -0.75)}
-    for j in range(nodes):
-        angle = math.pi * (0.8 - 1.6 * j / max(1, nodes - 1)) / 2
-        pos[j + 2] = (1.2 + 1.1 * j, 1.4 * math.sin(angle))
+    pos: dict[int | str, tuple[float, float]] = {0: (0.0, 1.0), 1: (0.0, -1.0)}
+    for j in range(nodes):  # zig-zag left to right
+        pos[j + 2] = (1.6 + 1.5 * j, 0.9 if j % 2 == 0 else -0.9)
     pos["out"] = (1.2 + 1.1 * nodes + 0.6, 0.0)
     return pos
 
@@ -31,7 +30,7 @@ def draw_cell(ax, cell: CellSpec, title: str) -> None:
     """Draw one cell: inputs c_{k-2}, c_{k-1}, intermediate nodes, the concatenated output."""
     nodes = len(cell)
     pos = _positions(nodes)
-    labels = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}", **{j + 2: str(j) for j in range(nodes)}}
+    labels = {0: "$c_{k-2}$", 1: "$c_{k-1}$", "out": "$c_{k}$", **{j + 2: str(j) for j in range(nodes)}}
     for j, inputs in enumerate(cell):
         for k, (op, inp) in enumerate(inputs):
             (x0, y0), (x1, y1) = pos[inp], pos[j + 2]
@@ -39,12 +38,10 @@ def draw_cell(ax, cell: CellSpec, title: str) -> None:
             ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={rad}",
                                          arrowstyle="-|>", mutation_scale=12, color=COLORS[op], lw=1.8,
                                          shrinkA=14, shrinkB=14))
-            mx, my = (x0 + x1) / 2, (y0 + y1) / 2
-            nx, ny = -(y1 - y0), x1 - x0
-            norm = math.hypot(nx, ny) or 1.0
-            ax.text(mx - rad * nx / norm * 0.5 * norm, my - rad * ny / norm * 0.5 * norm, op, fontsize=7,
-                    color=COLORS[op], ha="center", va="center",
-                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+            # midpoint of matplotlib's arc3 Bezier: mid + rad / 2 * (dy, -dx)
+            lx, ly = (x0 + x1) / 2 + rad / 2 * (y1 - y0), (y0 + y1) / 2 - rad / 2 * (x1 - x0)
+            ax.text(lx, ly, op, fontsize=7, color=COLORS[op], ha="center", va="center",
+                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.85))
     for j in range(nodes):
         (x0, y0), (x1, y1) = pos[j + 2], pos["out"]
         ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=8, color="#cccccc",
@@ -57,7 +54,7 @@ def draw_cell(ax, cell: CellSpec, title: str) -> None:
     ax.set_title(title, fontsize=10)
     xs = [p[0] for p in pos.values()]
     ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
-    ax.set_ylim(-2.0, 2.0)
+    ax.set_ylim(-2.2, 2.2)
     ax.axis("off")
 
 

@@ -375,36 +375,47 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 # -- the CLI entry ----------------------------------------------------------------------
 def config_from_args(args) -> CellSearchConfig:
-    """Build the config from ``hwnas search`` options (names as in hwnas.search.config)."""
+    """Build the config from ``hwnas search`` options.
+
+    ``--mode darts|snas``, ``--darts-order``, ``--lr`` (weights), ``--lr-alpha``; the
+    resource term: ``--eta-flops/--eta-mac/--eta-params X`` (unit-free here: X times the
+    expected cost over the costliest child's), ``--constraint mild|moderate|aggressive``
+    (a preset eta on that kind, flops by default), or ``--predictor P --lambda-lat X``
+    (latency). ``--fast``: 2 epochs of at most 5 steps.
+    """
     from hwnas.cli.space import parse_overrides
 
-    defaults = CellSearchConfig()
-    values = {}
-    for name in ("mode", "darts_order", "dataset", "epochs", "batch_size", "max_steps", "limit_train", "limit_val",
-                 "seed", "lr_w", "momentum", "weight_decay", "lr_alpha", "tau_start", "tau_end", "predictor", "out",
-                 "resume", "resource", "eta"):
-        value = getattr(args, name, None)
+    mode = getattr(args, "mode", None) or "darts"
+    if mode not in RULES:
+        raise HwnasError(f"--space darts-cell searches with --mode darts or snas, not {mode!r}")
+    values = {"mode": mode}
+    names = {"darts_order": "darts_order", "dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size",
+             "max_steps": "max_steps", "limit_train": "limit_train", "limit_val": "limit_val", "seed": "seed",
+             "lr": "lr_w", "lr_w": "lr_w", "lr_alpha": "lr_alpha", "predictor": "predictor", "out": "out",
+             "resume": "resume"}
+    for arg, name in names.items():
+        value = getattr(args, arg, None)
         if value is not None:
             values[name] = value
-    if values.get("mode") not in (None, *RULES):
-        raise HwnasError(f"--space darts-cell searches with --mode darts or snas, not {values['mode']!r}")
-    values.setdefault("mode", defaults.mode if getattr(args, "mode", None) is None else args.mode)
-    # eta: a preset name or a number; per-kind eta options of the chain search also select the resource
-    eta = values.get("eta")
-    if isinstance(eta, str) and eta not in ETA_PRESETS:
-        try:
-            values["eta"] = float(eta)
-        except ValueError:
-            raise HwnasError(f"--eta must be a number or one of {', '.join(ETA_PRESETS)}, got {eta!r}") from None
+    if getattr(args, "fast", False):
+        values.setdefault("epochs", 2)
+        values.setdefault("max_steps", 5)
     for kind in ("flops", "mac", "params"):
         value = getattr(args, f"eta_{kind}", None)
-        if value and "resource" not in values:
+        if value:
             values["resource"], values["eta"] = kind, value
-    if values.get("predictor") and "resource" not in values and getattr(args, "budget_ms", None) is None:
-        pass  # a predictor alone only adds the expected latency to the logs
-    overrides = parse_overrides(getattr(args, "set", None))
-    cfg = CellSearchConfig(**values, space_params=overrides)
-    cfg.progress = not getattr(args, "quiet", False)
+            break
+    if getattr(args, "constraint", None):
+        values.setdefault("resource", "flops")
+        values["eta"] = args.constraint
+    if getattr(args, "predictor", None) and getattr(args, "lambda_lat", None):
+        values["resource"], values["eta"] = "latency", args.lambda_lat
+    if getattr(args, "device", "cpu") == "cuda":
+        raise HwnasError("the darts-cell search runs on the CPU only (--device cpu)")
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    cfg = CellSearchConfig(**values, space_params=parse_overrides(getattr(args, "set", None)))
+    cfg.progress = not getattr(args, "no_progress", False)
     return cfg
 
 
