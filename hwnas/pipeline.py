@@ -276,7 +276,7 @@ def _quants(v):
 
 
 SCHEMA: dict[str, dict[str, tuple]] = {
-    "run": {"out": ("runs/main", _string), "seed": (0, _nonneg_int)},
+    "run": {"out": ("runs/main", _string), "seed": (0, _nonneg_int), "threads": (1, _nonneg_int)},
     "space": {"name": ("proxyless-tiny", _string), "params": ({}, _table)},
     "data": {"dataset": ("digits", _string), "limit_train": (None, _opt_pos_int),
              "limit_val": (None, _opt_pos_int), "workers": (0, _nonneg_int)},
@@ -284,8 +284,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                 "threads": (1, _pos_int), "budget_ms": ("auto", _budget), "budget_fraction": (0.35, _fraction),
                 "predictor": ("auto", _string), "reference_predictors": ("predictors", _string),
                 "reference_latency_data": ("latency_data", _string), "profile_models": (6, _nonneg_int)},
-    "search": {"mode": ("proxyless", _string), "epochs": (4, _pos_int), "warmup_epochs": (1, _nonneg_int),
-               "batch_size": (64, _pos_int), "max_steps": (12, _opt_pos_int), "lr_alpha": (0.02, _pos_num)},
+    "search": {"mode": ("proxyless", _string), "epochs": (3, _pos_int), "warmup_epochs": (1, _nonneg_int),
+               "batch_size": (64, _pos_int), "max_steps": (10, _opt_pos_int), "lr_alpha": (0.02, _pos_num)},
     "train": {"epochs": (8, _pos_int), "batch_size": (64, _pos_int), "lr": (0.05, _pos_num),
               "optimizer": ("sgd", _one_of("sgd", "adamw")), "weight_decay": (4e-5, lambda v: None if
               isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else "must be a number >= 0"),
@@ -613,13 +613,15 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print) -> RunReport:
         before = json.loads(saved.read_text())
         for section in cfg:
             for key in cfg[section]:
-                if before.get(section, {}).get(key) != cfg[section][key]:
+                if (section, key) != ("run", "threads") and before.get(section, {}).get(key) != cfg[section][key]:
                     raise HwnasError(f"{run_dir} holds a run with {section}.{key} = "
                                      f"{before.get(section, {}).get(key)!r}, this config has {cfg[section][key]!r}; "
                                      "use another run.out (--out) or --fresh to start over")
     else:
         saved.write_text(json.dumps(cfg, indent=2) + "\n")
     space = get_space(cfg["space"]["name"], cfg["space"]["params"])
+    if cfg["run"]["threads"]:
+        torch.set_num_threads(cfg["run"]["threads"])
     seconds: dict[str, float] = {}
     start = t0 = time.time()
 
