@@ -235,3 +235,19 @@ def test_standalone_network_trains_and_exports_to_onnx(tmp_path, tiny_splits):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_cli_options_map_to_cell_search_config():
+    from hwnas.cells.search import config_from_args
+    from hwnas.cli import build_parser
+
+    parse = build_parser().parse_args
+    cfg = config_from_args(parse(["search", "--space", "darts-cell", "--mode", "snas", "--constraint", "aggressive",
+                                  "--set", "layers=5", "--lr", "0.1", "--epochs", "3"]))
+    assert (cfg.mode, cfg.resource, cfg.eta_value, cfg.lr_w, cfg.epochs) == ("snas", "flops", 0.8, 0.1, 3)
+    assert cfg.space_params == {"layers": 5}
+    cfg = config_from_args(parse(["search", "--space", "darts-cell", "--mode", "darts", "--darts-order", "2",
+                                  "--eta-mac", "0.3"]))
+    assert (cfg.darts_order, cfg.resource, cfg.eta_value) == (2, "mac", 0.3)
+    with pytest.raises(HwnasError, match="--mode darts or snas"):
+        config_from_args(parse(["search", "--space", "darts-cell", "--mode", "proxyless"]))
