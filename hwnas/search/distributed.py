@@ -62,7 +62,9 @@ def all_equal(tensors: list[torch.Tensor]) -> float:
     """Largest difference of ``tensors`` between this rank and rank 0 (0.0 on one process)."""
     if world()[1] == 1:
         return 0.0
-    flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
+    flat = torch.cat([t.detach().reshape(-1).double().cpu() for t in tensors])
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else flat.device
+    flat = flat.to(device)
     ref = flat.clone()
     dist.broadcast(ref, 0)
     diff = (flat - ref).abs().max()

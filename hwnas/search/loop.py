@@ -178,6 +178,7 @@ def run_search(config: SearchConfig) -> SearchResult:
               f"(min {lat.min_ms:.3f} ms, max {lat.max_ms:.3f} ms)"
               + (f"; budget {cfg.budget_ms:g} ms" if cfg.budget_ms is not None else ""))
 
+    gate_trace = 0.0  # a fingerprint of the sampled paths, compared across ranks at the end
     for epoch in range(start, cfg.epochs):
         set_seed(cfg.seed * 1000 + epoch)  # data order, augmentation; same on every rank
         ctx.generator.manual_seed(cfg.seed * 100003 + epoch)  # gate samples: same on every rank
@@ -203,6 +204,7 @@ def run_search(config: SearchConfig) -> SearchResult:
             val = next(val_iter) if search else None
             val = (val[0].to(device), val[1].to(device)) if val is not None else None
             res = stepper.step(batch, val, update_arch=search)
+            gate_trace += sum((i + 1) * (p + 2) for i, p in enumerate(net.sampled_paths())) * (step + 1)
             loss = float(res["loss"])
             bad = [f"{name} {value}" for name, value in (("loss", loss), ("arch loss", res.get("arch_loss", 0.0)))
                    if not math.isfinite(value)]
@@ -269,6 +271,7 @@ def run_search(config: SearchConfig) -> SearchResult:
     summary["epochs_done"] = history[-1]["epoch"] if history else start
     summary["ranks"] = size
     summary["alpha_max_rank_difference"] = D.all_equal(net.arch_parameters())
+    summary["gate_trace_rank_difference"] = D.all_equal([torch.tensor([gate_trace], dtype=torch.float64)])
     if main:
         (out / "derived.json").write_text(json.dumps(summary, indent=2) + "\n")
         tb.close()

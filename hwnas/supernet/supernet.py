@@ -55,6 +55,18 @@ class Supernet(nn.Module):
         for op in self.mixed:
             op.sample(phase, generator)
 
+    def sampled_paths(self) -> list[int]:
+        """Index of the path each position ran in the last step (-1 where all paths ran)."""
+        out = []
+        for op in self.mixed:
+            if op.fixed is not None:
+                out.append(op.fixed)
+            elif isinstance(op.sampled, tuple):
+                out.append(op.sampled_index())
+            else:
+                out.append(-1)
+        return out
+
     def set_active(self, choices: list[str] | None) -> None:
         """Run exactly one child (one candidate name per position); ``None`` restores sampling."""
         if choices is not None and len(choices) != len(self.mixed):
