@@ -102,7 +102,8 @@ def space_overrides(space) -> dict:
     return {k: v for k, v in space.params.items() if PRESETS[space.name].get(k) != v}
 
 
-def evaluate_model(arch: Architecture, label: str, args, pred, budget: float, out: Path, splits, plain) -> dict:
+def evaluate_model(arch: Architecture, label: str, args, pred, budget: float, out: Path, splits, plain,
+                   converter) -> dict:
     """Train with the shared recipe, export fp32 TFLite (self-checked), time it; one result row."""
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       seed=args.seed, num_workers=args.workers)
@@ -110,7 +111,7 @@ def evaluate_model(arch: Architecture, label: str, args, pred, budget: float, ou
     result = train_model(arch, splits, config=cfg, out_dir=out / "train", resume=True, progress=args.progress)
     exported = export_trained(arch, result.model, out / "export", stack_images(plain.val, 50, seed=1),
                               stack_images(plain.train, 50, seed=2), quants=("fp32",), onnx=False,
-                              progress=lambda *_: None)
+                              progress=lambda *_: None, converter=converter)
     timing = measure_file(exported.get("tflite", "fp32").path, "tflite", 1, default_core())
     cost = arch.cost()
     return {"budget_ms": budget, "model": label, "choices": arch.choices, "space_params": space_overrides(arch.space),
@@ -118,6 +119,25 @@ def evaluate_model(arch: Architecture, label: str, args, pred, budget: float, ou
             "spread_ms": round(timing.spread_ms, 4), "predicted_ms": round(pred.predict_ops(arch.ops()), 4),
             "mflops": round(cost.flops / 1e6, 3), "mparams": round(cost.params / 1e6, 4),
             "seconds": round(time.time() - t0, 1)}
+
+
+def run_budget(budget, space, args, pred, out, splits, plain, converter, rows, done, results_path) -> None:
+    """The three kinds of model at one budget; rows already in results.jsonl are skipped."""
+    tag = f"b{budget:g}"
+    jobs = [("searched", lambda: searched(space, args, budget, out / tag / "search"))]
+    jobs.append(("mbv2-uniform", lambda: mbv2_at_budget(space.name, space_overrides(space), pred, budget)))
+    for i, arch in enumerate(random_under_budget(space, pred, budget, args.random, args.seed)):
+        jobs.append((f"random-{i}", lambda a=arch: a))
+    for label, make in tqdm(jobs, desc=f"budget {budget:g} ms", disable=not args.progress):
+        if (budget, label) in done:
+            continue
+        arch = make()
+        row = evaluate_model(arch, label, args, pred, budget, out / tag / label, splits, plain, converter)
+        print(json.dumps(row))
+        with open(results_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        rows.append(row)
+        done.add((budget, label))
 
 
 def write_table(rows: list[dict], path: Path, args) -> None:
@@ -149,9 +169,9 @@ def main(argv=None) -> int:
     p.add_argument("--mode", default="proxyless")
     p.add_argument("--search-epochs", type=int, default=6)
     p.add_argument("--search-steps", type=int, default=None, help="search steps per epoch")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's default)")
     p.add_argument("--out", default="runs/cifar10_budgets")
     p.add_argument("--table", default="runs/cifar10_budgets/table.md")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -180,22 +200,14 @@ def main(argv=None) -> int:
     print(f"{splits.name}: {len(splits.train)} train / {len(splits.val)} val; budgets {budgets} ms "
           f"(space {lat.min_ms:.3f}-{lat.max_ms:.3f} ms predicted)")
 
-    for budget in budgets:
-        tag = f"b{budget:g}"
-        jobs = [("searched", lambda: searched(space, args, budget, out / tag / "search"))]
-        jobs.append(("mbv2-uniform", lambda: mbv2_at_budget(space.name, space_overrides(space), pred, budget)))
-        for i, arch in enumerate(random_under_budget(space, pred, budget, args.random, args.seed)):
-            jobs.append((f"random-{i}", lambda a=arch: a))
-        for label, make in tqdm(jobs, desc=f"budget {budget:g} ms", disable=not args.progress):
-            if (budget, label) in done:
-                continue
-            arch = make()
-            row = evaluate_model(arch, label, args, pred, budget, out / tag / label, splits, plain)
-            print(json.dumps(row))
-            with open(results_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            rows.append(row)
-            done.add((budget, label))
+    from hwnas.export.tflite import TFLiteConverter
+
+    converter = TFLiteConverter(log_path=out / "tflite-worker.log").start()  # one TensorFlow import for all
+    try:
+        for budget in budgets:
+            run_budget(budget, space, args, pred, out, splits, plain, converter, rows, done, results_path)
+    finally:
+        converter.close()
     # best of the random ones per budget, as its own row
     summary = [r for r in rows if not r["model"].startswith("random-")]
     for budget in budgets:
