@@ -184,7 +184,7 @@ def test_strategy_option_errors():
 def test_run_strategy_with_proxy_training_writes_log_plot_and_best(tmp_path, capsys):
     args = SimpleNamespace(strategy="random", space="proxyless-tiny", set=["stages=[[24,1,2],[40,1,2]]"],
                            evaluations=2, seed=0, evaluator="proxy", dataset="digits", limit_train=64,
-                           limit_val=64, proxy_epochs=1, proxy_steps=1, flops_budget=5.0, out=str(tmp_path),
+                           limit_val=64, proxy_epochs=1, proxy_steps=1, budget_mflops=5.0, out=str(tmp_path),
                            resume=False)
     assert run_strategy(args) in (0, 1)
     records = read_log(tmp_path / "evaluations.jsonl")
@@ -195,3 +195,42 @@ def test_run_strategy_with_proxy_training_writes_log_plot_and_best(tmp_path, cap
     args.seed, args.resume = 1, True
     with pytest.raises(HwnasError, match="seed"):
         run_strategy(args)
+
+
+def test_recalibrate_bn_averages_the_batch_statistics():
+    import torch
+    from torch import nn
+
+    from hwnas.strategies.evaluators import recalibrate_bn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    batches = [torch.randn(8, 3, 6, 6) + i for i in range(3)]
+    recalibrate_bn(model, batches)
+    with torch.no_grad():
+        means = torch.stack([model[0](x).mean(dim=(0, 2, 3)) for x in batches])
+    assert torch.allclose(model[1].running_mean, means.mean(0), atol=1e-5)
+    assert model[1].momentum == 0.1 and not model.training
+
+
+def test_oneshot_evaluator_scores_paths_and_leaves_the_supernet_unchanged(tmp_path):
+    import torch
+
+    from hwnas.data import load_dataset
+    from hwnas.strategies import supernet_bridge as bridge
+    from hwnas.strategies.evaluators import OneShotEvaluator
+
+    space = get_space("proxyless-tiny", {"stages": [[24, 1, 2], [40, 1, 2]]})
+    splits = load_dataset("digits", 32, seed=0, limit_train=64, limit_val=32)
+    net = bridge.train_uniform(space, splits, steps=2, batch_size=32, progress=False)
+    path = bridge.save_supernet(net, tmp_path / "supernet.safetensors")
+    loaded = bridge.load_supernet(path, space)
+    before = {k: v.clone() for k, v in loaded.state_dict().items()}
+    evaluator = OneShotEvaluator(loaded, splits, bridge.select_path, calib_batches=2, batch_size=32)
+    accs = [evaluator.evaluate(architecture_of(space, [p.names[i % len(p.names)] for p in space.positions]))
+            for i in range(3)]
+    assert all(0.0 <= a <= 1.0 for a in accs)
+    assert all(torch.equal(before[k], v) for k, v in loaded.state_dict().items())
+    (tmp_path / "bad.safetensors").write_bytes(b"not a weights file")
+    with pytest.raises(HwnasError, match="bad.safetensors"):
+        bridge.load_supernet(tmp_path / "bad.safetensors", space)

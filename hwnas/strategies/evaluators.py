@@ -12,9 +12,9 @@ in [0, 1]):
   a few epochs / steps on a data subset (optionally a narrower copy, via
   ``width_mult``) and return its validation accuracy.
 
-:class:`CostModel` gives each architecture's latency from a latency predictor,
-or its analytic multiply-adds (MFLOPs) when there is no predictor; the budget
-is in the same unit.
+:class:`CostModel` gives each architecture's latency from a latency predictor
+(a measured one, or the search's analytic roofline proxy when none is given)
+and its analytic multiply-adds (MFLOPs); the budget limits one of the two.
 
 :class:`Objective` combines the two into the score the strategies maximise.
 Over the budget B an architecture is either penalised MnasNet-style (Tan et
@@ -136,26 +136,30 @@ class ProxyEvaluator:
 
 # -- cost and score ------------------------------------------------------------------
 class CostModel:
-    """Latency (ms) from a predictor, or multiply-adds (MFLOPs) when there is none."""
+    """Latency (ms) from a predictor and multiply-adds (MFLOPs); ``unit`` says which one the budget limits.
 
-    def __init__(self, predictor=None):
+    Without a predictor only MFLOPs are known and the unit must be ``MFLOPs``.
+    """
+
+    def __init__(self, predictor=None, unit: str | None = None):
         self.predictor = predictor
-
-    @property
-    def unit(self) -> str:
-        return "ms" if self.predictor is not None else "MFLOPs"
+        self.unit = unit or ("ms" if predictor is not None else "MFLOPs")
+        if self.unit not in ("ms", "MFLOPs"):
+            raise HwnasError(f"cost unit must be 'ms' or 'MFLOPs', got {self.unit!r}")
+        if self.unit == "ms" and predictor is None:
+            raise HwnasError("a latency budget (ms) needs a latency predictor")
 
     def measure(self, arch: Architecture) -> dict:
-        ops = arch.ops()
         from hwnas.costs import total_cost
 
+        ops = arch.ops()
         row = {"mflops": round(total_cost(ops).flops / 1e6, 4), "latency_ms": None}
         if self.predictor is not None:
             row["latency_ms"] = round(float(self.predictor.predict_ops(ops)), 5)
         return row
 
     def cost(self, measured: dict) -> float:
-        return measured["latency_ms"] if self.predictor is not None else measured["mflops"]
+        return measured["latency_ms"] if self.unit == "ms" else measured["mflops"]
 
 
 @dataclass

@@ -156,7 +156,7 @@ def plot_pareto(records: list[dict], path: str | Path, unit: str, budget: float 
     import matplotlib.pyplot as plt
 
     key = "latency_ms" if unit == "ms" else "mflops"
-    rows = [r for r in records if r.get("accuracy") is not None and not r.get("cached")]
+    rows = [r for r in records if r.get("accuracy") is not None and not r.get("cached") and r.get(key) is not None]
     points = [(r[key], r["accuracy"]) for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4.2))
     if points:
@@ -167,7 +167,7 @@ def plot_pareto(records: list[dict], path: str | Path, unit: str, budget: float 
     if budget is not None:
         ax.axvline(budget, color="grey", ls="--", label=f"budget {budget:g} {unit}")
     best = best_record(records)
-    if best is not None:
+    if best is not None and best.get(key) is not None:
         ax.plot([best[key]], [best["accuracy"]], "*", ms=14, color="orange", label="best within budget")
     ax.set_xlabel("predicted latency (ms)" if unit == "ms" else "multiply-adds (MFLOPs)")
     ax.set_ylabel("validation accuracy")
@@ -200,46 +200,55 @@ def _check_config(out: Path, config: dict, resume: bool) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def build_evaluator(args, space, seed: int):
-    """The accuracy evaluator the arguments ask for (one-shot with --supernet, else proxy training)."""
+def build_evaluator(args, space, seed: int, out: Path):
+    """The accuracy evaluator the arguments ask for: one-shot (supernet) or proxy training."""
     from hwnas.data import DEFAULT_DATASET, load_dataset
 
-    kind = _opt(args, "evaluator", "oneshot" if _opt(args, "supernet") else "proxy")
+    kind = _opt(args, "evaluator", "oneshot")
     splits = load_dataset(_opt(args, "dataset", DEFAULT_DATASET), space.params["resolution"], seed=seed,
                           limit_train=_opt(args, "limit_train"), limit_val=_opt(args, "limit_val"))
     if splits.num_classes != space.params["num_classes"]:
         raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, space {space.name} has "
                          f"{space.params['num_classes']}; add --set num_classes={splits.num_classes}")
+    batch_size = _opt(args, "batch_size", 64)
     if kind == "proxy":
         from hwnas.strategies.evaluators import ProxyEvaluator
 
         return ProxyEvaluator(splits, epochs=_opt(args, "proxy_epochs", 1), max_steps=_opt(args, "proxy_steps", 20),
-                              lr=_opt(args, "proxy_lr", 0.05), width_mult=_opt(args, "proxy_width_mult"), seed=seed)
+                              lr=_opt(args, "lr", 0.05), batch_size=batch_size,
+                              width_mult=_opt(args, "proxy_width_mult"), seed=seed)
     if kind == "oneshot":
-        from hwnas.strategies.supernet_bridge import oneshot_evaluator
+        from hwnas.strategies import supernet_bridge as bridge
 
-        if not _opt(args, "supernet"):
-            raise HwnasError("the one-shot evaluator needs --supernet WEIGHTS (a trained supernet)")
-        return oneshot_evaluator(args.supernet, space, splits, calib_batches=_opt(args, "calib_batches", 4),
-                                 seed=seed)
+        path = _opt(args, "supernet")
+        if path is None:  # train shared weights once (uniform single paths), kept in the run folder
+            path = out / bridge.SUPERNET
+            if not path.exists():
+                net = bridge.train_uniform(space, splits, steps=_opt(args, "supernet_steps", 300),
+                                           lr=_opt(args, "lr", 0.05), batch_size=batch_size, seed=seed,
+                                           progress=not _opt(args, "no_progress", False))
+                bridge.save_supernet(net, path)
+        return bridge.oneshot_evaluator(path, space, splits, calib_batches=_opt(args, "calib_batches", 4),
+                                        batch_size=batch_size, seed=seed)
     raise HwnasError(f"unknown evaluator {kind!r}; known: oneshot, proxy")
 
 
-def build_objective(args, space, evaluator) -> Objective:
-    predictor = None
+def build_objective(args, space, evaluator=None) -> Objective:
+    """Budget in ms (--budget-ms: predictor, or the analytic proxy) or in MFLOPs (--budget-mflops)."""
+    budget_ms, budget_mflops = _opt(args, "budget_ms"), _opt(args, "budget_mflops")
+    if budget_ms is not None and budget_mflops is not None:
+        raise HwnasError("give either --budget-ms or --budget-mflops, not both")
     if _opt(args, "predictor"):
         from hwnas.predictors import load_predictor
 
         predictor = load_predictor(args.predictor, space=space.name)
-    latency_budget, flops_budget = _opt(args, "latency_budget"), _opt(args, "flops_budget")
-    if latency_budget is not None and predictor is None:
-        raise HwnasError("--latency-budget needs --predictor (or give --flops-budget in MFLOPs)")
-    if latency_budget is not None and flops_budget is not None:
-        raise HwnasError("give either --latency-budget or --flops-budget, not both")
-    if predictor is not None and flops_budget is not None:
-        raise HwnasError("with --predictor the budget is a latency: use --latency-budget MS")
-    budget = latency_budget if predictor is not None else flops_budget
-    return Objective(evaluator, CostModel(predictor), budget, _opt(args, "penalty_weight", -0.07),
+    else:
+        from hwnas.search.latency import AnalyticProxy
+
+        predictor = AnalyticProxy()
+    unit = "MFLOPs" if budget_mflops is not None else "ms"
+    budget = budget_mflops if budget_mflops is not None else budget_ms
+    return Objective(evaluator, CostModel(predictor, unit), budget, _opt(args, "penalty_weight", -0.07),
                      _opt(args, "over_budget", "penalty"))
 
 
@@ -251,35 +260,42 @@ def strategy_options(args) -> dict:
 
 def run_strategy(args) -> int:
     """``hwnas search --strategy random|evolution|rl|progressive``: run, log, plot, print the best."""
+    import torch
+
     from hwnas.cli.space import space_from_args
     from hwnas.strategies import make_strategy
 
     space = space_from_args(args)
     seed = _opt(args, "seed", 0)
     evaluations = _opt(args, "evaluations", 30)
+    resume, progress = bool(_opt(args, "resume", False)), not _opt(args, "no_progress", False)
+    if _opt(args, "threads", 0):
+        torch.set_num_threads(args.threads)
     out = Path(_opt(args, "out") or Path("runs") / "search" / f"{args.strategy}-{space.name}-s{seed}")
     strategy = make_strategy(args.strategy, space, seed=seed, **strategy_options(args))
-    objective = build_objective(args, space, evaluator=None)
+    objective = build_objective(args, space)
+    unit = objective.cost_model.unit
     config = {"strategy": args.strategy, "space": space.name, "space_params": space.params, "seed": seed,
-              "evaluator": _opt(args, "evaluator", "oneshot" if _opt(args, "supernet") else "proxy"),
-              "dataset": _opt(args, "dataset", "digits"), "predictor": _opt(args, "predictor"),
-              "budget": objective.budget, "unit": objective.cost_model.unit, "over_budget": objective.over_budget,
+              "evaluator": _opt(args, "evaluator", "oneshot"), "supernet": _opt(args, "supernet"),
+              "dataset": _opt(args, "dataset", "digits"), "limit_train": _opt(args, "limit_train"),
+              "limit_val": _opt(args, "limit_val"), "predictor": _opt(args, "predictor"),
+              "budget": objective.budget, "unit": unit, "over_budget": objective.over_budget,
               "penalty_weight": objective.weight, "options": strategy_options(args), "evaluations": evaluations}
-    _check_config(out, config, bool(_opt(args, "resume", False)))
-    objective.evaluator = build_evaluator(args, space, seed)
-    budget_text = f"budget {objective.budget:g} {objective.cost_model.unit}" if objective.budget else "no budget"
+    _check_config(out, config, resume)
+    objective.evaluator = build_evaluator(args, space, seed, out)
+    budget_text = f"budget {objective.budget:g} {unit}" if objective.budget else "no budget"
     print(f"{args.strategy} search on {space.name} ({space.size:.2e} architectures), {evaluations} evaluations, "
-          f"{config['evaluator']} evaluator, {budget_text} -> {out}")
+          f"{config['evaluator']} evaluator, {budget_text}, latency from "
+          f"{objective.cost_model.predictor.device.get('name', args.predictor)} -> {out}")
     t0 = time.time()
-    records = search_loop(strategy, objective, evaluations, out, resume=bool(_opt(args, "resume", False)))
+    records = search_loop(strategy, objective, evaluations, out, resume=resume, progress=progress)
     write_results(records, out, space, objective, title=f"{args.strategy} on {space.name}")
     best = best_record(records)
     print(f"{len(records)} evaluations in {time.time() - t0:.1f} s; log {out / LOG}; plot {out / 'pareto.png'}")
     if best is None:
-        print("no architecture within the budget was found")
+        print("no evaluated architecture is within the budget")
         return 1
-    cost = best["latency_ms"] if objective.cost_model.unit == "ms" else best["mflops"]
-    print(f"best within budget: accuracy {best['accuracy']:.4f}, {cost:g} {objective.cost_model.unit} "
+    print(f"best within budget: accuracy {best['accuracy']:.4f}, {best['latency_ms']:g} ms, {best['mflops']:g} MFLOPs "
           f"(evaluation {best['index'] + 1}): {' '.join(best['choices'])} -> {out / 'best.json'}")
     return 0
 

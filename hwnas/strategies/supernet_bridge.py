@@ -22,18 +22,44 @@ from hwnas.spaces import SearchSpace
 from hwnas.strategies.evaluators import OneShotEvaluator
 
 
+SUPERNET = "supernet.safetensors"
+
+
 def select_path(supernet: nn.Module, choices: list[str]) -> nn.Module:
     supernet.set_active(choices)
     return supernet
 
 
 def load_supernet(path: str | Path, space: SearchSpace) -> nn.Module:
+    """Weights from a ``.safetensors`` file, or a gradient search's ``checkpoint.pt`` (or its run folder)."""
+    from hwnas.errors import HwnasError
     from hwnas.supernet import Supernet
     from hwnas.weights import load_weights
 
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
     net = Supernet(space)
-    load_weights(net, path)
+    if path.suffix == ".pt":
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+        except FileNotFoundError:
+            raise HwnasError(f"{path}: no such supernet checkpoint") from None
+        except Exception as exc:  # truncated file, foreign pickle, missing key
+            raise HwnasError(f"{path}: not a readable hwnas search checkpoint ({type(exc).__name__})") from None
+        try:
+            net.load_state_dict(state)
+        except RuntimeError:
+            raise HwnasError(f"{path}: the supernet checkpoint does not match space {space.name}") from None
+    else:
+        load_weights(net, path)
     return net.eval()
+
+
+def save_supernet(net: nn.Module, path: str | Path) -> Path:
+    from hwnas.weights import save_weights
+
+    return save_weights(net, path, {"kind": "hwnas-supernet", "space": net.space.name})
 
 
 def train_uniform(space: SearchSpace, splits: Splits, steps: int = 200, lr: float = 0.05, batch_size: int = 64,
@@ -72,6 +98,6 @@ def train_uniform(space: SearchSpace, splits: Splits, steps: int = 200, lr: floa
 
 
 def oneshot_evaluator(supernet_path: str | Path, space: SearchSpace, splits: Splits, calib_batches: int = 4,
-                      seed: int = 0) -> OneShotEvaluator:
+                      batch_size: int = 64, seed: int = 0) -> OneShotEvaluator:
     return OneShotEvaluator(load_supernet(supernet_path, space), splits, select_path,
-                            calib_batches=calib_batches, seed=seed)
+                            calib_batches=calib_batches, batch_size=batch_size, seed=seed)
