@@ -46,7 +46,8 @@ def config_from_args(args):
         warmup_epochs=pick("warmup_epochs"), batch_size=pick("batch_size"), max_steps=pick("max_steps"),
         limit_train=args.limit_train, limit_val=args.limit_val, seed=args.seed, lr_w=args.lr, lr_alpha=args.lr_alpha,
         lambda_lat=args.lambda_lat, eta_flops=args.eta_flops, eta_mac=args.eta_mac, eta_params=args.eta_params,
-        fit_budget=not args.no_fit_budget, device=args.device, out=args.out, resume=args.resume,
+        budget_on=args.budget_on, fit_budget=not args.no_fit_budget, device=args.device, out=args.out,
+        resume=args.resume,
         progress=not args.no_progress, threads=args.threads, stop_after=args.stop_after)
 
 
@@ -98,6 +99,8 @@ def register(sub) -> None:
     p.add_argument("--eta-params", type=float, default=0.0, help="weight of E[params] in M")
     p.add_argument("--constraint", choices=("mild", "moderate", "aggressive"), default=None,
                    help="darts-cell: SNAS resource constraint preset on the --eta-* kind (default flops)")
+    p.add_argument("--budget-on", choices=("derived", "expected"), default="derived",
+                   help="latency the budget hinge sees: the argmax child's (straight-through, default) or E[LAT]")
     p.add_argument("--no-fit-budget", action="store_true",
                    help="keep the argmax child even when it exceeds the budget")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")

@@ -11,7 +11,7 @@ from hwnas.supernet.mixed_op import MODES
 
 # Settings that must match for --resume to continue a run.
 RESUME_KEYS = ("space", "space_params", "dataset", "mode", "darts_order", "epochs", "warmup_epochs", "batch_size",
-               "max_steps", "limit_train", "limit_val", "seed", "predictor", "budget_ms")
+               "max_steps", "limit_train", "limit_val", "seed", "predictor", "budget_ms", "budget_on")
 
 
 @dataclass
@@ -43,6 +43,7 @@ class SearchConfig:
     tau_start: float = 5.0  # SNAS temperature, annealed geometrically to tau_end
     tau_end: float = 0.2
     baseline_decay: float = 0.9  # REINFORCE moving-average baseline
+    budget_on: str = "derived"  # derived | expected (see hwnas.search.losses)
     fit_budget: bool = True  # make the derived child meet the budget (losses.fit_to_budget)
     device: str = "auto"  # auto | cpu | cuda
     out: str | None = None
@@ -78,6 +79,8 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise HwnasError(f"{name} must not be negative, got {value!r}")
+        if self.budget_on not in ("derived", "expected"):
+            raise HwnasError(f"budget_on must be 'derived' or 'expected', got {self.budget_on!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise HwnasError(f"device must be auto, cpu or cuda, got {self.device!r}")
 

@@ -83,7 +83,12 @@ def latency_model(space: SearchSpace, predictor_path: str | None) -> LatencyMode
     else:
         predictor = AnalyticProxy()
         source = predictor.device["name"]
-    fixed = predictor.predict_ops(list(space.stem) + list(space.head))
+    try:
+        from hwnas.predictors.differentiable import fixed_latency
+    except ImportError:
+        fixed = predictor.predict_ops(list(space.stem) + list(space.head))
+    else:
+        fixed = fixed_latency(space, predictor)
     return LatencyModel(_tensors(space, predictor), float(fixed), source)
 
 

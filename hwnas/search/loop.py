@@ -141,7 +141,7 @@ def run_search(config: SearchConfig) -> SearchResult:
     lambda_arch = 0.0 if cfg.mode == "proxyless-reinforce" else cfg.latency_weight  # reinforce: in the reward
     ctx = StepContext(
         net=net, model=model, opt_w=opt_w, opt_a=opt_a, generator=torch.Generator(),
-        resource=lambda: resource_loss(net, lambda_arch, cfg.budget_ms, lat.max_ms, eta),
+        resource=lambda: resource_loss(net, lambda_arch, cfg.budget_ms, lat.max_ms, eta, cfg.budget_on),
         sync=D.sync_grads, lambda_lat=cfg.latency_weight, budget_ms=cfg.budget_ms, reference_ms=lat.max_ms,
         weight_decay=cfg.weight_decay, baseline_decay=cfg.baseline_decay, darts_order=cfg.darts_order)
     stepper = make_step(cfg.mode, ctx)

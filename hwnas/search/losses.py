@@ -8,13 +8,19 @@ elements), params in millions.
 
 Latency term
 ------------
-* With a budget ``B`` (ms): the **hinge** ``max(0, E[LAT] / B - 1)``. It is
+* With a budget ``B`` (ms): the **hinge** ``max(0, LAT / B - 1)``. It is
   exactly zero under the budget (the search is free to trade latency for
   accuracy there) and grows linearly above it, with a gradient that does not
   vanish just above ``B`` (unlike a squared hinge) and does not keep pushing
   once under it (unlike MnasNet's ``(LAT/B)^beta``, which rewards being faster
-  everywhere). Because the argmax child can differ from the expectation,
-  :func:`fit_to_budget` then makes the derived child meet ``B`` exactly.
+  everywhere). By default ``LAT`` is the latency of the child that would be
+  derived now (argmax per position) with the gradient of ``E[LAT]``
+  (straight-through): early in a search the distribution is broad, ``E[LAT]``
+  sits far above the argmax child's latency, and a hinge on ``E[LAT]`` keeps
+  pushing every position to its cheapest path long after the derived child is
+  under the budget. ``budget_on="expected"`` uses ``E[LAT]`` itself. Because
+  the last update can still leave the argmax child above ``B``,
+  :func:`fit_to_budget` finally makes the derived child meet ``B``.
 * Without a budget: ``E[LAT] / L_ref`` with ``L_ref`` the slowest child's
   latency (so ``lambda_lat`` is unit-free).
 """
@@ -42,8 +48,14 @@ def latency_term(expected_ms: torch.Tensor, budget_ms: float | None, reference_m
 
 
 def resource_loss(net: Supernet, lambda_lat: float, budget_ms: float | None, reference_ms: float,
-                  eta: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
-    """(differentiable resource loss, expected latency/FLOPs/MAC/params as plain numbers)."""
+                  eta: dict[str, float], budget_on: str = "derived") -> tuple[torch.Tensor, dict[str, float]]:
+    """(differentiable resource loss, expected latency/FLOPs/MAC/params as plain numbers).
+
+    ``budget_on="derived"``: the budget hinge sees the derived (argmax) child's
+    latency with the gradient of the expected latency (straight-through), so
+    the push stops once the child that will be derived meets the budget;
+    ``"expected"``: the hinge sees the expected latency itself.
+    """
     probs = net.probs()
     loss = torch.zeros((), device=probs[0].device)
     stats = {}
@@ -51,6 +63,9 @@ def resource_loss(net: Supernet, lambda_lat: float, budget_ms: float | None, ref
         lat = net.expected("latency", probs)
         stats["exp_latency_ms"] = float(lat.detach())
         if lambda_lat:
+            if budget_ms is not None and budget_on == "derived":
+                derived_ms = net.cost_of("latency", net.argmax_choices())
+                lat = lat + (derived_ms - lat.detach())
             loss = loss + lambda_lat * latency_term(lat, budget_ms, reference_ms)
     for kind in ("flops", "mac", "params"):
         value = net.expected(kind, probs) / SCALE[kind]
