@@ -4,7 +4,8 @@ Runs a darts (first order) and a snas cell search on the same data, epochs and
 seed, then reports the supernet's validation accuracy and the derived child's
 validation accuracy with the shared weights and no retraining (by each mode's
 own derivation rule, and by the other rule), the final mean edge entropy and
-the child's cost. Writes a markdown table, the entropy plot over training, the
+the child's cost, and the child's accuracy when trained from scratch
+(``--retrain-epochs``, hwnas.train). Writes a markdown table, the entropy plot over training, the
 genotypes and a drawing of each derived cell.
 
     .venv/bin/python benchmarks/cell_gap.py                    # both modes, embedded digits
@@ -45,6 +46,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--out", default="runs/cell_gap", help="run folders (resumable)")
     parser.add_argument("--docs", default="docs/cells", help="where the table, plot, genotypes and drawings go")
+    parser.add_argument("--retrain-epochs", type=int, default=5,
+                        help="also train each derived child from scratch for this many epochs (0: skip)")
     parser.add_argument("--report-only", action="store_true", help="only collect finished runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -68,15 +71,25 @@ def main() -> int:
 
     docs.mkdir(parents=True, exist_ok=True)
     rows = ["| mode | supernet val acc | child val acc (own rule) | child val acc (other rule) | "
-            "edge entropy normal / reduce | child MFLOPs | child params | search s |",
-            "|---|---|---|---|---|---|---|---|"]
+            "edge entropy normal / reduce | child MFLOPs | child params | search s | child retrained val acc |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for mode, r in results.items():
         other = "snas" if mode == "darts" else "darts"
         cost = network_cost(r.genotype)
         seconds = sum(h["seconds"] for h in r.history)
-        rows.append(f"| {mode} | {r.supernet_acc:.3f} | {r.child_acc[mode]:.3f} | {r.child_acc[other]:.3f} ({other}) "
+        retrained = "-"
+        if args.retrain_epochs:
+            from hwnas.cells.deploy import train_genotype
+            from hwnas.data import load_dataset
+
+            splits = load_dataset(args.dataset, args.resolution, seed=args.seed, limit_train=args.limit_train,
+                                  limit_val=args.limit_val)
+            trained = train_genotype(r.genotype, splits, epochs=args.retrain_epochs, seed=args.seed,
+                                     out_dir=out / mode / "retrain", resume=True, progress=False)
+            retrained = f"{trained.val_acc:.3f} ({args.retrain_epochs} ep)"
+        rows.append(f"| {mode} | {r.supernet_acc:.3f}{f' ± {r.supernet_std:.3f}' if r.supernet_std else ''} | {r.child_acc[mode]:.3f} | {r.child_acc[other]:.3f} ({other}) "
                     f"| {r.history[-1]['entropy_normal']:.3f} / {r.history[-1]['entropy_reduce']:.3f} "
-                    f"| {cost.flops / 1e6:.2f} | {cost.params} | {seconds:.0f} |")
+                    f"| {cost.flops / 1e6:.2f} | {cost.params} | {seconds:.0f} | {retrained} |")
         r.genotype.save(docs / f"genotype-{mode}.json")
         draw_genotype(r.genotype, docs / f"cells-{mode}.png", title=mode)
         shutil.copy(r.out_dir / "gap.json", docs / f"gap-{mode}.json")

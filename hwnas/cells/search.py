@@ -104,6 +104,7 @@ class CellSearchResult:
     genotype: Genotype  # by the mode's own rule
     genotypes: dict[str, Genotype]  # by each rule
     supernet_acc: float
+    supernet_std: float  # over repeated Gumbel samples (snas), 0 for darts
     child_acc: dict[str, float]  # per rule, shared weights, no retraining
     history: list[dict]
     entropy: list[dict]
@@ -165,7 +166,8 @@ class Resource:
 def accuracy(net: CellSupernet, dataset, relaxed: bool, generator: torch.Generator | None = None,
              batch_size: int = 256) -> float:
     """Validation accuracy of the supernet (``relaxed``: paths combined as in training, BN in
-    eval mode) or of the child pinned by :meth:`CellSupernet.fix`."""
+    eval mode, a fresh Gumbel sample per batch for snas) or of the child pinned by
+    :meth:`CellSupernet.fix`."""
     if relaxed:
         net.eval_relaxed()
     else:
@@ -178,6 +180,12 @@ def accuracy(net: CellSupernet, dataset, relaxed: bool, generator: torch.Generat
         n += len(y)
     net.train()
     return correct / max(1, n)
+
+
+def supernet_accuracy(net: CellSupernet, dataset, generator: torch.Generator, repeats: int) -> tuple[float, float]:
+    """(mean, std) over ``repeats`` passes of batch 32 (snas: each batch its own Gumbel sample)."""
+    accs = torch.tensor([accuracy(net, dataset, True, generator, batch_size=32) for _ in range(repeats)])
+    return float(accs.mean()), float(accs.std()) if repeats > 1 else 0.0
 
 
 def genotypes_of(net: CellSupernet, meta: dict | None = None) -> dict[str, Genotype]:
@@ -332,7 +340,8 @@ def search_cells(cfg: CellSearchConfig, splits=None) -> CellSearchResult:
 def _finish(cfg, net, splits, history, entropy, out, generator) -> CellSearchResult:
     from hwnas.cells.draw import draw_genotype, plot_entropy
 
-    supernet_acc = accuracy(net, splits.val, relaxed=True, generator=generator)
+    # darts is deterministic; snas samples, so average several passes
+    supernet_acc, supernet_std = supernet_accuracy(net, splits.val, generator, 5 if cfg.mode == "snas" else 1)
     meta = {"mode": cfg.mode, "darts_order": cfg.darts_order if cfg.mode == "darts" else None,
             "epochs": cfg.epochs, "dataset": splits.name, "supernet_val_acc": round(supernet_acc, 5)}
     genotypes = genotypes_of(net, meta)
@@ -349,16 +358,17 @@ def _finish(cfg, net, splits, history, entropy, out, generator) -> CellSearchRes
              "normal": net.probs(False).detach().round(decimals=4).tolist(),
              "reduce": net.probs(True).detach().round(decimals=4).tolist()}
     (out / "alphas.json").write_text(json.dumps(probs) + "\n")
-    gap = {"mode": cfg.mode, "supernet_val_acc": supernet_acc, "child_val_acc": child_acc,
+    gap = {"mode": cfg.mode, "supernet_val_acc": supernet_acc, "supernet_val_acc_std": supernet_std,
+           "child_val_acc": child_acc,
            "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}}
     (out / "gap.json").write_text(json.dumps(gap, indent=2) + "\n")
     plot_entropy({cfg.mode: entropy}, out / "entropy.png")
     draw_genotype(genotype, out / "cells.png", title=f"{cfg.mode} (rule {cfg.mode})")
     if cfg.progress:
-        print(f"supernet val acc {supernet_acc:.4f}; child (shared weights) val acc: "
+        print(f"supernet val acc {supernet_acc:.4f} (std {supernet_std:.4f}); child (shared weights) val acc: "
               + ", ".join(f"{r} rule {a:.4f}" for r, a in child_acc.items()))
         print(f"genotype: {out / 'genotype.json'}")
-    return CellSearchResult(genotype, genotypes, supernet_acc, child_acc, history, entropy, out, net)
+    return CellSearchResult(genotype, genotypes, supernet_acc, supernet_std, child_acc, history, entropy, out, net)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
