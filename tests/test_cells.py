@@ -253,3 +253,28 @@ def test_cli_options_map_to_cell_search_config():
     assert (cfg.darts_order, cfg.resource, cfg.eta_value) == (2, "mac", 0.3)
     with pytest.raises(HwnasError, match="--mode darts or snas"):
         config_from_args(parse(["search", "--space", "darts-cell", "--mode", "proxyless"]))
+
+
+def test_latency_resource_from_a_lookup_table_covering_cell_operators(tmp_path):
+    from hwnas.predictors import load_predictor
+    from hwnas.predictors.lut import LookupTable
+
+    space = CellSpace(TINY)
+    entries = {op.key(): 0.001 * (i + 1) for i, op in enumerate(space.unique_ops())}
+    LookupTable({"name": "fixture"}, None, "onnxruntime", "fp32", 1, entries).save(tmp_path / "lut.json")
+    cfg = CellSearchConfig(mode="snas", resource="latency", eta=0.5, predictor=str(tmp_path / "lut.json"))
+    net = CellSupernet(space, "snas")
+    res = Resource(net, cfg, load_predictor(tmp_path / "lut.json"))
+    normal, reduce, fixed = res.tables["latency"]
+    edge = space.edge_op(space.layouts[0], 0, "sep_conv_3x3")  # TINY has one normal cell
+    assert normal[0, P["sep_conv_3x3"]].item() == pytest.approx(entries[edge.key()])
+    assert normal[0, P["zero"]] == 0 and normal[space.edges.index((3, 2)), P["skip"]] == 0
+    loss, stats = res()
+    loss.backward()
+    assert stats["exp_latency"] > fixed > 0 and net.alphas_normal[0].grad.abs().sum() > 0
+    # a table without one cell operator stops the search, naming the operator
+    missing = space.edge_op(space.layouts[1], 1, "dil_conv_5x5")
+    del entries[missing.key()]
+    LookupTable({"name": "fixture"}, None, "onnxruntime", "fp32", 1, entries).save(tmp_path / "partial.json")
+    with pytest.raises(HwnasError, match=f"does not cover cell operator {missing.key()}"):
+        Resource(net, cfg, load_predictor(tmp_path / "partial.json"))

@@ -126,7 +126,8 @@ class CellSpace:
                        layout.h_prev if inp < 2 else layout.h, self.edge_stride(layout, inp))
 
     def unique_ops(self) -> list[OpSpec]:
-        """Every distinct operator of the space (what a profiler needs to time), zero left out."""
+        """Every distinct operator of the space (what a profiler needs to time); zero and
+        identity skips, which compute nothing, are left out."""
         seen: dict[OpSpec, None] = {self.stem(): None}
         for layout in self.layouts:
             for op in self.preprocess(layout):
@@ -134,7 +135,7 @@ class CellSpace:
             for _, inp in self.edges:
                 for name in PRIMITIVES:
                     op = self.edge_op(layout, inp, name)
-                    if op.kind != "zero":
+                    if not op.is_identity:
                         seen[op] = None
         for op in self.head():
             seen[op] = None
