@@ -453,7 +453,6 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log) -> Path:
         _profile_here(space, runtime, dtype, threads, data_dir, this, lat["profile_models"])
     result = fit_device(data_dir, this["name"], runtime, dtype, threads, space=space.name)
     save(result, fitted_dir, stem)
-    result.lut.enable_fallback(result.regressor)
     log(f"predictor: fitted {target} ({result.n_op_rows} operators, best regressor by cross-validation "
         f"in {fitted_dir})")
     return target
