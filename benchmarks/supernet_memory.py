@@ -112,8 +112,9 @@ def main() -> int:
         return 0
     rows = []
     for config in CONFIGS:
-        cmd = [sys.executable, __file__, "--config", config] + [
-            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("config", "out") and v is not None]
+        options = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                   if k not in ("config", "out") and v is not None]
+        cmd = [sys.executable, __file__, "--config", config] + options
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
@@ -135,8 +136,9 @@ def main() -> int:
             line += f" {r['cuda_peak_mib']:.0f} | {r['cuda_peak_mib'] / child['cuda_peak_mib']:.2f} |"
         lines.append(line)
     by = {r["config"]: r for r in rows}
+    added = {k: r["peak_rss_mib"] - r["baseline_rss_mib"] for k, r in by.items()}
     lines += ["", f"darts / proxyless: step time {by['darts']['step_ms'] / by['proxyless']['step_ms']:.2f}x, "
-              f"RSS above start {(by['darts']['peak_rss_mib'] - by['darts']['baseline_rss_mib']) / (by['proxyless']['peak_rss_mib'] - by['proxyless']['baseline_rss_mib']):.2f}x"
+              f"RSS above start {added['darts'] / added['proxyless']:.2f}x"
               + (f", CUDA peak {by['darts']['cuda_peak_mib'] / by['proxyless']['cuda_peak_mib']:.2f}x" if cuda else "")]
     table = "\n".join(lines)
     print(table)

@@ -81,7 +81,8 @@ def register(sub) -> None:
                    help="darts: 1 first order, 2 second order (finite-difference Hessian-vector product)")
     p.add_argument("--fast", action="store_true",
                    help=f"small defaults that finish in minutes on a CPU: {FAST}")
-    p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {FULL['epochs']}, --fast {FAST['epochs']})")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs (default {FULL['epochs']}, --fast {FAST['epochs']})")
     p.add_argument("--warmup-epochs", type=int, default=None,
                    help=f"epochs training only the weights (default {FULL['warmup_epochs']}, --fast "
                         f"{FAST['warmup_epochs']})")

@@ -210,7 +210,8 @@ def run_search(config: SearchConfig) -> SearchResult:
                    if not math.isfinite(value)]
             if bad:
                 raise HwnasError(
-                    f"non-finite {' and '.join(bad)} at epoch {epoch + 1}, step {step + 1}; stopped. The last good checkpoint "
+                    f"non-finite {' and '.join(bad)} at epoch {epoch + 1}, step {step + 1}; stopped. "
+                    "The last good checkpoint "
                     f"({ckpt}, after epoch {start if not history else history[-1]['epoch']}) is kept; lower "
                     "the learning rates (lr_w / lr_alpha) or lambda_lat and --resume")
             sums["loss"] += loss * res["n"]
