@@ -1,13 +1,14 @@
 """Compare the search strategies on one space, dataset and latency budget.
 
 All sample-based strategies get the same number of evaluations and score
-architectures with the same one-shot evaluator: one supernet trained once with
-uniform single paths (shared by every strategy), BN statistics recalibrated per
-child, accuracy on the validation split. Latency comes from ``--predictor`` or,
+architectures with the same evaluator: ``--evaluator proxy`` (default) trains
+each child briefly from scratch; ``--evaluator oneshot`` trains one supernet
+once with uniform single paths (shared by every strategy) and recalibrates BN
+per child. Accuracy is on the validation split. Latency comes from ``--predictor`` or,
 without one, the search's analytic roofline proxy. Gradient strategies
 (``hwnas.search.run_search``, ``--gradient proxyless darts snas``) run their own
 supernet search under the same budget; their derived architecture is scored by
-the same one-shot evaluator so every row's accuracy means the same thing.
+the same evaluator so every row's accuracy means the same thing.
 
 Reported per row: best validation accuracy found within the budget, its
 latency, evaluations needed to first reach it, and wall time (evaluation time
@@ -15,7 +16,7 @@ for the sample-based strategies, search time for the gradient ones). Every run
 is resumable (re-run the same command); results go to ``--out`` as
 ``results.md`` and ``results.json``.
 
-    nice -n 10 .venv/bin/python benchmarks/compare_strategies.py --evaluations 20 --budget-ms 5.5
+    nice -n 10 .venv/bin/python benchmarks/compare_strategies.py --evaluations 10 --budget-ms 5.5
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from hwnas.data import load_dataset
 from hwnas.spaces import get_space
 from hwnas.strategies import STRATEGIES, make_strategy
 from hwnas.strategies import supernet_bridge as bridge
-from hwnas.strategies.evaluators import CostModel, Objective
+from hwnas.strategies.evaluators import CostModel, Objective, ProxyEvaluator
 from hwnas.strategies.runner import best_record, evaluations_to_best, search_loop, write_results
 
 
@@ -45,6 +46,12 @@ def _cached(path: Path, compute):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=2) + "\n")
     return value
+
+
+def scaled_options(evaluations: int) -> dict:
+    """Population / beam sized to the evaluation budget (the defaults suit 100+ evaluations)."""
+    population = min(16, max(4, evaluations // 3))
+    return {"population": population, "sample_size": max(2, population // 4), "beam": min(8, max(2, evaluations // 4))}
 
 
 def main(argv=None) -> int:
@@ -60,7 +67,13 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--gradient", nargs="*", default=["proxyless"], help="gradient modes to add (none: empty)")
-    p.add_argument("--supernet-steps", type=int, default=300)
+    p.add_argument("--evaluator", choices=("oneshot", "proxy"), default="proxy")
+    p.add_argument("--supernet-steps", type=int, default=300, help="oneshot: uniform-path supernet training steps")
+    p.add_argument("--proxy-steps", type=int, default=30, help="proxy: training steps per child (one epoch)")
+    p.add_argument("--proxy-lr", type=float, default=0.1)
+    p.add_argument("--proxy-width-mult", type=float, default=None, help="proxy: train narrower copies")
+    p.add_argument("--gradient-epochs", type=int, default=6, help="gradient: epochs (2 of them weight warm-up)")
+    p.add_argument("--gradient-steps", type=int, default=20, help="gradient: steps per epoch")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/benchmarks/strategies")
@@ -72,16 +85,24 @@ def main(argv=None) -> int:
     space = get_space(args.space)
     splits = load_dataset(args.dataset, space.params["resolution"], seed=0, limit_train=args.limit_train,
                           limit_val=args.limit_val)
-    supernet_path = out / bridge.SUPERNET
+    if args.evaluator == "oneshot":
+        supernet_path = out / bridge.SUPERNET
 
-    def train():
-        t0 = time.time()
-        net = bridge.train_uniform(space, splits, steps=args.supernet_steps, batch_size=args.batch_size)
-        bridge.save_supernet(net, supernet_path)
-        return {"seconds": round(time.time() - t0, 1), "steps": args.supernet_steps}
+        def train():
+            t0 = time.time()
+            net = bridge.train_uniform(space, splits, steps=args.supernet_steps, batch_size=args.batch_size)
+            bridge.save_supernet(net, supernet_path)
+            return {"seconds": round(time.time() - t0, 1), "steps": args.supernet_steps}
 
-    supernet_info = _cached(out / "supernet.json", train)
-    evaluator = bridge.oneshot_evaluator(supernet_path, space, splits, batch_size=args.batch_size)
+        info = _cached(out / "supernet.json", train)
+        evaluator = bridge.oneshot_evaluator(supernet_path, space, splits, batch_size=args.batch_size)
+        how = f"one-shot evaluator on a supernet trained {info['steps']} uniform-path steps ({info['seconds']} s)"
+    else:
+        evaluator = ProxyEvaluator(splits, epochs=1, max_steps=args.proxy_steps, lr=args.proxy_lr,
+                                   batch_size=args.batch_size, width_mult=args.proxy_width_mult)
+        how = (f"proxy evaluator: each child trained {args.proxy_steps} steps (batch {args.batch_size}, "
+               f"lr {args.proxy_lr:g}, cosine) from scratch"
+               + (f" at width x{args.proxy_width_mult:g}" if args.proxy_width_mult else ""))
     from hwnas.search.latency import AnalyticProxy
 
     if args.predictor:
@@ -97,8 +118,8 @@ def main(argv=None) -> int:
         for name in args.strategies:
             run_dir = out / f"{name}-s{seed}"
             t0 = time.time()
-            records = search_loop(make_strategy(name, space, seed=seed), objective, args.evaluations, run_dir,
-                                  resume=True)
+            records = search_loop(make_strategy(name, space, seed=seed, **scaled_options(args.evaluations)),
+                                  objective, args.evaluations, run_dir, resume=True)
             write_results(records, run_dir, space, objective, title=f"{name} on {space.name}, seed {seed}")
             best = best_record(records)
             rows.append({"strategy": name, "seed": seed, "evaluations": len(records),
@@ -115,8 +136,9 @@ def main(argv=None) -> int:
 
                 t0 = time.time()
                 result = run_search(SearchConfig(space=args.space, dataset=args.dataset, predictor=args.predictor,
-                                                 budget_ms=args.budget_ms, mode=mode, epochs=6, warmup_epochs=2,
-                                                 batch_size=args.batch_size, max_steps=20,
+                                                 budget_ms=args.budget_ms, mode=mode, epochs=args.gradient_epochs,
+                                                 warmup_epochs=max(1, args.gradient_epochs // 3),
+                                                 batch_size=args.batch_size, max_steps=args.gradient_steps,
                                                  limit_train=args.limit_train, limit_val=args.limit_val, seed=seed,
                                                  out=str(run_dir), resume=True, progress=True,
                                                  threads=args.threads))
@@ -131,8 +153,7 @@ def main(argv=None) -> int:
 
     lines = [f"space {space.name}, dataset {splits.name} ({len(splits.train)} train / {len(splits.val)} val), "
              f"budget {args.budget_ms:g} ms ({source}, {args.over_budget} above it), {args.evaluations} evaluations per sample-based run, "
-             f"one-shot evaluator on a supernet trained {supernet_info['steps']} uniform-path steps "
-             f"({supernet_info['seconds']} s), {args.threads} torch thread(s)", "",
+             f"{how}, {args.threads} torch thread(s), strategy options {scaled_options(args.evaluations)}", "",
              "| strategy | seed | evaluations | best val acc within budget | its latency (ms) | evaluations to reach it "
              "| wall time (s) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -142,7 +163,7 @@ def main(argv=None) -> int:
                      f"{r['evals_to_best'] or '-'} | {r['seconds']} |")
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "supernet": supernet_info, "rows": rows},
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "evaluator": how, "rows": rows},
                                                   indent=2) + "\n")
     print(text)
     return 0

@@ -59,7 +59,7 @@ def test_best_trial_prefers_accuracy_then_loss():
 
 def test_run_tune_logs_resumes_and_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch):
     arch, splits = tiny
-    cfg = TuneConfig(lrs=[0.01, 0.1], weight_decays=[0.0, 1e-4], trials=3, epochs=1, max_steps=1, batch_size=32)
+    cfg = TuneConfig(lrs=[0.01, 0.1], weight_decays=[0.0, 1e-4], trials=2, epochs=1, max_steps=1, batch_size=32)
     full = run_tune(arch, splits, cfg, tmp_path / "full", progress=False)
     assert [(t["lr"], t["weight_decay"]) for t in full] == trial_order(cfg)
     assert all(0 <= t["val_acc"] <= 1 and t["diverged"] is False for t in full)
@@ -69,21 +69,20 @@ def test_run_tune_logs_resumes_and_matches_an_uninterrupted_run(tiny, tmp_path, 
 
     def interrupted(*args, **kwargs):
         calls.append(kwargs["lr"])
-        if len(calls) == 3:
+        if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(hwnas.train, "train_model", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_tune(arch, splits, cfg, tmp_path / "cut", progress=False)
-    assert len(read_trials(tmp_path / "cut" / "trials.jsonl")) == 2
+    assert len(read_trials(tmp_path / "cut" / "trials.jsonl")) == 1
     monkeypatch.setattr(hwnas.train, "train_model", real)
-    calls.clear()
     resumed = run_tune(arch, splits, cfg, tmp_path / "cut", resume=True, progress=False)
     strip = lambda ts: [(t["lr"], t["weight_decay"], t["val_acc"]) for t in ts]  # noqa: E731
     assert strip(resumed) == strip(full)
 
-    other = TuneConfig(lrs=[0.01, 0.1], weight_decays=[0.0, 1e-4], trials=3, epochs=1, max_steps=1, batch_size=32,
+    other = TuneConfig(lrs=[0.01, 0.1], weight_decays=[0.0, 1e-4], trials=2, epochs=1, max_steps=1, batch_size=32,
                        seed=1)
     with pytest.raises(HwnasError, match="seed"):
         run_tune(arch, splits, other, tmp_path / "cut", resume=True, progress=False)

@@ -223,6 +223,8 @@ def build_evaluator(args, space, seed: int, out: Path):
         path = _opt(args, "supernet")
         if path is None:  # train shared weights once (uniform single paths), kept in the run folder
             path = out / bridge.SUPERNET
+            if not _opt(args, "resume", False):
+                path.unlink(missing_ok=True)
             if not path.exists():
                 net = bridge.train_uniform(space, splits, steps=_opt(args, "supernet_steps", 300),
                                            lr=_opt(args, "lr", 0.05), batch_size=batch_size, seed=seed,
@@ -286,7 +288,7 @@ def run_strategy(args) -> int:
     budget_text = f"budget {objective.budget:g} {unit}" if objective.budget else "no budget"
     print(f"{args.strategy} search on {space.name} ({space.size:.2e} architectures), {evaluations} evaluations, "
           f"{config['evaluator']} evaluator, {budget_text}, latency from "
-          f"{objective.cost_model.predictor.device.get('name', args.predictor)} -> {out}")
+          f"{objective.cost_model.predictor.device.get('name', _opt(args, 'predictor'))} -> {out}")
     t0 = time.time()
     records = search_loop(strategy, objective, evaluations, out, resume=resume, progress=progress)
     write_results(records, out, space, objective, title=f"{args.strategy} on {space.name}")
