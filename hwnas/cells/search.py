@@ -364,10 +364,9 @@ def _finish(cfg, net, splits, history, entropy, out, generator) -> CellSearchRes
     (out / "gap.json").write_text(json.dumps(gap, indent=2) + "\n")
     plot_entropy({cfg.mode: entropy}, out / "entropy.png")
     draw_genotype(genotype, out / "cells.png", title=f"{cfg.mode} (rule {cfg.mode})")
-    if True:  # the result lines print also without progress output
-        print(f"supernet val acc {supernet_acc:.4f} (std {supernet_std:.4f}); child (shared weights) val acc: "
-              + ", ".join(f"{r} rule {a:.4f}" for r, a in child_acc.items()))
-        print(f"genotype: {out / 'genotype.json'}")
+    print(f"supernet val acc {supernet_acc:.4f} (std {supernet_std:.4f}); child (shared weights) val acc: "
+          + ", ".join(f"{r} rule {a:.4f}" for r, a in child_acc.items()))
+    print(f"genotype: {out / 'genotype.json'}")
     return CellSearchResult(genotype, genotypes, supernet_acc, supernet_std, child_acc, history, entropy, out, net)
 
 
