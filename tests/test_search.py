@@ -124,3 +124,27 @@ def test_cli_search_runs_with_a_budget(tmp_path, capsys):
     assert rc == 0
     summary = json.loads((out / "derived.json").read_text())
     assert summary["mode"] == "snas" and summary["predicted_latency_ms"] <= 3
+
+
+def test_budget_on_derived_uses_the_argmax_childs_latency_with_the_expected_gradient():
+    from hwnas.search.losses import resource_loss
+
+    space = get_space("proxyless-tiny", TINY)
+    net = Supernet(space, "proxyless")
+    net.set_latency([torch.arange(len(op.names), dtype=torch.float32) for op in net.mixed], 0.0)
+    with torch.no_grad():
+        for op in net.mixed:
+            op.alpha[-1] = 1.0  # argmax: the last (slowest) candidate, E[LAT] well below it
+    slowest = sum(len(op.names) - 1 for op in net.mixed)
+    budget = slowest - 1.0
+    loss_d, stats = resource_loss(net, 1.0, budget, 10.0, {}, budget_on="derived")
+    assert float(loss_d.detach()) == pytest.approx(slowest / budget - 1)
+    assert stats["exp_latency_ms"] < budget
+    loss_e, _ = resource_loss(net, 1.0, budget, 10.0, {}, budget_on="expected")
+    assert float(loss_e.detach()) == 0.0  # the expectation alone is under the budget: no push
+    loss_d.backward()
+    grad_d = [a.grad.clone() for a in net.arch_parameters()]
+    net.zero_grad()
+    (net.expected("latency") / budget).backward()
+    for g, a in zip(grad_d, net.arch_parameters()):
+        assert torch.allclose(g, a.grad)
