@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,8 +26,7 @@ from hwnas.errors import HwnasError
 from hwnas.spaces import get_space
 from hwnas.strategies import STRATEGIES, make_strategy
 from hwnas.strategies.evaluators import CostModel, Objective, mnas_reward
-from hwnas.strategies.runner import (best_record, evaluations_to_best, pareto_front, read_log, run_strategy,
-                                     search_loop)
+from hwnas.strategies.runner import best_record, evaluations_to_best, pareto_front, read_log, search_loop
 
 EVALS, SEEDS, TOP_K = 100, 8, 10
 
@@ -181,20 +179,23 @@ def test_strategy_option_errors():
         make_strategy("progressive", space, surrogate="gp")
 
 
-def test_run_strategy_with_proxy_training_writes_log_plot_and_best(tmp_path, capsys):
-    args = SimpleNamespace(strategy="random", space="proxyless-tiny", set=["stages=[[24,1,2],[40,1,2]]"],
-                           evaluations=2, seed=0, evaluator="proxy", dataset="digits", limit_train=64,
-                           limit_val=64, proxy_epochs=1, proxy_steps=1, budget_mflops=5.0, out=str(tmp_path),
-                           resume=False)
-    assert run_strategy(args) in (0, 1)
+def test_hwnas_search_sample_based_writes_log_plot_best_and_checks_resume(tmp_path, capsys):
+    from hwnas.cli import main
+
+    argv = ["search", "--strategy", "random", "--set", "stages=[[24,1,2],[40,1,2]]", "--evaluations", "2",
+            "--evaluator", "proxy", "--proxy-steps", "1", "--limit-train", "64", "--limit-val", "64",
+            "--budget-mflops", "5", "--no-progress", "--threads", "1", "--out", str(tmp_path)]
+    assert main(argv) in (0, 1)  # 1: nothing within the budget
     records = read_log(tmp_path / "evaluations.jsonl")
     assert len(records) == 2 and all(0.0 <= r["accuracy"] <= 1.0 for r in records)
+    assert all(r["latency_ms"] > 0 and r["feasible"] == (r["mflops"] <= 5) for r in records)
     assert (tmp_path / "pareto.png").stat().st_size > 1000
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["evaluations"] == 2
-    args.seed, args.resume = 1, True
-    with pytest.raises(HwnasError, match="seed"):
-        run_strategy(args)
+    assert json.loads((tmp_path / "summary.json").read_text())["evaluations"] == 2
+    assert main(argv + ["--resume", "--evaluations", "3"]) in (0, 1)  # a larger budget continues the run
+    assert [r["index"] for r in read_log(tmp_path / "evaluations.jsonl")] == [0, 1, 2]
+    assert "resuming" in capsys.readouterr().out
+    assert main(argv + ["--resume", "--seed", "1"]) == 2
+    assert "started with seed=0" in capsys.readouterr().err
 
 
 def test_recalibrate_bn_averages_the_batch_statistics():

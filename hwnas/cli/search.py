@@ -115,9 +115,9 @@ def register(sub) -> None:
     # --- arguments of the sample-based strategies (hwnas.strategies.runner) go below this line ---
     p.add_argument("--evaluations", type=int, default=30,
                    help="sample-based: number of architectures to evaluate (default 30)")
-    p.add_argument("--evaluator", choices=("oneshot", "proxy"), default="oneshot",
-                   help="sample-based: 'oneshot' (shared supernet weights, BN recalibrated per child; default) or "
-                        "'proxy' (train each child briefly, see --proxy-*)")
+    p.add_argument("--evaluator", choices=("oneshot", "proxy"), default="proxy",
+                   help="sample-based: 'proxy' (train each child briefly, see --proxy-*; default) or 'oneshot' "
+                        "(shared supernet weights, BN recalibrated per child; needs a well-trained supernet)")
     p.add_argument("--supernet", default=None,
                    help="sample-based, oneshot: trained supernet (.safetensors, or a gradient run's folder / "
                         "checkpoint.pt); default: train one with uniform single paths (--supernet-steps)")
@@ -126,8 +126,9 @@ def register(sub) -> None:
     p.add_argument("--calib-batches", type=int, default=4,
                    help="sample-based, oneshot: training batches to re-estimate BN statistics per child (default 4)")
     p.add_argument("--proxy-epochs", type=int, default=1, help="sample-based, proxy: epochs per child (default 1)")
-    p.add_argument("--proxy-steps", type=int, default=20,
-                   help="sample-based, proxy: steps per epoch per child (default 20)")
+    p.add_argument("--proxy-steps", type=int, default=40,
+                   help="sample-based, proxy: steps per epoch per child (default 40, batch 32 unless --batch-size)")
+    p.add_argument("--proxy-lr", type=float, default=0.1, help="sample-based, proxy: peak learning rate (default 0.1)")
     p.add_argument("--proxy-width-mult", type=float, default=None,
                    help="sample-based, proxy: train a copy with channels scaled by this factor")
     p.add_argument("--budget-mflops", type=float, default=None,

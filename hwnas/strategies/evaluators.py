@@ -113,8 +113,8 @@ class OneShotEvaluator:
 class ProxyEvaluator:
     """Validation accuracy after a short training of the standalone network (the proxy task)."""
 
-    def __init__(self, splits: Splits, epochs: int = 1, max_steps: int | None = 20, lr: float = 0.05,
-                 batch_size: int = 64, width_mult: float | None = None, seed: int = 0):
+    def __init__(self, splits: Splits, epochs: int = 1, max_steps: int | None = 40, lr: float = 0.1,
+                 batch_size: int = 32, width_mult: float | None = None, seed: int = 0):
         self.splits, self.epochs, self.max_steps = splits, epochs, max_steps
         self.lr, self.batch_size, self.width_mult, self.seed = lr, batch_size, width_mult, seed
 

@@ -97,9 +97,8 @@ def search_loop(strategy: Strategy, objective: Objective, evaluations: int, out_
     records = read_log(log)
     if records:
         differed = replay(strategy, records)
-        if progress:
-            note = f" ({differed} replayed proposals differed from the log)" if differed else ""
-            print(f"resuming {log}: {len(records)} evaluations done{note}")
+        note = f" ({differed} replayed proposals differed from the log)" if differed else ""
+        print(f"resuming {log}: {len(records)} evaluations done{note}")
     cache = {tuple(r["choices"]): r for r in records}
     bar = tqdm(total=evaluations, initial=min(len(records), evaluations), desc=f"{strategy.name} search",
                unit="eval", disable=not progress)
@@ -204,18 +203,18 @@ def build_evaluator(args, space, seed: int, out: Path):
     """The accuracy evaluator the arguments ask for: one-shot (supernet) or proxy training."""
     from hwnas.data import DEFAULT_DATASET, load_dataset
 
-    kind = _opt(args, "evaluator", "oneshot")
+    kind = _opt(args, "evaluator", "proxy")
     splits = load_dataset(_opt(args, "dataset", DEFAULT_DATASET), space.params["resolution"], seed=seed,
                           limit_train=_opt(args, "limit_train"), limit_val=_opt(args, "limit_val"))
     if splits.num_classes != space.params["num_classes"]:
         raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, space {space.name} has "
                          f"{space.params['num_classes']}; add --set num_classes={splits.num_classes}")
-    batch_size = _opt(args, "batch_size", 64)
+    batch_size = _opt(args, "batch_size", 32)
     if kind == "proxy":
         from hwnas.strategies.evaluators import ProxyEvaluator
 
-        return ProxyEvaluator(splits, epochs=_opt(args, "proxy_epochs", 1), max_steps=_opt(args, "proxy_steps", 20),
-                              lr=_opt(args, "lr", 0.05), batch_size=batch_size,
+        return ProxyEvaluator(splits, epochs=_opt(args, "proxy_epochs", 1), max_steps=_opt(args, "proxy_steps", 40),
+                              lr=_opt(args, "proxy_lr", 0.1), batch_size=batch_size,
                               width_mult=_opt(args, "proxy_width_mult"), seed=seed)
     if kind == "oneshot":
         from hwnas.strategies import supernet_bridge as bridge
@@ -278,11 +277,15 @@ def run_strategy(args) -> int:
     objective = build_objective(args, space)
     unit = objective.cost_model.unit
     config = {"strategy": args.strategy, "space": space.name, "space_params": space.params, "seed": seed,
-              "evaluator": _opt(args, "evaluator", "oneshot"), "supernet": _opt(args, "supernet"),
+              "evaluator": _opt(args, "evaluator", "proxy"), "supernet": _opt(args, "supernet"),
               "dataset": _opt(args, "dataset", "digits"), "limit_train": _opt(args, "limit_train"),
               "limit_val": _opt(args, "limit_val"), "predictor": _opt(args, "predictor"),
               "budget": objective.budget, "unit": unit, "over_budget": objective.over_budget,
-              "penalty_weight": objective.weight, "options": strategy_options(args), "evaluations": evaluations}
+              "penalty_weight": objective.weight, "options": strategy_options(args),
+              "evaluator_options": {k: _opt(args, k) for k in ("proxy_epochs", "proxy_steps", "proxy_lr",
+                                                               "proxy_width_mult", "supernet_steps", "calib_batches",
+                                                               "batch_size")},
+              "evaluations": evaluations}
     _check_config(out, config, resume)
     objective.evaluator = build_evaluator(args, space, seed, out)
     budget_text = f"budget {objective.budget:g} {unit}" if objective.budget else "no budget"
