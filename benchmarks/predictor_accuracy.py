@@ -54,6 +54,19 @@ def constant_overhead_table(lut, fit_ops, fit_measured):
     return plain
 
 
+def disturbance_note(rows, lut) -> str:
+    """Where, in measurement order, the models that ran >= 10% slower than the table predicts lie.
+
+    On a shared machine a disturbed measurement is always too slow; when such
+    models cluster in time rather than by architecture, the cause is the machine.
+    """
+    slow = [r.median_ms > 1.1 * lut.predict_ops(model_ops(r, ROOT)) for r in rows]  # rows are in file order
+    fifths = np.array_split(np.array(slow, dtype=int), 5)
+    counts = " / ".join(f"{int(part.sum())} of {len(part)}" for part in fifths)
+    return (f"Models (all {len(rows)}, in measurement order, by fifths) measured >= 10% slower than the "
+            f"calibrated table predicts: {counts}.")
+
+
 def run_runtime(args, runtime: str) -> tuple[list[str], Path | None]:
     data = ROOT / args.data
     stem = output_stem(args.device, runtime, args.dtype, 1, args.space, DEFAULT_SPACE)
@@ -103,7 +116,7 @@ def run_runtime(args, runtime: str) -> tuple[list[str], Path | None]:
              "|---|---:|---:|---:|---:|"]
     for name, (m, _) in results.items():
         lines.append(f"| {name} | {m.rmse_ms:.4f} | {m.mape:.2f} | {m.within5:.1f}% | {m.within10:.1f}% |")
-    lines += ["", f"![{runtime} predicted vs measured]({png.name})", "",
+    lines += ["", disturbance_note(rows, lut), "", f"![{runtime} predicted vs measured]({png.name})", "",
               f"Operator-level grouped 5-fold cross-validation of the regressor methods ({reg.n_rows} "
               f"operators; each fold holds out whole shapes), from `hwnas fit`:", "",
               "| method | RMSE (ms) | MAPE (%) | WAPE (%) |", "|---|---:|---:|---:|"]

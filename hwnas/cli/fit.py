@@ -32,10 +32,10 @@ def _fit(args) -> int:
     paths = save(result, Path(args.out), stem)
 
     print(f"{result.n_op_rows} operators; grouped 5-fold cross-validation on unseen shapes:")
-    print(f"  {'method':18s} {'RMSE ms':>9s} {'MAPE %':>8s} {'WAPE %':>8s}")
+    print(f"  {'method':22s} {'RMSE ms':>9s} {'MAPE %':>8s} {'WAPE %':>8s}")
     for name, s in sorted(result.cv.items(), key=lambda kv: kv[1]["wape"]):
         mark = "  <- kept" if name == result.regressor.method else ""
-        print(f"  {name:18s} {s['rmse_ms']:9.4f} {s['mape']:8.2f} {s['wape']:8.2f}{mark}")
+        print(f"  {name:22s} {s['rmse_ms']:9.4f} {s['mape']:8.2f} {s['wape']:8.2f}{mark}")
     for label, pred in (("lookup table", result.lut), ("regressor", result.regressor)):
         print(f"{label}: overhead {pred.overhead_ms:+.4f} ms, scale {pred.scale:.3f}, "
               f"per operator {pred.per_op_ms:+.5f} ms "

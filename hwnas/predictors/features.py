@@ -34,6 +34,8 @@ DERIVED = [
     "residual",       # 1 when the block adds its input
     "log_flops",
     "log_mac",
+    "k5", "k7",       # kernel indicators
+    "log_pw_flops", "log_dw_flops", "log_dw_k7", "log_mid_elems", "log_in_elems", "log_out_elems",
 ]
 FEATURE_NAMES = [f"is_{k}" for k in FEATURE_KINDS] + BASE + COSTS + DERIVED
 
@@ -45,23 +47,29 @@ def op_features(op: OpSpec) -> np.ndarray:
     mid = op.mid_channels if inverted else op.c_out
     oh, ow = op.out_h, op.out_w
     dw_flops = op.kernel * op.kernel * mid * oh * ow if inverted else 0
+    has_expand = inverted and (op.kind == "ir" or op.expand != 1)
+    d = {
+        "in_elems": op.c_in * op.h * op.w,
+        "out_elems": op.c_out * oh * ow,
+        "mid_elems": (op.c_in * op.expand * oh * ow) if inverted else 0,
+        "pw_flops": cost.flops - dw_flops,
+        "dw_flops": dw_flops,
+        "dw_k5": dw_flops if op.kernel == 5 else 0,
+        "dw_k7": dw_flops if op.kernel == 7 else 0,
+        "dw_s2": dw_flops if op.stride == 2 else 0,
+        "expand_flops": (op.c_in * mid * op.h * op.w // op.groups) if has_expand else 0,
+        "residual": 1.0 if op.has_residual else 0.0,
+        "log_flops": np.log1p(cost.flops),
+        "log_mac": np.log1p(cost.mac),
+        "k5": 1.0 if op.kernel == 5 else 0.0,
+        "k7": 1.0 if op.kernel == 7 else 0.0,
+    }
+    for name in ("pw_flops", "dw_flops", "dw_k7", "mid_elems", "in_elems", "out_elems"):
+        d[f"log_{name}"] = np.log1p(d[name])
     values = [1.0 if op.kind == k else 0.0 for k in FEATURE_KINDS]
     values += [op.c_in, op.c_out, op.h, op.w, oh, ow, op.kernel, op.stride, op.expand, op.groups, mid]
     values += [cost.flops, cost.params, cost.mac]
-    values += [
-        op.c_in * op.h * op.w,
-        op.c_out * oh * ow,
-        (op.c_in * op.expand * oh * ow) if inverted else 0,
-        cost.flops - dw_flops,
-        dw_flops,
-        dw_flops if op.kernel == 5 else 0,
-        dw_flops if op.kernel == 7 else 0,
-        dw_flops if op.stride == 2 else 0,
-        (op.c_in * mid * op.h * op.w // op.groups) if inverted and (op.kind == "ir" or op.expand != 1) else 0,
-        1.0 if op.has_residual else 0.0,
-        np.log1p(cost.flops),
-        np.log1p(cost.mac),
-    ]
+    values += [d[name] for name in DERIVED]
     return np.asarray(values, dtype=np.float64)
 
 

@@ -11,6 +11,9 @@ fitting) and the best is kept:
 * ``rf``, ``gbr``: random forest / gradient boosting over all features;
 * ``*-log``: the same fitted on log(ms), which weighs small and large operators alike;
 * ``per-kind-gbr-log``: one boosted model per kind, as nn-Meter fits one per kernel type;
+* ``per-kind-loglinear`` (+``gbr``): a power law per kind, log(ms) linear in the
+  logs of the work terms with kernel indicators (what XNNPACK's slow 7x7
+  depthwise needs), alone or times a boosted correction;
 * ``per-kind-linear+gbr``: the per-kind linear model times a boosted correction
   (fitted on log(measured / linear) over all features): the linear part
   extrapolates, the trees learn what it misses.
@@ -39,9 +42,13 @@ from hwnas.predictors.features import FEATURE_NAMES, feature_matrix
 
 # Work terms the linear per-kind model uses (latency ~ a sum of work done).
 LINEAR_COLUMNS = ["pw_flops", "dw_flops", "dw_k7", "mac", "in_elems", "out_elems", "mid_elems", "residual"]
+# Power law: log(ms) linear in the logs of the work terms, with kernel indicators.
+LOGLINEAR_COLUMNS = ["log_pw_flops", "log_dw_flops", "log_dw_k7", "log_mid_elems", "log_in_elems", "log_out_elems",
+                     "k5", "k7", "stride", "residual"]
 MIN_ROWS_PER_KIND = 12
 ALL_KINDS = "*"
 RESIDUAL = "~residual"
+MAX_LOG_CORRECTION = 2.0  # the boosted correction multiplies by at most e^2 (or divides by e^2)
 
 # The only types a regressor file may contain beyond skops' built-in safe ones.
 TRUSTED_TYPES = [
@@ -92,6 +99,9 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("gbr-log", _gbr, log_target=True),
     Method("per-kind-gbr-log", _gbr, per_kind=True, log_target=True),
     Method("per-kind-linear+gbr", _linear, columns=tuple(LINEAR_COLUMNS), per_kind=True, residual=True),
+    Method("per-kind-loglinear", _linear, columns=tuple(LOGLINEAR_COLUMNS), per_kind=True, log_target=True),
+    Method("per-kind-loglinear+gbr", _linear, columns=tuple(LOGLINEAR_COLUMNS), per_kind=True, log_target=True,
+           residual=True),
 ]}
 
 
@@ -114,7 +124,7 @@ class FittedModels:
             out = np.exp(out)
         out = np.maximum(out, 1e-4)
         if RESIDUAL in self.models:
-            out = out * np.exp(self.models[RESIDUAL].predict(X))
+            out = out * np.exp(np.clip(self.models[RESIDUAL].predict(X), -MAX_LOG_CORRECTION, MAX_LOG_CORRECTION))
         return out
 
 
@@ -132,7 +142,8 @@ def fit_method(method: Method, ops: list[OpSpec], ms: np.ndarray, X: np.ndarray 
                 models[kind] = method.make().fit(X[np.ix_(rows, cols)], y[rows])
     if method.residual:
         first = FittedModels(method, models).predict(ops, X)
-        models[RESIDUAL] = _gbr_correction().fit(X, np.log(np.maximum(ms, 1e-6) / first))
+        ratio = np.clip(np.log(np.maximum(ms, 1e-6) / first), -MAX_LOG_CORRECTION, MAX_LOG_CORRECTION)
+        models[RESIDUAL] = _gbr_correction().fit(X, ratio)
     return FittedModels(method, models)
 
 
