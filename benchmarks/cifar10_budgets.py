@@ -73,7 +73,9 @@ def mbv2_at_budget(space_name: str, params: dict, pred, budget: float) -> Archit
         space = get_space(space_name, dict(params, width_mult=width))
         return architecture_of(space, ["k3_e6"] * len(space.positions))
 
-    lo, hi = 0.1, 2.0
+    lo, hi = 0.1, 3.0
+    if pred.predict_ops(arch_at(hi).ops()) <= budget:
+        return arch_at(hi)
     if pred.predict_ops(arch_at(lo).ops()) > budget:
         raise HwnasError(f"even width 0.1 of the uniform network is over {budget} ms")
     for _ in range(8):
@@ -126,7 +128,8 @@ def run_budget(budget, space, args, pred, out, splits, plain, converter, rows, d
     tag = f"b{budget:g}"
     jobs = [("searched", lambda: searched(space, args, budget, out / tag / "search"))]
     jobs.append(("mbv2-uniform", lambda: mbv2_at_budget(space.name, space_overrides(space), pred, budget)))
-    for i, arch in enumerate(random_under_budget(space, pred, budget, args.random, args.seed)):
+    seed = args.seed + 1000 * int(budget * 1000)  # a different random sample at each budget
+    for i, arch in enumerate(random_under_budget(space, pred, budget, args.random, seed)):
         jobs.append((f"random-{i}", lambda a=arch: a))
     for label, make in tqdm(jobs, desc=f"budget {budget:g} ms", disable=not args.progress):
         if (budget, label) in done:
