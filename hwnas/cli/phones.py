@@ -1,0 +1,57 @@
+"""``hwnas phones import|fit``: public phone measurements -> latency data -> whole-model predictors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _import(args) -> int:
+    from hwnas.phones import import_phone_csv
+
+    written = import_phone_csv(args.csv, args.out, args.space)
+    models = [p for p in written if p.name.endswith("-models.csv")]
+    print(f"wrote {len(models)} devices to {args.out}: " + ", ".join(p.name[: -len("-models.csv")] for p in models))
+    return 0
+
+
+def _fit(args) -> int:
+    from threadpoolctl import threadpool_limits
+    from tqdm import tqdm
+
+    from hwnas.latency_data import device_file, read_device
+    from hwnas.phones import fit_phone_predictor, read_whole_model_data
+
+    choices, y = read_whole_model_data(args.models, args.space)
+    dev_path = device_file(args.models)
+    device = read_device(dev_path) if dev_path.exists() else {"name": Path(args.models).stem}
+    steps = 4 * 4 * ((args.test_from is not None) + 1)  # forward folds x (drift, loss) settings per fit
+    with threadpool_limits(1), tqdm(total=steps, desc=f"fit {device['name']}", unit="fit") as bar:
+        predictor, evaluation = fit_phone_predictor(choices, y, device, args.test_from, args.space, bar)
+    predictor.save(args.out)
+    s = predictor.meta["settings"]
+    print(f"{device['name']}: {len(y)} rows, loss {'huber' if s['robust'] else 'squared'}, drift blocks "
+          f"{s['drift_block'] or 'off'}, correction {'+'.join(s['features']) or 'none'} (alpha {s['alpha']:g}); "
+          f"wrote {args.out}")
+    if evaluation:
+        print(f"held-out evaluation ({evaluation['split']}):")
+        print(f"  {'predictor':24s} {'RMSE ms':>8s} {'+-5%':>6s} {'+-10%':>6s} {'Spearman':>8s}")
+        for name, m in evaluation["metrics"].items():
+            print(f"  {name:24s} {m['rmse_ms']:8.3f} {m['within_5']:6.3f} {m['within_10']:6.3f} {m['spearman']:8.4f}")
+    return 0
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("phones", help="import public phone latencies of the FBNet space; fit predictors")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser("import", help="turn fbnet_cifar100_latency.csv into <device>-models.csv + device JSON")
+    p.add_argument("csv", help="the source CSV (arch_id,ops,<device>_ms,...)")
+    p.add_argument("--out", default="latency_data/phones", help="output folder (default: latency_data/phones)")
+    p.add_argument("--space", default="fbnet-cifar100", help="space the ops strings belong to")
+    p.set_defaults(func=_import)
+    p = actions.add_parser("fit", help="fit a whole_model predictor from <device>-models.csv")
+    p.add_argument("models", help="a <device>-models.csv written by 'hwnas phones import' (or measured)")
+    p.add_argument("--out", required=True, help="predictor JSON to write, e.g. predictors/phones/pixel2.json")
+    p.add_argument("--test-from", type=int, default=None, metavar="N",
+                   help="first evaluate on rows >= N fitted on rows < N (stored in the file), then fit on all rows")
+    p.add_argument("--space", default="fbnet-cifar100", help="space of the rows (default: fbnet-cifar100)")
+    p.set_defaults(func=_fit)
