@@ -291,7 +291,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
               isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else "must be a number >= 0"),
               "label_smoothing": (0.1, lambda v: None if isinstance(v, (int, float)) and 0 <= v < 1
                                   else "must be a number in [0, 1)"),
-              "max_steps": (None, _opt_pos_int)},
+              "max_steps": (None, _opt_pos_int), "init": ("scratch", _one_of("scratch", "supernet"))},
     "export": {"quant": (["fp32", "int8"], _quants), "onnx": (True, _boolean), "check_images": (100, _pos_int),
                "calib_images": (100, _pos_int), "tolerance": (FP32_TOLERANCE, _pos_num),
                "min_agreement": (MIN_AGREEMENT, _fraction), "force": (False, _boolean)},
@@ -516,7 +516,8 @@ def _train(cfg: dict, arch, run_dir: Path, log):
                      weight_decay=t["weight_decay"], label_smoothing=t["label_smoothing"], max_steps=t["max_steps"],
                      seed=cfg["run"]["seed"], num_workers=d["workers"])
     log(f"train: {tc.epochs} epochs on {splits.name} ({len(splits.train)} train / {len(splits.val)} val images)")
-    return train_model(arch, splits, config=tc, out_dir=run_dir / "train", resume=True), splits
+    init = run_dir / "search" if t["init"] == "supernet" else None  # fine-tune the supernet's shared weights
+    return train_model(arch, splits, config=tc, out_dir=run_dir / "train", resume=True, init_weights=init), splits
 
 
 def _export(cfg: dict, arch, model, splits, run_dir: Path, log) -> ExportResult:

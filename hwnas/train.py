@@ -120,6 +120,36 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
 
+# -- starting from a supernet's shared weights ----------------------------------------
+def weights_from_supernet(supernet: nn.Module, arch: Architecture) -> dict[str, torch.Tensor]:
+    """The state dict of ``build_model(arch)`` taken from a supernet (``hwnas.supernet.Supernet``).
+
+    The standalone network is stem blocks, the chosen candidate of every
+    non-zero position, then head blocks, so module ``i`` of the sequential
+    network is the ``i``-th of those supernet modules.
+    """
+    chosen = [op.candidates[op.names.index(c)] for op, c in zip(supernet.mixed, arch.choices) if c != "zero"]
+    modules = list(supernet.stem) + chosen + list(supernet.head)
+    return {f"{i}.{k}": v.detach().clone() for i, m in enumerate(modules) for k, v in m.state_dict().items()}
+
+
+def supernet_weights(search_dir: str | Path, arch: Architecture) -> dict[str, torch.Tensor]:
+    """``weights_from_supernet`` from a search run folder's checkpoint (loaded with weights_only=True)."""
+    from hwnas.supernet import Supernet
+
+    path = Path(search_dir) / "checkpoint.pt"
+    if not path.is_file():
+        raise HwnasError(f"{path}: no search checkpoint to take supernet weights from")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net = Supernet(arch.space)
+        net.load_state_dict(state["model"])
+    except Exception as exc:  # unpickling, missing keys, shape mismatches: all mean "not this supernet"
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HwnasError(f"{path}: not a supernet checkpoint of space {arch.space_name} ({msg})") from None
+    return weights_from_supernet(net, arch)
+
+
 # -- checkpoints: model + optimizer state as safetensors ----------------------------
 def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, cfg: TrainConfig) -> None:
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
@@ -167,13 +197,15 @@ def _read_history(path: Path, upto: int) -> list[dict]:
 # -- the loop -------------------------------------------------------------------
 def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs: int | None = None, *,
                 config: TrainConfig | None = None, out_dir: str | Path | None = None, resume: bool = False,
-                init_weights: str | Path | None = None, progress: bool = True, **overrides) -> TrainResult:
+                init_weights: str | Path | dict | None = None, progress: bool = True, **overrides) -> TrainResult:
     """Train ``arch_or_model`` on ``splits.train``, evaluate on ``splits.val`` after each epoch.
 
     ``config`` fields may also be given as keyword arguments (``lr=0.1``).
     With ``out_dir``: metrics, per-epoch checkpoint and final weights are written
     there and ``resume=True`` continues from the checkpoint. ``init_weights``
-    starts from a weights file (fine-tuning) instead of a random initialisation.
+    (a weights file, a search run folder, or a state dict, e.g. from
+    :func:`weights_from_supernet`) starts from those weights (fine-tuning)
+    instead of a random initialisation.
     """
     cfg = config or TrainConfig()
     if epochs is not None:
@@ -187,7 +219,13 @@ def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs:
     set_seed(cfg.seed)
     arch = arch_or_model if isinstance(arch_or_model, Architecture) else None
     model = build_model(arch) if arch is not None else arch_or_model
-    if init_weights is not None:
+    if isinstance(init_weights, dict):
+        model.load_state_dict(init_weights)
+    elif init_weights is not None and Path(init_weights).is_dir():
+        if arch is None:
+            raise HwnasError("starting from a supernet needs an Architecture, not a module")
+        model.load_state_dict(supernet_weights(init_weights, arch))
+    elif init_weights is not None:
         load_weights(model, init_weights)
     opt = make_optimizer(model, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)

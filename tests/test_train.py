@@ -140,3 +140,30 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(arch, splits, tm
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
     with pytest.raises(HwnasError, match="epochs=2"):
         train_model(arch, splits, out_dir=tmp_path / "cut", resume=True, **dict(settings, epochs=3))
+
+
+def test_weights_from_supernet_give_the_supernet_child(tmp_path):
+    from hwnas.supernet import Supernet
+    from hwnas.train import supernet_weights, weights_from_supernet
+
+    space = get_space("proxyless-tiny", SMALL)
+    arch = sample_architecture(space, random.Random(8))
+    arch.choices[2] = "zero" if "zero" in space.positions[2].names else arch.choices[2]
+    torch.manual_seed(0)
+    net = Supernet(space)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+    net.set_active(arch.choices)
+    net.eval()
+    model = build_model(arch).eval()
+    model.load_state_dict(weights_from_supernet(net, arch))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-6)
+    torch.save({"model": net.state_dict()}, tmp_path / "checkpoint.pt")
+    state = supernet_weights(tmp_path, arch)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(HwnasError, match="checkpoint.pt"):
+        supernet_weights(tmp_path, arch)

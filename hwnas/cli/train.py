@@ -48,7 +48,8 @@ def register(sub) -> None:
     p.add_argument("--limit-train", type=int, default=None, help="use only this many training images")
     p.add_argument("--limit-val", type=int, default=None, help="use only this many validation images")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
-    p.add_argument("--init", default=None, help="start from this weights file (fine-tuning)")
+    p.add_argument("--init", default=None,
+                   help="start from this weights file, or from the supernet of a search run folder (fine-tuning)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default=None, help="output folder (default runs/train/<arch name>)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
