@@ -84,7 +84,8 @@ def plot_run(out: Path, history: list[dict], probs: list[dict], names: list[list
             ax.set_ylim(0, 1)
         for k in range(n, rows * cols):
             axes[k // cols][k % cols].axis("off")
-        axes[0][0].legend(fontsize=6, ncol=2)
+        widest = max(range(n), key=lambda i: len(names[i]))  # its legend names every candidate
+        axes[widest // cols][widest % cols].legend(fontsize=6, ncol=2)
         fig.supxlabel("training step")
         fig.supylabel("path probability")
         fig.tight_layout()
