@@ -57,6 +57,25 @@ def plot(path: Path, name: str, y: np.ndarray, preds: dict, table: dict) -> None
     plt.close(fig)
 
 
+def ablation(table, cut: int, devices) -> int:
+    """Shared entries without correction or drift: what the loss alone does."""
+    from hwnas.predictors.whole_model import fit_whole_model
+    from hwnas.spaces import get_space
+
+    space = get_space("fbnet-cifar100")
+    for column, y in table.latency.items():
+        if devices and device_name(column) not in devices:
+            continue
+        for robust in (False, True):
+            settings = {"robust": robust, "drift_block": 0, "features": (), "alpha": 0.0}
+            with threadpool_limits(1):
+                p = fit_whole_model(space, table.choices[:cut], y[:cut], {}, settings=settings)
+            m = metrics(y[cut:], p.predict_many_choices(table.choices[cut:]))
+            print(f"| {device_name(column)} | shared entries, {'huber' if robust else 'least squares'} | "
+                  f"{m['rmse_ms']:.3f} | {m['within_5']:.3f} | {m['within_10']:.3f} | {m['spearman']:.4f} |")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("csv")
@@ -66,9 +85,13 @@ def main(argv=None) -> int:
     ap.add_argument("--figures", type=Path, default=Path("docs/phones"))
     ap.add_argument("--table", type=Path, help="also write the markdown table here")
     ap.add_argument("--force", action="store_true", help="refit devices already shipped")
+    ap.add_argument("--ablation", action="store_true",
+                    help="only print the table of shared entries (one per OpSpec) fitted by least squares / Huber")
     args = ap.parse_args(argv)
 
     table = read_phone_csv(args.csv)
+    if args.ablation:
+        return ablation(table, args.test_from, args.devices)
     columns = [c for c in table.latency if not args.devices or device_name(c) in args.devices]
     cut = args.test_from
     tr_c, te_c = table.choices[:cut], table.choices[cut:]
