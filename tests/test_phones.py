@@ -116,6 +116,8 @@ def test_exact_sums_are_recovered_and_the_file_round_trips(tmp_path):
     loaded = load_predictor(tmp_path / "p.json", space="fbnet-cifar100")
     arch = Architecture("fbnet-cifar100", choices[600])
     assert loaded.predict_ops(arch.ops()) == pytest.approx(y[600], abs=1e-6)
+    ten_classes = Architecture("fbnet-cifar100", choices[600], {"num_classes": 10})  # the head is in the overhead
+    assert loaded.predict_ops(ten_classes.ops()) == pytest.approx(y[600], abs=1e-6)
     # the additive part drives the supernet: expected latency of a one-hot choice is the prediction
     tensors = latency_tensors(space, loaded, dtype=torch.float64)
     probs = [torch.nn.functional.one_hot(torch.tensor(p.names.index(c)), len(p.names)).double()

@@ -33,6 +33,7 @@ from scipy import linalg, sparse
 from scipy.stats import spearmanr
 from threadpoolctl import threadpool_limits
 
+from hwnas.arch import _overrides
 from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
 from hwnas.predictors import LatencyPredictor, register_type
@@ -337,12 +338,12 @@ class WholeModelPredictor(LatencyPredictor):
         return self.predict_choices(choices)
 
     def _choices_of(self, ops: list[OpSpec]) -> list[str] | None:
+        """The choices of a network of the space (its head may differ, e.g. another class count), else None."""
         space = self.encoding.space
         body = [op for op in ops if op.kind != "zero"]
-        if body[:len(space.stem)] != list(space.stem) or body[len(body) - len(space.head):] != list(space.head):
+        if body[:len(space.stem)] != list(space.stem):
             return None
-        body = body[len(space.stem):len(body) - len(space.head)]
-        choices, i = [], 0
+        choices, i = [], len(space.stem)
         for pos in space.positions:
             if i < len(body) and body[i] in pos.ops:
                 choices.append(pos.names[pos.ops.index(body[i])])
@@ -351,7 +352,7 @@ class WholeModelPredictor(LatencyPredictor):
                 choices.append("zero")
             else:
                 return None
-        return choices if i == len(body) else None
+        return choices if all(op.kind in ("conv", "pool", "linear") for op in body[i:]) else None
 
     def to_dict(self) -> dict:
         data = header(self.type_name, self.device, self.space, self.runtime, self.dtype, self.threads)
@@ -386,12 +387,11 @@ def _load(data: dict, path: Path) -> WholeModelPredictor:
     unknown = set(pred.entries) - set(enc.keys)
     if unknown:
         raise HwnasError(f"{path}: entries for operators not in space {space}: {sorted(unknown)[0]} ...")
-    n, P, K = 0, len(enc.positions), max(len(p.names) for p in enc.positions)
+    P, K = len(enc.positions), max(len(p.names) for p in enc.positions)
     sizes = {"position": P * K, "pairs": max(P - 1, 0) * K * K, "stage": len(enc.stages), "bias": 1}
     for f, v in corr["weights"].items():
         if f not in sizes or not isinstance(v, list) or len(v) != sizes[f]:
             raise HwnasError(f"{path}: correction weights {f!r} must be a list of {sizes.get(f, '?')} numbers")
-        n += len(v)
     return pred
 
 
@@ -408,8 +408,6 @@ def fit_whole_model(space: SearchSpace, choices_list, y, device: dict, folds: in
     overhead, entries, w, offsets = fit_additive(enc, idx, y, settings["robust"], settings.get("drift_block", 0))
     base = offsets + enc.additive(idx) @ entries
     weights = fit_correction(enc, idx, y - base, w, entries, tuple(settings["features"]), [settings["alpha"]])[0]
-    from hwnas.arch import _overrides
-
     meta = {"fitted_on_rows": int(len(y)), "settings": {**settings, "features": list(settings["features"])},
             "validation": {"forward_blocks": folds, "trials": trials},
             "train_fit": metrics(y, base + correction_values(enc, idx, entries, weights)),
@@ -418,9 +416,3 @@ def fit_whole_model(space: SearchSpace, choices_list, y, device: dict, folds: in
                                dict(zip(enc.keys, map(float, entries))),
                                {"features": list(settings["features"]), "alpha": settings["alpha"], "weights": weights},
                                meta, runtime=runtime)
-
-
-def baseline_additive(space: SearchSpace, choices_list, y) -> WholeModelPredictor:
-    """The additive per-layer LUT by ordinary least squares (no correction, no robust loss)."""
-    return fit_whole_model(space, choices_list, y, {"name": "baseline"},
-                           settings={"robust": False, "drift_block": 0, "features": (), "alpha": 0.0})
