@@ -28,7 +28,7 @@ def test_measure_repeats_when_spread_is_high_and_keeps_the_steadiest(monkeypatch
     results = iter([base.Timing(1.0, 0.5, 3, 5, [0.5, 1.0, 1.5]), base.Timing(1.0, 0.05, 3, 5, [0.95, 1.0, 1.05]),
                     base.Timing(1.0, 0.3, 3, 5, [0.7, 1.0, 1.3])])
     calls = []
-    monkeypatch.setattr(base, "_once", lambda fn, policy: calls.append(1) or next(results))
+    monkeypatch.setattr(base, "_once", lambda fn, policy, clock="wall": calls.append(1) or next(results))
     timing = measure(lambda: None, TimingPolicy(max_rel_spread=0.1, retries=2))
     assert timing.spread_ms == 0.05 and len(calls) == 2  # stopped once the spread was low enough
     results = iter([base.Timing(1.0, 0.5, 3, 5, []), base.Timing(1.0, 0.4, 3, 5, []), base.Timing(1.0, 0.45, 3, 5, [])])
@@ -61,3 +61,15 @@ def test_runner_errors(tmp_path):
     garbage.write_bytes(b"not a model at all, just some bytes")
     with pytest.raises(HwnasError, match="LiteRT cannot load"):
         get_runner("tflite").time(garbage)
+
+
+def test_cpu_clock_leaves_out_time_spent_waiting():
+    import time
+
+    policy = TimingPolicy(warmup_ms=0, repeats=2, repeat_ms=1, min_iters=3, max_iters=3, retries=0)
+    wall = measure(lambda: time.sleep(0.002), policy, "wall")
+    cpu = measure(lambda: time.sleep(0.002), policy, "cpu")
+    assert wall.median_ms >= 2.0 and cpu.median_ms < wall.median_ms / 2
+    assert TimingPolicy().clock_for(1) == "cpu" and TimingPolicy().clock_for(4) == "wall"
+    assert TimingPolicy(clock="wall").clock_for(1) == "wall"
+    assert get_runner("onnxruntime").describe()["clock"] == "auto"

@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # Build this machine's reference latency tables (resumable: re-run to continue).
-# Timing is pinned to core 1; run from the repository root. Log lines: step, start/end time.
+#   tools/reference_tables.sh          everything, one step after the other, pinned to core 1
+#   tools/reference_tables.sh ops      operator tables + onnxruntime whole models (core 1)
+#   tools/reference_tables.sh models   tflite whole models (core 0; run beside "ops" to halve the time)
+# Timing uses the CPU time of the single inference thread (--clock auto), so other jobs
+# on the machine inflate it far less than wall time. Run from anywhere; log: step start/end times.
 set -u
 cd "$(dirname "$0")/.."
-HW="taskset -c 1 .venv/bin/hwnas"
+part=${1:-all}
+core=1; [ "$part" = models ] && core=0
+HW="taskset -c $core .venv/bin/hwnas"
 step() {
   echo "== $(date -u +%H:%M:%S) start: $*"
   for try in 1 2; do $HW "$@" --no-progress && break; echo "   (retry $try)"; done
   echo "== $(date -u +%H:%M:%S) end: $*"
 }
-step profile --space proxyless-tiny --runtime onnxruntime
-step profile --space proxyless-cifar --runtime onnxruntime
-step measure --archs 120 --space proxyless-tiny --runtime onnxruntime --seed 0
-step profile --space proxyless-tiny --runtime tflite
-step measure --archs 120 --space proxyless-tiny --runtime tflite --seed 0
-step profile --space proxyless-cifar --runtime tflite
-step profile --space proxyless-tiny --runtime tflite --dtype int8
-step measure --archs 40 --space proxyless-cifar --runtime onnxruntime --seed 0
-step measure --archs 40 --space proxyless-cifar --runtime tflite --seed 0
+if [ "$part" = all ] || [ "$part" = ops ]; then
+  step profile --space proxyless-tiny --runtime onnxruntime
+  step profile --space proxyless-cifar --runtime onnxruntime
+  step measure --archs 120 --space proxyless-tiny --runtime onnxruntime --seed 0
+  step measure --archs 40 --space proxyless-cifar --runtime onnxruntime --seed 0
+  step profile --space proxyless-tiny --runtime tflite
+  step profile --space proxyless-cifar --runtime tflite
+  step profile --space proxyless-tiny --runtime tflite --dtype int8
+fi
+if [ "$part" = all ] || [ "$part" = models ]; then
+  step measure --archs 120 --space proxyless-tiny --runtime tflite --seed 0
+  step measure --archs 40 --space proxyless-cifar --runtime tflite --seed 0
+fi

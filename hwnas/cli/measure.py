@@ -33,12 +33,14 @@ def _files(args) -> int:
         elif path.suffix.lower() in (".tflite", ".onnx"):
             name = "tflite" if path.suffix.lower() == ".tflite" else "onnxruntime"
             options = {"xnnpack": not args.no_xnnpack} if name == "tflite" else {}
-            runner = get_runner(name, args.threads, TimingPolicy(repeats=args.repeats), **options)
+            runner = get_runner(name, args.threads, TimingPolicy(repeats=args.repeats, clock=args.clock),
+                                **options)
         else:
             raise HwnasError(f"{path}: expected a .tflite or .onnx model file")
         timing = runner.time(path)
         print(f"{path}: {timing.median_ms:.4f} ms median, spread (IQR) {timing.spread_ms:.4f} ms "
-              f"[{runner.name}, {args.threads} thread(s), {timing.repeats} repeats x {timing.iters} iters]")
+              f"[{runner.name}, {args.threads} thread(s), {runner.clock} clock, {timing.repeats} repeats x "
+              f"{timing.iters} iters]")
     return 0
 
 

@@ -32,6 +32,9 @@ def add_runner_arguments(parser) -> None:
                                          f"{default_device_name()}; for adb, the phone's model and SoC)")
     parser.add_argument("--no-xnnpack", action="store_true", help="tflite: plain builtin kernels, no XNNPACK")
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats (median and IQR over them)")
+    parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
+                        help="cpu: CPU time of the inference thread (robust to other jobs on a shared machine); "
+                             "wall: elapsed time; auto (default): cpu for 1 thread, wall otherwise")
     parser.add_argument("--cpu", type=int, help="pin this process to one CPU core (e.g. 1) while timing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     adb = parser.add_argument_group("adb-tflite (Android phone)")
@@ -67,7 +70,8 @@ def runner_and_device(args):
         device["runtimes"] = {"adb-tflite": args.benchmark_binary}
     else:
         options = {"xnnpack": not args.no_xnnpack} if args.runtime == "tflite" else {}
-        runner = get_runner(args.runtime, args.threads, TimingPolicy(repeats=args.repeats), **options)
+        runner = get_runner(args.runtime, args.threads, TimingPolicy(repeats=args.repeats, clock=args.clock),
+                            **options)
         device = describe_this_device(args.device)
     device["runners"] = {runner.name: runner.describe()}
     return runner, device

@@ -104,7 +104,11 @@ class TFLiteConverter:
     def close(self) -> None:
         if self.proc is not None:
             self.proc.stdin.close()
-            self.proc.wait(timeout=60)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # every reply is in; TensorFlow's teardown can be slow
+                self.proc.kill()
+                self.proc.wait()
             self.proc = None
             self._log.close()
 

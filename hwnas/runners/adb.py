@@ -184,6 +184,7 @@ class AdbRunner(Runner):
 
     name = "adb-tflite"
     suffix = ".tflite"
+    clock = "device"  # benchmark_model's own timing on the phone
 
     def __init__(self, threads: int = 1, binary: str = f"{REMOTE_DIR}/benchmark_model", adb: str = "adb",
                  serial: str | None = None, taskset: str | None = None, num_runs: int = 50,
@@ -217,4 +218,4 @@ class AdbRunner(Runner):
         return Timing(float(q2), float(q3 - q1), self.repeats, self.num_runs, avgs)
 
     def describe(self) -> dict:
-        return {**super().describe(), "binary": self.binary, "taskset": self.taskset}
+        return {"runtime": self.name, "threads": self.threads, "binary": self.binary, "taskset": self.taskset}
