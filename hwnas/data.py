@@ -115,11 +115,8 @@ def _image_root(root: Path) -> Path:
     raise HwnasError(f"{root}: no class folders found (expected <root>/<class>/*.jpg or <root>/train/<class>/...)")
 
 
-def image_dataset(path: str, resolution: int, val_fraction: float = 0.1, seed: int = 0,
-                  augment: bool = True, limit_train: int | None = None, limit_val: int | None = None) -> Splits:
-    """CIFAR-style dataset from a folder, an archive or torchvision's CIFAR-10 files."""
-    from torchvision import datasets, transforms
-
+def _dataset_root(path: str) -> Path:
+    """The folder a dataset path names (an archive is extracted first)."""
     root = Path(path).expanduser()
     if not root.exists():
         raise HwnasError(f"{root}: dataset path does not exist")
@@ -127,6 +124,25 @@ def image_dataset(path: str, resolution: int, val_fraction: float = 0.1, seed: i
         if not root.name.endswith((".tar.gz", ".tgz", ".tar")):
             raise HwnasError(f"{root}: not a folder or a .tar.gz archive")
         root = _extract(root)
+    return root
+
+
+def dataset_classes(name: str) -> int:
+    """Number of classes of a dataset, without loading its images."""
+    if name == DEFAULT_DATASET:
+        return 10
+    root = _dataset_root(name)
+    if (root / "cifar-10-batches-py").is_dir():
+        return 10
+    return sum(1 for p in _image_root(root).iterdir() if p.is_dir())
+
+
+def image_dataset(path: str, resolution: int, val_fraction: float = 0.1, seed: int = 0,
+                  augment: bool = True, limit_train: int | None = None, limit_val: int | None = None) -> Splits:
+    """CIFAR-style dataset from a folder, an archive or torchvision's CIFAR-10 files."""
+    from torchvision import datasets, transforms
+
+    root = _dataset_root(path)
     normalize = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
     resize = [transforms.Resize(resolution)] if resolution != 32 else []
     train_tf = transforms.Compose(resize + (

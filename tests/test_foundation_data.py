@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hwnas.data import load_dataset
+from hwnas.data import dataset_classes, load_dataset
 from hwnas.errors import HwnasError
 
 
@@ -27,6 +27,8 @@ def test_image_folder_tree(tmp_path):
                 tmp_path / "train" / cls / f"{i}.jpg")
     splits = load_dataset(str(tmp_path), 32)
     assert splits.num_classes == 2
+    assert dataset_classes(str(tmp_path)) == 2
+    assert dataset_classes("digits") == load_dataset("digits", 8).num_classes == 10
     assert len(splits.train) + len(splits.val) == 10
     x, _ = splits.train[0]
     assert tuple(x.shape) == (3, 32, 32)

@@ -148,3 +148,19 @@ def test_budget_on_derived_uses_the_argmax_childs_latency_with_the_expected_grad
     (net.expected("latency") / budget).backward()
     for g, a in zip(grad_d, net.arch_parameters()):
         assert torch.allclose(g, a.grad)
+
+
+def test_cli_search_sizes_the_classifier_for_the_dataset(tmp_path, capsys):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (16, 16), (60 * i, 0, 200 if cls == "a" else 0)).save(tmp_path / "data" / cls / f"{i}.jpg")
+    out = tmp_path / "run"
+    rc = main(["search", *TINY_SET, "--dataset", str(tmp_path / "data"), "--budget-ms", "3", "--epochs", "1",
+               "--warmup-epochs", "0", "--batch-size", "4", "--max-steps", "1", "--threads", "1",
+               "--out", str(out), "--no-progress"])
+    assert rc == 0
+    assert "searching with num_classes=2" in capsys.readouterr().out
+    assert json.loads((out / "arch.json").read_text())["space_params"]["num_classes"] == 2

@@ -51,7 +51,28 @@ def config_from_args(args):
         progress=not args.no_progress, threads=args.threads, stop_after=args.stop_after)
 
 
+def _size_head_for_dataset(args) -> None:
+    """Without ``--set num_classes=N``, size the classifier for the dataset's classes (and say so)."""
+    from hwnas.data import dataset_classes
+
+    overrides = parse_overrides(args.set)
+    if "num_classes" in overrides:
+        return
+    if args.space == CELL_SPACE:
+        from hwnas.cells.space import DEFAULTS as params
+    else:
+        from hwnas.spaces import get_space
+
+        params = get_space(args.space, overrides).params
+    classes = dataset_classes(args.dataset)
+    if classes != params["num_classes"]:
+        print(f"note: {args.space} has {params['num_classes']} classes, dataset {args.dataset} has {classes}; "
+              f"searching with num_classes={classes}")
+        args.set = [*(args.set or []), f"num_classes={classes}"]
+
+
 def _search(args) -> int:
+    _size_head_for_dataset(args)
     if args.space == CELL_SPACE:
         return _delegate("hwnas.cells.search", "run_cell_search", "the DARTS cell space", args)
     if args.strategy != "gradient":
