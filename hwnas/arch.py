@@ -21,6 +21,7 @@ from pathlib import Path
 
 from hwnas.costs import Cost, op_cost, total_cost
 from hwnas.errors import HwnasError
+from hwnas.jsonfile import read_json
 from hwnas.ops import OpSpec
 from hwnas.spaces import PRESETS, SearchSpace, get_space
 
@@ -103,16 +104,7 @@ class Architecture:
     @classmethod
     def load(cls, path: str | Path) -> "Architecture":
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise HwnasError(f"{path}: no such file") from None
-        except OSError as exc:
-            raise HwnasError(f"{path}: cannot read ({exc.strerror})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise HwnasError(f"{path}: bad JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        data = read_json(path)
         try:
             return cls.from_dict(data)
         except HwnasError as exc:

@@ -40,6 +40,7 @@ from importlib import metadata
 from pathlib import Path
 
 from hwnas.errors import HwnasError
+from hwnas.jsonfile import read_json
 from hwnas.ops import OpSpec
 
 RUNTIMES = ("tflite", "onnxruntime", "adb-tflite")
@@ -249,14 +250,7 @@ def device_file(csv_path: str | Path) -> Path:
 
 def read_device(path: str | Path) -> dict:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HwnasError(f"{path}: no such device description") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HwnasError(f"{path}: cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise HwnasError(f"{path}: bad JSON at line {exc.lineno}: {exc.msg}") from None
+    data = read_json(path, "device description")
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         raise HwnasError(f"{path}: a device description must be a JSON object with a string field 'name'")
     if not isinstance(data.get("runtimes", {}), dict):

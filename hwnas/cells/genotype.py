@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwnas.errors import HwnasError
+from hwnas.jsonfile import read_json
 from hwnas.cells.ops import PRIMITIVES
 from hwnas.cells.space import CELL_SPACE, CellSpace, check_params
 
@@ -102,14 +103,7 @@ class Genotype:
     @classmethod
     def load(cls, path: str | Path) -> "Genotype":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise HwnasError(f"{path}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise HwnasError(f"{path}: cannot read ({exc})") from None
-        except json.JSONDecodeError as exc:
-            raise HwnasError(f"{path}: bad JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        data = read_json(path)
         try:
             return cls.from_dict(data)
         except HwnasError as exc:
