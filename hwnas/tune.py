@@ -158,11 +158,11 @@ def run_tune(arch: Architecture, splits: Splits, cfg: TuneConfig, out_dir: str |
 
 def plot_grid(trials: list[dict], cfg: TuneConfig, path: Path) -> Path:
     """Heat map of validation accuracy over (weight decay, lr); untried points blank."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from hwnas.plots import pyplot, save_figure
+
+    plt = pyplot()
 
     acc = np.full((len(cfg.lrs), len(cfg.weight_decays)), np.nan)
     for t in trials:
@@ -178,7 +178,4 @@ def plot_grid(trials: list[dict], cfg: TuneConfig, path: Path) -> Path:
             ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=8, color="w" if v < 0.6 else "k")
     fig.colorbar(im, ax=ax, label="validation accuracy")
     ax.set_title(f"{len(trials)} of {acc.size} grid points")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+from matplotlib.patches import FancyArrowPatch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyArrowPatch  # noqa: E402
+from hwnas.cells.genotype import CellSpec, Genotype
+from hwnas.cells.ops import PRIMITIVES
+from hwnas.plots import pyplot, save_figure
 
-from hwnas.cells.genotype import CellSpec, Genotype  # noqa: E402
-from hwnas.cells.ops import PRIMITIVES  # noqa: E402
+plt = pyplot()
 
 COLORS = dict(zip(PRIMITIVES, ["#999999", "#2ca02c", "#1f77b4", "#17becf", "#9467bd", "#e377c2",
                                "#d62728", "#ff7f0e"]))
@@ -63,12 +62,7 @@ def draw_genotype(genotype: Genotype, path: str | Path, title: str = "") -> Path
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     draw_cell(axes[0], genotype.normal, f"{title} normal cell".strip())
     draw_cell(axes[1], genotype.reduce, f"{title} reduction cell".strip())
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_entropy(runs: dict[str, list[dict]], path: str | Path) -> Path:
@@ -85,9 +79,4 @@ def plot_entropy(runs: dict[str, list[dict]], path: str | Path) -> Path:
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -64,10 +64,9 @@ class TensorBoard:
 
 def plot_run(out: Path, history: list[dict], probs: list[dict], names: list[list[str]]) -> list[Path]:
     """``probs.png`` (path probabilities per position over steps) and ``curves.png`` (loss/acc/latency)."""
-    import matplotlib
+    from hwnas.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     written = []
     if probs:
@@ -88,10 +87,7 @@ def plot_run(out: Path, history: list[dict], probs: list[dict], names: list[list
         axes[widest // cols][widest % cols].legend(fontsize=6, ncol=2)
         fig.supxlabel("training step")
         fig.supylabel("path probability")
-        fig.tight_layout()
-        fig.savefig(out / "probs.png", dpi=90)
-        plt.close(fig)
-        written.append(out / "probs.png")
+        written.append(save_figure(fig, out / "probs.png", dpi=90))
     if history:
         epochs = [r["epoch"] for r in history]
         panels = [("loss", ["train_loss", "arch_loss"]), ("accuracy", ["train_acc", "val_acc"]),
@@ -105,8 +101,5 @@ def plot_run(out: Path, history: list[dict], probs: list[dict], names: list[list
             ax.set_title(title)
             ax.set_xlabel("epoch")
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "curves.png", dpi=90)
-        plt.close(fig)
-        written.append(out / "curves.png")
+        written.append(save_figure(fig, out / "curves.png", dpi=90))
     return written

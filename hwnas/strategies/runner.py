@@ -149,10 +149,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 def plot_pareto(records: list[dict], path: str | Path, unit: str, budget: float | None = None,
                 title: str = "") -> Path:
     """Accuracy vs latency (or MFLOPs) of every evaluated architecture, Pareto front in red."""
-    import matplotlib
+    from hwnas.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     key = "latency_ms" if unit == "ms" else "mflops"
     rows = [r for r in records if r.get("accuracy") is not None and not r.get("cached") and r.get(key) is not None]
@@ -173,11 +172,7 @@ def plot_pareto(records: list[dict], path: str | Path, unit: str, budget: float 
     ax.set_title(title or "evaluated architectures")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 # -- the command ------------------------------------------------------------------------
