@@ -42,7 +42,7 @@ def transfer_regressor(reg, ops, ms, space_name, fit_ops, fit_measured):
         return None, 0
     fitted = fit_method(METHODS[reg.method], [ops[i] for i in keep], ms[keep])
     pred = RegressorPredictor(reg.device, reg.space, reg.runtime, reg.dtype, reg.threads, fitted)
-    calibrate(pred, fit_ops, fit_measured, ["-"] * len(fit_ops), "fit models", per_op=(reg.scale, reg.per_op_ms) != (1.0, 0.0))
+    calibrate(pred, fit_ops, fit_measured, ["-"] * len(fit_ops), "fit models")
     return pred, len(keep)
 
 
@@ -89,11 +89,12 @@ def run_runtime(args, runtime: str) -> tuple[list[str], Path | None]:
 
     base = fit_device(data, args.device, runtime, args.dtype, 1, args.space, args.holdout, ["flops-linear"]).regressor
     candidates = {}
-    if (lut.scale, lut.per_op_ms) != (1.0, 0.0):
-        candidates["LUT, calibrated (overhead, scale, per-op)"] = lut
+    form = lut.overhead.get("form", "?")
+    if form != "constant":
+        candidates[f"LUT, calibrated ({form})"] = lut
     candidates["LUT sum + constant overhead"] = constant_overhead_table(lut, fit_ops, fit_measured)
-    candidates[f"regressor ({reg.method})"] = reg
-    candidates["FLOPs-linear ops + overhead"] = base
+    candidates[f"regressor ({reg.method}, {reg.overhead.get('form', '?')})"] = reg
+    candidates[f"FLOPs-linear ops, calibrated ({base.overhead.get('form', '?')})"] = base
     if len(fit_rows) >= 2:
         candidates["FLOPs-linear whole model"] = FlopsLinear.fit(fit_ops, fit_measured)
     ops, ms = select_ops(read_op_rows(data / f"{args.device}.csv"), runtime, args.dtype, 1)
@@ -103,7 +104,7 @@ def run_runtime(args, runtime: str) -> tuple[list[str], Path | None]:
     results = evaluate(candidates, test_ops, measured)
 
     title = f"{args.device} {runtime} {args.dtype} 1 thread: {len(test)} unseen {args.space} models"
-    plotted = [next(iter(results)), f"regressor ({reg.method})", "FLOPs-linear ops + overhead"]
+    plotted = [next(iter(results))] + [k for k in results if k.startswith(("regressor (", "FLOPs-linear ops"))]
     png = scatter_plot({k: results[k] for k in plotted}, measured,
                        ROOT / args.docs / f"predictors-{stem}.png", title)
     lines = [f"### {runtime} {args.dtype}, 1 thread",
@@ -116,6 +117,16 @@ def run_runtime(args, runtime: str) -> tuple[list[str], Path | None]:
              "|---|---:|---:|---:|---:|"]
     for name, (m, _) in results.items():
         lines.append(f"| {name} | {m.rmse_ms:.4f} | {m.mape:.2f} | {m.within5:.1f}% | {m.within10:.1f}% |")
+    lines += ["", "Calibration forms cross-validated on the fit models only (repeated 5-fold, what `hwnas fit` "
+              "chose by; MAPE / within +-5% / within +-10%):", "",
+              "| predictor | " + " | ".join(lut.overhead.get("cv", {})) + " |",
+              "|---|" + "---:|" * len(lut.overhead.get("cv", {}))]
+    for name, pred in (("LUT", lut), (f"regressor ({reg.method})", reg), ("FLOPs-linear ops", base)):
+        cv = pred.overhead.get("cv", {})
+        kept = pred.overhead.get("form")
+        lines.append(f"| {name} | " + " | ".join(
+            ("**" if f == kept else "") + f"{s['mape']:.2f} / {s['within5']:.1f}% / {s['within10']:.1f}%"
+            + ("**" if f == kept else "") for f, s in cv.items()) + " |")
     lines += ["", disturbance_note(rows, lut), "", f"![{runtime} predicted vs measured]({png.name})", "",
               f"Operator-level grouped 5-fold cross-validation of the regressor methods ({reg.n_rows} "
               f"operators; each fold holds out whole shapes), from `hwnas fit`:", "",

@@ -10,7 +10,7 @@ from _predictor_data import OVERHEAD_MS, synthetic_ms, training_ops, write_table
 from hwnas.arch import sample_architecture
 from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
-from hwnas.predictors.common import fit_overhead
+from hwnas.predictors.common import fit_calibration
 from hwnas.predictors.differentiable import (
     check_budget, expected_latency, fixed_latency, latency_tensors, max_latency, min_latency,
 )
@@ -71,18 +71,74 @@ def test_lut_without_named_fallback_refuses_to_enable_it():
         _lut([]).enable_fallback()
 
 
-def test_calibration_is_a_median_line_in_the_sum_and_operator_count():
-    assert fit_overhead([1.0, 2.0, 3.0], [1.5, 2.5, 13.0]) == (pytest.approx(0.5), 1.0, 0.0)
-    assert fit_overhead([], []) == (0.0, 1.0, 0.0)
+def _cal(sums, measured, n_ops=None, per_op=True):
+    groups = [{"mbconv:k3": s} for s in sums]
+    return fit_calibration(groups, n_ops or [7] * len(sums), measured, per_op)
+
+
+def test_calibration_is_a_median_line_chosen_by_cross_validation():
+    cal = _cal([1.0, 2.0, 3.0], [1.5, 2.5, 13.0])  # too few models: the median residual only
+    assert (cal.form, cal.overhead_ms, cal.scale, cal.per_op_ms) == ("constant", pytest.approx(0.5), 1.0, 0.0)
+    assert _cal([], []).form == "none"
     n_ops = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 9, 12]
     sums = [0.1 * n + 0.03 * (i % 3) for i, n in enumerate(n_ops)]
     measured = [0.2 + 1.2 * s - 0.01 * n for s, n in zip(sums, n_ops)]
     measured[3] *= 3  # one disturbed measurement does not move a median line
-    assert fit_overhead(sums, measured, n_ops) == (pytest.approx(0.2), pytest.approx(1.2), pytest.approx(-0.01))
-    assert fit_overhead(sums[:5], measured[:5], n_ops[:5])[1:] == (1.0, 0.0)  # too few models: constant only
-    same = fit_overhead(sums, [0.2 + 1.2 * s for s in sums], [7] * 12)  # one operator count: no per-op term
-    assert same == (pytest.approx(0.2), pytest.approx(1.2), 0.0)
-    assert fit_overhead(sums, [5 * s for s in sums], n_ops)[1] == 1.0  # implausible scale: constant only
+    cal = _cal(sums, measured, n_ops)
+    assert cal.form == "scale+per-op"
+    assert (cal.overhead_ms, cal.scale, cal.per_op_ms) == (pytest.approx(0.2), pytest.approx(1.2),
+                                                           pytest.approx(-0.01))
+    assert set(cal.cv) == {"constant", "scale", "scale+per-op", "group-scales+per-op"}
+    assert cal.cv["scale+per-op"]["mape"] < cal.cv["constant"]["mape"]
+    plain = _cal(sums, [0.2 + s for s in sums], n_ops)  # nothing but a constant: the simplest form wins the tie
+    assert (plain.form, plain.scale, plain.per_op_ms) == ("constant", 1.0, 0.0)
+    assert _cal(sums, measured, n_ops, per_op=False).form == "constant"
+    assert _cal(sums, [50 * s for s in sums], n_ops).scale <= 4.0  # scales are bounded
+
+
+def test_group_scales_recover_a_kind_that_is_slower_in_a_network():
+    rng = np.random.default_rng(0)
+    groups, measured = [], []
+    for _ in range(40):
+        alone = {"conv:k3": 0.05, "mbconv:k3": float(rng.uniform(0.1, 0.5)), "mbconv:k7": float(rng.uniform(0, 0.6))}
+        groups.append(alone)
+        measured.append(0.02 + alone["conv:k3"] + alone["mbconv:k3"] + 2.0 * alone["mbconv:k7"])
+    cal = fit_calibration(groups, [9] * 40, measured)
+    assert cal.form == "group-scales+per-op"
+    assert cal.group_scales["mbconv:k7"] == pytest.approx(2.0, rel=0.02)
+    assert cal.group_scales["mbconv:k3"] == pytest.approx(1.0, rel=0.02)
+    assert cal.group_scales["conv:k3"] == pytest.approx(cal.scale)  # in every model: keeps the common scale
+    assert cal.cv["group-scales+per-op"]["mape"] < 0.5 * cal.cv["scale+per-op"]["mape"]
+
+
+def test_group_scales_apply_per_operator_and_round_trip(tmp_path):
+    from hwnas.predictors import load_predictor
+
+    space = get_space("proxyless-tiny")
+    ops = [op for op in space.unique_ops() if op.kind != "zero"]
+    lut = _lut(ops, overhead=0.1)
+    lut.group_scales = {"mbconv:k7": 2.0}
+    k7 = next(op for op in ops if op.kind == "mbconv" and op.kernel == 7)
+    k3 = next(op for op in ops if op.kind == "mbconv" and op.kernel == 3)
+    assert lut.predict_op(k7) == pytest.approx(2.0 * synthetic_ms(k7))
+    assert lut.predict_op(k3) == pytest.approx(synthetic_ms(k3))
+    lut.save(tmp_path / "t.json")
+    again = load_predictor(tmp_path / "t.json")
+    assert again.group_scales == {"mbconv:k7": 2.0}
+    arch = sample_architecture(space, random.Random(1))
+    fixed = fixed_latency(space, again)
+    tensors = latency_tensors(space, again)
+    onehot = [torch.tensor([1.0 if n == c else 0.0 for n in pos.names]) for pos, c in zip(space.positions, arch.choices)]
+    assert float(expected_latency(onehot, tensors, fixed)) == pytest.approx(again.predict_ops(arch.ops()), rel=1e-5)
+    import json
+    data = json.loads((tmp_path / "t.json").read_text())
+    del data["group_scales"]  # an older file: no group scales
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert load_predictor(tmp_path / "old.json").predict_op(k7) == pytest.approx(synthetic_ms(k7))
+    data["group_scales"] = {"mbconv:k7": "fast"}
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(HwnasError, match="group_scales|mbconv:k7"):
+        load_predictor(tmp_path / "bad.json")
 
 
 def test_regressor_predicts_unseen_widths_and_resolutions(linear_regressor):
@@ -125,8 +181,9 @@ def test_fit_device_recovers_a_per_operator_correction(tmp_path):
     op = training_ops()[0]
     assert result.lut.predict_op(op) == pytest.approx(synthetic_ms(op) - 0.002, abs=2e-5)
     result = fit_device(data, "dev", "tflite", "fp32", 1, "proxyless-tiny", methods=FAST, per_op=False)
-    assert (result.lut.scale, result.lut.per_op_ms) == (1.0, 0.0)
+    assert (result.lut.scale, result.lut.per_op_ms, result.lut.group_scales) == (1.0, 0.0, {})
     assert "median of (measured - sum" in result.lut.overhead["source"]
+    assert result.lut.overhead["form"] == "constant"
 
 
 def test_fit_device_without_model_rows_sets_zero_overhead_and_says_so(tmp_path):

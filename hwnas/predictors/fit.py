@@ -3,8 +3,9 @@
 Whole-model rows are split once, deterministically by a hash of their
 ``arch_file``: a share (``holdout``, default half) is never used in fitting and is
 left for :mod:`hwnas.predictors.evaluate`; the rest fits the calibration
-(constant overhead, scale and per-operator correction, see
-:func:`hwnas.predictors.common.fit_overhead`).
+(constant overhead, scales and per-operator correction, chosen by
+cross-validation on those models only, see
+:func:`hwnas.predictors.common.fit_calibration`).
 The files record which models they were fitted on.
 """
 
@@ -20,7 +21,7 @@ from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
 from hwnas.latency_data import ModelRow, OpRow, read_device, read_model_rows, read_op_rows
 from hwnas.ops import OpSpec
-from hwnas.predictors.common import fit_overhead
+from hwnas.predictors.common import fit_calibration, scale_group
 from hwnas.predictors.lut import LookupTable
 from hwnas.predictors.regressor import (
     METHODS, RegressorPredictor, best_method, cross_validate, fit_method,
@@ -111,19 +112,34 @@ def fit_device(data_dir: Path, device: str, runtime: str, dtype: str, threads: i
 
 def calibrate(predictor, model_ops_list: list[list[OpSpec]], measured: list[float], names: list[str],
               source: str, per_op: bool = True) -> None:
-    """Fit a predictor's ``overhead_ms`` (and ``scale``, ``per_op_ms`` when ``per_op``) on whole models."""
-    predictor.overhead_ms, predictor.scale, predictor.per_op_ms = 0.0, 1.0, 0.0
-    sums = [predictor.predict_ops(ops) for ops in model_ops_list]
-    counts = [sum(not op.is_identity for op in ops) for ops in model_ops_list]
-    predictor.overhead_ms, predictor.scale, predictor.per_op_ms = fit_overhead(
-        sums, measured, counts if per_op else None)
+    """Fit a predictor's whole-model calibration (``overhead_ms``, ``scale``, ``per_op_ms``, ``group_scales``).
+
+    Without ``per_op`` only the constant overhead is fitted.
+    """
+    predictor.overhead_ms, predictor.scale, predictor.per_op_ms, predictor.group_scales = 0.0, 1.0, 0.0, {}
+    group_sums, counts = [], []
+    for ops in model_ops_list:
+        sums: dict[str, float] = {}
+        real = [op for op in ops if op.kind != "zero" and not op.is_identity]
+        for op in real:
+            sums[scale_group(op)] = sums.get(scale_group(op), 0.0) + predictor.predict_op(op)
+        group_sums.append(sums)
+        counts.append(len(real))
+    cal = fit_calibration(group_sums, counts, measured, per_op)
+    predictor.overhead_ms, predictor.scale, predictor.per_op_ms = cal.overhead_ms, cal.scale, cal.per_op_ms
+    predictor.group_scales = dict(cal.group_scales)
     if names:
-        how = ("median line of measured against (sum of operators, operator count)"
-               if (predictor.scale, predictor.per_op_ms) != (1.0, 0.0) else "median of (measured - sum of operators)")
+        how = {"constant": "median of (measured - sum of operators)",
+               "scale": "median relative line of measured against the sum of operators",
+               "scale+per-op": "median relative line of measured against (sum of operators, operator count)",
+               "group-scales+per-op": "median relative line of measured against (sums of operators by kind and "
+                                      "kernel, operator count)"}[cal.form]
         text = f"{how} over {len(names)} whole models of {source}"
+        if cal.cv:
+            text += f"; form {cal.form!r} kept by repeated 5-fold cross-validation on them (lowest MAPE)"
     else:
         text = "none: no whole-model rows to fit on; overhead set to 0"
-    predictor.overhead = {"source": text, "models": list(names)}
+    predictor.overhead = {"source": text, "form": cal.form, "cv": cal.cv, "models": list(names)}
 
 
 def output_stem(device: str, runtime: str, dtype: str, threads: int, space: str | None,

@@ -3,15 +3,18 @@
 File (JSON, nothing in it can run code)::
 
     {<common header>, "type": "lut", "runtime": "tflite", "dtype": "fp32", "threads": 1,
-     "overhead_ms": 0.041, "scale": 1.1, "per_op_ms": -0.002, "overhead": {"source": "...", "models": [...]},
+     "overhead_ms": 0.041, "scale": 1.1, "per_op_ms": -0.002, "group_scales": {"mbconv:k7": 1.3, ...},
+     "overhead": {"source": "...", "form": "...", "cv": {...}, "models": [...]},
      "fallback": "cpu-tflite-fp32-regressor.json" | null,
      "entries": {"mbconv:16x32x32->24:k3:s2:e3:g1:relu6": 0.0123, ...}}
 
 A whole network's latency is the sum of its operators plus the fitted constant
 ``overhead_ms``. Each operator's latency inside a network is ``scale * entry +
-per_op_ms`` (both fitted on whole models, 1 and 0 when not; see
-:func:`hwnas.predictors.common.fit_overhead`), so sums over operators, e.g.
-a supernet's latency tensors, stay exact. An operator missing from the table raises
+per_op_ms``, where ``scale`` is its group's entry in ``group_scales`` (kind and
+kernel, e.g. ``mbconv:k7``) when there is one (all fitted on whole models;
+1, 0 and none when not; see :func:`hwnas.predictors.common.fit_calibration`),
+so sums over operators, e.g. a supernet's latency tensors, stay exact. Files
+without ``group_scales`` (older ones) load with none. An operator missing from the table raises
 :class:`HwnasError` naming it, unless the fallback regressor was enabled with
 :meth:`LookupTable.enable_fallback`.
 """
@@ -23,7 +26,7 @@ from pathlib import Path
 from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
 from hwnas.predictors import LatencyPredictor, load_predictor, register_type
-from hwnas.predictors.common import header, number, target_fields, write_json
+from hwnas.predictors.common import group_scales_field, header, number, scale_of, target_fields, write_json
 
 
 class LookupTable(LatencyPredictor):
@@ -34,13 +37,14 @@ class LookupTable(LatencyPredictor):
     def __init__(self, device: dict, space: str | None, runtime: str, dtype: str, threads: int,
                  entries: dict[str, float], overhead_ms: float = 0.0, overhead: dict | None = None,
                  fallback: str | None = None, path: Path | None = None, per_op_ms: float = 0.0,
-                 scale: float = 1.0):
+                 scale: float = 1.0, group_scales: dict[str, float] | None = None):
         self.device, self.space = device, space
         self.runtime, self.dtype, self.threads = runtime, dtype, threads
         self.entries = dict(entries)
         self.overhead_ms = float(overhead_ms)
         self.per_op_ms = float(per_op_ms)
         self.scale = float(scale)
+        self.group_scales = dict(group_scales or {})
         self.overhead = overhead or {"source": "none: no whole-model rows; overhead set to 0", "models": []}
         self.fallback_name = fallback
         self.path = path
@@ -59,7 +63,7 @@ class LookupTable(LatencyPredictor):
     def predict_op(self, op: OpSpec) -> float:
         key = op.key()
         if key in self.entries:
-            return self.scale * self.entries[key] + self.per_op_ms
+            return scale_of(self, op) * self.entries[key] + self.per_op_ms
         if op.is_identity:
             return 0.0
         if self.fallback is not None:
@@ -76,6 +80,7 @@ class LookupTable(LatencyPredictor):
     def to_dict(self) -> dict:
         data = header(self.type_name, self.device, self.space, self.runtime, self.dtype, self.threads)
         data.update(overhead_ms=self.overhead_ms, scale=self.scale, per_op_ms=self.per_op_ms,
+                    group_scales=dict(sorted(self.group_scales.items())),
                     overhead=self.overhead, fallback=self.fallback_name,
                     entries=dict(sorted(self.entries.items())))
         return data
@@ -109,4 +114,5 @@ def _load(data: dict, path: Path) -> LookupTable:
         raise HwnasError(f"{path}: field 'overhead' must be an object")
     return LookupTable(data["device"], data.get("space"), runtime, dtype, threads, clean,
                        number(data, "overhead_ms", path, 0.0), overhead, fallback, path,
-                       number(data, "per_op_ms", path, 0.0), number(data, "scale", path, 1.0))
+                       number(data, "per_op_ms", path, 0.0), number(data, "scale", path, 1.0),
+                       group_scales_field(data, path))

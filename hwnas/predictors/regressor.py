@@ -37,7 +37,7 @@ import numpy as np
 from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
 from hwnas.predictors import LatencyPredictor, register_type
-from hwnas.predictors.common import header, number, target_fields, write_json
+from hwnas.predictors.common import group_scales_field, header, number, scale_of, target_fields, write_json
 from hwnas.predictors.features import FEATURE_NAMES, feature_matrix
 
 # Work terms the linear per-kind model uses (latency ~ a sum of work done).
@@ -198,13 +198,14 @@ class RegressorPredictor(LatencyPredictor):
     def __init__(self, device: dict, space: str | None, runtime: str, dtype: str, threads: int,
                  fitted: FittedModels, overhead_ms: float = 0.0, overhead: dict | None = None,
                  cv: dict | None = None, n_rows: int = 0, path: Path | None = None, per_op_ms: float = 0.0,
-                 scale: float = 1.0):
+                 scale: float = 1.0, group_scales: dict[str, float] | None = None):
         self.device, self.space = device, space
         self.runtime, self.dtype, self.threads = runtime, dtype, threads
         self.fitted = fitted
         self.overhead_ms = float(overhead_ms)
         self.per_op_ms = float(per_op_ms)
         self.scale = float(scale)
+        self.group_scales = dict(group_scales or {})
         self.overhead = overhead or {"source": "none: no whole-model rows; overhead set to 0", "models": []}
         self.cv = cv or {}
         self.n_rows = n_rows
@@ -216,12 +217,13 @@ class RegressorPredictor(LatencyPredictor):
         return self.fitted.method.name
 
     def predict_many(self, ops: list[OpSpec]) -> np.ndarray:
-        """Latency (ms) of each operator in a network (``scale`` * prediction + ``per_op_ms``); identity ops cost 0."""
+        """Latency (ms) of each operator in a network (its scale * prediction + ``per_op_ms``); identity ops cost 0."""
         todo = [op for op in dict.fromkeys(ops) if op not in self._cache and not op.is_identity]
         if todo:
             for op, ms in zip(todo, self.fitted.predict(todo)):
                 self._cache[op] = float(ms)
-        return np.array([0.0 if op.is_identity else self.scale * self._cache[op] + self.per_op_ms for op in ops])
+        return np.array([0.0 if op.is_identity else scale_of(self, op) * self._cache[op] + self.per_op_ms
+                         for op in ops])
 
     def predict_op(self, op: OpSpec) -> float:
         return float(self.predict_many([op])[0])
@@ -241,7 +243,7 @@ class RegressorPredictor(LatencyPredictor):
         data = header(self.type_name, self.device, self.space, self.runtime, self.dtype, self.threads)
         data.update(method=self.method, features=list(FEATURE_NAMES), n_rows=self.n_rows,
                     overhead_ms=self.overhead_ms, scale=self.scale, per_op_ms=self.per_op_ms,
-                    overhead=self.overhead, cv=self.cv,
+                    group_scales=dict(sorted(self.group_scales.items())), overhead=self.overhead, cv=self.cv,
                     model_file=model_path.name, sha256=_sha256(model_path))
         write_json(path, data)
         self.path = path
@@ -295,7 +297,7 @@ def _load(data: dict, path: Path) -> RegressorPredictor:
                               FittedModels(method, models), number(data, "overhead_ms", path, 0.0),
                               overhead if isinstance(overhead, dict) else None, data.get("cv") or {},
                               int(data.get("n_rows", 0)), path, number(data, "per_op_ms", path, 0.0),
-                              number(data, "scale", path, 1.0))
+                              number(data, "scale", path, 1.0), group_scales_field(data, path))
 
 
 __all__ = ["METHODS", "FittedModels", "RegressorPredictor", "cross_validate", "best_method", "fit_method",
