@@ -15,6 +15,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from torch import nn
 
 from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
+
+if TYPE_CHECKING:
+    from hwnas.cells.genotype import Genotype
 
 QUANTS = ("fp32", "dynamic", "int8")
 FP32_TOLERANCE = 1e-4  # max abs logit difference (typically ~1e-6 measured here)
@@ -92,12 +96,14 @@ def onnx_outputs(path: Path, images: np.ndarray) -> np.ndarray:
     return np.stack([sess.run(None, {"input": img[None]})[0][0] for img in images]).astype(np.float32)
 
 
-def export_trained(arch: Architecture, model: nn.Module, out_dir: str | Path, check_images: np.ndarray,
+def export_trained(arch: Architecture | Genotype, model: nn.Module, out_dir: str | Path, check_images: np.ndarray,
                    representative: np.ndarray, quants: tuple[str, ...] = QUANTS, onnx: bool = True,
                    tolerance: float = FP32_TOLERANCE, min_agreement: float = MIN_AGREEMENT,
                    force: bool = False, stem: str = "model", progress=print, converter=None) -> ExportResult:
     """Convert, self-check and (when the checks pass or ``force``) keep the files in ``out_dir``.
 
+    ``arch``: a chain architecture, or a cell genotype (``model`` is then its
+    ``build_cell_network``, converted to TFLite as a cell DAG);
     ``check_images``: validation images (NCHW float32) for the checks;
     ``representative``: training images for int8 calibration; ``converter``: a
     running ``TFLiteConverter`` to reuse (default: a fresh worker for this call).
@@ -115,6 +121,7 @@ def export_trained(arch: Architecture, model: nn.Module, out_dir: str | Path, ch
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     ops = arch.ops()
+    network = ops if isinstance(arch, Architecture) else arch  # what the TFLite worker builds
     model.eval()
     with torch.no_grad():
         reference = model(torch.from_numpy(check_images)).numpy()
@@ -136,7 +143,7 @@ def export_trained(arch: Architecture, model: nn.Module, out_dir: str | Path, ch
         try:
             for quant in quants:
                 progress(f"converting to TFLite {quant} ...")
-                path = conv.convert(ops, staging / f"{stem}-{quant}.tflite", quant=quant, weights=str(weights),
+                path = conv.convert(network, staging / f"{stem}-{quant}.tflite", quant=quant, weights=str(weights),
                                     representative=str(calib) if quant == "int8" else None)
                 logits = tflite_outputs(path, check_images)
                 agreement = float((logits.argmax(1) == ref_top1).mean())

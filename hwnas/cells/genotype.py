@@ -48,8 +48,24 @@ class Genotype:
     def space(self) -> CellSpace:
         return CellSpace(self.space_params)
 
+    @property
+    def space_name(self) -> str:
+        return CELL_SPACE
+
     def cell(self, reduction: bool) -> CellSpec:
         return self.reduce if reduction else self.normal
+
+    def ops(self):
+        """Every operator of the standalone network (:func:`hwnas.cells.network.network_ops`)."""
+        from hwnas.cells.network import network_ops
+
+        return network_ops(self)
+
+    def cost(self):
+        """FLOPs, params and MAC of the standalone network (:func:`hwnas.cells.network.network_cost`)."""
+        from hwnas.cells.network import network_cost
+
+        return network_cost(self)
 
     def to_dict(self) -> dict:
         data = {"space": CELL_SPACE, "space_params": dict(self.space_params),

@@ -115,3 +115,25 @@ def node_sum_mac(space: CellSpace, genotype: Genotype) -> int:
 def network_cost(genotype: Genotype) -> Cost:
     """FLOPs, params and MAC of the standalone network (:mod:`hwnas.costs` conventions)."""
     return total_cost(network_ops(genotype)) + Cost(0, 0, node_sum_mac(genotype.space, genotype))
+
+
+def cell_plan(genotype: Genotype) -> dict:
+    """The standalone network as plain JSON data for the Keras builder (:mod:`hwnas.export.keras_cells`).
+
+    Every operator is an OpSpec dict with the state-dict prefix of its PyTorch
+    module in :func:`build_cell_network`; ``nodes[j]`` lists node ``j + 2``'s
+    incoming edges as ``{"input", "op", "prefix"}`` (an empty list: a zero node).
+    """
+    space = genotype.space
+    cells = []
+    for layout in space.layouts:
+        pre0, pre1 = space.preprocess(layout)
+        at = f"cells.{layout.index}"
+        nodes = [[{"input": inp, "op": space.edge_op(layout, inp, name).to_dict(),
+                   "prefix": f"{at}.edges.{edge_key(j + 2, inp)}"} for name, inp in node_inputs]
+                 for j, node_inputs in enumerate(genotype.cell(layout.reduction))]
+        cells.append({"pre0": pre0.to_dict(), "pre0_prefix": f"{at}.preprocess0", "pre1": pre1.to_dict(),
+                      "pre1_prefix": f"{at}.preprocess1", "channels": layout.channels, "h": layout.h,
+                      "nodes": nodes})
+    pool, linear = space.head()
+    return {"stem": space.stem().to_dict(), "cells": cells, "pool": pool.to_dict(), "linear": linear.to_dict()}

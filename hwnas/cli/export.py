@@ -1,12 +1,15 @@
-"""``hwnas export ARCH.json --weights W``: ONNX + TFLite, self-checked, then measured."""
+"""``hwnas export ARCH.json --weights W``: ONNX + TFLite, self-checked, then measured (architectures and
+cell genotypes alike)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from hwnas.arch import Architecture
+from hwnas.cells.genotype import Genotype
 from hwnas.data import DEFAULT_DATASET, load_dataset
 from hwnas.errors import HwnasError
+from hwnas.netfile import build_standalone, load_network
 from hwnas.pipeline import (
     MIN_AGREEMENT, QUANTS, FP32_TOLERANCE, default_core, export_trained, latency_table, measure_file,
     stack_images,
@@ -21,8 +24,8 @@ def parse_quants(text: str) -> tuple[str, ...]:
     return quants
 
 
-def measure_exported(result, arch: Architecture, runtime: str, threads: int, predictor_path: str | None,
-                     budget_ms: float | None) -> list[dict]:
+def measure_exported(result, arch: Architecture | Genotype, runtime: str, threads: int,
+                     predictor_path: str | None, budget_ms: float | None) -> list[dict]:
     """Time the exported files of ``runtime`` and pair them with the predictor's estimate."""
     predictor, predicted = None, None
     if predictor_path:
@@ -47,16 +50,15 @@ def measure_exported(result, arch: Architecture, runtime: str, threads: int, pre
 
 
 def _export(args) -> int:
-    arch = Architecture.load(args.arch)
+    arch = load_network(args.arch)
     quants = parse_quants(args.quant)
     if args.budget_ms is not None and args.budget_ms <= 0:
         raise HwnasError(f"--budget-ms must be positive, got {args.budget_ms}")
     import torch
 
-    from hwnas.builder import build_model
     from hwnas.weights import load_weights
 
-    model = build_model(arch)
+    model = build_standalone(arch)
     load_weights(model, args.weights)
     splits = load_dataset(args.dataset, arch.space.params["resolution"], seed=args.seed, augment=False)
     check = stack_images(splits.val, args.check_images, seed=1)
@@ -77,8 +79,8 @@ def _export(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a trained architecture to ONNX and TFLite, check it, time it")
-    p.add_argument("arch", help="architecture JSON file")
+    p = sub.add_parser("export", help="export a trained architecture or genotype to ONNX and TFLite, check, time")
+    p.add_argument("arch", help="architecture or cell genotype JSON file")
     p.add_argument("--weights", required=True, help="weights file from hwnas train (safetensors)")
     p.add_argument("--out", default=None, help="output folder (default: export/ beside the weights)")
     p.add_argument("--quant", default=",".join(QUANTS), help=f"TFLite variants (default {','.join(QUANTS)})")

@@ -1,16 +1,17 @@
-"""``hwnas train ARCH.json``: train an architecture's standalone network."""
+"""``hwnas train ARCH.json``: train the standalone network of an architecture or a cell genotype."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from hwnas.arch import Architecture
+from hwnas.netfile import build_standalone, load_network
 from hwnas.data import DEFAULT_DATASET, load_dataset
 from hwnas.train import TrainConfig, train_model
 
 
 def _train(args) -> int:
-    arch = Architecture.load(args.arch)
+    arch = load_network(args.arch)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                       max_steps=args.max_steps, seed=args.seed, num_workers=args.workers)
@@ -26,7 +27,12 @@ def _train(args) -> int:
     cost = arch.cost()
     print(f"training {args.arch} ({cost.flops / 1e6:.2f} MFLOPs, {cost.params / 1e6:.3f} M params) on "
           f"{splits.name}: {len(splits.train)} train / {len(splits.val)} val images, {cfg.epochs} epochs -> {out}")
-    result = train_model(arch, splits, config=cfg, out_dir=out, resume=args.resume, init_weights=args.init)
+    if isinstance(arch, Architecture):
+        target = arch  # train_model builds it and saves arch.json
+    else:
+        target = build_standalone(arch)
+        arch.save(out / "genotype.json")
+    result = train_model(target, splits, config=cfg, out_dir=out, resume=args.resume, init_weights=args.init)
     print(f"validation accuracy {result.val_acc:.4f} (loss {result.val_loss:.4f})")
     print(f"weights: {result.weights_path}")
     print(f"metrics: {out / 'metrics.jsonl'}")
@@ -34,8 +40,8 @@ def _train(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train an architecture's network; weights as safetensors")
-    p.add_argument("arch", help="architecture JSON file")
+    p = sub.add_parser("train", help="train an architecture's or a genotype's network; weights as safetensors")
+    p.add_argument("arch", help="architecture or cell genotype JSON file")
     p.add_argument("--dataset", default=DEFAULT_DATASET,
                    help="'digits' (default, embedded) or a dataset path (folder, .tar.gz, CIFAR-10 python)")
     p.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")

@@ -1,12 +1,14 @@
 """TFLite export through the conversion worker subprocess (TensorFlow never loads in this process).
 
 ``export_tflite(ops, state_dict, path, quant="fp32", representative=None, int8_io=False) -> Path``
-    Convert one network. ``state_dict`` is the PyTorch state dict of
-    ``hwnas.builder.build_network(ops)`` (tensors or numpy arrays) or None for
-    Keras' own random initialization; ``quant`` is fp32 | dynamic | int8;
-    ``representative`` a float32 NCHW array of calibration inputs for int8
-    (random normal samples when None); ``int8_io`` makes the int8 model take
-    and return int8 tensors (used for per-operator profiling).
+    Convert one network. ``ops`` is a chain's OpSpec list or a cell genotype
+    (``hwnas.cells.Genotype``); ``state_dict`` is the PyTorch state dict of
+    ``hwnas.builder.build_network(ops)`` or ``build_cell_network(genotype)``
+    (tensors or numpy arrays) or None for Keras' own random initialization;
+    ``quant`` is fp32 | dynamic | int8; ``representative`` a float32 NCHW array
+    of calibration inputs for int8 (random normal samples when None);
+    ``int8_io`` makes the int8 model take and return int8 tensors (used for
+    per-operator profiling).
 
 ``TFLiteConverter`` (context manager) keeps one worker alive and converts many
 jobs with one TensorFlow import (batch mode, used by the profiler)::
@@ -25,11 +27,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
+
+if TYPE_CHECKING:
+    from hwnas.cells.genotype import Genotype
 
 QUANTS = ("fp32", "dynamic", "int8")
 
@@ -41,12 +47,19 @@ def _worker_env() -> dict:
     return env
 
 
-def _job(ops: list[OpSpec], output: Path, quant: str, weights: str | None, representative: str | None,
+def _job(network, output: Path, quant: str, weights: str | None, representative: str | None,
          int8_io: bool) -> dict:
+    """A worker job for ``network``: a chain's OpSpec list, or a cell genotype (``hwnas.cells.Genotype``)."""
     if quant not in QUANTS:
         raise HwnasError(f"unknown quantization {quant!r}; expected one of {', '.join(QUANTS)}")
-    return {"ops": [op.to_dict() for op in ops], "output": str(output), "quant": quant, "weights": weights,
-            "representative": representative, "int8_io": int8_io}
+    if isinstance(network, list):
+        what = {"ops": [op.to_dict() for op in network]}
+    else:
+        from hwnas.cells.network import cell_plan
+
+        what = {"cells": cell_plan(network)}
+    return {**what, "output": str(output), "quant": quant, "weights": weights, "representative": representative,
+            "int8_io": int8_io}
 
 
 def _save_state(state_dict: dict, path: Path) -> str:
@@ -91,8 +104,8 @@ class TFLiteConverter:
             raise HwnasError(f"TFLite conversion worker exited (code {self.proc.returncode}): {' | '.join(tail)}")
         return json.loads(line)
 
-    def convert(self, ops: list[OpSpec], output: str | Path, quant: str = "fp32", *, weights: str | None = None,
-                representative: str | None = None, int8_io: bool = False) -> Path:
+    def convert(self, ops: list[OpSpec] | Genotype, output: str | Path, quant: str = "fp32", *,
+                weights: str | None = None, representative: str | None = None, int8_io: bool = False) -> Path:
         """Convert ``ops`` to ``output``; ``weights`` / ``representative`` are file paths (see module doc)."""
         if self.proc is None:
             self.start()
@@ -121,7 +134,7 @@ class TFLiteConverter:
         self.close()
 
 
-def export_tflite(ops: list[OpSpec], state_dict: dict | None, path: str | Path, quant: str = "fp32",
+def export_tflite(ops: list[OpSpec] | Genotype, state_dict: dict | None, path: str | Path, quant: str = "fp32",
                   representative: np.ndarray | None = None, int8_io: bool = False) -> Path:
     """Convert one network (see the module docstring); returns the written path."""
     path = Path(path)

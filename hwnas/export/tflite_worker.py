@@ -12,6 +12,9 @@ A job::
      "representative": "calib.npy" | null,       # float32 NCHW samples for int8 (random if null)
      "int8_io": false}                           # int8 input/output tensors (int8 only)
 
+A cell network job has ``"cells": hwnas.cells.network.cell_plan(genotype)``
+instead of ``"ops"`` (weights: the state dict of ``build_cell_network``).
+
 Each reply is ``{"ok": true, "output": path}`` or ``{"ok": false, "error": message}``,
 one JSON line on the real stdout (TensorFlow's own chatter is sent to stderr).
 """
@@ -31,10 +34,10 @@ def convert(job: dict) -> str:
     import numpy as np
     import tensorflow as tf
 
-    from hwnas.export.keras_builder import build_keras, input_shape
+    from hwnas.export.keras_builder import build_keras
+    from hwnas.export.keras_cells import build_keras_cells
     from hwnas.ops import OpSpec
 
-    ops = [OpSpec.from_dict(d) for d in job["ops"]]
     quant = job.get("quant", "fp32")
     if quant not in QUANTS:
         raise ValueError(f"unknown quantization {quant!r}; expected one of {', '.join(QUANTS)}")
@@ -43,12 +46,15 @@ def convert(job: dict) -> str:
         from safetensors.numpy import load_file
 
         weights = load_file(job["weights"])
-    model = build_keras(ops, weights)
+    if "cells" in job:
+        model = build_keras_cells(job["cells"], weights)
+    else:
+        model = build_keras([OpSpec.from_dict(d) for d in job["ops"]], weights)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quant in ("dynamic", "int8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quant == "int8":
-        shape = input_shape(ops[0])
+        shape = tuple(model.input_shape[1:])
         if job.get("representative"):
             samples = np.load(job["representative"], allow_pickle=False).astype(np.float32)
             if samples.ndim == 4:
