@@ -55,7 +55,7 @@ def constant_overhead_table(lut, fit_ops, fit_measured):
 
 
 def disturbance_note(rows, lut) -> str:
-    """Where, in measurement order, the models that ran >= 10% slower than the table predicts lie.
+    """Where, in file order (first measurement order), the models that ran >= 10% slower than the table predicts lie.
 
     On a shared machine a disturbed measurement is always too slow; when such
     models cluster in time rather than by architecture, the cause is the machine.
@@ -63,7 +63,7 @@ def disturbance_note(rows, lut) -> str:
     slow = [r.median_ms > 1.1 * lut.predict_ops(model_ops(r, ROOT)) for r in rows]  # rows are in file order
     fifths = np.array_split(np.array(slow, dtype=int), 5)
     counts = " / ".join(f"{int(part.sum())} of {len(part)}" for part in fifths)
-    return (f"Models (all {len(rows)}, in measurement order, by fifths) measured >= 10% slower than the "
+    return (f"Models (all {len(rows)}, in file order, i.e. the order they were first measured, by fifths) measured >= 10% slower than the "
             f"calibrated table predicts: {counts}.")
 
 

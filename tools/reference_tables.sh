@@ -3,6 +3,8 @@
 #   tools/reference_tables.sh          everything, one step after the other, pinned to core 1
 #   tools/reference_tables.sh ops      operator tables + onnxruntime whole models (core 1)
 #   tools/reference_tables.sh models   tflite whole models (core 0; run beside "ops" to halve the time)
+#   tools/reference_tables.sh retime   re-time the fp32 operators and proxyless-tiny models of both
+#                                      runtimes in 5 interleaved rounds (tools/remeasure_interleaved.py)
 # Timing uses the CPU time of the single inference thread (--clock auto), so other jobs
 # on the machine inflate it far less than wall time. Run from anywhere; log: step start/end times.
 set -u
@@ -27,4 +29,12 @@ fi
 if [ "$part" = all ] || [ "$part" = models ]; then
   step measure --archs 120 --space proxyless-tiny --runtime tflite --seed 0
   step measure --archs 40 --space proxyless-cifar --runtime tflite --seed 0
+fi
+if [ "$part" = all ] || [ "$part" = retime ]; then
+  for runtime in onnxruntime tflite; do
+    echo "== $(date -u +%H:%M:%S) start: retime $runtime"
+    taskset -c $core .venv/bin/python tools/remeasure_interleaved.py --device "$(.venv/bin/python -c \
+      'from hwnas.latency_data import default_device_name as d; print(d())')" --runtime $runtime --rounds 5
+    echo "== $(date -u +%H:%M:%S) end: retime $runtime"
+  done
 fi
