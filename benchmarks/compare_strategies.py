@@ -10,11 +10,15 @@ without one, the search's analytic roofline proxy. Gradient strategies
 supernet search under the same budget; their derived architecture is scored by
 the same evaluator so every row's accuracy means the same thing.
 
-Reported per row: best validation accuracy found within the budget, its
-latency, evaluations needed to first reach it, and wall time (evaluation time
-for the sample-based strategies, search time for the gradient ones). Every run
-is resumable (re-run the same command); results go to ``--out`` as
-``results.md`` and ``results.json``.
+Reported per run (strategy x seed): best validation accuracy found within the
+budget, its latency, evaluations needed to first reach it, how many evaluated
+children were within the budget, and wall time (the summed evaluation time for
+the sample-based strategies; supernet search plus the scoring of its child for
+the gradient ones). With several seeds a second table gives per strategy the
+mean over seeds (and the min-max) of the best accuracy, evaluations to it and
+wall time per run. ``--plot`` draws the best accuracy within the budget so far
+against evaluations. Every run is resumable (re-run the same command); results
+go to ``--out`` as ``results.md`` and ``results.json``.
 
     nice -n 10 .venv/bin/python benchmarks/compare_strategies.py --evaluations 10 --budget-ms 5.5
 """
@@ -48,6 +52,64 @@ def _cached(path: Path, compute):
     return value
 
 
+def best_so_far(records: list[dict]) -> list[float | None]:
+    """After each evaluation: the best accuracy within the budget so far (None before the first such child)."""
+    curve, best = [], None
+    for r in records:
+        if r.get("feasible", True) and r.get("accuracy") is not None:
+            best = r["accuracy"] if best is None else max(best, r["accuracy"])
+        curve.append(best)
+    return curve
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """``mean`` of the values, with ``(min-max)`` when there are several."""
+    mean = sum(values) / len(values)
+    return format(mean, fmt) + (f" ({min(values):{fmt}}-{max(values):{fmt}})" if len(values) > 1 else "")
+
+
+def summary_table(rows: list[dict]) -> list[str]:
+    """Markdown table: per strategy, the mean over its seeds (min-max) of best accuracy, evaluations to it, wall time."""
+    lines = ["| strategy | seeds with a child within budget | best val acc, mean (min-max) | its latency (ms), mean "
+             "| evaluations to reach it, mean | wall time per run (s), mean |", "|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["strategy"] for r in rows):
+        runs = [r for r in rows if r["strategy"] == name]
+        found = [r for r in runs if r["best_acc"] is not None]
+        to_best = [r["evals_to_best"] for r in found if r["evals_to_best"] is not None]
+        acc = _spread([r["best_acc"] for r in found], ".4f") if found else "none"
+        lat = f"{sum(r['latency_ms'] for r in found) / len(found):.3f}" if found else "-"
+        evals = _spread(to_best, ".1f") if to_best else "-"
+        wall = _spread([r["seconds"] for r in runs], ".0f")
+        lines.append(f"| {name} | {len(found)}/{len(runs)} | {acc} | {lat} | {evals} | {wall} |")
+    return lines
+
+
+def plot_curves(rows: list[dict], path: Path, title: str) -> None:
+    """Best accuracy within the budget so far vs evaluations (one line per run); gradient children as dotted lines."""
+    from hwnas.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colors, styles = {}, ["-", "--", ":", "-."]
+    seeds = sorted({r["seed"] for r in rows})
+    for r in rows:
+        color = colors.setdefault(r["strategy"], f"C{len(colors)}")
+        label = r["strategy"] if r["seed"] == seeds[0] else None
+        style = styles[seeds.index(r["seed"]) % len(styles)]
+        if r.get("best_so_far"):
+            xs = range(1, len(r["best_so_far"]) + 1)
+            ys = [float("nan") if v is None else v for v in r["best_so_far"]]
+            ax.plot(xs, ys, style, color=color, label=label, drawstyle="steps-post")
+        elif r["best_acc"] is not None:
+            ax.axhline(r["best_acc"], color=color, linestyle=":", linewidth=1, label=label)
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("best val acc within budget so far")
+    ax.set_title(title + (f" (line style = seed {', '.join(map(str, seeds))})" if len(seeds) > 1 else ""), fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
 def scaled_options(evaluations: int) -> dict:
     """Population / beam sized to the evaluation budget (the defaults suit 100+ evaluations)."""
     population = min(16, max(4, evaluations // 3))
@@ -77,6 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/benchmarks/strategies")
+    p.add_argument("--plot", default=None, help="write the best-so-far curves to this PNG")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -125,8 +188,10 @@ def main(argv=None) -> int:
             rows.append({"strategy": name, "seed": seed, "evaluations": len(records),
                          "best_acc": best and best["accuracy"], "latency_ms": best and best["latency_ms"],
                          "evals_to_best": evaluations_to_best(records),
+                         "within_budget": sum(1 for r in records if r.get("feasible", True)),
                          "seconds": round(sum(r["seconds"] for r in records), 1),
-                         "loop_seconds_this_call": round(time.time() - t0, 1)})
+                         "loop_seconds_this_call": round(time.time() - t0, 1),
+                         "best_so_far": best_so_far(records)})
             print(json.dumps(rows[-1]), flush=True)
         for mode in args.gradient:
             run_dir = out / f"gradient-{mode}-s{seed}"
@@ -148,19 +213,25 @@ def main(argv=None) -> int:
             record = objective(architecture_of(space, found["choices"]))
             rows.append({"strategy": f"gradient-{mode}", "seed": seed, "evaluations": 1,
                          "best_acc": record["accuracy"] if record["feasible"] else None,
-                         "latency_ms": record["latency_ms"], "evals_to_best": None, "seconds": found["seconds"]})
+                         "latency_ms": record["latency_ms"], "evals_to_best": None,
+                         "within_budget": int(record["feasible"]), "search_seconds": found["seconds"],
+                         "score_seconds": record["seconds"], "seconds": round(found["seconds"] + record["seconds"], 1)})
             print(json.dumps(rows[-1]), flush=True)
 
     lines = [f"space {space.name}, dataset {splits.name} ({len(splits.train)} train / {len(splits.val)} val), "
              f"budget {args.budget_ms:g} ms ({source}, {args.over_budget} above it), {args.evaluations} evaluations per sample-based run, "
              f"{how}, {args.threads} torch thread(s), strategy options {scaled_options(args.evaluations)}", "",
-             "| strategy | seed | evaluations | best val acc within budget | its latency (ms) | evaluations to reach it "
-             "| wall time (s) |", "|---|---|---|---|---|---|---|"]
+             "| strategy | seed | evaluations | within budget | best val acc within budget | its latency (ms) "
+             "| evaluations to reach it | wall time (s) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = "none" if r["best_acc"] is None else f"{r['best_acc']:.4f}"
         lat = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.3f}"
-        lines.append(f"| {r['strategy']} | {r['seed']} | {r['evaluations']} | {acc} | {lat} | "
+        lines.append(f"| {r['strategy']} | {r['seed']} | {r['evaluations']} | {r['within_budget']} | {acc} | {lat} | "
                      f"{r['evals_to_best'] or '-'} | {r['seconds']} |")
+    if len(args.seeds) > 1:
+        lines += ["", f"Mean over seeds {', '.join(map(str, args.seeds))}:", ""] + summary_table(rows)
+    if args.plot:
+        plot_curves(rows, Path(args.plot), f"{space.name}, {splits.name}, budget {args.budget_ms:g} ms")
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "evaluator": how, "rows": rows},
