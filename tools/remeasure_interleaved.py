@@ -2,16 +2,17 @@
 
 On a shared machine the speed of one core drifts with what runs beside it, so
 operators timed in one hour and whole models timed in another disagree for
-reasons no predictor can learn. This script exports every operator and every
-whole model of a table once (kept in a cache folder), then times all of them in
-``--rounds`` rounds, each round in a fresh random order, so operators and
-models see the same mix of conditions. Each file's latency is the median of its
-per-round medians; the spread is their IQR. The table is then rewritten with
-these values (rows not re-timed, e.g. int8 or other spaces, are kept as they
-are; the previous table stays in git history).
+reasons no predictor can learn. This script exports every 1-thread operator
+(fp32 and int8) and whole model of one runtime in a table once (kept in a cache
+folder), then times all of them in ``--rounds`` rounds, each round in a fresh
+random order, so operators and models see the same mix of conditions. Each
+file's latency is the median of its per-round medians; the spread is their
+IQR. The table is then rewritten with these values (rows of other runtimes are
+kept as they are; the previous table stays in git history).
 
 Resumable: exported files and finished round results (``rounds.jsonl`` in the
-cache folder) are reused when the same command runs again.
+cache folder) are reused when the same command runs again; delete
+``rounds.jsonl`` to time a new session.
 
     .venv/bin/python tools/remeasure_interleaved.py --device amd-epyc-2c --runtime tflite --rounds 5
 """
@@ -45,22 +46,21 @@ def _iqr(values: list[float]) -> float:
     return q[2] - q[0]
 
 
-def export_all(jobs: dict[str, list], runner, cache: Path) -> dict[str, Path]:
-    """Export every job (name -> operator list) once into ``cache``; existing files are reused."""
-    files, todo = {}, []
-    for name, ops in jobs.items():
-        path = cache / f"{name}{runner.suffix}"
-        files[name] = path
-        if not path.exists():
-            todo.append((name, ops, path))
-    if todo:
-        exporter = Exporter(runner, "fp32", cache, per_op=False)
-        try:
-            for name, ops, path in tqdm(todo, desc=f"export {runner.name}", unit="file"):
-                tmp = exporter.export(ops, f"tmp-{name}")
-                os.replace(tmp, path)
-        finally:
+def export_all(jobs: dict[str, tuple], runner, cache: Path) -> dict[str, Path]:
+    """Export every job (name -> (operators, dtype, single operator?)) once into ``cache``; files are reused."""
+    files, exporters = {}, {}
+    todo = [name for name in jobs if not (cache / f"{name}{runner.suffix}").exists()]
+    try:
+        for name in tqdm(todo, desc=f"export {runner.name}", unit="file", disable=not todo):
+            ops, dtype, per_op = jobs[name]
+            if (dtype, per_op) not in exporters:
+                exporters[dtype, per_op] = Exporter(runner, dtype, cache, per_op=per_op)
+            os.replace(exporters[dtype, per_op].export(ops, f"tmp-{name}"), cache / f"{name}{runner.suffix}")
+    finally:
+        for exporter in exporters.values():
             exporter.close()
+    for name in jobs:
+        files[name] = cache / f"{name}{runner.suffix}"
     return files
 
 
@@ -98,7 +98,6 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", required=True, help="table name: latency_data/<device>.csv and <device>-models.csv")
     p.add_argument("--runtime", choices=("tflite", "onnxruntime"), required=True)
-    p.add_argument("--space", default="proxyless-tiny", help="whole models of this space are re-timed")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=str(ROOT / "latency_data"))
@@ -108,15 +107,15 @@ def main(argv=None) -> int:
     data = Path(args.data)
     ops_path, models_path = data / f"{args.device}.csv", data / f"{args.device}-models.csv"
     op_rows, model_rows = read_op_rows(ops_path), read_model_rows(models_path)
-    pick_op = [i for i, r in enumerate(op_rows) if (r.runtime, r.dtype, r.threads) == (args.runtime, "fp32", 1)]
-    pick_model = [i for i, r in enumerate(model_rows)
-                  if (r.runtime, r.dtype, r.threads, r.space) == (args.runtime, "fp32", 1, args.space)]
+    pick_op = [i for i, r in enumerate(op_rows) if (r.runtime, r.threads) == (args.runtime, 1)]
+    pick_model = [i for i, r in enumerate(model_rows) if (r.runtime, r.threads) == (args.runtime, 1)]
     if not pick_op or not pick_model:
-        print(f"no fp32 1-thread {args.runtime} rows to re-time in {ops_path} / {models_path}", file=sys.stderr)
+        print(f"no 1-thread {args.runtime} rows to re-time in {ops_path} / {models_path}", file=sys.stderr)
         return 2
-    jobs = {f"op{i}": [op_rows[i].op] for i in pick_op}
+    jobs = {f"op{i}": ([op_rows[i].op], op_rows[i].dtype, True) for i in pick_op}
     for i in pick_model:
-        jobs[f"model{i}"] = Architecture.load(ROOT / model_rows[i].arch_file).ops()
+        row = model_rows[i]
+        jobs[f"model{i}"] = (Architecture.load(ROOT / row.arch_file).ops(), row.dtype, False)
     cache = Path(args.cache) / args.device / args.runtime
     cache.mkdir(parents=True, exist_ok=True)
 
