@@ -10,7 +10,7 @@ from _predictor_data import OVERHEAD_MS, synthetic_ms, training_ops, write_table
 from hwnas.arch import sample_architecture
 from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
-from hwnas.predictors.common import fit_calibration
+from hwnas.predictors.calibration import fit_calibration
 from hwnas.predictors.differentiable import (
     check_budget, expected_latency, fixed_latency, latency_tensors, max_latency, min_latency,
 )

@@ -5,7 +5,7 @@ Whole-model rows are split once, deterministically by a hash of their
 left for :mod:`hwnas.predictors.evaluate`; the rest fits the calibration
 (constant overhead, scales and per-operator correction, chosen by
 cross-validation on those models only, see
-:func:`hwnas.predictors.common.fit_calibration`).
+:func:`hwnas.predictors.calibration.fit_calibration`).
 The files record which models they were fitted on.
 """
 
@@ -21,7 +21,7 @@ from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
 from hwnas.latency_data import ModelRow, OpRow, read_device, read_model_rows, read_op_rows
 from hwnas.ops import OpSpec
-from hwnas.predictors.common import fit_calibration, scale_group
+from hwnas.predictors.calibration import fit_calibration, scale_group
 from hwnas.predictors.lut import LookupTable
 from hwnas.predictors.regressor import (
     METHODS, RegressorPredictor, best_method, cross_validate, fit_method,

@@ -12,7 +12,7 @@ A whole network's latency is the sum of its operators plus the fitted constant
 ``overhead_ms``. Each operator's latency inside a network is ``scale * entry +
 per_op_ms``, where ``scale`` is its group's entry in ``group_scales`` (kind and
 kernel, e.g. ``mbconv:k7``) when there is one (all fitted on whole models;
-1, 0 and none when not; see :func:`hwnas.predictors.common.fit_calibration`),
+1, 0 and none when not; see :func:`hwnas.predictors.calibration.fit_calibration`),
 so sums over operators, e.g. a supernet's latency tensors, stay exact. Files
 without ``group_scales`` (older ones) load with none. An operator missing from the table raises
 :class:`HwnasError` naming it, unless the fallback regressor was enabled with
@@ -26,7 +26,8 @@ from pathlib import Path
 from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
 from hwnas.predictors import LatencyPredictor, load_predictor, register_type
-from hwnas.predictors.common import group_scales_field, header, number, scale_of, target_fields, write_json
+from hwnas.predictors.calibration import group_scales_field, scale_of
+from hwnas.predictors.common import header, number, target_fields, write_json
 
 
 class LookupTable(LatencyPredictor):

@@ -37,7 +37,8 @@ import numpy as np
 from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
 from hwnas.predictors import LatencyPredictor, register_type
-from hwnas.predictors.common import group_scales_field, header, number, scale_of, target_fields, write_json
+from hwnas.predictors.calibration import group_scales_field, scale_of
+from hwnas.predictors.common import header, number, target_fields, write_json
 from hwnas.predictors.features import FEATURE_NAMES, feature_matrix
 
 # Work terms the linear per-kind model uses (latency ~ a sum of work done).
