@@ -109,7 +109,8 @@ def register(sub) -> None:
                         f"{FAST['warmup_epochs']})")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"batch size per process (default {FULL['batch_size']}, --fast {FAST['batch_size']})")
-    p.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch (--fast: 20)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help=f"cap on steps per epoch (default: the whole split; --fast {FAST['max_steps']})")
     p.add_argument("--limit-train", type=int, default=None, help="use only this many training images")
     p.add_argument("--limit-val", type=int, default=None, help="use only this many validation images")
     p.add_argument("--lr", type=float, default=0.05, help="weight learning rate (SGD, cosine; default 0.05)")
