@@ -47,8 +47,18 @@ def test_remeasure_rewrites_one_runtime_in_rounds_and_resumes(tmp_path):
     log = cache / "dev" / "onnxruntime" / "rounds.jsonl"
     assert len(log.read_text().splitlines()) == 2 * 3  # 2 rounds x (2 operators + 1 model)
 
-    # A second run with more rounds times only the missing round.
+    # Interrupted mid-write: a torn last line. A second run with more rounds times only the missing round.
+    with open(log, "a") as f:
+        f.write('{"round": 2, "na')
     assert load_tool().main([*args[:5], "3", *args[6:]]) == 0
-    records = [json.loads(line) for line in log.read_text().splitlines()]
+    lines = log.read_text().splitlines()
+    assert lines[6] == '{"round": 2, "na'
+    records = [json.loads(line) for line in lines[:6] + lines[7:]]
     assert len(records) == 3 * 3 and {r["round"] for r in records[6:]} == {2}
     assert all(r.repeats == 3 for r in read_op_rows(data / "dev.csv")[1:])
+
+    # Fewer rounds than the log holds: only those rounds count, nothing is timed again.
+    assert load_tool().main([*args[:5], "1", *args[6:]]) == 0
+    assert len(log.read_text().splitlines()) == len(lines)
+    assert all(r.repeats == 1 for r in read_op_rows(data / "dev.csv")[1:])
+    assert read_model_rows(data / "dev-models.csv")[0].repeats == 1

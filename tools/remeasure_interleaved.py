@@ -20,6 +20,7 @@ cache folder) are reused when the same command runs again; delete
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -48,32 +49,36 @@ def _iqr(values: list[float]) -> float:
 
 def export_all(jobs: dict[str, tuple], runner, cache: Path) -> dict[str, Path]:
     """Export every job (name -> (operators, dtype, single operator?)) once into ``cache``; files are reused."""
-    files, exporters = {}, {}
-    todo = [name for name in jobs if not (cache / f"{name}{runner.suffix}").exists()]
+    files = {name: cache / f"{name}{runner.suffix}" for name in jobs}
+    todo = [name for name, path in files.items() if not path.exists()]
+    exporters = {}
     try:
         for name in tqdm(todo, desc=f"export {runner.name}", unit="file", disable=not todo):
             ops, dtype, per_op = jobs[name]
             if (dtype, per_op) not in exporters:
                 exporters[dtype, per_op] = Exporter(runner, dtype, cache, per_op=per_op)
-            os.replace(exporters[dtype, per_op].export(ops, f"tmp-{name}"), cache / f"{name}{runner.suffix}")
+            os.replace(exporters[dtype, per_op].export(ops, f"tmp-{name}"), files[name])
     finally:
         for exporter in exporters.values():
             exporter.close()
-    for name in jobs:
-        files[name] = cache / f"{name}{runner.suffix}"
     return files
 
 
 def time_rounds(files: dict[str, Path], runner, rounds: int, log: Path, seed: int) -> dict[str, list[float]]:
-    """Per file, its median latency in each round (rounds already in ``log`` are reused)."""
+    """Per file, its median latency in each of the first ``rounds`` rounds (rounds already in ``log`` are reused;
+    a last line cut short by an interruption is ignored)."""
     results: dict[str, dict[int, float]] = {name: {} for name in files}
-    if log.exists():
-        for line in log.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                if rec["name"] in results:
-                    results[rec["name"]][rec["round"]] = rec["median_ms"]
+    text = log.read_text() if log.exists() else ""
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec["name"] in results and rec["round"] < rounds:
+            results[rec["name"]][rec["round"]] = rec["median_ms"]
     with open(log, "a") as out:
+        if text and not text.endswith("\n"):
+            out.write("\n")  # end the cut-short line so the next record stands on its own
         for r in range(rounds):
             order = [n for n in files if r not in results[n]]
             random.Random(seed * 1000 + r).shuffle(order)
@@ -83,6 +88,11 @@ def time_rounds(files: dict[str, Path], runner, rounds: int, log: Path, seed: in
                 out.write(json.dumps({"round": r, "name": name, "median_ms": ms}) + "\n")
                 out.flush()
     return {name: [per[r] for r in sorted(per)] for name, per in results.items()}
+
+
+def file_name(kind: str, identity: str, dtype: str) -> str:
+    """A cache name from what a row measures (not its position, which other tables' rows do not fix)."""
+    return f"{kind}-{dtype}-" + hashlib.sha1(identity.encode()).hexdigest()[:16]
 
 
 def rewrite(path: Path, rows: list, updated: dict, append) -> None:
@@ -112,10 +122,12 @@ def main(argv=None) -> int:
     if not pick_op or not pick_model:
         print(f"no 1-thread {args.runtime} rows to re-time in {ops_path} / {models_path}", file=sys.stderr)
         return 2
-    jobs = {f"op{i}": ([op_rows[i].op], op_rows[i].dtype, True) for i in pick_op}
+    op_names = {i: file_name("op", op_rows[i].op.key(), op_rows[i].dtype) for i in pick_op}
+    model_names = {i: file_name("model", model_rows[i].arch_file, model_rows[i].dtype) for i in pick_model}
+    jobs = {op_names[i]: ([op_rows[i].op], op_rows[i].dtype, True) for i in pick_op}
     for i in pick_model:
         row = model_rows[i]
-        jobs[f"model{i}"] = (Architecture.load(ROOT / row.arch_file).ops(), row.dtype, False)
+        jobs[model_names[i]] = (Architecture.load(ROOT / row.arch_file).ops(), row.dtype, False)
     cache = Path(args.cache) / args.device / args.runtime
     cache.mkdir(parents=True, exist_ok=True)
 
@@ -123,17 +135,12 @@ def main(argv=None) -> int:
     files = export_all(jobs, runner, cache)
     per_round = time_rounds(files, runner, args.rounds, cache / "rounds.jsonl", args.seed)
 
-    def value(name):
-        return statistics.median(per_round[name]), _iqr(per_round[name]), len(per_round[name])
+    def retimed(row, name):
+        values = per_round[name]
+        return replace(row, median_ms=statistics.median(values), spread_ms=_iqr(values), repeats=len(values))
 
-    new_ops = {}
-    for i in pick_op:
-        ms, spread, n = value(f"op{i}")
-        new_ops[i] = replace(op_rows[i], median_ms=ms, spread_ms=spread, repeats=n)
-    new_models = {}
-    for i in pick_model:
-        ms, spread, n = value(f"model{i}")
-        new_models[i] = replace(model_rows[i], median_ms=ms, spread_ms=spread, repeats=n)
+    new_ops = {i: retimed(op_rows[i], op_names[i]) for i in pick_op}
+    new_models = {i: retimed(model_rows[i], model_names[i]) for i in pick_model}
     rewrite(ops_path, op_rows, new_ops, append_op_row)
     rewrite(models_path, model_rows, new_models, append_model_row)
     rel = [_iqr(v) / statistics.median(v) for v in per_round.values() if statistics.median(v) > 0]
