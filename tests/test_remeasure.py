@@ -62,3 +62,11 @@ def test_remeasure_rewrites_one_runtime_in_rounds_and_resumes(tmp_path):
     assert len(log.read_text().splitlines()) == len(lines)
     assert all(r.repeats == 1 for r in read_op_rows(data / "dev.csv")[1:])
     assert read_model_rows(data / "dev-models.csv")[0].repeats == 1
+
+
+def test_remeasure_refuses_zero_rounds(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        load_tool().main(["--device", "dev", "--runtime", "tflite", "--rounds", "0", "--data", str(tmp_path)])
+    assert exc.value.code == 2 and "--rounds must be at least 1" in capsys.readouterr().err

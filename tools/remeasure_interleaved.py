@@ -113,6 +113,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(ROOT / "latency_data"))
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "hwnas" / "interleaved"))
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
 
     data = Path(args.data)
     ops_path, models_path = data / f"{args.device}.csv", data / f"{args.device}-models.csv"
