@@ -112,7 +112,9 @@ class Architecture:
 
 
 def sample_architecture(space: SearchSpace, rng: random.Random) -> Architecture:
-    """A uniformly random architecture of ``space``."""
+    """A uniformly random architecture of ``space`` (stage widths too, when the space searches them)."""
+    if space.searches_width:
+        space = space.at_widths([rng.choice(space.width_choices) for _ in range(space.num_stages)])
     choices = [rng.choice(pos.names) for pos in space.positions]
     return Architecture(space.name, choices, _overrides(space))
 

@@ -15,6 +15,16 @@ Two families are defined, each with presets:
 
 Any preset field can be overridden (resolution, width_mult, num_classes, stages
 ...); an architecture file stores the preset name and all fields.
+
+Width search (proxyless family): ``width_choices`` lists multipliers a search
+may give each stage (``proxyless-tiny`` and ``proxyless-cifar``: 1, 1.25, 1.5,
+1.75, 2); ``stage_widths`` holds the multiplier of every stage of one concrete
+network (default: 1 everywhere). A stage's channels are
+``make_divisible(channels x width_mult x stage_width)``. With more than one
+width choice a block may be skipped (``zero``) only where it keeps its shape at
+every width: after the first layer of a stage. :meth:`SearchSpace.at_widths`
+gives the same space at other stage widths; :meth:`SearchSpace.unique_ops`
+covers every width choice, so profiling a space times all its widths.
 """
 
 from __future__ import annotations
@@ -39,7 +49,11 @@ PROXYLESS_DEFAULTS = {
     "expands": [3, 6],
     "allow_zero": True,
     "head_channels": 1280,
+    "width_choices": [1.0],
+    "stage_widths": None,  # one multiplier per stage; None: 1 everywhere
 }
+
+WIDTH_CHOICES = [1.0, 1.25, 1.5, 1.75, 2.0]
 
 FBNET_DEFAULTS = {
     "family": "fbnet",
@@ -62,6 +76,7 @@ PRESETS: dict[str, dict] = {
         num_classes=10,
         stem_stride=1,
         stages=[[24, 4, 1], [40, 4, 2], [80, 4, 2], [96, 4, 1], [192, 4, 2], [320, 1, 1]],
+        width_choices=WIDTH_CHOICES,
     ),
     "proxyless-tiny": dict(
         PROXYLESS_DEFAULTS,
@@ -72,6 +87,7 @@ PRESETS: dict[str, dict] = {
         first_block_channels=16,
         stages=[[24, 2, 2], [40, 3, 2], [64, 3, 2], [96, 1, 1]],
         head_channels=256,
+        width_choices=WIDTH_CHOICES,
     ),
     "fbnet-cifar100": dict(
         FBNET_DEFAULTS,
@@ -120,8 +136,34 @@ class SearchSpace:
 
     @property
     def size(self) -> int:
-        """Number of distinct architectures (product of candidate counts)."""
-        return math.prod(len(p.names) for p in self.positions)
+        """Number of distinct architectures (product of candidate and stage-width counts)."""
+        return math.prod(len(p.names) for p in self.positions) * len(self.width_choices) ** self.num_stages
+
+    # -- width search -----------------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        return len(self.params["stages"])
+
+    @property
+    def width_choices(self) -> tuple[float, ...]:
+        """Multipliers a search may give each stage (one entry: no width search)."""
+        return tuple(float(w) for w in self.params.get("width_choices") or [1.0])
+
+    @property
+    def searches_width(self) -> bool:
+        return len(self.width_choices) > 1
+
+    @property
+    def stage_widths(self) -> tuple[float, ...]:
+        """This network's multiplier per stage."""
+        widths = self.params.get("stage_widths")
+        return tuple(float(w) for w in widths) if widths else (1.0,) * self.num_stages
+
+    def at_widths(self, widths) -> "SearchSpace":
+        """The same space with ``widths`` (one multiplier per stage); all 1 gives the preset's channels."""
+        widths = [float(w) for w in widths]
+        return get_space(self.name, dict(self.params, stage_widths=None if all(w == 1.0 for w in widths)
+                                         else widths))
 
     def ops_for(self, choices: list[str]) -> list[OpSpec]:
         """All operators of the network for one choice per position, zero blocks removed."""
@@ -129,16 +171,33 @@ class SearchSpace:
         return list(self.stem) + [op for op in chosen if op.kind != "zero"] + list(self.head)
 
     def unique_ops(self) -> list[OpSpec]:
-        """Every distinct operator that any architecture of the space can contain."""
+        """Every distinct operator that any architecture of the space can contain (at every width choice)."""
         seen: dict[OpSpec, None] = {}
-        for op in self.stem:
-            seen[op] = None
-        for pos in self.positions:
-            for op in pos.ops:
+        for space in [self] + self._width_variants():
+            for op in space.stem:
                 seen[op] = None
-        for op in self.head:
-            seen[op] = None
+            for pos in space.positions:
+                for op in pos.ops:
+                    seen[op] = None
+            for op in space.head:
+                seen[op] = None
         return list(seen)
+
+    def _width_variants(self) -> list["SearchSpace"]:
+        """Spaces whose operators together cover every (previous stage, stage) width pair."""
+        if not self.searches_width:
+            return []
+        choices, n = self.width_choices, self.num_stages
+        variants = []
+        for s in range(n):
+            for a in (choices if s > 0 else choices[:1]):
+                for b in choices:
+                    widths = [choices[0]] * n
+                    if s > 0:
+                        widths[s - 1] = a
+                    widths[s] = b
+                    variants.append(self.at_widths(widths))
+        return variants
 
     def describe(self) -> str:
         """A readable listing of positions, candidates and the space size."""
@@ -154,6 +213,9 @@ class SearchSpace:
             )
         for op in self.head:
             lines.append(f"  fixed   {op.kind:6s} {op.c_in:4d}->{op.c_out:<4d} {op.h}x{op.w}")
+        if self.searches_width:
+            lines.append(f"  stage widths {', '.join(f'{w:g}' for w in self.stage_widths)} "
+                         f"(choices per stage: {', '.join(f'{w:g}' for w in self.width_choices)})")
         lines.append(f"{len(self.positions)} positions, {self.size:.3e} architectures")
         return "\n".join(lines)
 
@@ -164,6 +226,7 @@ def _check_params(name: str, params: dict) -> None:
             raise HwnasError(f"space {name}: field {field!r} must be a positive integer, got {params[field]!r}")
     if not isinstance(params["width_mult"], (int, float)) or params["width_mult"] <= 0:
         raise HwnasError(f"space {name}: field 'width_mult' must be a positive number, got {params['width_mult']!r}")
+    _check_widths(name, params)
     stages = params["stages"]
     if not isinstance(stages, list) or not stages:
         raise HwnasError(f"space {name}: field 'stages' must be a non-empty list of [channels, layers, stride]")
@@ -172,6 +235,36 @@ def _check_params(name: str, params: dict) -> None:
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in stage)
                 or stage[2] not in (1, 2)):
             raise HwnasError(f"space {name}: stages[{i}] must be [channels, layers, stride in 1|2], got {stage!r}")
+
+
+MAX_WIDTH = 4.0
+
+
+def _is_width(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and 0 < v <= MAX_WIDTH)
+
+
+def _check_widths(name: str, params: dict) -> None:
+    """``width_choices``: a non-empty list of distinct multipliers; ``stage_widths``: one per stage or null."""
+    choices = params.get("width_choices", [1.0])
+    if (not isinstance(choices, list) or not choices or not all(_is_width(w) for w in choices)
+            or len(set(choices)) != len(choices)):
+        raise HwnasError(f"space {name}: field 'width_choices' must be a non-empty list of distinct numbers in "
+                         f"(0, {MAX_WIDTH:g}], got {choices!r}")
+    widths = params.get("stage_widths")
+    if widths is None:
+        return
+    stages = params.get("stages")
+    if (not isinstance(widths, list) or not all(_is_width(w) for w in widths)
+            or (isinstance(stages, list) and len(widths) != len(stages))):
+        raise HwnasError(f"space {name}: field 'stage_widths' must be null or a list of one number in "
+                         f"(0, {MAX_WIDTH:g}] per stage, got {widths!r}")
+
+
+def _stage_width(p: dict, stage: int) -> float:
+    widths = p.get("stage_widths")
+    return float(widths[stage]) if widths else 1.0
 
 
 def _proxyless(name: str, p: dict) -> SearchSpace:
@@ -186,8 +279,9 @@ def _proxyless(name: str, p: dict) -> SearchSpace:
     stem.append(OpSpec("mbconv", stem_c, first_c, h, h, kernel=3, stride=1, expand=1, act="relu6"))
     c = first_c
     positions = []
+    width_search = len(p.get("width_choices") or [1.0]) > 1
     for stage_idx, (channels, layers, stride) in enumerate(p["stages"]):
-        c_out = make_divisible(channels * wm)
+        c_out = make_divisible(channels * wm * _stage_width(p, stage_idx))
         for layer in range(layers):
             s = stride if layer == 0 else 1
             names, ops = [], []
@@ -195,7 +289,8 @@ def _proxyless(name: str, p: dict) -> SearchSpace:
                 for e in p["expands"]:
                     names.append(f"k{k}_e{e}")
                     ops.append(OpSpec("mbconv", c, c_out, h, h, kernel=k, stride=s, expand=e, act="relu6"))
-            if p["allow_zero"] and s == 1 and c == c_out:
+            # with width search a stage's first block changes shape at some widths: never skippable
+            if p["allow_zero"] and s == 1 and c == c_out and not (width_search and layer == 0):
                 names.append("zero")
                 ops.append(OpSpec("zero", c, c_out, h, h, act="none"))
             positions.append(Position(len(positions), stage_idx, tuple(names), tuple(ops)))

@@ -28,7 +28,12 @@ def test_save_and_load_round_trip_keeps_overrides(tmp_path):
     loaded = Architecture.load(tmp_path / "x.json")
     assert loaded.choices == arch.choices
     assert loaded.space.params["width_mult"] == 0.5
-    assert json.loads((tmp_path / "x.json").read_text())["space_params"] == {"width_mult": 0.5}
+    saved = json.loads((tmp_path / "x.json").read_text())["space_params"]
+    assert saved["width_mult"] == 0.5
+    # the sampled stage widths travel with the file (none when every stage is at width 1)
+    assert saved.get("stage_widths") == arch.space.params["stage_widths"]
+    assert loaded.space.stage_widths == arch.space.stage_widths
+    assert [op.c_out for op in loaded.ops()] == [op.c_out for op in arch.ops()]
 
 
 @pytest.mark.parametrize("content, message", [
