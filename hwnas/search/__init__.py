@@ -4,7 +4,13 @@ from hwnas.search.config import SearchConfig, SearchResult
 
 
 def run_search(config: SearchConfig) -> SearchResult:
-    """Run a gradient search (see :mod:`hwnas.search.loop`)."""
+    """Run a gradient search: the weight-entangled supernet (:mod:`hwnas.search.entangled_loop`, default) or the
+    separate-weights one (:mod:`hwnas.search.loop`)."""
+    config.check()
+    if config.supernet == "entangled":
+        from hwnas.search.entangled_loop import run_entangled_search
+
+        return run_entangled_search(config)
     from hwnas.search.loop import run_search as _run
 
     return _run(config)

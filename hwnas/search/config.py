@@ -11,7 +11,11 @@ from hwnas.supernet.mixed_op import MODES
 
 # Settings that must match for --resume to continue a run.
 RESUME_KEYS = ("space", "space_params", "dataset", "mode", "darts_order", "epochs", "warmup_epochs", "batch_size",
-               "max_steps", "limit_train", "limit_val", "seed", "predictor", "budget_ms", "budget_on")
+               "max_steps", "limit_train", "limit_val", "seed", "predictor", "budget_ms", "budget_on",
+               "supernet", "control", "target_fraction", "band_low", "band_high", "arch_fraction",
+               "child_warmup_epochs", "distill", "alpha_init_std", "label_smoothing")
+SUPERNETS = ("entangled", "separate")
+CONTROLS = ("tilt", "absolute", "hinge")
 
 
 @dataclass
@@ -24,9 +28,20 @@ class SearchConfig:
     predictor: str | None = None  # None: analytic latency proxy (hwnas.search.latency)
     budget_ms: float | None = None
     mode: str = "proxyless"
-    darts_order: int = 1  # 1 or 2 (finite-difference Hessian-vector product)
+    darts_order: int = 1  # 1 or 2 (finite-difference Hessian-vector product; separate supernet only)
+    supernet: str = "entangled"  # entangled (shared weights, hwnas.search.entangled_loop) | separate
     epochs: int = 6
-    warmup_epochs: int = 2  # epochs training only the weights
+    warmup_epochs: int = 2  # epochs training only the weights (entangled: the largest child alone)
+    child_warmup_epochs: int = 1  # entangled: sandwich epochs before architecture steps start
+    control: str = "tilt"  # entangled budget control: tilt | absolute (TuNAS) | hinge
+    target_fraction: float = 0.95  # entangled: expected latency held at this fraction of the budget
+    band_low: float = 0.93  # derived child's predicted latency within [band_low, band_high] x budget
+    band_high: float = 0.97
+    arch_fraction: float = 0.2  # entangled: share of the training images kept for architecture steps
+    distill: bool = True  # entangled: sampled children learn from the largest child's outputs
+    alpha_init_std: float = 1e-3  # entangled: architecture logits start at N(0, std)
+    label_smoothing: float = 0.1  # entangled: on the largest child's labels
+    recalib_batches: int = 10  # entangled: batches to re-estimate BN before a child is scored
     batch_size: int = 64
     max_steps: int | None = None  # steps per epoch (None: the whole training split)
     limit_train: int | None = None
@@ -81,6 +96,31 @@ class SearchConfig:
                 raise HwnasError(f"{name} must not be negative, got {value!r}")
         if self.budget_on not in ("derived", "expected"):
             raise HwnasError(f"budget_on must be 'derived' or 'expected', got {self.budget_on!r}")
+        if self.supernet not in SUPERNETS:
+            raise HwnasError(f"supernet must be one of {', '.join(SUPERNETS)}, got {self.supernet!r}")
+        if self.control not in CONTROLS:
+            raise HwnasError(f"budget control must be one of {', '.join(CONTROLS)}, got {self.control!r}")
+        if self.supernet == "entangled":
+            if self.darts_order != 1:
+                raise HwnasError("second-order DARTS needs --supernet separate")
+            if self.warmup_epochs + self.child_warmup_epochs >= self.epochs:
+                raise HwnasError(f"warm-up epochs ({self.warmup_epochs}) + child warm-up epochs "
+                                 f"({self.child_warmup_epochs}) must be below epochs ({self.epochs}) so that "
+                                 "architecture steps happen")
+        if not 0 < self.band_low <= self.band_high <= 1:
+            raise HwnasError(f"the budget band must satisfy 0 < low <= high <= 1, got [{self.band_low}, "
+                             f"{self.band_high}]")
+        if not self.band_low <= self.target_fraction <= self.band_high:
+            raise HwnasError(f"target fraction {self.target_fraction} must lie in the band [{self.band_low}, "
+                             f"{self.band_high}]")
+        if not 0 < self.arch_fraction < 1:
+            raise HwnasError(f"arch fraction must be between 0 and 1, got {self.arch_fraction!r}")
+        if not isinstance(self.child_warmup_epochs, int) or self.child_warmup_epochs < 0:
+            raise HwnasError(f"child warm-up epochs must be a non-negative integer, got {self.child_warmup_epochs!r}")
+        if not isinstance(self.recalib_batches, int) or self.recalib_batches < 1:
+            raise HwnasError(f"recalibration batches must be a positive integer, got {self.recalib_batches!r}")
+        if not 0 <= self.label_smoothing < 1 or not self.alpha_init_std >= 0:
+            raise HwnasError("label smoothing must be in [0, 1) and alpha_init_std >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise HwnasError(f"device must be auto, cpu or cuda, got {self.device!r}")
 

@@ -16,6 +16,7 @@ measured predictor for real budgets.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -73,16 +74,28 @@ def _tensors(space: SearchSpace, predictor: LatencyPredictor) -> list[torch.Tens
             for t in latency_tensors(space, predictor)]
 
 
-def latency_model(space: SearchSpace, predictor_path: str | None) -> LatencyModel:
-    """Load ``predictor_path`` (or the analytic proxy when ``None``) for ``space``."""
+def load_latency_predictor(space: SearchSpace, predictor_path: str | None) -> tuple[LatencyPredictor, str]:
+    """(predictor, where its numbers come from): the file's, or the analytic proxy when ``None``."""
     if predictor_path:
         from hwnas.predictors import load_predictor
 
         predictor = load_predictor(predictor_path, space=space.name)
-        source = str(predictor_path)
-    else:
-        predictor = AnalyticProxy()
-        source = predictor.device["name"]
+        covers = getattr(predictor, "covers", None)
+        if covers is not None and getattr(predictor, "fallback_name", None):
+            missing = [op for op in space.unique_ops() if not covers([op])]
+            if missing:
+                predictor.enable_fallback()
+                print(f"note: {len(missing)} of {len(space.unique_ops())} operators of {space.name} are not in "
+                      f"{predictor_path}; its fallback regressor {predictor.fallback_name} predicts them "
+                      "(profile them for measured values)", file=sys.stderr)
+        return predictor, str(predictor_path)
+    predictor = AnalyticProxy()
+    return predictor, predictor.device["name"]
+
+
+def latency_model(space: SearchSpace, predictor_path: str | None) -> LatencyModel:
+    """Load ``predictor_path`` (or the analytic proxy when ``None``) for ``space``."""
+    predictor, source = load_latency_predictor(space, predictor_path)
     try:
         from hwnas.predictors.differentiable import fixed_latency
     except ImportError:

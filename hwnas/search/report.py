@@ -62,7 +62,8 @@ class TensorBoard:
             self.writer.close()
 
 
-def plot_run(out: Path, history: list[dict], probs: list[dict], names: list[list[str]]) -> list[Path]:
+def plot_run(out: Path, history: list[dict], probs: list[dict], names: list[list[str]],
+             titles: list[str] | None = None) -> list[Path]:
     """``probs.png`` (path probabilities per position over steps) and ``curves.png`` (loss/acc/latency)."""
     from hwnas.plots import pyplot, save_figure
 
@@ -79,7 +80,7 @@ def plot_run(out: Path, history: list[dict], probs: list[dict], names: list[list
             ax = axes[i // cols][i % cols]
             for j, name in enumerate(cand):
                 ax.plot(steps, [r["probs"][i][j] for r in probs], label=name)
-            ax.set_title(f"position {i}", fontsize=9)
+            ax.set_title(titles[i] if titles else f"position {i}", fontsize=9)
             ax.set_ylim(0, 1)
         for k in range(n, rows * cols):
             axes[k // cols][k % cols].axis("off")

@@ -1,0 +1,359 @@
+"""The search with the weight-entangled supernet (the default): ``run_entangled_search(config)``.
+
+Schedule, per epoch (all randomness of an epoch seeded from (seed, epoch), so
+``resume`` continues exactly):
+
+1. ``warmup_epochs``: the largest child alone (widest stages, most expensive
+   candidate everywhere), which trains every shared weight;
+2. then the sandwich rule: each weight step trains the largest child on the
+   labels and one child sampled from the (tilted) architecture distribution on
+   the largest child's soft outputs (in-place distillation);
+3. from epoch ``warmup_epochs + child_warmup_epochs`` on, every weight step is
+   followed by an architecture step on a batch of the *architecture split*, a
+   part of the training images (``arch_fraction``) that weight steps never see.
+   The reported validation images are never used to choose anything.
+
+Budget control (``control``, :mod:`hwnas.search.plans`): by default the
+distribution is tilted every step so its expected latency is
+``target_fraction x budget``. At the end of every epoch the child that would be
+derived now (the most probable child in the band ``[band_low, band_high] x
+budget``, :mod:`hwnas.search.band`) gets its BatchNorm statistics re-estimated
+on training images and is scored on the validation split (reported only).
+
+Run folder: as :mod:`hwnas.search.loop` (config, metrics, probabilities,
+checkpoint, arch.json, derived.json, plots), plus ``child.safetensors``: the
+derived child's weights taken from the supernet (``hwnas train --init RUN``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import Subset
+from tqdm import tqdm
+
+from hwnas.data import load_dataset
+from hwnas.errors import HwnasError
+from hwnas.search import distributed as D
+from hwnas.search.band import most_probable_in_band
+from hwnas.search.config import RESUME_KEYS, SearchConfig, SearchResult
+from hwnas.search.cost_tables import Child, analytic_table, child_arch, latency_table
+from hwnas.search.latency import load_latency_predictor
+from hwnas.search.loop import _cycle, _evaluate, _loader, _tau
+from hwnas.search.plans import PlanMaker
+from hwnas.search.report import (METRICS, METRICS_CSV, PROBS, TensorBoard, append_jsonl, plot_run, read_jsonl,
+                                 write_csv, write_jsonl)
+from hwnas.search.tilt import entropy
+from hwnas.spaces import get_space
+from hwnas.supernet.entangled import EntangledSupernet, Plan, recalibrate_bn
+from hwnas.train import set_seed
+
+CHECKPOINT = "checkpoint.pt"
+PROBS_EVERY = 5
+
+
+def split_train(dataset, fraction: float, seed: int):
+    """(weight part, architecture part) of the training images, disjoint and fixed by ``seed``."""
+    n = len(dataset)
+    n_arch = max(1, int(round(n * fraction)))
+    if n - n_arch < 1:
+        raise HwnasError(f"the training split has {n} images: too few to keep {fraction:.0%} for architecture steps")
+    order = np.random.default_rng(seed + 7).permutation(n)
+    return Subset(dataset, order[n_arch:].tolist()), Subset(dataset, order[:n_arch].tolist())
+
+
+def derive(net: EntangledSupernet, table, cfg: SearchConfig) -> tuple[Child, float]:
+    """The most probable child in the budget band (no budget: the most probable child), and its latency."""
+    op_lp = [torch.log_softmax(a.detach().double(), 0).numpy() for a in net.alpha]
+    w_lp = [torch.log_softmax(t.detach().double(), 0).numpy() for t in net.theta]
+    if cfg.budget_ms is None:
+        child = Child(tuple(int(w.argmax()) for w in w_lp), tuple(int(a.argmax()) for a in op_lp))
+        return child, table.cost(child)
+    found = most_probable_in_band(table, op_lp, w_lp, cfg.band_low * cfg.budget_ms, cfg.band_high * cfg.budget_ms)
+    return found.child, found.latency_ms
+
+
+@torch.no_grad()
+def score_child(net: EntangledSupernet, child: Child, calib, val, device, batches: int) -> tuple[float, float]:
+    """(accuracy, loss) of ``child`` with shared weights after re-estimating its BatchNorm statistics."""
+    net.set_child(child)
+    recalibrate_bn(net, calib, batches)
+    acc, loss = _evaluate(net, val, device)
+    net.set_child(None)
+    net.train()
+    return acc, loss
+
+
+def _soft_ce(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    return -(target_probs * torch.log_softmax(logits, 1)).sum(1).mean()
+
+
+def _save(path: Path, epoch: int, net, opt_w, opt_a, maker: PlanMaker, cfg: SearchConfig) -> None:
+    state = {"epoch": epoch, "supernet": "entangled", "model": net.state_dict(), "opt_w": opt_w.state_dict(),
+             "opt_a": opt_a.state_dict(), "beta": maker.beta, "baseline": maker.baseline,
+             "config": json.dumps(cfg.to_dict())}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load(path: Path, net, opt_w, opt_a, maker: PlanMaker, cfg: SearchConfig) -> int:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = json.loads(state["config"])
+        epoch = int(state["epoch"])
+    except Exception as exc:  # truncated file, foreign pickle, missing keys
+        raise HwnasError(f"{path}: not a readable hwnas search checkpoint ({type(exc).__name__})") from None
+    current = cfg.to_dict()
+    for key in RESUME_KEYS:
+        if saved.get(key) != current.get(key):
+            raise HwnasError(f"{path}: checkpoint was written with {key}={saved.get(key)!r}, this run has "
+                             f"{key}={current.get(key)!r}; resume with the same settings")
+    net.load_state_dict(state["model"])
+    opt_w.load_state_dict(state["opt_w"])
+    opt_a.load_state_dict(state["opt_a"])
+    maker.beta, maker.baseline = float(state["beta"]), state["baseline"]
+    return epoch
+
+
+def decision_names(net: EntangledSupernet) -> tuple[list[str], list[list[str]]]:
+    """Titles and option names of every decision: stage widths first, then positions."""
+    widths = [f"w{w:g}" for w in net.space.width_choices]
+    titles = [f"stage {s} width" for s in range(len(net.theta))] + [f"position {i}" for i in range(len(net.alpha))]
+    return titles, [widths] * len(net.theta) + net.names
+
+
+def run_entangled_search(cfg: SearchConfig) -> SearchResult:
+    rank, size, device = D.setup(cfg.device)
+    main = rank == 0
+    space = get_space(cfg.space, cfg.space_params)
+    predictor, source = load_latency_predictor(space, cfg.predictor)
+    table = latency_table(space, predictor)
+    if cfg.budget_ms is not None:
+        if not cfg.budget_ms >= table.min():
+            raise HwnasError(f"budget {cfg.budget_ms:g} ms is below the fastest architecture of the space: minimum "
+                             f"achievable latency is {table.min():.4f} ms (latency from {source})")
+        # refuse an unreachable band now, not after training (uniform logits: any child in band will do)
+        most_probable_in_band(table, [np.zeros(len(t)) for t in table.table],
+                              [np.zeros(table.num_widths)] * table.num_stages,
+                              cfg.band_low * cfg.budget_ms, cfg.band_high * cfg.budget_ms)
+    costs = {kind: analytic_table(space, kind) for kind in ("flops", "params", "mac")}
+
+    splits = load_dataset(cfg.dataset, space.params["resolution"], seed=cfg.seed,
+                          limit_train=cfg.limit_train, limit_val=cfg.limit_val)
+    if splits.num_classes != space.params["num_classes"]:
+        raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, space {space.name} has "
+                         f"{space.params['num_classes']}; add --set num_classes={splits.num_classes}")
+    weight_split, arch_split = split_train(splits.train, cfg.arch_fraction, cfg.seed)
+
+    set_seed(cfg.seed)
+    net = EntangledSupernet(space, init_std=cfg.alpha_init_std).to(device)
+    weights = net.weight_parameters()
+    opt_w = torch.optim.SGD([{"params": [p for p in weights if p.ndim > 1], "weight_decay": cfg.weight_decay},
+                             {"params": [p for p in weights if p.ndim <= 1], "weight_decay": 0.0}],
+                            lr=cfg.lr_w, momentum=cfg.momentum, nesterov=True)
+    opt_a = torch.optim.Adam(net.arch_parameters(), lr=cfg.lr_alpha, betas=(0.0, 0.999))
+    target = None if cfg.budget_ms is None else cfg.target_fraction * cfg.budget_ms
+    maker = PlanMaker(net, table, cfg.mode, cfg.control, target_ms=target, budget_ms=cfg.budget_ms,
+                      lambda_lat=cfg.latency_weight, generator=torch.Generator())
+    largest = table.largest_child()
+
+    out = cfg.out_dir
+    start, history, probs_log = 0, [], []
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / CHECKPOINT
+    if cfg.resume and ckpt.exists():
+        start = _load(ckpt, net, opt_w, opt_a, maker, cfg)
+        if main:
+            history = read_jsonl(out / METRICS, start)
+            probs_log = read_jsonl(out / PROBS, start)
+            print(f"resuming from {ckpt} after epoch {start}/{cfg.epochs}")
+    elif cfg.resume and main:
+        print(f"no checkpoint in {out}; starting a new run")
+    if main:
+        write_jsonl(out / METRICS, history)
+        write_jsonl(out / PROBS, probs_log)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if not cfg.resume:
+            ckpt.unlink(missing_ok=True)
+    tb = TensorBoard(out / "tb") if main else None
+
+    steps = max(1, len(weight_split) // size // cfg.batch_size)
+    if cfg.max_steps:
+        steps = min(steps, cfg.max_steps)
+    arch_start = cfg.warmup_epochs + cfg.child_warmup_epochs
+    if main:
+        band = ("" if cfg.budget_ms is None else
+                f"; budget {cfg.budget_ms:g} ms, target E[LAT] {target:.4f} ms, band "
+                f"[{cfg.band_low * cfg.budget_ms:.4f}, {cfg.band_high * cfg.budget_ms:.4f}] ms")
+        print(f"search {space.name} ({len(net.alpha)} positions, {len(net.theta)} stage widths, {space.size:.2e} "
+              f"architectures), weight-entangled supernet, mode {cfg.mode} ({cfg.control} budget control), "
+              f"{splits.name}: {len(weight_split)} weight / {len(arch_split)} architecture / {len(splits.val)} "
+              f"validation images, {cfg.epochs} epochs x {steps} steps ({cfg.warmup_epochs} largest-child, "
+              f"{cfg.child_warmup_epochs} sandwich before architecture steps), {size} process(es) on {device}; "
+              f"latency from {source} (min {table.min():.3f} ms, max {table.max():.3f} ms){band}")
+
+    for epoch in range(start, cfg.epochs):
+        set_seed(cfg.seed * 1000 + epoch)
+        maker.generator.manual_seed(cfg.seed * 100003 + epoch)
+        maker.tau = _tau(cfg, epoch)
+        phase = "largest" if epoch < cfg.warmup_epochs else "sandwich" if epoch < arch_start else "search"
+        for group in opt_w.param_groups:
+            group["lr"] = cfg.lr_w * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+        train_iter = iter(_loader(weight_split, cfg.batch_size, cfg.seed, epoch, rank, size, cfg.workers))
+        arch_iter = _cycle(_loader(arch_split, cfg.batch_size, cfg.seed + 1, epoch, rank, size, cfg.workers))
+        net.train()
+        t0 = time.time()
+        sums = {"loss": 0.0, "child_loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_steps": 0}
+        bar = tqdm(total=steps, desc=f"{phase} {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and main),
+                   leave=False, unit="step")
+        for step in range(steps):
+            try:
+                x, y = next(train_iter)
+            except StopIteration:
+                break
+            x, y = x.to(device), y.to(device)
+            maker.update_beta()
+            # weight step: the largest child on the labels, a sampled child on its soft outputs
+            opt_w.zero_grad(set_to_none=True)
+            logits = net(x, Plan.of(largest))
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            loss.backward()
+            child_loss = torch.zeros(())
+            if phase != "largest":
+                child_logits = net(x, Plan.of(maker.sample_child()))
+                target_probs = torch.softmax(logits.detach(), 1)
+                child_loss = (_soft_ce(child_logits, target_probs) if cfg.distill
+                              else F.cross_entropy(child_logits, y, label_smoothing=cfg.label_smoothing))
+                child_loss.backward()
+            D.sync_grads([p.grad for p in weights])
+            opt_w.step()
+            arch_loss = None
+            if phase == "search":
+                arch_loss = _arch_step(net, maker, opt_a, next(arch_iter), device)
+            bad = [f"{name} {float(v)}" for name, v in (("loss", loss), ("child loss", child_loss),
+                                                          ("arch loss", arch_loss or 0.0)) if not math.isfinite(float(v))]
+            if bad:
+                raise HwnasError(f"non-finite {' and '.join(bad)} at epoch {epoch + 1}, step {step + 1}; stopped. "
+                                 f"The last good checkpoint ({ckpt}) is kept; lower the learning rates "
+                                 "(lr_w / lr_alpha) and --resume")
+            sums["loss"] += float(loss) * len(y)
+            sums["child_loss"] += float(child_loss) * len(y)
+            sums["correct"] += int((logits.argmax(1) == y).sum())
+            sums["n"] += len(y)
+            if arch_loss is not None:
+                sums["arch_loss"] += arch_loss
+                sums["arch_steps"] += 1
+            global_step = epoch * steps + step + 1
+            if main and (global_step % PROBS_EVERY == 0 or step == steps - 1):
+                row = {"epoch": epoch + 1, "step": global_step, "beta": round(maker.beta, 5),
+                       "probs": [[round(v, 5) for v in torch.softmax(p.detach(), 0).tolist()]
+                                 for p in net.arch_parameters()[len(net.alpha):]]
+                       + [[round(v, 5) for v in torch.softmax(p.detach(), 0).tolist()] for p in net.alpha]}
+                probs_log.append(row)
+                append_jsonl(out / PROBS, row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums['loss'] / max(1, sums['n']):.3f}", beta=f"{maker.beta:.3g}")
+        bar.close()
+
+        child, child_ms = derive(net, table, cfg)
+        val_acc, val_loss = score_child(net, child, _loader(weight_split, cfg.batch_size, cfg.seed + 2, epoch, rank,
+                                                            size, 0), splits.val, device, cfg.recalib_batches)
+        arch = child_arch(space, child)
+        untilted = float(maker.expected_latency())
+        row = {"epoch": epoch + 1, "phase": phase,
+               "train_loss": round(sums["loss"] / max(1, sums["n"]), 5),
+               "train_acc": round(sums["correct"] / max(1, sums["n"]), 5),
+               "child_loss": round(sums["child_loss"] / max(1, sums["n"]), 5),
+               "arch_loss": round(sums["arch_loss"] / sums["arch_steps"], 5) if sums["arch_steps"] else None,
+               "val_acc": round(val_acc, 5), "val_loss": round(val_loss, 5),
+               "beta": round(maker.beta, 5), "exp_latency_ms": round(maker.tilted().expected_cost(), 5),
+               "untilted_latency_ms": round(untilted, 5),
+               "derived_latency_ms": round(child_ms, 5), "budget_ms": cfg.budget_ms,
+               "exp_mflops": round(maker.tilted().expected_cost(costs["flops"]) / 1e6, 4),
+               "entropy": round(float(np.mean([entropy(p) for p in net.arch_parameters()])), 4),
+               "lr_w": opt_w.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2),
+               "stage_widths": list(arch.space.stage_widths), "choices": list(arch.choices)}
+        if main:
+            history.append(row)
+            append_jsonl(out / METRICS, row)
+            write_csv(out / METRICS_CSV, history)
+            tb.log(row, epoch + 1)
+            _save(ckpt, epoch + 1, net, opt_w, opt_a, maker, cfg)
+            if cfg.progress:
+                print(f"epoch {epoch + 1}/{cfg.epochs} [{phase}]: train loss {row['train_loss']:.4f}, child "
+                      f"{' '.join(arch.choices)} widths {','.join(f'{w:g}' for w in arch.space.stage_widths)}: "
+                      f"{child_ms:.3f} ms predicted, val acc (shared weights) {val_acc:.4f}; E[LAT] "
+                      f"{row['exp_latency_ms']:.3f} ms (beta {maker.beta:.3g}) ({row['seconds']:.1f} s)")
+        D.barrier()
+        if cfg.stop_after is not None and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
+            if main:
+                print(f"stopping after epoch {epoch + 1} as asked; continue with resume")
+            break
+
+    child, child_ms = derive(net, table, cfg)
+    arch = child_arch(space, child)
+    cost = arch.cost()
+    titles, names = decision_names(net)
+    params = net.arch_parameters()[len(net.alpha):] + list(net.alpha)
+    summary = {
+        "space": space.name, "supernet": "entangled", "mode": cfg.mode, "control": cfg.control,
+        "choices": list(arch.choices), "stage_widths": list(arch.space.stage_widths),
+        "predicted_latency_ms": round(child_ms, 5), "latency_source": source, "budget_ms": cfg.budget_ms,
+        "band_ms": None if cfg.budget_ms is None else [round(cfg.band_low * cfg.budget_ms, 5),
+                                                        round(cfg.band_high * cfg.budget_ms, 5)],
+        "within_budget": None if cfg.budget_ms is None else child_ms <= cfg.budget_ms + 1e-9,
+        "min_latency_ms": round(table.min(), 5), "max_latency_ms": round(table.max(), 5),
+        "mflops": round(cost.flops / 1e6, 4), "mparams": round(cost.params / 1e6, 5), "mmac": round(cost.mac / 1e6, 4),
+        "beta": maker.beta, "val_acc_supernet_child": history[-1]["val_acc"] if history else None,
+        "epochs_done": history[-1]["epoch"] if history else start, "ranks": size,
+        "probs": {title: dict(zip(opts, [round(v, 4) for v in torch.softmax(p.detach(), 0).tolist()]))
+                  for title, opts, p in zip(titles, names, params)},
+    }
+    summary["alpha_max_rank_difference"] = D.all_equal(net.arch_parameters())
+    if main:
+        arch.save(out / "arch.json")
+        from hwnas.weights import save_weights
+
+        save_weights(net.extract(child, arch), out / "child.safetensors",
+                     {"kind": "hwnas-child", "arch": json.dumps(arch.to_dict())})
+        plot_run(out, history, probs_log, names, titles)
+        (out / "derived.json").write_text(json.dumps(summary, indent=2) + "\n")
+        tb.close()
+        print(f"derived architecture: {out / 'arch.json'}\n  choices {' '.join(arch.choices)}, stage widths "
+              f"{', '.join(f'{w:g}' for w in arch.space.stage_widths)}\n  predicted latency {child_ms:.4f} ms "
+              f"({source})" + (f", budget {cfg.budget_ms:g} ms ({child_ms / cfg.budget_ms:.2f}x)"
+                               if cfg.budget_ms is not None else "")
+              + f"; {summary['mflops']:.2f} MFLOPs, {summary['mparams']:.4f} M params")
+    return SearchResult(arch, summary, history, out, net)
+
+
+def _arch_step(net: EntangledSupernet, maker: PlanMaker, opt_a, batch, device) -> float:
+    """One architecture update on an architecture-split batch; returns its loss."""
+    xa, ya = batch[0].to(device), batch[1].to(device)
+    plan, extra = maker.arch_plan()
+    opt_a.zero_grad(set_to_none=True)
+    arch = net.arch_parameters()
+    if maker.mode == "proxyless-reinforce":
+        with torch.no_grad():
+            ce = F.cross_entropy(net(xa, plan), ya)
+        loss = maker.reinforce_loss(plan, -float(ce))
+    else:
+        ce = F.cross_entropy(net(xa, plan), ya)
+        loss = ce
+    if extra is not None:
+        loss = loss + extra
+    loss.backward(inputs=arch)
+    before = [a.detach().clone() for a in arch]
+    D.sync_grads([a.grad for a in arch])
+    opt_a.step()
+    if maker.mode == "proxyless":
+        maker.rescale(before)
+    return float(ce) + (float(extra) if extra is not None else 0.0)
