@@ -29,6 +29,7 @@ import torch
 from hwnas.cells.draw import draw_genotype, plot_entropy
 from hwnas.cells.network import network_cost
 from hwnas.cells.search import CellSearchConfig, search_cells
+from hwnas.threads import use_torch_threads
 
 
 def main() -> int:
@@ -50,7 +51,7 @@ def main() -> int:
                         help="also train each derived child from scratch for this many epochs (0: skip)")
     parser.add_argument("--report-only", action="store_true", help="only collect finished runs")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    use_torch_threads(args.threads)
     out, docs = Path(args.out), Path(args.docs)
     space_params = {"layers": args.layers, "channels": args.channels, "resolution": args.resolution}
     modes = ["darts", "snas"] if args.report_only else args.modes.split(",")

@@ -40,6 +40,7 @@ from hwnas.strategies import STRATEGIES, make_strategy
 from hwnas.strategies import supernet_bridge as bridge
 from hwnas.strategies.evaluators import CostModel, Objective, ProxyEvaluator
 from hwnas.strategies.runner import best_record, evaluations_to_best, search_loop, write_results
+from hwnas.threads import use_torch_threads
 
 
 def _cached(path: Path, compute):
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/benchmarks/strategies")
     p.add_argument("--plot", default=None, help="write the best-so-far curves to this PNG")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    use_torch_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -41,8 +41,9 @@ def worker(args) -> dict:
     from hwnas.search.updates import StepContext, make_step
     from hwnas.spaces import get_space
     from hwnas.supernet import Supernet
+    from hwnas.threads import use_torch_threads
 
-    torch.set_num_threads(args.threads)
+    use_torch_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")

@@ -4,19 +4,28 @@
 8x8 images shipped inside scikit-learn, so it works offline), upsampled to the
 space's resolution and repeated over 3 channels. Any other name is a path:
 
-* an ImageFolder tree (``<root>/<class>/*.jpg`` or ``<root>/train/<class>/...``),
-* a ``.tar.gz`` of such a tree (extracted once under ``~/.cache/hwnas/datasets``),
+* an ImageFolder tree (``<root>/<class>/*.jpg`` or ``<root>/train/<class>/...``, also
+  inside one wrapper folder),
+* a ``.tar.gz`` of such a tree (extracted once under ``~/.cache/hwnas/datasets``, keyed by
+  the archive's content, so a replaced archive is extracted again),
 * torchvision's CIFAR-10 python format (a folder holding ``cifar-10-batches-py``).
 
-The split is deterministic for a given seed; the validation part gets no
-augmentation.
+Images of another size than the space's resolution are resized (shorter side,
+then centre crop). A folder is checked when loaded (classes, a sample of images
+decoded), and errors name the user's path, not the cache. The split is
+deterministic for a given seed; the validation part gets no augmentation.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import pickle
+import shutil
 import tarfile
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,86 +98,216 @@ def digits(resolution: int, val_fraction: float = 0.2, seed: int = 0, augment: b
     return Splits(train, val, 10, "digits")
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get("HWNAS_CACHE", Path.home() / ".cache" / "hwnas")) / "datasets"
+
+
+def _content_hash(archive: Path, cache: Path) -> str:
+    """SHA-256 of the archive, remembered per (path, size, mtime, ctime, inode) so it is computed once per
+    version of the file (ctime changes with any rewrite or replacement, even when the mtime is kept)."""
+    st = archive.stat()
+    stamp = cache / "hashes" / (hashlib.sha1(str(archive.resolve()).encode()).hexdigest()[:16] + ".json")
+    key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+    try:
+        saved = json.loads(stamp.read_text())
+        if {k: saved.get(k) for k in key} == key and isinstance(saved.get("sha256"), str):
+            return saved["sha256"]
+    except (OSError, ValueError):
+        pass
+    digest = hashlib.sha256()
+    try:
+        with open(archive, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise HwnasError(f"{archive}: cannot read ({exc.strerror or exc})") from None
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({**key, "sha256": digest.hexdigest()}) + "\n")
+    except OSError:
+        pass  # an unwritable cache only costs hashing again next time
+    return digest.hexdigest()
+
+
 def _extract(archive: Path) -> Path:
-    digest = hashlib.sha1(f"{archive.resolve()}:{archive.stat().st_size}".encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("HWNAS_CACHE", Path.home() / ".cache" / "hwnas")) / "datasets" / digest
-    done = cache / ".extracted"
-    if not done.exists():
+    """The archive extracted under the cache, keyed by its content (a replaced archive is extracted anew).
+
+    Extraction goes to a temporary folder renamed when complete, so a truncated
+    or broken archive leaves nothing behind.
+    """
+    cache = _cache_dir()
+    target = cache / _content_hash(archive, cache)[:16]
+    if target.is_dir():
+        return target
+    try:
         cache.mkdir(parents=True, exist_ok=True)
-        try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(cache, filter="data")
-        except (tarfile.TarError, OSError) as exc:
-            raise HwnasError(f"{archive}: cannot extract ({exc})") from None
-        done.touch()
-    return cache
+        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".part-", dir=cache))
+    except OSError as exc:
+        raise HwnasError(f"{cache}: cannot create the dataset cache ({exc.strerror or exc}); set HWNAS_CACHE "
+                         "to a writable folder") from None
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        tmp.rename(target)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if target.is_dir():  # another process finished the same archive first
+            return target
+        raise HwnasError(f"{archive}: cannot extract ({exc or type(exc).__name__}); the archive is truncated "
+                         "or not a tar archive") from None
+    return target
 
 
-def _image_root(root: Path) -> Path:
-    """The folder whose sub-folders are the classes."""
-    for candidate in (root / "train", root):
-        if candidate.is_dir() and any(p.is_dir() for p in candidate.iterdir()):
-            subdirs = [p for p in candidate.iterdir() if p.is_dir()]
-            if len(subdirs) == 1 and subdirs[0].name == "train":
-                continue
-            return candidate
-    raise HwnasError(f"{root}: no class folders found (expected <root>/<class>/*.jpg or <root>/train/<class>/...)")
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _dataset_root(path: str) -> Path:
-    """The folder a dataset path names (an archive is extracted first)."""
+def _image_root(root: Path, label: str) -> Path:
+    """The folder whose sub-folders are the classes: ``root``, ``root/train``, or the same inside single
+    wrapper folders (an archive of ``cifar10/<class>/...`` or ``cifar10/train/<class>/...``)."""
+    folder = root
+    for _ in range(8):
+        train = folder / "train"
+        if train.is_dir() and _subdirs(train):
+            folder = train
+            break
+        inner = _subdirs(folder)
+        if len(inner) == 1 and _subdirs(inner[0]):
+            folder = inner[0]
+            continue
+        break
+    classes = _subdirs(folder)
+    if len(classes) < 2:
+        where = label if folder == root else f"{label}: {folder.relative_to(root)}"
+        raise HwnasError(f"{where}: found {len(classes)} class folder(s); expected <root>/<class>/*.jpg or "
+                         "<root>/train/<class>/... with at least 2 classes")
+    return folder
+
+
+def _dataset_root(path: str) -> tuple[Path, str]:
+    """(the folder a dataset path names, the user's path for messages); an archive is extracted first."""
+    label = str(path)
     root = Path(path).expanduser()
     if not root.exists():
-        raise HwnasError(f"{root}: dataset path does not exist")
+        raise HwnasError(f"{label}: dataset path does not exist")
     if root.is_file():
         if not root.name.endswith((".tar.gz", ".tgz", ".tar")):
-            raise HwnasError(f"{root}: not a folder or a .tar.gz archive")
+            raise HwnasError(f"{label}: not a folder or a .tar.gz archive")
         root = _extract(root)
-    return root
+    elif not root.is_dir():
+        raise HwnasError(f"{label}: not a folder or a .tar.gz archive")
+    return root, label
 
 
 def dataset_classes(name: str) -> int:
     """Number of classes of a dataset, without loading its images."""
     if name == DEFAULT_DATASET:
         return 10
-    root = _dataset_root(name)
+    root, label = _dataset_root(name)
     if (root / "cifar-10-batches-py").is_dir():
         return 10
-    return sum(1 for p in _image_root(root).iterdir() if p.is_dir())
+    return len(_subdirs(_image_root(root, label)))
+
+
+class _SquareImage:
+    """PIL image -> ``size`` x ``size``: the shorter side resized to ``size``, then the centre cropped.
+
+    Images already of that size pass unchanged (CIFAR at 32 px)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, img):
+        from PIL import Image
+
+        if img.size == (self.size, self.size):
+            return img
+        w, h = img.size
+        scale = self.size / min(w, h)
+        nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
+        img = img.resize((nw, nh), Image.BILINEAR)
+        left, top = (nw - self.size) // 2, (nh - self.size) // 2
+        return img.crop((left, top, left + self.size, top + self.size))
+
+
+class _ImageLoader:
+    """ImageFolder's loader with an error naming the user's file (the archive and member for archives)."""
+
+    def __init__(self, root: Path, label: str, archive: bool):
+        self.root, self.label, self.archive = root, label, archive
+
+    def __call__(self, path: str):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with open(path, "rb") as f:
+                return Image.open(f).convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
+            where = f"{self.label}: {Path(path).relative_to(self.root)}" if self.archive else path
+            why = "unknown image format" if isinstance(exc, UnidentifiedImageError) else exc.strerror or str(exc)
+            raise HwnasError(f"{where}: not a readable image ({why})") from None
+
+
+PROBE_IMAGES = 64  # images decoded up front, spread over the dataset, so a folder of non-images fails at once
+
+
+def _probe_images(dataset, loader: _ImageLoader) -> None:
+    samples = dataset.samples
+    step = max(1, len(samples) // PROBE_IMAGES)
+    for path, _ in samples[::step][:PROBE_IMAGES]:
+        loader(path)
+
+
+def _cifar10(root: Path, label: str, transform):
+    from torchvision import datasets
+
+    try:
+        return datasets.CIFAR10(str(root), train=True, transform=transform, download=False)
+    except RuntimeError:  # torchvision's integrity check: a file missing or its MD5 sum not the published one
+        raise HwnasError(f"{label}: cifar-10-batches-py is incomplete or corrupted (a file is missing or its MD5 "
+                         "sum is not the published one)") from None
+    except (OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+        raise HwnasError(f"{label}: cifar-10-batches-py is incomplete or corrupted ({exc})") from None
 
 
 def image_dataset(path: str, resolution: int, val_fraction: float = 0.1, seed: int = 0,
                   augment: bool = True, limit_train: int | None = None, limit_val: int | None = None) -> Splits:
-    """CIFAR-style dataset from a folder, an archive or torchvision's CIFAR-10 files."""
+    """CIFAR-style dataset from a folder, an archive or torchvision's CIFAR-10 files.
+
+    Images of another size than ``resolution`` are resized (shorter side, then centre crop)."""
     from torchvision import datasets, transforms
 
-    root = _dataset_root(path)
+    root, label = _dataset_root(path)
     normalize = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
-    resize = [transforms.Resize(resolution)] if resolution != 32 else []
-    train_tf = transforms.Compose(resize + (
+    square = [_SquareImage(resolution)]
+    train_tf = transforms.Compose(square + (
         [transforms.RandomCrop(resolution, padding=resolution // 8), transforms.RandomHorizontalFlip()]
         if augment else []) + [transforms.ToTensor(), normalize])
-    val_tf = transforms.Compose(resize + [transforms.ToTensor(), normalize])
+    val_tf = transforms.Compose(square + [transforms.ToTensor(), normalize])
     if (root / "cifar-10-batches-py").is_dir():
-        train_base = datasets.CIFAR10(str(root), train=True, transform=train_tf, download=False)
-        val_base = datasets.CIFAR10(str(root), train=True, transform=val_tf, download=False)
+        train_base, val_base = _cifar10(root, label, train_tf), _cifar10(root, label, val_tf)
         num_classes = 10
     else:
-        folder = _image_root(root)
+        folder = _image_root(root, label)
+        loader = _ImageLoader(root, label, archive=Path(path).expanduser().is_file())
         try:
-            train_base = datasets.ImageFolder(str(folder), transform=train_tf)
-            val_base = datasets.ImageFolder(str(folder), transform=val_tf)
+            train_base = datasets.ImageFolder(str(folder), transform=train_tf, loader=loader)
+            val_base = datasets.ImageFolder(str(folder), transform=val_tf, loader=loader)
         except (FileNotFoundError, RuntimeError) as exc:
-            raise HwnasError(f"{folder}: {exc}") from None
+            raise HwnasError(f"{label}: {exc}") from None
+        _probe_images(train_base, loader)
         num_classes = len(train_base.classes)
     train_idx, val_idx = _split_indices(len(train_base), val_fraction, seed)
     return Splits(Subset(train_base, _limit(train_idx, limit_train).tolist()),
-                  Subset(val_base, _limit(val_idx, limit_val).tolist()), num_classes, root.name)
+                  Subset(val_base, _limit(val_idx, limit_val).tolist()), num_classes, Path(label).name)
 
 
 def load_dataset(name: str, resolution: int, seed: int = 0, augment: bool = True,
                  limit_train: int | None = None, limit_val: int | None = None) -> Splits:
     """``digits`` or a path (see the module docstring)."""
+    for what, value in (("limit_train", limit_train), ("limit_val", limit_val)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise HwnasError(f"{what} must be a positive integer, got {value!r}")
     if name == DEFAULT_DATASET:
         splits = digits(resolution, seed=seed, augment=augment)
         if limit_train or limit_val:
@@ -176,3 +315,15 @@ def load_dataset(name: str, resolution: int, seed: int = 0, augment: bool = True
             splits.val = Subset(splits.val, range(min(len(splits.val), limit_val or len(splits.val))))
         return splits
     return image_dataset(name, resolution, seed=seed, augment=augment, limit_train=limit_train, limit_val=limit_val)
+
+
+def check_dataset(name: str, resolution: int, num_classes: int, what: str = "dataset") -> None:
+    """Load ``name`` as a search or training run would and compare its classes with the space's; HwnasError
+    prefixed with ``what`` otherwise (for checking a run's inputs before any long work)."""
+    try:
+        splits = load_dataset(name, resolution, augment=False)
+    except HwnasError as exc:
+        raise HwnasError(f"{what}: {exc}") from None
+    if splits.num_classes != num_classes:
+        raise HwnasError(f"{what}: dataset {name} has {splits.num_classes} classes, the space has {num_classes}; "
+                         f"set num_classes = {splits.num_classes} in the space's parameters")

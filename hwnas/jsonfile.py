@@ -1,8 +1,9 @@
-"""Reading a user's JSON file with one-line errors that name it."""
+"""Reading a user's JSON file, or a JSON-lines log, with one-line errors that name it."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from hwnas.errors import HwnasError
@@ -19,3 +20,41 @@ def read_json(path: str | Path, what: str = "file"):
         raise HwnasError(f"{path}: cannot read ({exc})") from None
     except json.JSONDecodeError as exc:
         raise HwnasError(f"{path}: bad JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+
+
+def read_jsonl(path: str | Path, what: str = "a record", check=None) -> list[dict]:
+    """The JSON objects of a log written one line per record (train/search metrics, trials, evaluations).
+
+    A last line without its newline that does not parse (a write cut short by an
+    interruption) is dropped with a warning and cut from the file, so the next
+    append starts on a clean line; any other bad line raises HwnasError naming
+    the file and line. ``check(record)`` may raise ValueError for a record of
+    the wrong shape. A missing file has no records.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HwnasError(f"{path}: cannot read ({exc})") from None
+    lines = text.split("\n")  # a complete file ends with "\n": its last element is ""
+    records, good_chars = [], 0
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+                if check is not None:
+                    check(record)
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                if lineno == len(lines):
+                    warnings.warn(f"{path}, line {lineno}: ignoring an incomplete last line (interrupted write)")
+                    break
+                raise HwnasError(f"{path}, line {lineno}: not {what} ({exc})") from None
+            records.append(record)
+        good_chars += len(line) + 1
+    if good_chars < len(text):
+        path.write_text(text[:good_chars])
+    return records

@@ -18,7 +18,9 @@ Appends write one whole line with a single ``write`` and then flush + fsync,
 so a run killed at any moment loses at most the row in flight. A final line
 without its newline (a row cut short by a crash) is ignored when reading and
 removed before the next append; any other bad row raises :class:`HwnasError`
-naming the file and line.
+naming the file and line. A table holds one row per measurement (operator or
+model, runtime, dtype, threads): an exact repeat is counted once with a warning,
+a repeat with other values is refused naming both lines.
 
 API: :class:`OpRow`, :class:`ModelRow`, :func:`read_op_rows`,
 :func:`append_op_row`, :func:`read_model_rows`, :func:`append_model_row`,
@@ -167,7 +169,7 @@ def _read(path: Path, fields: list[str], parse) -> list:
     header = lines[0].strip().split(",")
     if header != fields:
         raise HwnasError(f"{path}, line 1: header is not the expected columns {','.join(fields)}")
-    rows = []
+    rows, seen = [], {}
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -176,13 +178,31 @@ def _read(path: Path, fields: list[str], parse) -> list:
             values = next(csv.reader([line]))
             if len(values) != len(fields):
                 raise ValueError(f"expected {len(fields)} columns, found {len(values)}")
-            rows.append(parse(dict(zip(fields, values))))
+            row = parse(dict(zip(fields, values)))
         except (ValueError, csv.Error) as exc:
             if unterminated:
                 warnings.warn(f"{path}, line {number}: ignoring an incomplete last row (interrupted write)")
                 continue
             raise HwnasError(f"{path}, line {number}: corrupted row: {exc}") from None
+        if row.key in seen:
+            _repeated(path, seen[row.key], number, row)
+            continue
+        seen[row.key] = (number, row)
+        rows.append(row)
     return rows
+
+
+def _repeated(path: Path, first: tuple[int, object], number: int, row) -> None:
+    """A second row for the same measurement: an exact copy is dropped with a warning, a different one refused
+    (the tools write one row per operator or model, so a second one means the table was edited or merged)."""
+    line, kept = first
+    what = f"operator {row.key[0]}" if isinstance(row, OpRow) else f"model {row.key[0]}"
+    target = f"{row.runtime} {row.dtype} {row.threads} thread(s)"
+    if row == kept:
+        warnings.warn(f"{path}, line {number}: repeats line {line} ({what}, {target}); counted once")
+        return
+    raise HwnasError(f"{path}, lines {line} and {number}: {what} measured twice for {target} with different "
+                     f"values ({kept.median_ms:g} ms and {row.median_ms:g} ms); keep one of the two rows")
 
 
 def _append(path: Path, fields: list[str], record: dict) -> None:

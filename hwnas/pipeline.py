@@ -12,6 +12,7 @@ The main job (:func:`run_pipeline`) lives further down.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import nn
 
 from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
+from hwnas.threads import use_torch_threads
 
 if TYPE_CHECKING:
     from hwnas.cells.genotype import Genotype
@@ -248,7 +250,8 @@ def _nonneg_int(v):
 
 
 def _pos_num(v):
-    return None if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else "must be a positive number"
+    return None if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf else \
+        "must be a positive number"
 
 
 def _string(v):
@@ -507,7 +510,8 @@ def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log
         predictor=str(predictor), budget_ms=budget, mode=s["mode"], epochs=s["epochs"],
         warmup_epochs=s["warmup_epochs"], batch_size=s["batch_size"], max_steps=s["max_steps"],
         lr_alpha=s["lr_alpha"], limit_train=cfg["data"]["limit_train"], limit_val=cfg["data"]["limit_val"],
-        seed=cfg["run"]["seed"], out=str(out), resume=True, device="cpu", workers=cfg["data"]["workers"]))
+        seed=cfg["run"]["seed"], out=str(out), resume=True, device="cpu", workers=cfg["data"]["workers"],
+        threads=cfg["run"]["threads"]))
     return result.arch, result.summary
 
 
@@ -604,13 +608,41 @@ def _format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def run_pipeline(cfg: dict, fresh: bool = False, log=print) -> RunReport:
-    """The main job: predictor -> budget -> search -> train -> export -> measure -> report."""
+def check_inputs(cfg: dict, where: str = "config") -> None:
+    """Every path of a validated config, checked before stage 1 (whose profiling takes minutes): the run
+    folder can be written, the dataset loads and has the space's classes, a given predictor loads, and
+    the reference locations are folders when they exist (missing ones mean: fit or profile here)."""
+    from hwnas.data import check_dataset
+    from hwnas.outputs import check_writable_folder
+    from hwnas.predictors import load_predictor
+    from hwnas.spaces import get_space
+
+    check_writable_folder(cfg["run"]["out"], f"{where}: field 'run.out' =")
+    space = get_space(cfg["space"]["name"], cfg["space"]["params"])
+    check_dataset(cfg["data"]["dataset"], space.params["resolution"], space.params["num_classes"],
+                  f"{where}: field 'data.dataset'")
+    lat = cfg["latency"]
+    for key in ("reference_predictors", "reference_latency_data"):
+        path = Path(lat[key])
+        if path.exists() and not path.is_dir():
+            raise HwnasError(f"{where}: field 'latency.{key}': {path} is a file, not a folder")
+    if lat["predictor"] != "auto":
+        try:
+            load_predictor(lat["predictor"], space=space.name)
+        except HwnasError as exc:
+            raise HwnasError(f"{where}: field 'latency.predictor': {exc}") from None
+
+
+def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config") -> RunReport:
+    """The main job: predictor -> budget -> search -> train -> export -> measure -> report.
+
+    ``where`` names the config in error messages; its paths are checked first (:func:`check_inputs`)."""
     import time
 
     from hwnas.latency_data import default_device_name
     from hwnas.spaces import get_space
 
+    check_inputs(cfg, where)
     run_dir = Path(cfg["run"]["out"])
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
@@ -627,8 +659,7 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print) -> RunReport:
     else:
         saved.write_text(json.dumps(cfg, indent=2) + "\n")
     space = get_space(cfg["space"]["name"], cfg["space"]["params"])
-    if cfg["run"]["threads"]:
-        torch.set_num_threads(cfg["run"]["threads"])
+    use_torch_threads(cfg["run"]["threads"], f"{where}: field 'run.threads'")
     seconds: dict[str, float] = {}
     start = t0 = time.time()
 

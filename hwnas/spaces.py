@@ -220,12 +220,22 @@ class SearchSpace:
         return "\n".join(lines)
 
 
+# Upper bounds of the numeric fields (beyond them a network is too large to build or makes no sense here);
+# the same rules hold for `--set` overrides and an architecture file's space_params.
+MAX_INT_FIELDS = {"resolution": 1024, "num_classes": 100_000, "stem_channels": 4096, "stem_stride": 4,
+                  "first_block_channels": 4096, "head_channels": 8192}
+MAX_WIDTH_MULT = 4.0
+MAX_STAGE = (4096, 64)  # channels, layers of one stage
+
+
 def _check_params(name: str, params: dict) -> None:
-    for field in ("resolution", "num_classes", "stem_channels", "stem_stride", "head_channels"):
-        if not isinstance(params[field], int) or isinstance(params[field], bool) or params[field] < 1:
-            raise HwnasError(f"space {name}: field {field!r} must be a positive integer, got {params[field]!r}")
-    if not isinstance(params["width_mult"], (int, float)) or params["width_mult"] <= 0:
-        raise HwnasError(f"space {name}: field 'width_mult' must be a positive number, got {params['width_mult']!r}")
+    for field, top in MAX_INT_FIELDS.items():
+        value = params.get(field, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+            raise HwnasError(f"space {name}: field {field!r} must be a positive integer <= {top}, got {value!r}")
+    wm = params["width_mult"]
+    if not isinstance(wm, (int, float)) or isinstance(wm, bool) or not 0 < wm <= MAX_WIDTH_MULT:
+        raise HwnasError(f"space {name}: field 'width_mult' must be a number in (0, {MAX_WIDTH_MULT:g}], got {wm!r}")
     _check_widths(name, params)
     stages = params["stages"]
     if not isinstance(stages, list) or not stages:
@@ -233,11 +243,12 @@ def _check_params(name: str, params: dict) -> None:
     for i, stage in enumerate(stages):
         if (not isinstance(stage, (list, tuple)) or len(stage) != 3
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in stage)
-                or stage[2] not in (1, 2)):
-            raise HwnasError(f"space {name}: stages[{i}] must be [channels, layers, stride in 1|2], got {stage!r}")
+                or stage[2] not in (1, 2) or stage[0] > MAX_STAGE[0] or stage[1] > MAX_STAGE[1]):
+            raise HwnasError(f"space {name}: stages[{i}] must be [channels <= {MAX_STAGE[0]}, layers <= "
+                             f"{MAX_STAGE[1]}, stride 1|2], got {stage!r}")
 
 
-MAX_WIDTH = 4.0
+MAX_WIDTH = MAX_WIDTH_MULT  # of a stage's width choice too
 
 
 def _is_width(v) -> bool:
@@ -268,9 +279,10 @@ def _stage_width(p: dict, stage: int) -> float:
 
 
 def _proxyless(name: str, p: dict) -> SearchSpace:
-    for field in ("kernels", "expands"):
-        if not p[field] or not all(isinstance(v, int) and v >= 1 for v in p[field]):
-            raise HwnasError(f"space {name}: field {field!r} must be a non-empty list of positive integers")
+    for field, top in (("kernels", 11), ("expands", 16)):
+        if (not isinstance(p[field], list) or not p[field]
+                or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= top for v in p[field])):
+            raise HwnasError(f"space {name}: field {field!r} must be a non-empty list of integers in [1, {top}]")
     res, wm = p["resolution"], p["width_mult"]
     stem_c = make_divisible(p["stem_channels"] * wm)
     first_c = make_divisible(p["first_block_channels"] * wm)

@@ -31,11 +31,15 @@ from hwnas.arch import Architecture
 from hwnas.builder import build_model
 from hwnas.data import Splits
 from hwnas.errors import HwnasError
+from hwnas.jsonfile import read_jsonl
 from hwnas.weights import load_weights, read_weights, save_weights
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "weights.safetensors"
 METRICS = "metrics.jsonl"
+# Settings that must match for resume=True to continue a run: every one that changes the result.
+RESUME_KEYS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "label_smoothing",
+               "warmup_epochs", "max_steps", "seed")
 
 
 @dataclass
@@ -59,14 +63,18 @@ class TrainConfig:
             raise HwnasError(f"epochs must be a positive integer, got {self.epochs!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise HwnasError(f"batch size must be a positive integer, got {self.batch_size!r}")
-        if not self.lr > 0:
-            raise HwnasError(f"learning rate must be positive, got {self.lr!r}")
+        if not 0 < self.lr < math.inf:
+            raise HwnasError(f"learning rate must be a positive finite number, got {self.lr!r}")
         if self.optimizer not in ("sgd", "adamw"):
             raise HwnasError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if not 0 <= self.label_smoothing < 1:
             raise HwnasError(f"label smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise HwnasError(f"max_steps must be positive, got {self.max_steps!r}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise HwnasError(f"weight decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise HwnasError(f"data loader workers must be 0 or more, got {self.num_workers!r}")
 
 
 @dataclass
@@ -167,7 +175,7 @@ def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, c
         saved = json.loads(meta["config"])
     except (KeyError, ValueError):
         raise HwnasError(f"{path}: not an hwnas training checkpoint (metadata 'epoch'/'config' missing)") from None
-    for key in ("batch_size", "optimizer", "epochs"):
+    for key in RESUME_KEYS:
         if saved.get(key) != getattr(cfg, key):
             raise HwnasError(f"{path}: checkpoint was written with {key}={saved.get(key)!r}, "
                              f"this run has {key}={getattr(cfg, key)!r}; resume with the same settings")
@@ -188,10 +196,8 @@ def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, c
 
 
 def _read_history(path: Path, upto: int) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("epoch", 0) <= upto]
+    """Metrics rows of the first ``upto`` epochs (a torn last line of an interrupted write is dropped)."""
+    return [r for r in read_jsonl(path, "a metrics row") if r.get("epoch", 0) <= upto]
 
 
 # -- the loop -------------------------------------------------------------------

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from hwnas.arch import Architecture
 from hwnas.data import Splits
 from hwnas.errors import HwnasError
+from hwnas.jsonfile import read_jsonl
 
 DEFAULT_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 TRIALS = "trials.jsonl"
@@ -80,22 +81,15 @@ def trial_order(cfg: TuneConfig) -> list[tuple[float, float]]:
     return grid[: cfg.trials or len(grid)]
 
 
+def _check_trial(record: dict) -> None:
+    missing = [k for k in ("trial", "lr", "weight_decay", "val_acc") if k not in record]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+
+
 def read_trials(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    lines = path.read_text().split("\n")
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if lineno == len(lines):  # torn last line of an interrupted write
-                path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-                break
-            raise HwnasError(f"{path}: line {lineno} is not a trial record") from None
-    return rows
+    """The logged trials (a torn last line of an interrupted write is dropped)."""
+    return read_jsonl(path, "a trial record", _check_trial)
 
 
 def best_trial(trials: list[dict]) -> dict | None:

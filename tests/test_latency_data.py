@@ -46,8 +46,9 @@ def test_unterminated_tail_is_ignored_then_repaired(tmp_path):
         f.write(row().to_record()["op_key"] + ",mbconv,16,24")  # a row cut short by a crash
     with pytest.warns(UserWarning, match="incomplete"):
         assert len(read_op_rows(path)) == 1
+    other = OpSpec("skip", 24, 32, 16, 16, stride=2, act="relu")
     with pytest.warns(UserWarning, match="removed"):
-        append_op_row(path, row(ms=0.3))
+        append_op_row(path, row(other, ms=0.3))
     assert [r.median_ms for r in read_op_rows(path)] == [0.25, 0.3]
 
 
@@ -69,6 +70,30 @@ def test_corrupted_row_names_file_and_line(tmp_path, mutate, message):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(HwnasError, match=rf"dev\.csv, line 3: corrupted row.*{message}"):
         read_op_rows(path)
+
+
+def test_repeated_rows_exact_copy_counts_once_conflict_is_refused(tmp_path):
+    """Issue 15 case 3: a second row of the same measurement (an edited or merged table)."""
+    path = tmp_path / "dev.csv"
+    append_op_row(path, row())
+    append_op_row(path, row(OpSpec("skip", 24, 32, 16, 16, stride=2, act="relu"), 0.5))
+    append_op_row(path, row())  # the same line again
+    with pytest.warns(UserWarning, match=r"dev\.csv, line 4: repeats line 2 .*counted once"):
+        assert [r.median_ms for r in read_op_rows(path)] == [0.25, 0.5]
+    append_op_row(path, row(ms=5.0))  # the same operator with another value
+    with pytest.warns(UserWarning), pytest.raises(
+            HwnasError, match=rf"dev\.csv, lines 2 and 5: operator {OP.key()} measured twice for tflite fp32 "
+                              r"1 thread\(s\) with different values \(0\.25 ms and 5 ms\)"):
+        read_op_rows(path)
+    models = tmp_path / "dev-models.csv"
+    m = ModelRow("a.json", "proxyless-tiny", ("k3_e6",), "tflite", "fp32", 1, 1.5, 0.1, 5)
+    append_model_row(models, m)
+    append_model_row(models, m)
+    with pytest.warns(UserWarning, match="model a.json.*counted once"):
+        assert read_model_rows(models) == [m]  # counted once, not twice
+    append_model_row(models, ModelRow("a.json", "proxyless-tiny", ("k3_e6",), "tflite", "fp32", 1, 9.0, 0.1, 5))
+    with pytest.warns(UserWarning), pytest.raises(HwnasError, match="lines 2 and 4: model a.json measured twice"):
+        read_model_rows(models)
 
 
 def test_bad_header_and_missing_file(tmp_path):

@@ -128,7 +128,8 @@ def test_tampered_regressor_header_fields_are_refused(fitted, tmp_path, field, v
 
 @pytest.mark.parametrize("entries, message", [
     ({"mbconv:bad": 1.0}, "malformed operator key"),
-    ({"conv:3x32x32->16:k3:s1:e1:g1:relu6": -1.0}, "must be a non-negative number"),
+    ({"conv:3x32x32->16:k3:s1:e1:g1:relu6": -1.0}, "must be a finite non-negative number"),
+    ({"conv:3x32x32->16:k3:s1:e1:g1:relu6": float("inf")}, "must be a finite non-negative number"),  # issue 15.2
     ([1, 2], "must be an object"),
 ])
 def test_tampered_table_entries_are_refused(fitted, tmp_path, entries, message):
@@ -139,6 +140,28 @@ def test_tampered_table_entries_are_refused(fitted, tmp_path, entries, message):
     with pytest.raises(HwnasError, match=message) as info:
         load_predictor(lut)
     assert str(lut) in str(info.value)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+@pytest.mark.parametrize("field, value, message", [
+    ("overhead_ms", -4.9, "field 'overhead_ms' must not be negative, got -4.9"),
+    ("overhead_ms", float("inf"), "field 'overhead_ms' must be a finite number"),
+    ("scale", 0, r"field 'scale' must be a number in \[0.25, 4\]"),
+    ("scale", float("nan"), "field 'scale' must be a number in"),
+    ("per_op_ms", float("-inf"), "field 'per_op_ms' must be a finite number"),
+    ("group_scales", {"mbconv:k3": 1.0, "bogus:k3": 1.2}, "unknown operator group 'bogus:k3'"),
+    ("group_scales", {"mbconv": 1.0}, "unknown operator group 'mbconv'"),
+    ("group_scales", {"mbconv:k3": 0.0}, r"field 'group_scales.mbconv:k3' must be a number in \[0.25, 4\]"),
+])
+def test_tampered_calibration_fields_are_refused(fitted, tmp_path, which, field, value, message):
+    """Issue 15 case 2: values that would give inf, negative or zero predictions, in the table and the regressor."""
+    path = _copy(fitted, tmp_path)[which]
+    data = json.loads(path.read_text())
+    data[field] = value
+    path.write_text(json.dumps(data))  # writes Infinity / NaN as Python's json does
+    with pytest.raises(HwnasError, match=message) as info:
+        load_predictor(path)
+    assert str(path) in str(info.value)
 
 
 def test_file_for_another_space_or_device_is_refused(fitted):

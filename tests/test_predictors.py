@@ -274,3 +274,28 @@ def test_evaluation_on_unseen_models_with_baseline_and_plot(tmp_path, linear_reg
     assert results["flops"][0].mape > results["lut"][0].mape
     png = scatter_plot(results, measured, tmp_path / "scatter.png", "test")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_calibration_never_fits_a_negative_overhead():
+    """Issue 15 case 3: models faster than their operators timed alone keep the overhead at 0 and say so."""
+    cal = _cal([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])  # constant form: the median residual is -0.5
+    assert cal.overhead_ms == 0.0 and "held at 0 ms" in cal.note and "-0.5000" in cal.note
+    n_ops = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 9, 12]
+    sums = [0.1 * n + 0.03 * (i % 3) for i, n in enumerate(n_ops)]
+    cal = _cal(sums, [0.9 * s - 0.05 for s in sums], n_ops)  # a negative intercept would fit exactly
+    assert cal.overhead_ms == 0.0 and "lower bound" in cal.note
+    assert cal.form != "constant" and cal.cv[cal.form]["within5"] >= 90  # the scale takes up the difference
+    assert _cal(sums, [0.2 + 1.1 * s for s in sums], n_ops).note == ""  # a positive overhead: nothing to say
+
+
+def test_fit_device_never_writes_a_negative_overhead(tmp_path):
+    from hwnas.predictors import load_predictor
+    from hwnas.predictors.fit import save
+
+    data = write_tables(tmp_path / "ld", per_op_ms=-0.006)  # models faster than the sum of their operators
+    result = fit_device(data, "dev", "tflite", "fp32", 1, "proxyless-tiny", methods=FAST, per_op=False)
+    for predictor in (result.lut, result.regressor):
+        assert predictor.overhead_ms == 0.0
+        assert "overhead held at 0 ms" in predictor.overhead["source"]
+    paths = save(result, tmp_path / "pred", "dev-tflite-fp32")
+    assert load_predictor(paths[0]).overhead_ms == 0.0  # what was written loads

@@ -98,15 +98,32 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_resume_refuses_other_settings(tmp_path):
     run_search(tiny_config(tmp_path / "r", stop_after=1))
-    with pytest.raises(HwnasError, match="batch_size"):
-        run_search(tiny_config(tmp_path / "r", batch_size=8, resume=True))
+    config = (tmp_path / "r" / "config.json").read_text()
+    # issue 15 case 9: every setting that changes the result, not only the shape of the run
+    for change in ({"batch_size": 8}, {"lr_w": 0.1}, {"lambda_lat": 0.5}, {"lr_alpha": 0.1}, {"eta_flops": 0.1},
+                   {"fit_budget": False}, {"weight_decay": 0.0}):
+        (key, value), = change.items()
+        with pytest.raises(HwnasError, match=rf"checkpoint was written with {key}=.*this run has {key}="):
+            run_search(tiny_config(tmp_path / "r", resume=True, **change))
+    assert (tmp_path / "r" / "config.json").read_text() == config  # not rewritten by a refused resume
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import hwnas.search.loop as loop
+
     run_search(tiny_config(tmp_path / "n", stop_after=1))
     before = (tmp_path / "n" / "checkpoint.pt").read_bytes()
+    real = loop.make_step
+
+    def diverging(mode, ctx):  # the same settings (resume refuses others), but the loss goes non-finite
+        stepper = real(mode, ctx)
+        step = stepper.step
+        stepper.step = lambda *a, **k: {**step(*a, **k), "loss": float("nan")}
+        return stepper
+
+    monkeypatch.setattr(loop, "make_step", diverging)
     with pytest.raises(HwnasError, match="loss (nan|inf).*last good checkpoint"):
-        run_search(tiny_config(tmp_path / "n", resume=True, lr_w=1e38, max_steps=2))
+        run_search(tiny_config(tmp_path / "n", resume=True))
     assert (tmp_path / "n" / "checkpoint.pt").read_bytes() == before
 
 

@@ -32,6 +32,9 @@ from tqdm import tqdm
 
 from hwnas.costs import op_cost
 from hwnas.errors import HwnasError
+from hwnas.jsonfile import read_jsonl
+from hwnas.outputs import check_writable_folder
+from hwnas.threads import TORCH_THREADS, use_torch_threads
 from hwnas.cells.derive import RULES, derive, edge_entropy
 from hwnas.cells.genotype import Genotype
 from hwnas.cells.ops import PRIMITIVES
@@ -371,9 +374,7 @@ def _finish(cfg, net, splits, history, entropy, out, generator) -> CellSearchRes
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path, "a log row")
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -421,8 +422,7 @@ def config_from_args(args) -> CellSearchConfig:
         values["resource"], values["eta"] = "latency", args.lambda_lat
     if getattr(args, "device", "cpu") == "cuda":
         raise HwnasError("the darts-cell search runs on the CPU only (--device cpu)")
-    if getattr(args, "threads", 0):
-        torch.set_num_threads(args.threads)
+    use_torch_threads(getattr(args, "threads", TORCH_THREADS))
     cfg = CellSearchConfig(**values, space_params=parse_overrides(getattr(args, "set", None)))
     cfg.progress = not getattr(args, "no_progress", False)
     return cfg
@@ -431,5 +431,6 @@ def config_from_args(args) -> CellSearchConfig:
 def run_cell_search(args) -> int:
     """``hwnas search --space darts-cell ...``"""
     cfg = config_from_args(args)
+    check_writable_folder(cfg.out_dir)
     search_cells(cfg)
     return 0

@@ -21,6 +21,7 @@ from hwnas.cells.ops import PRIMITIVES, edge_op
 
 CELL_SPACE = "darts-cell"
 DEFAULTS = {"layers": 8, "channels": 16, "nodes": 4, "stem_multiplier": 3, "resolution": 32, "num_classes": 10}
+MAXIMA = {"layers": 64, "channels": 1024, "nodes": 8, "stem_multiplier": 16, "resolution": 1024, "num_classes": 100_000}
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ def check_params(params: dict) -> dict:
                          f"known: {', '.join(DEFAULTS)}")
     full = {**DEFAULTS, **params}
     for key, value in full.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise HwnasError(f"darts-cell field {key!r} must be a positive integer, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAXIMA[key]:
+            raise HwnasError(f"darts-cell field {key!r} must be a positive integer <= {MAXIMA[key]}, got {value!r}")
     if full["channels"] % 2:
         raise HwnasError(f"darts-cell field 'channels' must be even (factorized reduce), got {full['channels']}")
     if full["resolution"] % 4:

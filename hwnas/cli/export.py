@@ -3,6 +3,7 @@ cell genotypes alike)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from hwnas.arch import Architecture
@@ -10,10 +11,12 @@ from hwnas.cells.genotype import Genotype
 from hwnas.data import DEFAULT_DATASET, load_dataset
 from hwnas.errors import HwnasError
 from hwnas.netfile import build_standalone, load_network
+from hwnas.outputs import check_writable_folder
 from hwnas.pipeline import (
     MIN_AGREEMENT, QUANTS, FP32_TOLERANCE, default_core, export_trained, latency_table, measure_file,
     stack_images,
 )
+from hwnas.threads import TORCH_THREADS, check_threads, use_torch_threads
 
 
 def parse_quants(text: str) -> tuple[str, ...]:
@@ -49,13 +52,32 @@ def measure_exported(result, arch: Architecture | Genotype, runtime: str, thread
     return rows
 
 
+def _check_options(args) -> Path:
+    """Every option checked before the export starts (it takes minutes); returns the output folder."""
+    from hwnas.search.latency import check_budget_value
+
+    check_threads(args.threads, minimum=1)
+    check_budget_value(args.budget_ms)
+    for name in ("check_images", "calib_images"):
+        if getattr(args, name) < 1:
+            raise HwnasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not 0 < args.tolerance < math.inf:
+        raise HwnasError(f"--tolerance must be a positive finite number, got {args.tolerance}")
+    if not 0 <= args.min_agreement <= 1:
+        raise HwnasError(f"--min-agreement must be between 0 and 1, got {args.min_agreement}")
+    if not args.no_measure and args.runtime == "onnxruntime" and args.no_onnx:
+        raise HwnasError("--runtime onnxruntime needs the ONNX file; drop --no-onnx")
+    return check_writable_folder(Path(args.out) if args.out else Path(args.weights).parent / "export")
+
+
 def _export(args) -> int:
     arch = load_network(args.arch)
     quants = parse_quants(args.quant)
-    if args.budget_ms is not None and args.budget_ms <= 0:
-        raise HwnasError(f"--budget-ms must be positive, got {args.budget_ms}")
-    import torch
+    out = _check_options(args)
+    if args.predictor and not args.no_measure:
+        from hwnas.predictors import load_predictor
 
+        load_predictor(args.predictor, space=arch.space_name)
     from hwnas.weights import load_weights
 
     model = build_standalone(arch)
@@ -63,16 +85,13 @@ def _export(args) -> int:
     splits = load_dataset(args.dataset, arch.space.params["resolution"], seed=args.seed, augment=False)
     check = stack_images(splits.val, args.check_images, seed=1)
     calib = stack_images(splits.train, args.calib_images, seed=2)
-    out = Path(args.out) if args.out else Path(args.weights).parent / "export"
-    torch.set_num_threads(1)
+    use_torch_threads(TORCH_THREADS)  # torch only runs the reference forward pass here
     print(f"exporting {args.arch} with weights {args.weights} -> {out}/ "
           f"(checks on {len(check)} validation images, int8 calibration on {len(calib)} training images)")
     result = export_trained(arch, model, out, check, calib, quants=quants, onnx=not args.no_onnx,
                             tolerance=args.tolerance, min_agreement=args.min_agreement, force=args.force)
     if args.no_measure:
         return 0
-    if args.runtime == "onnxruntime" and args.no_onnx:
-        raise HwnasError("--runtime onnxruntime needs the ONNX file; drop --no-onnx")
     rows = measure_exported(result, arch, args.runtime, args.threads, args.predictor, args.budget_ms)
     print(latency_table(rows, args.budget_ms))
     return 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from hwnas.errors import HwnasError
+from hwnas.outputs import check_writable_folder
 from hwnas.spaces import DEFAULT_SPACE, PRESETS
+from hwnas.threads import check_threads
 
 
 def _fit(args) -> int:
@@ -15,6 +17,8 @@ def _fit(args) -> int:
 
     if args.runtime not in RUNTIMES:
         raise HwnasError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {args.runtime!r}")
+    check_threads(args.threads, minimum=1)
+    out = check_writable_folder(args.out)
     if not 0 <= args.holdout < 1:
         raise HwnasError(f"--holdout must be in [0, 1), got {args.holdout}")
     if args.space not in PRESETS:
@@ -29,7 +33,7 @@ def _fit(args) -> int:
     result = fit_device(data_dir, device, args.runtime, args.dtype, args.threads, args.space,
                         args.holdout, methods, per_op=not args.constant_overhead, progress=True)
     stem = output_stem(device, args.runtime, args.dtype, args.threads, args.space, DEFAULT_SPACE)
-    paths = save(result, Path(args.out), stem)
+    paths = save(result, out, stem)
 
     print(f"{result.n_op_rows} operators; grouped 5-fold cross-validation on unseen shapes:")
     print(f"  {'method':22s} {'RMSE ms':>9s} {'MAPE %':>8s} {'WAPE %':>8s}")

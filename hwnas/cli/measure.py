@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hwnas.cli.profile import LATENCY_DIR, add_runner_arguments, runner_and_device
+from hwnas.cli.profile import LATENCY_DIR, add_runner_arguments, check_runner_options, runner_and_device
 from hwnas.cli.space import add_space_arguments, space_from_args
 from hwnas.errors import HwnasError
 
@@ -61,6 +61,7 @@ def _archs(args) -> int:
 
 
 def _run(args) -> int:
+    check_runner_options(args)
     if args.archs is not None:
         if args.models:
             raise HwnasError("give either model files or --archs N, not both")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hwnas.outputs import check_writable_file, check_writable_folder
+
 
 def _import(args) -> int:
     from hwnas.phones import import_phone_csv
 
+    check_writable_folder(args.out)
     written = import_phone_csv(args.csv, args.out, args.space)
     models = [p for p in written if p.name.endswith("-models.csv")]
     print(f"wrote {len(models)} devices to {args.out}: " + ", ".join(p.name[: -len("-models.csv")] for p in models))
@@ -21,6 +24,7 @@ def _fit(args) -> int:
     from hwnas.latency_data import device_file, read_device
     from hwnas.phones import fit_phone_predictor, read_whole_model_data
 
+    check_writable_file(args.out)
     choices, y = read_whole_model_data(args.models, args.space)
     dev_path = device_file(args.models)
     device = read_device(dev_path) if dev_path.exists() else {"name": Path(args.models).stem}

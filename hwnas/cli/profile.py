@@ -19,6 +19,7 @@ from hwnas.cli.space import add_space_arguments, space_from_args
 from hwnas.errors import HwnasError
 from hwnas.latency_data import DTYPES, default_device_name, describe_this_device
 from hwnas.runners import RUNNER_NAMES, TimingPolicy, get_runner
+from hwnas.threads import check_threads
 
 LATENCY_DIR = Path("latency_data")
 
@@ -47,10 +48,16 @@ def add_runner_arguments(parser) -> None:
     adb.add_argument("--warmup-runs", type=int, default=10, help="benchmark_model --warmup_runs")
 
 
+def check_runner_options(args) -> None:
+    """--threads and --repeats, checked before anything is timed."""
+    check_threads(args.threads, minimum=1)
+    if args.repeats < 1:
+        raise HwnasError(f"--repeats must be at least 1, got {args.repeats}")
+
+
 def runner_and_device(args):
     """The runner and the device description the options ask for."""
-    if args.threads < 1 or args.repeats < 1:
-        raise HwnasError("--threads and --repeats must be at least 1")
+    check_runner_options(args)
     if args.cpu is not None:
         try:
             os.sched_setaffinity(0, {args.cpu})

@@ -7,8 +7,9 @@ same run folder resumes: finished stages are reused.
 
 from __future__ import annotations
 
-from hwnas.errors import HwnasError
 from hwnas.pipeline import default_config, load_config, run_pipeline, validate_config
+from hwnas.search.latency import check_budget_value
+from hwnas.threads import check_threads
 
 
 def _run(args) -> int:
@@ -17,11 +18,12 @@ def _run(args) -> int:
     if args.out:
         cfg["run"]["out"] = args.out
     if args.budget_ms is not None:
-        if args.budget_ms <= 0:
-            raise HwnasError(f"--budget-ms must be positive, got {args.budget_ms}")
+        check_budget_value(args.budget_ms)
         cfg["latency"]["budget_ms"] = args.budget_ms
+    if args.threads is not None:
+        cfg["run"]["threads"] = check_threads(args.threads)
     cfg = validate_config(cfg, where)
-    report = run_pipeline(cfg, fresh=args.fresh)
+    report = run_pipeline(cfg, fresh=args.fresh, where=where)
     print()
     print(report.text)
     return 0
@@ -32,5 +34,8 @@ def register(sub) -> None:
     p.add_argument("--config", default=None, help="TOML run config (see configs/default.toml); default: built-in")
     p.add_argument("--out", default=None, help="run folder (overrides run.out; default runs/main)")
     p.add_argument("--budget-ms", type=float, default=None, help="latency budget in ms (overrides latency.budget_ms)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for search and training (overrides run.threads, default 1; "
+                        "0: torch's own choice)")
     p.add_argument("--fresh", action="store_true", help="delete the run folder first instead of resuming")
     p.set_defaults(func=_run)

@@ -13,8 +13,10 @@ import importlib
 from hwnas.cli.space import add_space_arguments, parse_overrides
 from hwnas.data import DEFAULT_DATASET
 from hwnas.errors import HwnasError
+from hwnas.outputs import check_writable_folder
 from hwnas.spaces import DEFAULT_SPACE
 from hwnas.supernet.mixed_op import MODES
+from hwnas.threads import TORCH_THREADS, TORCH_THREADS_HELP, check_threads
 
 STRATEGIES = ("gradient", "random", "evolution", "rl", "progressive")
 CELL_SPACE = "darts-cell"
@@ -72,6 +74,11 @@ def _size_head_for_dataset(args) -> None:
 
 
 def _search(args) -> int:
+    from hwnas.search.latency import check_budget_value
+
+    check_threads(args.threads)
+    check_budget_value(args.budget_ms)
+    check_budget_value(args.budget_mflops, "--budget-mflops")
     _size_head_for_dataset(args)
     if args.space == CELL_SPACE:
         return _delegate("hwnas.cells.search", "run_cell_search", "the DARTS cell space", args)
@@ -79,7 +86,9 @@ def _search(args) -> int:
         return _delegate("hwnas.strategies.runner", "run_strategy", f"strategy {args.strategy!r}", args)
     from hwnas.search import run_search
 
-    result = run_search(config_from_args(args))
+    config = config_from_args(args)
+    check_writable_folder(config.out_dir)
+    result = run_search(config)
     s = result.summary
     if s.get("ranks", 1) > 1:
         print(f"{s['ranks']} ranks; largest alpha difference between ranks {s['alpha_max_rank_difference']:g}")
@@ -127,7 +136,7 @@ def register(sub) -> None:
     p.add_argument("--no-fit-budget", action="store_true",
                    help="keep the argmax child even when it exceeds the budget")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=TORCH_THREADS, help=TORCH_THREADS_HELP)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default=None, help="run folder (default runs/search/<space>-<mode>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")

@@ -7,6 +7,8 @@ from pathlib import Path
 from hwnas.arch import Architecture
 from hwnas.netfile import build_standalone, load_network
 from hwnas.data import DEFAULT_DATASET, load_dataset
+from hwnas.outputs import check_writable_folder
+from hwnas.threads import TORCH_THREADS, TORCH_THREADS_HELP, use_torch_threads
 from hwnas.train import TrainConfig, train_model
 
 
@@ -16,6 +18,8 @@ def _train(args) -> int:
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                       max_steps=args.max_steps, seed=args.seed, num_workers=args.workers)
     cfg.check()
+    use_torch_threads(args.threads)
+    out = check_writable_folder(args.out if args.out else Path("runs") / "train" / Path(args.arch).stem)
     splits = load_dataset(args.dataset, arch.space.params["resolution"], seed=args.seed,
                           limit_train=args.limit_train, limit_val=args.limit_val)
     if splits.num_classes != arch.space.params["num_classes"]:
@@ -23,7 +27,6 @@ def _train(args) -> int:
         raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, the architecture's space has "
                          f"{arch.space.params['num_classes']}; use an architecture with "
                          f"\"space_params\": {{\"num_classes\": {splits.num_classes}}}")
-    out = Path(args.out) if args.out else Path("runs") / "train" / Path(args.arch).stem
     cost = arch.cost()
     print(f"training {args.arch} ({cost.flops / 1e6:.2f} MFLOPs, {cost.params / 1e6:.3f} M params) on "
           f"{splits.name}: {len(splits.train)} train / {len(splits.val)} val images, {cfg.epochs} epochs -> {out}")
@@ -54,6 +57,7 @@ def register(sub) -> None:
     p.add_argument("--limit-train", type=int, default=None, help="use only this many training images")
     p.add_argument("--limit-val", type=int, default=None, help="use only this many validation images")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    p.add_argument("--threads", type=int, default=TORCH_THREADS, help=TORCH_THREADS_HELP)
     p.add_argument("--init", default=None,
                    help="start from this weights file, or from the supernet of a search run folder (fine-tuning)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

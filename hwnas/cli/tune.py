@@ -7,6 +7,8 @@ from pathlib import Path
 from hwnas.arch import Architecture
 from hwnas.data import DEFAULT_DATASET, load_dataset
 from hwnas.errors import HwnasError
+from hwnas.outputs import check_writable_folder
+from hwnas.threads import TORCH_THREADS, TORCH_THREADS_HELP, use_torch_threads
 from hwnas.tune import DEFAULT_GRID, TuneConfig, best_trial, parse_grid, run_tune
 
 GRID_TEXT = ",".join(f"{v:g}" for v in DEFAULT_GRID)
@@ -22,12 +24,13 @@ def _tune(args) -> int:
     cfg.check()
     if args.epochs < 1:
         raise HwnasError(f"--epochs must be positive, got {args.epochs}")
+    use_torch_threads(args.threads)
+    out = check_writable_folder(args.out if args.out else Path("runs") / "tune" / Path(args.arch).stem)
     splits = load_dataset(args.dataset, arch.space.params["resolution"], seed=args.seed,
                           limit_train=args.limit_train, limit_val=args.limit_val)
     if splits.num_classes != arch.space.params["num_classes"]:
         raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, the architecture's space has "
                          f"{arch.space.params['num_classes']}")
-    out = Path(args.out) if args.out else Path("runs") / "tune" / Path(args.arch).stem
     n = cfg.trials or len(cfg.lrs) * len(cfg.weight_decays)
     print(f"tuning {args.arch} on {splits.name}: {n} of {len(cfg.lrs)}x{len(cfg.weight_decays)} (lr, weight decay) "
           f"points, {cfg.epochs} epoch(s) each -> {out}")
@@ -54,6 +57,7 @@ def register(sub) -> None:
     p.add_argument("--limit-train", type=int, default=None, help="use only this many training images")
     p.add_argument("--limit-val", type=int, default=None, help="use only this many validation images")
     p.add_argument("--seed", type=int, default=0, help="random seed: trial order, initialisation (default 0)")
+    p.add_argument("--threads", type=int, default=TORCH_THREADS, help=TORCH_THREADS_HELP)
     p.add_argument("--out", default=None, help="output folder (default runs/tune/<arch name>)")
     p.add_argument("--resume", action="store_true", help="continue the trials logged in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

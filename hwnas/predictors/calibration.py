@@ -3,6 +3,11 @@
 measured ~ overhead_ms + sum over operators of (scale(op) x op alone + per_op_ms), in one of
 four forms (:data:`FORMS`) fitted as median lines in relative error and chosen by repeated
 cross-validation on the whole models given (:func:`fit_calibration`).
+
+The overhead is what a network pays once (invoke, allocation): it is never
+negative, in a fit or in a file. When the whole models are faster than their
+operators timed alone, the fit keeps it at 0 and says so (``Calibration.note``);
+the per-operator term and the scales take up the difference.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.predictors.common import number
 
 
 def scale_group(op) -> str:
@@ -43,6 +47,7 @@ class Calibration:
     group_scales: dict[str, float] = field(default_factory=dict)
     form: str = "constant"
     cv: dict[str, dict] = field(default_factory=dict)
+    note: str = ""  # set when the overhead was held at its lower bound 0
 
 
 def _lad(X: np.ndarray, y: np.ndarray, scale_cols: list[int], tie: bool) -> np.ndarray:
@@ -67,6 +72,7 @@ def _lad(X: np.ndarray, y: np.ndarray, scale_cols: list[int], tie: bool) -> np.n
     for j, col in enumerate(scale_cols[:k]):
         a_eq[n + j, [col, p, p + 1 + j, p + 1 + k + j]] = [1.0, -1.0, -1.0, 1.0]
     bounds = [(None, None)] * p + [SCALE_BOUNDS if tie else (0.0, 0.0)] + [(0, None)] * (2 * k + 2 * n)
+    bounds[0] = (0.0, None)  # column 0 is the constant overhead: never negative
     for col in scale_cols:
         bounds[col] = SCALE_BOUNDS
     result = linprog(cost, A_eq=a_eq, b_eq=np.concatenate([y, np.zeros(k)]), bounds=bounds, method="highs")
@@ -79,17 +85,21 @@ def _fit_form(form: str, groups: list[str], G: np.ndarray, counts: np.ndarray, y
     """One calibration form fitted on group sums ``G`` (models x groups), operator counts and measured ms."""
     total = G.sum(axis=1)
     if form == "constant":
-        return Calibration(float(np.median(y - total)), form=form)
+        median = float(np.median(y - total))
+        note = f"overhead held at 0 ms (the median of measured - sum is {median:.4f} ms)" if median < 0 else ""
+        return Calibration(max(0.0, median), form=form, note=note)
     per_op = form.endswith("+per-op") and len(set(counts.tolist())) > 1
     sums = G if form.startswith("group") else total[:, None]
     X = np.column_stack([np.ones(len(y)), sums] + ([counts] if per_op else []))
     scale_cols = list(range(1, 1 + sums.shape[1]))
     b = _lad(X, y, scale_cols, tie=form.startswith("group"))
     per_op_ms = float(b[-2]) if per_op else 0.0
+    overhead = max(0.0, float(b[0]))  # the solver may return -0.0 or -1e-12 at the bound
+    note = "overhead held at its lower bound 0 ms" if overhead <= 1e-9 else ""
     if form.startswith("group"):
-        return Calibration(float(b[0]), float(b[-1]), per_op_ms,
-                           {g: float(s) for g, s in zip(groups, b[1:1 + len(groups)])}, form)
-    return Calibration(float(b[0]), float(b[1]), per_op_ms, form=form)
+        return Calibration(overhead, float(b[-1]), per_op_ms,
+                           {g: float(s) for g, s in zip(groups, b[1:1 + len(groups)])}, form, note=note)
+    return Calibration(overhead, float(b[1]), per_op_ms, form=form, note=note)
 
 
 def _predict(cal: Calibration, groups: list[str], G: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -158,9 +168,32 @@ def scale_of(predictor, op) -> float:
     return predictor.group_scales.get(scale_group(op), predictor.scale) if predictor.group_scales else predictor.scale
 
 
+def _scale(value, where: str, path: Path) -> float:
+    low, high = SCALE_BOUNDS
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise HwnasError(f"{path}: {where} must be a number in [{low:g}, {high:g}] (the bounds of the fit), "
+                         f"got {value!r}")
+    return float(value)
+
+
+def scale_field(data: dict, path: Path) -> float:
+    """The ``scale`` field of a predictor file (1 when absent), within the fit's bounds."""
+    return _scale(data.get("scale", 1.0), "field 'scale'", path)
+
+
 def group_scales_field(data: dict, path: Path) -> dict[str, float]:
-    """The optional ``group_scales`` field of a predictor file (absent in older files: no group scales)."""
+    """The optional ``group_scales`` field of a predictor file (absent in older files: no group scales).
+
+    Keys are :func:`scale_group` names (``<kind>:k<kernel>``); values within the fit's bounds.
+    """
+    from hwnas.ops import KINDS
+
     value = data.get("group_scales", {})
     if not isinstance(value, dict):
         raise HwnasError(f"{path}: field 'group_scales' must be an object of operator group -> scale")
-    return {str(k): number(value, k, path) for k in value}
+    for key in value:
+        kind, _, kernel = str(key).partition(":k")
+        if kind not in KINDS or not kernel.isdigit():
+            raise HwnasError(f"{path}: field 'group_scales' has an unknown operator group {key!r}; expected "
+                             "<kind>:k<kernel>, e.g. 'mbconv:k3'")
+    return {str(k): _scale(v, f"field 'group_scales.{k}'", path) for k, v in value.items()}

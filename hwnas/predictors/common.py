@@ -38,6 +38,16 @@ def number(data: dict, field: str, path: Path, default: float | None = None) -> 
     return float(value)
 
 
+def overhead_field(data: dict, path: Path) -> float:
+    """The ``overhead_ms`` field (0 when absent): a finite number >= 0 (a network never costs less than its parts'
+    sum because of it; see :mod:`hwnas.predictors.calibration`)."""
+    value = number(data, "overhead_ms", path, 0.0)
+    if value < 0:
+        raise HwnasError(f"{path}: field 'overhead_ms' must not be negative, got {value!r}; refit the predictor "
+                         "(hwnas fit)")
+    return value
+
+
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically (a crash leaves the old file or the new one, never half of one)."""
     path.parent.mkdir(parents=True, exist_ok=True)

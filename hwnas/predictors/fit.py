@@ -40,13 +40,12 @@ class FitResult:
 
 
 def select_ops(rows: list[OpRow], runtime: str, dtype: str, threads: int) -> tuple[list[OpSpec], np.ndarray]:
-    """Operators measured with this runtime/dtype/threads and their latency (median over repeated rows)."""
-    by_op: dict[OpSpec, list[float]] = {}
-    for row in rows:
-        if (row.runtime, row.dtype, row.threads) == (runtime, dtype, threads):
-            by_op.setdefault(row.op, []).append(row.median_ms)
-    ops = list(by_op)
-    return ops, np.array([float(np.median(by_op[op])) for op in ops])
+    """Operators measured with this runtime/dtype/threads and their latency.
+
+    A table holds one row per operator (:func:`hwnas.latency_data.read_op_rows` refuses conflicting
+    repeats, and the re-timing tool writes the median of its rounds as that one row)."""
+    picked = [row for row in rows if (row.runtime, row.dtype, row.threads) == (runtime, dtype, threads)]
+    return [row.op for row in picked], np.array([row.median_ms for row in picked], dtype=float)
 
 
 def select_models(rows: list[ModelRow], runtime: str, dtype: str, threads: int,
@@ -114,7 +113,8 @@ def calibrate(predictor, model_ops_list: list[list[OpSpec]], measured: list[floa
               source: str, per_op: bool = True) -> None:
     """Fit a predictor's whole-model calibration (``overhead_ms``, ``scale``, ``per_op_ms``, ``group_scales``).
 
-    Without ``per_op`` only the constant overhead is fitted.
+    Without ``per_op`` only the constant overhead is fitted. The overhead is never negative (see
+    :mod:`hwnas.predictors.calibration`); when it is held at 0 the source text says so.
     """
     predictor.overhead_ms, predictor.scale, predictor.per_op_ms, predictor.group_scales = 0.0, 1.0, 0.0, {}
     group_sums, counts = [], []
@@ -137,6 +137,8 @@ def calibrate(predictor, model_ops_list: list[list[OpSpec]], measured: list[floa
         text = f"{how} over {len(names)} whole models of {source}"
         if cal.cv:
             text += f"; form {cal.form!r} kept by repeated 5-fold cross-validation on them (lowest MAPE)"
+        if cal.note:
+            text += f"; {cal.note}"
     else:
         text = "none: no whole-model rows to fit on; overhead set to 0"
     predictor.overhead = {"source": text, "form": cal.form, "cv": cal.cv, "models": list(names)}

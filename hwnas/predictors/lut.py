@@ -21,13 +21,14 @@ without ``group_scales`` (older ones) load with none. An operator missing from t
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
 from hwnas.predictors import LatencyPredictor, load_predictor, register_type
-from hwnas.predictors.calibration import group_scales_field, scale_of
-from hwnas.predictors.common import header, number, target_fields, write_json
+from hwnas.predictors.calibration import group_scales_field, scale_field, scale_of
+from hwnas.predictors.common import header, number, overhead_field, target_fields, write_json
 
 
 class LookupTable(LatencyPredictor):
@@ -104,8 +105,8 @@ def _load(data: dict, path: Path) -> LookupTable:
             OpSpec.from_key(key)
         except HwnasError as exc:
             raise HwnasError(f"{path}: field 'entries': {exc}") from None
-        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms >= 0:
-            raise HwnasError(f"{path}: entry {key!r} must be a non-negative number of ms, got {ms!r}")
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 <= ms < math.inf:
+            raise HwnasError(f"{path}: entry {key!r} must be a finite non-negative number of ms, got {ms!r}")
         clean[key] = float(ms)
     fallback = data.get("fallback")
     if fallback is not None and (not isinstance(fallback, str) or "/" in fallback or "\\" in fallback):
@@ -114,6 +115,6 @@ def _load(data: dict, path: Path) -> LookupTable:
     if overhead is not None and not isinstance(overhead, dict):
         raise HwnasError(f"{path}: field 'overhead' must be an object")
     return LookupTable(data["device"], data.get("space"), runtime, dtype, threads, clean,
-                       number(data, "overhead_ms", path, 0.0), overhead, fallback, path,
-                       number(data, "per_op_ms", path, 0.0), number(data, "scale", path, 1.0),
+                       overhead_field(data, path), overhead, fallback, path,
+                       number(data, "per_op_ms", path, 0.0), scale_field(data, path),
                        group_scales_field(data, path))

@@ -37,8 +37,8 @@ import numpy as np
 from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
 from hwnas.predictors import LatencyPredictor, register_type
-from hwnas.predictors.calibration import group_scales_field, scale_of
-from hwnas.predictors.common import header, number, target_fields, write_json
+from hwnas.predictors.calibration import group_scales_field, scale_field, scale_of
+from hwnas.predictors.common import header, number, overhead_field, target_fields, write_json
 from hwnas.predictors.features import FEATURE_NAMES, feature_matrix
 
 # Work terms the linear per-kind model uses (latency ~ a sum of work done).
@@ -295,10 +295,10 @@ def _load(data: dict, path: Path) -> RegressorPredictor:
     models = _load_models(path.parent / model_file, digest, path)
     overhead = data.get("overhead")
     return RegressorPredictor(data["device"], data.get("space"), runtime, dtype, threads,
-                              FittedModels(method, models), number(data, "overhead_ms", path, 0.0),
+                              FittedModels(method, models), overhead_field(data, path),
                               overhead if isinstance(overhead, dict) else None, data.get("cv") or {},
                               int(data.get("n_rows", 0)), path, number(data, "per_op_ms", path, 0.0),
-                              number(data, "scale", path, 1.0), group_scales_field(data, path))
+                              scale_field(data, path), group_scales_field(data, path))
 
 
 __all__ = ["METHODS", "FittedModels", "RegressorPredictor", "cross_validate", "best_method", "fit_method",

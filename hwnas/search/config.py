@@ -7,11 +7,14 @@ from pathlib import Path
 
 from hwnas.errors import HwnasError
 from hwnas.spaces import DEFAULT_SPACE
+from hwnas.threads import check_threads
 from hwnas.supernet.mixed_op import MODES
 
-# Settings that must match for --resume to continue a run.
+# Settings that must match for --resume to continue a run: every one that changes the result.
 RESUME_KEYS = ("space", "space_params", "dataset", "mode", "darts_order", "epochs", "warmup_epochs", "batch_size",
                "max_steps", "limit_train", "limit_val", "seed", "predictor", "budget_ms", "budget_on",
+               "lr_w", "momentum", "weight_decay", "lr_alpha", "lambda_lat", "eta_flops", "eta_mac", "eta_params",
+               "tau_start", "tau_end", "baseline_decay", "fit_budget",
                "supernet", "control", "target_fraction", "band_low", "band_high", "arch_fraction",
                "child_warmup_epochs", "distill", "alpha_init_std", "label_smoothing")
 SUPERNETS = ("entangled", "separate")
@@ -65,7 +68,7 @@ class SearchConfig:
     resume: bool = False
     progress: bool = True
     workers: int = 0
-    threads: int = 0  # torch CPU threads (0: torch's default)
+    threads: int = 1  # torch CPU threads (0: torch's default; see hwnas.threads)
     stop_after: int | None = None  # stop after this many finished epochs (time slicing; continue with resume)
 
     @property
@@ -123,6 +126,7 @@ class SearchConfig:
             raise HwnasError("label smoothing must be in [0, 1) and alpha_init_std >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise HwnasError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        check_threads(self.threads, "threads")
 
     def to_dict(self) -> dict:
         return asdict(self)

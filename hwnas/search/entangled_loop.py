@@ -52,6 +52,7 @@ from hwnas.search.report import (METRICS, METRICS_CSV, PROBS, TensorBoard, appen
 from hwnas.search.tilt import entropy
 from hwnas.spaces import get_space
 from hwnas.supernet.entangled import EntangledSupernet, Plan, recalibrate_bn
+from hwnas.threads import use_torch_threads
 from hwnas.train import set_seed
 
 CHECKPOINT = "checkpoint.pt"
@@ -131,6 +132,7 @@ def decision_names(net: EntangledSupernet) -> tuple[list[str], list[list[str]]]:
 
 def run_entangled_search(cfg: SearchConfig) -> SearchResult:
     rank, size, device = D.setup(cfg.device)
+    use_torch_threads(cfg.threads, "threads")
     main = rank == 0
     space = get_space(cfg.space, cfg.space_params)
     predictor, source = load_latency_predictor(space, cfg.predictor)

@@ -16,6 +16,7 @@ measured predictor for real budgets.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 
@@ -105,12 +106,17 @@ def latency_model(space: SearchSpace, predictor_path: str | None) -> LatencyMode
     return LatencyModel(_tensors(space, predictor), float(fixed), source)
 
 
+def check_budget_value(value: float | None, what: str = "--budget-ms") -> None:
+    """A budget must be a positive finite number (None: no budget)."""
+    if value is not None and not (isinstance(value, (int, float)) and 0 < value < math.inf):
+        raise HwnasError(f"{what} must be a positive finite number, got {value}")
+
+
 def check_budget(budget_ms: float | None, model: LatencyModel) -> None:
     """Refuse a budget the fastest architecture of the space cannot meet."""
     if budget_ms is None:
         return
-    if not budget_ms > 0:
-        raise HwnasError(f"--budget-ms must be positive, got {budget_ms}")
+    check_budget_value(budget_ms)
     if budget_ms < model.min_ms:
         raise HwnasError(f"budget {budget_ms:g} ms is below the fastest architecture of the space: "
                          f"minimum achievable latency is {model.min_ms:.4f} ms (latency from {model.source})")

@@ -38,6 +38,7 @@ from hwnas.search.report import (METRICS, METRICS_CSV, PROBS, TensorBoard, appen
 from hwnas.search.updates import StepContext, make_step
 from hwnas.spaces import get_space
 from hwnas.supernet import Supernet
+from hwnas.threads import use_torch_threads
 from hwnas.train import set_seed
 
 CHECKPOINT = "checkpoint.pt"
@@ -115,8 +116,7 @@ def run_search(config: SearchConfig) -> SearchResult:
     cfg = config
     cfg.check()
     rank, size, device = D.setup(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    use_torch_threads(cfg.threads, "threads")
     main = rank == 0
     space = get_space(cfg.space, cfg.space_params)
     lat = latency_model(space, cfg.predictor)

@@ -7,15 +7,16 @@ import importlib.util
 import json
 from pathlib import Path
 
+from hwnas import jsonfile
+
 METRICS = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 PROBS = "probs.jsonl"
 
 
 def read_jsonl(path: Path, max_epoch: int | None = None) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Rows up to ``max_epoch`` (shared reader: a torn last line of an interrupted write is dropped)."""
+    rows = jsonfile.read_jsonl(path, "a log row")
     return [r for r in rows if max_epoch is None or r.get("epoch", 0) <= max_epoch]
 
 

@@ -161,6 +161,18 @@ class CostModel:
     def cost(self, measured: dict) -> float:
         return measured["latency_ms"] if self.unit == "ms" else measured["mflops"]
 
+    def minimum(self, space) -> float:
+        """The cheapest architecture of ``space`` in this unit (cheapest candidate at every position)."""
+        if self.unit == "ms":
+            from hwnas.predictors.differentiable import min_latency
+
+            return min_latency(space, self.predictor)
+        from hwnas.costs import op_cost
+
+        flops = sum(op_cost(op).flops for op in list(space.stem) + list(space.head))
+        flops += sum(min(0 if op.kind == "zero" else op_cost(op).flops for op in pos.ops) for pos in space.positions)
+        return flops / 1e6
+
 
 @dataclass
 class Objective:
@@ -175,8 +187,18 @@ class Objective:
     def __post_init__(self) -> None:
         if self.over_budget not in OVER_BUDGET:
             raise HwnasError(f"over-budget handling must be one of {', '.join(OVER_BUDGET)}, got {self.over_budget!r}")
-        if self.budget is not None and not self.budget > 0:
-            raise HwnasError(f"the budget must be positive, got {self.budget!r}")
+        if self.budget is not None and not 0 < self.budget < math.inf:
+            raise HwnasError(f"the budget must be a positive finite number, got {self.budget!r}")
+
+    def check_feasible(self, space) -> None:
+        """Refuse, before any evaluation, a budget that no architecture of ``space`` can meet."""
+        if self.budget is None:
+            return
+        low = self.cost_model.minimum(space)
+        if self.budget < low:
+            unit = self.cost_model.unit
+            raise HwnasError(f"budget {self.budget:g} {unit} is below the cheapest architecture of {space.name}: "
+                             f"minimum achievable is {low:.4f} {unit}")
 
     def __call__(self, arch: Architecture) -> dict:
         """One log record (without index): choices, score, accuracy, latency, MFLOPs, feasibility, seconds."""

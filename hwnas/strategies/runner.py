@@ -29,38 +29,25 @@ from tqdm import tqdm
 
 from hwnas.arch import architecture_of
 from hwnas.errors import HwnasError
+from hwnas.jsonfile import read_jsonl
+from hwnas.outputs import check_writable_folder
 from hwnas.strategies.base import Strategy
 from hwnas.strategies.evaluators import CostModel, Objective
+from hwnas.threads import TORCH_THREADS, use_torch_threads
 
 LOG = "evaluations.jsonl"
 CONFIG = "config.json"
 
 
 # -- the log --------------------------------------------------------------------------
+def _check_record(record: dict) -> None:
+    if not isinstance(record.get("choices"), list) or "score" not in record:
+        raise ValueError("missing 'choices' or 'score'")
+
+
 def read_log(path: Path) -> list[dict]:
     """The records of a log; a torn (unterminated, unparsable) last line is dropped and cut from the file."""
-    if not path.exists():
-        return []
-    text = path.read_text()
-    lines = text.split("\n")
-    records, good_chars = [], 0
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            good_chars += len(line) + 1
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict) or not isinstance(record.get("choices"), list) or "score" not in record:
-                raise ValueError("missing 'choices' or 'score'")
-        except ValueError as exc:
-            if lineno == len(lines):  # torn final line of an interrupted write
-                break
-            raise HwnasError(f"{path}: line {lineno} is not an evaluation record ({exc})") from None
-        records.append(record)
-        good_chars += len(line) + 1
-    if good_chars < len(text):
-        path.write_text(text[:good_chars])
-    return records
+    return read_jsonl(path, "an evaluation record", _check_record)
 
 
 def _append(path: Path, record: dict) -> None:
@@ -256,8 +243,6 @@ def strategy_options(args) -> dict:
 
 def run_strategy(args) -> int:
     """``hwnas search --strategy random|evolution|rl|progressive``: run, log, plot, print the best."""
-    import torch
-
     from hwnas.cli.space import space_from_args
     from hwnas.strategies import make_strategy
 
@@ -265,11 +250,11 @@ def run_strategy(args) -> int:
     seed = _opt(args, "seed", 0)
     evaluations = _opt(args, "evaluations", 30)
     resume, progress = bool(_opt(args, "resume", False)), not _opt(args, "no_progress", False)
-    if _opt(args, "threads", 0):
-        torch.set_num_threads(args.threads)
-    out = Path(_opt(args, "out") or Path("runs") / "search" / f"{args.strategy}-{space.name}-s{seed}")
+    use_torch_threads(_opt(args, "threads", TORCH_THREADS))
+    out = check_writable_folder(_opt(args, "out") or Path("runs") / "search" / f"{args.strategy}-{space.name}-s{seed}")
     strategy = make_strategy(args.strategy, space, seed=seed, **strategy_options(args))
     objective = build_objective(args, space)
+    objective.check_feasible(space)
     unit = objective.cost_model.unit
     config = {"strategy": args.strategy, "space": space.name, "space_params": space.params, "seed": seed,
               "evaluator": _opt(args, "evaluator", "proxy"), "supernet": _opt(args, "supernet"),

@@ -1,0 +1,320 @@
+"""Hostile inputs of issue 15: each ends in a one-line error naming the file/field/value, exit code 2, before
+any long work (cases 2 and 3 are in test_predictor_files.py, test_predictors.py and test_latency_data.py)."""
+
+import json
+import os
+import re
+import tarfile
+
+import pytest
+from PIL import Image
+
+from hwnas.cli import main
+from hwnas.data import dataset_classes, image_dataset, load_dataset
+from hwnas.errors import HwnasError
+
+ARCH = {"space": "proxyless-tiny", "choices": ["k3_e3"] * 9}
+TINY_SEARCH = ["--space", "proxyless-tiny", "--set", 'stages=[[24,1,2],[40,1,2],[64,1,2]]', "--epochs", "2",
+               "--warmup-epochs", "1", "--batch-size", "16", "--max-steps", "2", "--limit-train", "64",
+               "--limit-val", "32", "--no-progress"]
+
+
+def _error(capsys, argv) -> str:
+    """The one error line of a refused command (exit code 2, no traceback)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("hwnas: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def _images(root, classes=("cat", "dog"), n=3, size=(32, 32)):
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", size, (40 * c, 20 * i, 100)).save(root / name / f"{i}.png")
+    return root
+
+
+def _tar(path, folder, arcname):
+    with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as tar:
+        tar.add(folder, arcname=arcname)
+    return path
+
+
+# -- case 1: space parameters of an architecture file, and --set ----------------------------
+@pytest.mark.parametrize("params, message", [
+    ('{"width_mult": NaN}', r"field 'width_mult' must be a number in \(0, 4\], got nan"),
+    ({"width_mult": 1e6}, r"field 'width_mult' must be a number in \(0, 4\], got 1000000.0"),
+    ({"resolution": 10 ** 9}, "field 'resolution' must be a positive integer <= 1024, got 1000000000"),
+    ({"resolution": 1e9}, "field 'resolution' must be a positive integer <= 1024, got 1000000000.0"),
+    ({"stages": [[24, 1000, 2]]}, r"stages\[0\] must be \[channels <= 4096, layers <= 64"),
+    ({"kernels": [3, 99]}, r"field 'kernels' must be a non-empty list of integers in \[1, 11\]"),
+])
+def test_architecture_space_params_out_of_bounds(tmp_path, capsys, params, message):
+    text = params if isinstance(params, str) else json.dumps(params)
+    path = _write(tmp_path / "a.json", f'{{"space": "proxyless-tiny", "space_params": {text}, "choices": []}}')
+    line = _error(capsys, ["arch", "show", str(path)])
+    assert str(path) in line and re.search(message, line), line
+
+
+@pytest.mark.parametrize("override", ["width_mult=NaN", "width_mult=Infinity", "resolution=2048", "num_classes=0"])
+def test_set_overrides_follow_the_same_rules(capsys, override):
+    field = override.split("=")[0]
+    assert f"field '{field}' must be" in _error(capsys, ["space", "show", "--set", override])
+
+
+def test_genotype_space_params_out_of_bounds(tmp_path, capsys):
+    path = _write(tmp_path / "g.json", {"space": "darts-cell", "space_params": {"layers": 10 ** 6},
+                                        "normal": [[], [], [], []], "reduce": [[], [], [], []]})
+    assert "darts-cell field 'layers' must be a positive integer <= 64" in _error(capsys, ["arch", "show", str(path)])
+
+
+# -- case 4: budgets ---------------------------------------------------------------------------
+def test_sample_based_search_refuses_an_infeasible_budget_up_front(tmp_path, capsys):
+    out = tmp_path / "evo"
+    line = _error(capsys, ["search", *TINY_SEARCH, "--strategy", "evolution", "--budget-ms", "0.01",
+                           "--evaluations", "4", "--out", str(out)])
+    assert "budget 0.01 ms is below the cheapest architecture of proxyless-tiny: minimum achievable is" in line
+    assert not (out / "evaluations.jsonl").exists()  # nothing was evaluated
+    line = _error(capsys, ["search", *TINY_SEARCH, "--strategy", "random", "--budget-mflops", "0.001",
+                           "--out", str(out)])
+    assert "budget 0.001 MFLOPs is below the cheapest architecture" in line
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--budget-ms", "inf"], ["search", "--strategy", "evolution", "--budget-ms", "nan"],
+    ["search", "--budget-mflops", "inf"], ["run", "--budget-ms", "inf"],
+    ["export", "a.json", "--weights", "w.safetensors", "--budget-ms", "inf"],
+])
+def test_non_finite_budgets_are_refused(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "a.json", ARCH)
+    assert "must be a positive finite number" in _error(capsys, argv)
+    assert not (tmp_path / "runs").exists()
+
+
+# -- case 5: threads -----------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, message", [
+    (["search", "--threads", "-1"], "--threads must be 0 (torch's own choice) or more, got -1"),
+    (["search", "--strategy", "rl", "--threads", "-2"], "--threads must be 0 (torch's own choice) or more, got -2"),
+    (["train", "a.json", "--threads", "-1"], "--threads must be 0 (torch's own choice) or more, got -1"),
+    (["tune", "a.json", "--threads", "-1"], "--threads must be 0 (torch's own choice) or more, got -1"),
+    (["run", "--threads", "-1"], "--threads must be 0 (torch's own choice) or more, got -1"),
+    (["export", "a.json", "--weights", "w.safetensors", "--threads", "0"], "--threads must be at least 1, got 0"),
+    (["measure", "missing.tflite", "--threads", "-1"], "--threads must be at least 1, got -1"),
+    (["fit", "--threads", "0"], "--threads must be at least 1, got 0"),
+])
+def test_bad_thread_counts_are_named(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "a.json", ARCH)
+    line = _error(capsys, argv)
+    assert line == f"hwnas: error: {message}"  # not the model file, not a traceback
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "export").exists()
+
+
+def test_one_torch_thread_by_default(tmp_path, monkeypatch):
+    import torch
+
+    from hwnas.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["search"], ["train", "a.json"], ["tune", "a.json"]):
+        assert parser.parse_args(argv).threads == 1, argv
+    assert parser.parse_args(["run"]).threads is None  # run.threads of the config, default 1
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "a.json", ARCH)
+    torch.set_num_threads(2)
+    try:  # train sets the count before loading the data (which fails here)
+        assert main(["train", "a.json", "--dataset", str(tmp_path / "none")]) == 2
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)
+
+
+# -- case 6: unwritable --out ---------------------------------------------------------------------
+@pytest.mark.parametrize("command", [
+    ["search"], ["search", "--strategy", "evolution"], ["train", "a.json"], ["run"], ["tune", "a.json"],
+    ["export", "a.json", "--weights", "w.safetensors"], ["fit"],
+])
+def test_out_under_a_regular_file(tmp_path, capsys, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "a.json", ARCH)
+    blocker = _write(tmp_path / "file", "x")
+    line = _error(capsys, [*command, "--out", str(blocker / "sub")])
+    assert f"{blocker / 'sub'}: {blocker} is a file, not a folder" in line
+
+
+def test_out_in_proc(tmp_path, capsys, monkeypatch):
+    if not os.path.isdir("/proc"):
+        pytest.skip("no /proc")
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "a.json", ARCH)
+    for command in (["train", "a.json"], ["search"], ["run"]):
+        assert "/proc/hwnas-test: cannot write in /proc" in _error(capsys, [*command, "--out", "/proc/hwnas-test"])
+
+
+# -- case 7: datasets ------------------------------------------------------------------------------
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HWNAS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "datasets"
+
+
+def test_truncated_archive_names_it_and_leaves_no_partial_extraction(tmp_path, cache):
+    archive = _tar(tmp_path / "d.tar.gz", _images(tmp_path / "src", n=40), "d")
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) // 2])
+    with pytest.raises(HwnasError, match=rf"^{archive}: cannot extract .*truncated"):
+        load_dataset(str(archive), 32)
+    assert not [p for p in cache.iterdir() if p.name != "hashes"]
+
+
+def test_folder_of_non_images_fails_at_once_naming_a_file(tmp_path):
+    for name in ("a", "b"):
+        _write(tmp_path / "d" / name / "0.jpg", "this is not a picture")
+    with pytest.raises(HwnasError, match=rf"{tmp_path / 'd'}/a/0.jpg: not a readable image"):
+        load_dataset(str(tmp_path / "d"), 32)
+
+
+def test_images_of_another_size_are_resized(tmp_path):
+    root = _images(tmp_path / "d", n=4, size=(48, 40))
+    for augment in (True, False):
+        splits = load_dataset(str(root), 32, augment=augment)
+        assert tuple(splits.train[0][0].shape) == (3, 32, 32) and tuple(splits.val[0][0].shape) == (3, 32, 32)
+    assert tuple(load_dataset(str(root), 24).val[0][0].shape) == (3, 24, 24)
+
+
+def test_corrupt_cifar_batches_are_named(tmp_path):
+    _write(tmp_path / "c" / "cifar-10-batches-py" / "data_batch_1", "garbage")
+    with pytest.raises(HwnasError, match=rf"^{tmp_path / 'c'}: cifar-10-batches-py is incomplete or corrupted"):
+        load_dataset(str(tmp_path / "c"), 32)
+
+
+def test_replaced_archive_of_the_same_size_is_extracted_again(tmp_path, cache):
+    archive = tmp_path / "d.tar"
+    _tar(archive, _images(tmp_path / "one", classes=("cat", "dog")), "d")
+    assert image_dataset(str(archive), 32).train.dataset.classes == ["cat", "dog"]
+    stat = archive.stat()
+    replacement = _tar(tmp_path / "new.tar", _images(tmp_path / "two", classes=("cow", "pig")), "d")
+    assert replacement.stat().st_size == stat.st_size
+    os.replace(replacement, archive)
+    os.utime(archive, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even the same mtime: keyed by content
+    assert image_dataset(str(archive), 32).train.dataset.classes == ["cow", "pig"]
+
+
+def test_archive_with_one_top_folder_holding_the_classes(tmp_path, cache):
+    archive = _tar(tmp_path / "cifar.tar.gz", _images(tmp_path / "src", classes=("a", "b", "c")), "cifar10")
+    assert dataset_classes(str(archive)) == 3
+    splits = load_dataset(str(archive), 32)
+    assert splits.num_classes == 3 and splits.name == "cifar.tar.gz"  # the user's file, not the cache
+
+
+def test_archive_errors_name_the_archive_not_the_cache(tmp_path, cache):
+    src = _images(tmp_path / "src")
+    _write(src / "dog" / "9.png", "not a png")
+    archive = _tar(tmp_path / "d.tar.gz", src, "d")
+    with pytest.raises(HwnasError) as info:  # found by the images decoded up front
+        load_dataset(str(archive), 32)
+    assert str(info.value) == f"{archive}: d/dog/9.png: not a readable image (unknown image format)"
+    _tar(archive, _images(tmp_path / "one", classes=("only",)), "d")
+    with pytest.raises(HwnasError, match=rf"^{archive}: .*found 1 class folder"):
+        load_dataset(str(archive), 32)
+
+
+# -- case 8: run --config paths, before stage 1 ------------------------------------------------------
+@pytest.mark.parametrize("section, message", [
+    ('[data]\ndataset = "missing/cifar.tar.gz"\n', "field 'data.dataset': missing/cifar.tar.gz: dataset path does "
+                                                   "not exist"),
+    ('[data]\ndataset = "three"\n', "field 'data.dataset': dataset three has 3 classes, the space has 10"),
+    ('[latency]\npredictor = "missing.json"\n', "field 'latency.predictor': missing.json: no such predictor file"),
+    ('[latency]\nreference_predictors = "a.json"\n', "field 'latency.reference_predictors': a.json is a file"),
+])
+def test_run_config_paths_are_checked_before_profiling(tmp_path, capsys, monkeypatch, section, message):
+    monkeypatch.chdir(tmp_path)
+    _images(tmp_path / "three", classes=("a", "b", "c"))
+    _write(tmp_path / "a.json", ARCH)
+    config = _write(tmp_path / "c.toml", '[run]\nout = "r"\n' + section)
+    line = _error(capsys, ["run", "--config", str(config)])
+    assert line.startswith(f"hwnas: error: {config}: ") and message in line
+    assert not (tmp_path / "r").exists()  # nothing profiled, nothing written
+
+
+# -- case 9: search --resume with other settings (more in test_search.py) ------------------------------
+def test_search_resume_with_another_learning_rate_is_refused(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["search", *TINY_SEARCH, "--stop-after", "1", "--out", str(out)]) == 0
+    config = (out / "config.json").read_text()
+    for option in (["--lr", "0.2"], ["--lambda-lat", "0.3"], ["--lr-alpha", "0.1"], ["--eta-mac", "0.1"],
+                   ["--no-fit-budget"]):
+        line = _error(capsys, ["search", *TINY_SEARCH, "--out", str(out), "--resume", *option])
+        assert "checkpoint was written with" in line and "resume with the same settings" in line
+    assert (out / "config.json").read_text() == config
+
+
+def _train(tmp_path, *extra):
+    return main(["train", str(tmp_path / "a.json"), "--epochs", "1", "--max-steps", "2", "--batch-size", "16",
+                 "--limit-train", "64", "--limit-val", "32", "--out", str(tmp_path / "t"), *extra])
+
+
+def test_train_resume_with_another_setting_is_refused(tmp_path, capsys):
+    _write(tmp_path / "a.json", ARCH)
+    assert _train(tmp_path) == 0
+    for option in (["--lr", "0.2"], ["--weight-decay", "0.01"], ["--label-smoothing", "0"], ["--seed", "3"]):
+        assert main(["train", str(tmp_path / "a.json"), "--epochs", "1", "--max-steps", "2", "--batch-size", "16",
+                     "--limit-train", "64", "--limit-val", "32", "--out", str(tmp_path / "t"), "--resume",
+                     *option]) == 2
+        assert "checkpoint was written with" in capsys.readouterr().err
+
+
+# -- case 10: a torn last line of train's and search's metrics.jsonl ------------------------------------
+def test_torn_metrics_line_does_not_stop_train_resume(tmp_path, capsys):
+    _write(tmp_path / "a.json", ARCH)
+    assert _train(tmp_path) == 0
+    metrics = tmp_path / "t" / "metrics.jsonl"
+    good = metrics.read_text()
+    with open(metrics, "a") as f:
+        f.write('{"epoch": 2, "train_lo')  # killed in the middle of a write
+    with pytest.warns(UserWarning, match=r"metrics.jsonl, line 2: ignoring an incomplete last line"):
+        assert _train(tmp_path, "--resume") == 0
+    assert metrics.read_text() == good
+
+
+def test_torn_metrics_line_does_not_stop_search_resume(tmp_path):
+    out = tmp_path / "s"
+    assert main(["search", *TINY_SEARCH, "--stop-after", "1", "--out", str(out)]) == 0
+    for name in ("metrics.jsonl", "probs.jsonl"):
+        with open(out / name, "a") as f:
+            f.write('{"epoch": 2, "pro')
+    with pytest.warns(UserWarning, match="ignoring an incomplete last line"):
+        assert main(["search", *TINY_SEARCH, "--out", str(out), "--resume"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_a_bad_line_that_is_not_the_last_is_named(tmp_path, capsys):
+    _write(tmp_path / "a.json", ARCH)
+    assert _train(tmp_path) == 0
+    metrics = tmp_path / "t" / "metrics.jsonl"
+    metrics.write_text("garbage\n" + metrics.read_text())
+    assert _train(tmp_path, "--resume") == 2
+    assert f"{metrics}, line 1: not a metrics row" in capsys.readouterr().err
+
+
+# -- case 11: arch show takes a genotype as every other command does ---------------------------------------
+def test_arch_show_takes_a_genotype(tmp_path, capsys):
+    from hwnas.cells.genotype import Genotype
+
+    node = [["sep_conv_3x3", 0], ["skip", 1]]
+    path = Genotype([node] * 4, [node] * 4, {"layers": 3, "channels": 8, "resolution": 8}).save(tmp_path / "g.json")
+    assert main(["arch", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: space darts-cell" in out and "cell0:0->2" in out and "cell1-reduce:pre0" in out
+    assert out.splitlines()[-2].startswith("total")
