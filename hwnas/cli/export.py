@@ -54,6 +54,10 @@ def _export(args) -> int:
     quants = parse_quants(args.quant)
     if args.budget_ms is not None and args.budget_ms <= 0:
         raise HwnasError(f"--budget-ms must be positive, got {args.budget_ms}")
+    if args.predictor and not args.no_measure:
+        from hwnas.predictors import warn_if_other_device
+
+        warn_if_other_device(args.predictor)
     import torch
 
     from hwnas.weights import load_weights
