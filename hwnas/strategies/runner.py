@@ -254,6 +254,11 @@ def strategy_options(args) -> dict:
             "surrogate": _opt(args, "surrogate")}
 
 
+def run_folder(args, space_name: str) -> Path:
+    """``--out``, or ``runs/search/<strategy>-<space>-s<seed>``."""
+    return Path(_opt(args, "out") or Path("runs") / "search" / f"{args.strategy}-{space_name}-s{_opt(args, 'seed', 0)}")
+
+
 def run_strategy(args) -> int:
     """``hwnas search --strategy random|evolution|rl|progressive``: run, log, plot, print the best."""
     import torch
@@ -267,7 +272,7 @@ def run_strategy(args) -> int:
     resume, progress = bool(_opt(args, "resume", False)), not _opt(args, "no_progress", False)
     if _opt(args, "threads", 0):
         torch.set_num_threads(args.threads)
-    out = Path(_opt(args, "out") or Path("runs") / "search" / f"{args.strategy}-{space.name}-s{seed}")
+    out = run_folder(args, space.name)
     strategy = make_strategy(args.strategy, space, seed=seed, **strategy_options(args))
     objective = build_objective(args, space)
     unit = objective.cost_model.unit
