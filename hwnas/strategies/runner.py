@@ -162,7 +162,9 @@ def plot_pareto(records: list[dict], path: str | Path, unit: str, budget: float 
     if points:
         dots = ax.scatter([p[0] for p in points], [p[1] for p in points], s=14, c=[r["index"] + 1 for r in rows],
                           cmap="viridis", label="evaluated", zorder=2)
-        fig.colorbar(dots, ax=ax, label="evaluation")
+        from matplotlib.ticker import MaxNLocator
+
+        fig.colorbar(dots, ax=ax, label="evaluation").ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         front = [points[i] for i in pareto_front(points)]
         xs = [p[0] for p in front] + [max(p[0] for p in points)]
         ys = [p[1] for p in front] + [front[-1][1]]
@@ -178,7 +180,7 @@ def plot_pareto(records: list[dict], path: str | Path, unit: str, budget: float 
     ax.set_ylabel("validation accuracy")
     ax.set_title(title or "evaluated architectures")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")  # a fixed corner hid points
     return save_figure(fig, path, dpi=120)
 
 
