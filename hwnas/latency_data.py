@@ -25,7 +25,7 @@ a repeat with other values is refused naming both lines.
 API: :class:`OpRow`, :class:`ModelRow`, :func:`read_op_rows`,
 :func:`append_op_row`, :func:`read_model_rows`, :func:`append_model_row`,
 :func:`read_device`, :func:`write_device`, :func:`describe_this_device`,
-:func:`default_device_name`, :func:`check_same_device`.
+:func:`default_device_name`, :func:`check_same_device`, :func:`device_mismatch`.
 """
 
 from __future__ import annotations
@@ -331,6 +331,17 @@ def describe_this_device(name: str | None = None) -> dict:
         "runtimes": runtimes,
         "converters": converters,
     }
+
+
+def device_mismatch(stored: dict, current: dict, runtime: str | None) -> str | None:
+    """Why the device description ``stored`` is not ``current`` (None when it is): CPU, cores or runtime version."""
+    try:
+        check_same_device(stored, current, runtime, "stored")
+    except HwnasError as exc:
+        return str(exc).split("mismatch: ", 1)[-1].split(";")[0]
+    if "cpu" not in stored or "cores" not in stored:
+        return "no cpu/cores recorded"
+    return None
 
 
 def check_same_device(stored: dict, current: dict, runtime: str, where: Path | str) -> None:

@@ -367,15 +367,9 @@ def load_config(path: str | Path) -> dict:
 # -- the main job: stages -------------------------------------------------------------
 def _device_mismatch(stored: dict, current: dict, runtime: str) -> str | None:
     """Why a stored device description is not this machine (None when it is)."""
-    from hwnas.latency_data import check_same_device
+    from hwnas.latency_data import device_mismatch
 
-    try:
-        check_same_device(stored, current, runtime, "reference")
-    except HwnasError as exc:
-        return str(exc).split("mismatch: ", 1)[-1].split(";")[0]
-    if "cpu" not in stored or "cores" not in stored:
-        return "no cpu/cores recorded"
-    return None
+    return device_mismatch(stored, current, runtime)
 
 
 def find_reference_predictor(space, runtime: str, dtype: str, threads: int, folder: Path,

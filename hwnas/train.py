@@ -6,7 +6,8 @@ augmentation (``hwnas.data``). After every epoch the model is evaluated on the
 validation split, one JSON line is appended to ``metrics.jsonl``, and a
 checkpoint (model + optimizer state, safetensors) is written, so an interrupted
 run continues with ``resume=True`` from the last finished epoch. The final
-weights go to ``weights.safetensors``.
+weights go to ``weights.safetensors``; with the ``tensorboard`` extra installed,
+the same per-epoch scalars also go to ``tb/`` (TensorBoard).
 
 ``train_model(arch, splits, epochs=1, max_steps=20)`` doubles as a cheap
 "proxy training" evaluator for sample-based search strategies.
@@ -262,6 +263,9 @@ def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs:
         elif not resume:
             (out / METRICS).unlink(missing_ok=True)
 
+    from hwnas.search.report import TensorBoard
+
+    board = TensorBoard(out / "tb") if out is not None else None
     train_loss = history[-1]["train_loss"] if history else float("nan")
     for epoch in range(start_epoch, cfg.epochs):
         set_seed(cfg.seed * 1000 + epoch)  # deterministic order and augmentation, also after a resume
@@ -301,6 +305,9 @@ def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs:
             with open(out / METRICS, "a") as f:
                 f.write(json.dumps(row) + "\n")
             _save_checkpoint(out / CHECKPOINT, model, opt, epoch + 1, cfg)
+            board.log(row, epoch + 1)
+    if board is not None:
+        board.close()
 
     if history:
         val_acc, val_loss = history[-1]["val_acc"], history[-1]["val_loss"]

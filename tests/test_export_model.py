@@ -1,7 +1,7 @@
 """Whole-model export: fp32 parity with PyTorch, int8 agreement, refusal of failing models.
 
 TensorFlow runs only in the conversion worker subprocess; one worker serves the
-whole module (module-scoped fixture), so TensorFlow is imported once.
+whole session (the ``converter`` fixture of conftest.py), so TensorFlow is imported once.
 """
 
 from __future__ import annotations
@@ -23,15 +23,6 @@ from hwnas.train import train_model
 from hwnas.weights import save_weights
 
 SMALL = {"resolution": 16, "width_mult": 0.5, "head_channels": 64}
-
-
-@pytest.fixture(scope="module")
-def converter(tmp_path_factory):
-    from hwnas.export.tflite import TFLiteConverter
-
-    conv = TFLiteConverter(log_path=tmp_path_factory.mktemp("worker") / "worker.log").start()
-    yield conv
-    conv.close()
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,17 @@ def spread_line(label: str, medians, spreads) -> str:
             f"90th pct {np.percentile(rel, 90):.1%}, max {rel.max():.1%}, >10%: {(rel > 0.1).sum()}")
 
 
+def _diagonals(ax, lo: float, hi: float, label: str, band: tuple[float, float, str], ylabel: str) -> None:
+    """Log-log axes over [lo, hi] with y = x (dashed) and the band y = low x .. high x (dotted)."""
+    lo, hi = lo / 1.3, hi * 1.3
+    line = np.array([lo, hi])
+    ax.plot(line, line, "k--", lw=0.8, label=label)
+    ax.plot(line, line * band[0], "k:", lw=0.7, label=band[2])
+    ax.plot(line, line * band[1], "k:", lw=0.7)
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), ylabel=ylabel)
+    ax.grid(alpha=0.3, which="both")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=default_device_name())
@@ -90,25 +101,25 @@ def main() -> int:
 
         out = Path(args.plots)
         out.mkdir(parents=True, exist_ok=True)
+        # log axes: latencies span decades and most points would crowd the origin on linear ones
         if both:
             fig, ax = plt.subplots(figsize=(5, 5))
             for kernel in sorted({op.kernel for op in both}):
                 sel = [op for op in both if op.kernel == kernel]
                 ax.scatter([fp32[o] for o in sel], [int8[o] for o in sel], s=12, label=f"k{kernel}")
-            lim = max(max(fp32.values()), max(int8.values()))
-            ax.plot([0, lim], [0, lim], "k--", lw=0.8)
-            ax.set(xlabel="fp32 ms", ylabel="int8 ms", title=f"{args.device} tflite: int8 vs fp32 per operator")
-            ax.legend()
+            values = [fp32[o] for o in both] + [int8[o] for o in both]
+            _diagonals(ax, min(values), max(values), "int8 = fp32", (0.5, 2.0, "0.5x / 2x"), "int8 ms")
+            ax.set(xlabel="fp32 ms", title=f"{args.device} tflite: int8 vs fp32 per operator")
+            ax.legend(fontsize=8)
             fig.savefig(out / f"{args.device}-int8-vs-fp32.png", dpi=120, bbox_inches="tight")
         if pairs:
             fig, ax = plt.subplots(figsize=(5, 5))
             for key, values in sorted(pairs.items()):
                 s, meas = np.array(values).T
                 ax.scatter(s, meas, s=10, label=f"{key[0]} {key[1]}")
-            lim = max(max(max(v) for v in values) for values in pairs.values())
-            ax.plot([0, lim], [0, lim], "k--", lw=0.8)
-            ax.set(xlabel="sum of operator rows (ms)", ylabel="whole model measured (ms)",
-                   title=f"{args.device}: whole model vs sum of operators")
+            values = [x for v in pairs.values() for pair in v for x in pair]
+            _diagonals(ax, min(values), max(values), "measured = sum", (0.9, 1.1, "+-10%"), "whole model measured (ms)")
+            ax.set(xlabel="sum of operator rows (ms)", title=f"{args.device}: whole model vs sum of operators")
             ax.legend(fontsize=7)
             fig.savefig(out / f"{args.device}-model-vs-sum.png", dpi=120, bbox_inches="tight")
         print(f"plots in {out}")

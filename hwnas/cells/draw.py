@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 from matplotlib.patches import FancyArrowPatch
+from matplotlib.path import Path as CurvePath
 
 from hwnas.cells.genotype import CellSpec, Genotype
 from hwnas.cells.ops import PRIMITIVES
@@ -17,49 +19,74 @@ COLORS = dict(zip(PRIMITIVES, ["#999999", "#2ca02c", "#1f77b4", "#17becf", "#946
                                "#d62728", "#ff7f0e"]))
 
 
-def _positions(nodes: int) -> dict[int | str, tuple[float, float]]:
-    pos: dict[int | str, tuple[float, float]] = {0: (0.0, 1.0), 1: (0.0, -1.0)}
-    for j in range(nodes):  # zig-zag left to right
-        pos[j + 2] = (1.6 + 1.5 * j, 0.9 if j % 2 == 0 else -0.9)
-    pos["out"] = (1.2 + 1.1 * nodes + 0.6, 0.0)
-    return pos
+RISE = 0.28  # height of an input arc per node it spans (data units; nodes are 1 apart)
+DIP = 0.18  # depth of an output (concatenation) arc per node it spans
+BOX = (0.24, 0.14)  # half width / height of a node's box, where arcs start and end
+
+
+def _arc(ax, x0: float, x1: float, height: float, color: str, width: float, style: str = "-",
+         shift: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
+    """A quadratic arc from node x0 to node x1 peaking at ``height``, its ends moved along x by ``shift`` (arcs
+    sharing a node fan out), trimmed to the node boxes, with an arrow head; returns its apex."""
+    t = np.linspace(0.0, 1.0, 200)[:, None]
+    a, b = np.array([x0 + shift[0], 0.0]), np.array([x1 + shift[1], 0.0])
+    c = np.array([(a[0] + b[0]) / 2, 2 * height])
+    points = (1 - t) ** 2 * a + 2 * (1 - t) * t * c + t ** 2 * b
+
+    def outside(x):
+        return ((points[:, 0] - x) / BOX[0]) ** 2 + (points[:, 1] / BOX[1]) ** 2 > 1
+
+    keep = outside(x0) & outside(x1)
+    ax.add_patch(FancyArrowPatch(path=CurvePath(points[keep]), arrowstyle="-|>", mutation_scale=11, color=color,
+                                 lw=width, linestyle=style, zorder=2))
+    return (a[0] + b[0]) / 2, height
+
+
+def _fan(count: int, index: int) -> float:
+    """Offset of the ``index``-th of ``count`` arc ends at one node (spread over the node's box)."""
+    return 0.0 if count < 2 else BOX[0] * 0.8 * (index / (count - 1) - 0.5)
 
 
 def draw_cell(ax, cell: CellSpec, title: str) -> None:
-    """Draw one cell: inputs c_{k-2}, c_{k-1}, intermediate nodes, the concatenated output."""
+    """Draw one cell as an arc diagram: c_{k-2}, c_{k-1}, the intermediate nodes and c_k on a line; each input edge
+    an arc above it labelled with its operation (arcs rise with the distance they span, so labels never overlap),
+    the concatenation into c_k as grey arcs below."""
     nodes = len(cell)
-    pos = _positions(nodes)
-    labels = {0: "$c_{k-2}$", 1: "$c_{k-1}$", "out": "$c_{k}$", **{j + 2: str(j) for j in range(nodes)}}
-    for j, inputs in enumerate(cell):
-        for k, (op, inp) in enumerate(inputs):
-            (x0, y0), (x1, y1) = pos[inp], pos[j + 2]
-            rad = 0.25 if (j + k) % 2 else -0.25
-            ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={rad}",
-                                         arrowstyle="-|>", mutation_scale=12, color=COLORS[op], lw=1.8,
-                                         shrinkA=14, shrinkB=14))
-            # midpoint of matplotlib's arc3 Bezier: mid + rad / 2 * (dy, -dx)
-            lx, ly = (x0 + x1) / 2 + rad / 2 * (y1 - y0), (y0 + y1) / 2 - rad / 2 * (x1 - x0)
-            ax.text(lx, ly, op, fontsize=7, color=COLORS[op], ha="center", va="center",
-                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.85))
+    x_out = nodes + 2
+    labels = {0: "$c_{k-2}$", 1: "$c_{k-1}$", x_out: "$c_{k}$", **{j + 2: str(j) for j in range(nodes)}}
+    edges = [(inp, j + 2, op) for j, inputs in enumerate(cell) for op, inp in inputs]
+    # arc ends at a node, ordered so that taller arcs stay outside there (no crossing): leaving ones with the
+    # farthest target on the left, arriving ones with the farthest source on the right
+    leaving = {x: sorted((e for e in edges if e[0] == x), key=lambda e: -e[1]) for x in range(x_out)}
+    arriving = {x: sorted((e for e in edges if e[1] == x), key=lambda e: -e[0]) for x in range(x_out)}
+    top = 0.0
+    for edge in edges:
+        inp, node, op = edge
+        shift = (_fan(len(leaving[inp]), leaving[inp].index(edge)) + 0.1,
+                 _fan(len(arriving[node]), arriving[node].index(edge)) - 0.1)
+        x, y = _arc(ax, inp, node, RISE * (node - inp), COLORS[op], 1.6, shift=shift)
+        top = max(top, y)
+        ax.text(x, y, op, fontsize=8, ha="center", va="center", zorder=3,
+                bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=COLORS[op], lw=1.2))
     for j in range(nodes):
-        (x0, y0), (x1, y1) = pos[j + 2], pos["out"]
-        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=8, color="#cccccc",
-                                     lw=0.8, shrinkA=14, shrinkB=14, linestyle="--"))
-    for key, (x, y) in pos.items():
-        color = "#c6dbef" if key in (0, 1) else "#fdd0a2" if key == "out" else "#e5f5e0"
-        no_input = isinstance(key, int) and key >= 2 and not cell[key - 2]
-        ax.text(x, y, labels[key], ha="center", va="center", fontsize=9,
+        _arc(ax, j + 2, x_out, -DIP * (x_out - j - 2), "#aaaaaa", 0.9, "--")
+    for x, label in labels.items():
+        color = "#c6dbef" if x in (0, 1) else "#fdd0a2" if x == x_out else "#e5f5e0"
+        no_input = 2 <= x < x_out and not cell[x - 2]
+        ax.text(x, 0, label, ha="center", va="center", fontsize=11, zorder=4,
                 bbox=dict(boxstyle="round,pad=0.35", fc=color, ec="red" if no_input else "black"))
-    ax.set_title(title, fontsize=10)
-    xs = [p[0] for p in pos.values()]
-    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
-    ax.set_ylim(-2.2, 2.2)
+    ax.set_title(title, fontsize=11)
+    ax.set_xlim(-0.5, x_out + 0.5)
+    ax.set_ylim(-DIP * nodes - 0.2, top + 0.25)
     ax.axis("off")
 
 
 def draw_genotype(genotype: Genotype, path: str | Path, title: str = "") -> Path:
-    """Normal and reduction cell side by side in one PNG."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    """Normal cell above, reduction cell below, in one PNG."""
+    deepest = max(j + 2 - inp for cell in (genotype.normal, genotype.reduce) for j, edges in enumerate(cell)
+                  for _, inp in edges)
+    nodes = len(genotype.normal)
+    fig, axes = plt.subplots(2, 1, figsize=(1.5 * (nodes + 3), 2 * (1.2 + 0.5 * deepest)))
     draw_cell(axes[0], genotype.normal, f"{title} normal cell".strip())
     draw_cell(axes[1], genotype.reduce, f"{title} reduction cell".strip())
     return save_figure(fig, path)

@@ -16,7 +16,7 @@ from hwnas.errors import HwnasError
 
 # Modules of hwnas.cli, in the order their commands appear in --help.
 COMMAND_MODULES = [
-    "space", "arch", "profile", "measure", "fit", "predict", "search", "train", "export",
+    "space", "arch", "profile", "measure", "fit", "predict", "predictors", "search", "train", "export",
     "run", "tune", "phones",
 ]
 

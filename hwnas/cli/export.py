@@ -75,8 +75,9 @@ def _export(args) -> int:
     quants = parse_quants(args.quant)
     out = _check_options(args)
     if args.predictor and not args.no_measure:
-        from hwnas.predictors import load_predictor
+        from hwnas.predictors import load_predictor, warn_if_other_device
 
+        warn_if_other_device(args.predictor)
         load_predictor(args.predictor, space=arch.space_name)
     from hwnas.weights import load_weights
 

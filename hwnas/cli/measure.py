@@ -12,18 +12,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hwnas.cli.jsonout import add_json_argument, messages_to_stderr, print_json
 from hwnas.cli.profile import LATENCY_DIR, add_runner_arguments, check_runner_options, runner_and_device
 from hwnas.cli.space import add_space_arguments, space_from_args
 from hwnas.errors import HwnasError
 
 
-def _files(args) -> int:
+def _files(args) -> list[dict]:
     from hwnas.runners import TimingPolicy, get_runner
 
     if args.runtime == "adb-tflite":
         phone, _ = runner_and_device(args)
     elif args.cpu is not None:
         runner_and_device(args)  # pins this process to the core
+    results = []
     for model in args.models:
         path = Path(model)
         if not path.is_file():
@@ -41,10 +43,13 @@ def _files(args) -> int:
         print(f"{path}: {timing.median_ms:.4f} ms median, spread (IQR) {timing.spread_ms:.4f} ms "
               f"[{runner.name}, {args.threads} thread(s), {runner.clock} clock, {timing.repeats} repeats x "
               f"{timing.iters} iters]")
-    return 0
+        results.append({"file": str(path), "median_ms": timing.median_ms, "spread_ms": timing.spread_ms,
+                        "runtime": runner.name, "threads": args.threads, "clock": runner.clock,
+                        "repeats": timing.repeats, "iters": timing.iters})
+    return results
 
 
-def _archs(args) -> int:
+def _archs(args) -> dict:
     from hwnas.profiler import measure_archs
 
     if args.archs < 1:
@@ -57,7 +62,9 @@ def _archs(args) -> int:
                            progress=not args.no_progress)
     print(f"{result.path}: {result.measured} models measured, {result.skipped} already there "
           f"({result.total} sampled from {space.name}, seed {args.seed}, {runner.name} {args.dtype})")
-    return 0
+    return {"csv": str(result.path), "measured": result.measured, "skipped": result.skipped, "sampled": result.total,
+            "space": space.name, "seed": args.seed, "runtime": runner.name, "dtype": args.dtype,
+            "device": device["name"]}
 
 
 def _run(args) -> int:
@@ -67,10 +74,16 @@ def _run(args) -> int:
             raise HwnasError("give either model files or --archs N, not both")
         if not args.space:
             raise HwnasError("--archs needs --space")
-        return _archs(args)
-    if not args.models:
+        work = _archs
+    elif not args.models:
         raise HwnasError("give model files to time, or --archs N --space S to sample architectures")
-    return _files(args)
+    else:
+        work = _files
+    with messages_to_stderr(args.json):
+        result = work(args)
+    if args.json:
+        print_json(result)
+    return 0
 
 
 def register(sub) -> None:
@@ -83,4 +96,5 @@ def register(sub) -> None:
     parser.add_argument("--out", help="output CSV for --archs (default latency_data/<device>-models.csv)")
     parser.add_argument("--models-dir", help="where --archs saves architecture JSONs "
                                              "(default latency_data/models/<space>)")
+    add_json_argument(parser)
     parser.set_defaults(func=_run)

@@ -1,43 +1,92 @@
-"""``hwnas predict``: an architecture's predicted latency with a per-block breakdown."""
+"""``hwnas predict``: predicted latency block by block, of an architecture file or a model file.
+
+``MODEL`` is an architecture JSON (its blocks are known) or a ``.tflite`` /
+``.onnx`` file, whose hwnas operators are recognised from the graph
+(:mod:`hwnas.modelgraph`); for model files a lookup table prices operators it
+lacks with its fallback regressor, and nodes that are no hwnas operator are
+named and given no time.
+"""
 
 from __future__ import annotations
 
-from hwnas.arch import Architecture
+import sys
+
+from hwnas.cli.jsonout import add_json_argument, messages_to_stderr, print_json
+from hwnas.errors import HwnasError
 
 
-def _predict(args) -> int:
+def _load(args, space: str | None):
     from hwnas.predictors import load_predictor
     from hwnas.predictors.lut import LookupTable
 
-    arch = Architecture.load(args.arch)
-    predictor = load_predictor(args.predictor, space=arch.space_name)
-    if args.fallback:
-        if not isinstance(predictor, LookupTable):
-            from hwnas.errors import HwnasError
-            raise HwnasError("--fallback applies to lookup-table predictors only")
+    predictor = load_predictor(args.predictor, space=space)
+    if args.fallback and not isinstance(predictor, LookupTable):
+        raise HwnasError("--fallback applies to lookup-table predictors only")
+    return predictor
+
+
+def _breakdown(args):
+    from hwnas.modelgraph import model_format, read_model
+    from hwnas.predictors.breakdown import arch_breakdown, model_breakdown
+    from hwnas.predictors.lut import LookupTable
+
+    if model_format(args.model) is None:
+        from hwnas.arch import Architecture
+
+        arch = Architecture.load(args.model)
+        predictor = _load(args, arch.space_name)
+        if args.fallback:
+            predictor.enable_fallback()
+        return arch_breakdown(arch, predictor, args.predictor, args.model)
+    graph = read_model(args.model)
+    predictor = _load(args, None)
+    if isinstance(predictor, LookupTable) and predictor.fallback_name:
         predictor.enable_fallback()
-    space = arch.space
-    rows = [("stem", op) for op in space.stem]
-    rows += [(f"pos{p.index}:{c}", p.op(c)) for p, c in zip(space.positions, arch.choices)]
-    rows += [("head", op) for op in space.head]
-    print(f"{args.arch}: {arch.space_name}, predictor {args.predictor} "
-          f"({getattr(predictor, 'type_name', '?')}, {predictor.device.get('name')}, "
-          f"{getattr(predictor, 'runtime', '?')} {getattr(predictor, 'dtype', '?')})")
-    print(f"{'block':14s} {'operator':48s} {'ms':>9s}")
-    total = 0.0
-    for label, op in rows:
-        ms = 0.0 if op.kind == "zero" else predictor.predict_op(op)
-        total += ms
-        print(f"{label:14s} {op.key():48s} {ms:9.4f}")
-    print(f"{'overhead':14s} {'':48s} {predictor.overhead_ms:9.4f}")
-    print(f"{'total':14s} {'':48s} {total + predictor.overhead_ms:9.4f} ms")
+    return model_breakdown(graph, predictor, args.predictor)
+
+
+def _print(b) -> None:
+    p = b.predictor
+    what = b.kind if b.kind == "architecture" else f"{b.kind} {b.model_dtype} model, {len(b.blocks)} hwnas operators" \
+        f" recognised, {len(b.unrecognised)} node(s) not"
+    print(f"{b.file}: {what}; predictor {p['path']} ({p['type']}, {p['device']}, {p['runtime']} {p['dtype']})")
+    print(f"{'block':14s} {'operator':48s} {'ms':>9s}  {'source':11s} {'nodes' if b.kind != 'architecture' else ''}".rstrip())
+    for r in b.blocks:
+        extra = f"{r.nodes}" + (f"  ({r.note})" if r.note else "")
+        print(f"{r.label:14s} {r.operator:48s} {r.ms:9.4f}  {r.source:11s} {extra}".rstrip())
+    print(f"{'overhead':14s} {'':48s} {b.overhead_ms:9.4f}")
+    if abs(b.correction_ms) > 1e-9:
+        print(f"{'correction':14s} {'':48s} {b.correction_ms:9.4f}  (whole-network correction of the predictor)")
+    print(f"{'total':14s} {'':48s} {b.total_ms:9.4f} ms")
+    if b.unrecognised:
+        print(f"not recognised as hwnas operators, given no time ({len(b.unrecognised)}):")
+        for u in b.unrecognised:
+            print(f"  node {u['node']} {u['op']} {u['name']!r}: {u['reason']}")
+
+
+def _predict(args) -> int:
+    from hwnas.predictors import other_device
+
+    with messages_to_stderr(args.json):
+        b = _breakdown(args)
+        device = other_device(args.predictor)
+        if device:
+            b.warnings.insert(0, device)
+        for warning in b.warnings:
+            print(f"hwnas: warning: {warning}", file=sys.stderr)
+        if not args.json:
+            _print(b)
+    if args.json:
+        print_json(b.to_dict())
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="predict an architecture's latency, block by block")
-    p.add_argument("arch", help="architecture JSON file")
+    p = sub.add_parser("predict", help="predict the latency of an architecture or a .tflite/.onnx model, block by block")
+    p.add_argument("model", metavar="MODEL", help="architecture JSON file, or a .tflite / .onnx model file")
     p.add_argument("--predictor", required=True, help="predictor file (e.g. predictors/<device>-tflite-fp32.json)")
     p.add_argument("--fallback", action="store_true",
-                   help="lookup table: predict missing operators with its fallback regressor instead of failing")
+                   help="architecture files, lookup table: predict missing operators with its fallback regressor "
+                        "instead of failing (always on for model files)")
+    add_json_argument(p)
     p.set_defaults(func=_predict)

@@ -73,17 +73,20 @@ def _size_head_for_dataset(args) -> None:
         args.set = [*(args.set or []), f"num_classes={classes}"]
 
 
-def _search(args) -> int:
-    from hwnas.search.latency import check_budget_value
-
-    check_threads(args.threads)
-    check_budget_value(args.budget_ms)
-    check_budget_value(args.budget_mflops, "--budget-mflops")
+def _run(args) -> tuple[int, dict | None]:
+    """Run the search; (exit code, the run's summary: derived.json, summary.json or gap.json)."""
     _size_head_for_dataset(args)
     if args.space == CELL_SPACE:
-        return _delegate("hwnas.cells.search", "run_cell_search", "the DARTS cell space", args)
+        code = _delegate("hwnas.cells.search", "run_cell_search", "the DARTS cell space", args)
+        from hwnas.cells.search import config_from_args as cell_config
+
+        return code, _read_summary(cell_config(args).out_dir / "gap.json")
     if args.strategy != "gradient":
-        return _delegate("hwnas.strategies.runner", "run_strategy", f"strategy {args.strategy!r}", args)
+        code = _delegate("hwnas.strategies.runner", "run_strategy", f"strategy {args.strategy!r}", args)
+        from hwnas.cli.space import space_from_args
+        from hwnas.strategies.runner import run_folder
+
+        return code, _read_summary(run_folder(args, space_from_args(args).name) / "summary.json")
     from hwnas.search import run_search
 
     config = config_from_args(args)
@@ -93,7 +96,31 @@ def _search(args) -> int:
     if s.get("ranks", 1) > 1:
         print(f"{s['ranks']} ranks; largest alpha difference between ranks {s['alpha_max_rank_difference']:g}")
     print(f"run folder: {result.out_dir}")
-    return 0
+    return 0, s
+
+
+def _read_summary(path) -> dict | None:
+    import json
+
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _search(args) -> int:
+    from hwnas.cli.jsonout import messages_to_stderr, print_json
+    from hwnas.search.latency import check_budget_value
+
+    check_threads(args.threads)
+    check_budget_value(args.budget_ms)
+    check_budget_value(args.budget_mflops, "--budget-mflops")
+    if args.predictor:
+        from hwnas.predictors import warn_if_other_device
+
+        warn_if_other_device(args.predictor)
+    with messages_to_stderr(args.json):
+        code, summary = _run(args)
+    if args.json:
+        print_json(summary)
+    return code
 
 
 def register(sub) -> None:
@@ -143,6 +170,9 @@ def register(sub) -> None:
     p.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
                    help="stop after this many finished epochs (continue later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--json", action="store_true",
+                   help="print the run's summary (derived.json; summary.json of sample-based strategies, gap.json "
+                        "of darts-cell) as JSON on stdout, messages on stderr")
     # --- arguments of the sample-based strategies (hwnas.strategies.runner) go below this line ---
     p.add_argument("--evaluations", type=int, default=30,
                    help="sample-based: number of architectures to evaluate (default 30)")

@@ -39,6 +39,8 @@ def _train(args) -> int:
     print(f"validation accuracy {result.val_acc:.4f} (loss {result.val_loss:.4f})")
     print(f"weights: {result.weights_path}")
     print(f"metrics: {out / 'metrics.jsonl'}")
+    if (out / "tb").is_dir():
+        print(f"TensorBoard: tensorboard --logdir {out / 'tb'}")
     return 0
 
 

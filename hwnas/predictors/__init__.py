@@ -69,14 +69,46 @@ def read_header(path: Path) -> dict:
     return data
 
 
-def load_predictor(path: str | Path, space: str | None = None, device: str | None = None) -> LatencyPredictor:
-    """Load a predictor; refuse one fitted for another space (or device name) when ``space`` (``device``) is given."""
+def predictor_file(path: str | Path) -> Path:
+    """``path``, or the one predictor .json of the folder ``path``."""
     path = Path(path)
     if path.is_dir():
         candidates = sorted(path.glob("*.json"))
         if len(candidates) != 1:
             raise HwnasError(f"{path}: expected exactly one predictor .json in the folder, found {len(candidates)}")
         path = candidates[0]
+    return path
+
+
+def other_device(path: str | Path) -> str | None:
+    """A one-line warning when the predictor at ``path`` was not fitted on this machine (None when it was)."""
+    from hwnas.latency_data import describe_this_device, device_mismatch
+
+    path = predictor_file(path)
+    data = read_header(path)
+    device = data.get("device") if isinstance(data.get("device"), dict) else {}
+    this = describe_this_device()
+    why = device_mismatch(device, this, data.get("runtime"))
+    if why is None:
+        return None
+    if "cpu" not in device and device.get("description"):
+        why = str(device["description"])  # a phone or a published benchmark device
+    return (f"predictor {path} is for device {device.get('name', '?')!r}, not this machine {this['name']!r} "
+            f"({why}): its milliseconds are that device's")
+
+
+def warn_if_other_device(path: str | Path) -> None:
+    """Print :func:`other_device`'s warning, if any, as one line on stderr."""
+    import sys
+
+    warning = other_device(path)
+    if warning:
+        print(f"hwnas: warning: {warning}", file=sys.stderr)
+
+
+def load_predictor(path: str | Path, space: str | None = None, device: str | None = None) -> LatencyPredictor:
+    """Load a predictor; refuse one fitted for another space (or device name) when ``space`` (``device``) is given."""
+    path = predictor_file(path)
     data = read_header(path)
     kind = data.get("type")
     _import_builtin_types()

@@ -41,11 +41,21 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 class TensorBoard:
-    """Scalars to TensorBoard when the ``tensorboard`` package is installed; otherwise nothing."""
+    """Scalars to TensorBoard when the ``tensorboard`` package is installed; otherwise nothing.
+
+    Used by ``hwnas search`` and ``hwnas train`` (``pip install -e .[tensorboard]``). TensorBoard's
+    writer imports TensorFlow whenever it is installed (it is, for the TFLite export), and TensorFlow
+    must stay out of the main process: registering ``tensorboard.compat.notf`` (TensorBoard's own
+    "no TensorFlow" switch) makes it write through its built-in stub instead.
+    """
 
     def __init__(self, log_dir: Path):
         self.writer = None
         if importlib.util.find_spec("tensorboard") is not None:
+            import sys
+            import types
+
+            sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(log_dir))

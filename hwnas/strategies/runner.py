@@ -15,7 +15,8 @@ with ``"cached": true`` and counts as an evaluation.
 
 Outputs beside the log: ``config.json`` (checked on resume), ``best.json`` (the
 best architecture within the budget), ``summary.json`` and ``pareto.png``
-(accuracy vs latency of everything evaluated, Pareto front highlighted).
+(accuracy vs latency of everything evaluated, coloured by evaluation order, with
+the Pareto front drawn as a staircase).
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def plot_pareto(records: list[dict], path: str | Path, unit: str, budget: float | None = None,
                 title: str = "") -> Path:
-    """Accuracy vs latency (or MFLOPs) of every evaluated architecture, Pareto front in red."""
+    """Accuracy vs latency (or MFLOPs) of every evaluated architecture, coloured by evaluation order (colour
+    bar); the Pareto front as a red staircase: the best accuracy reachable at each cost."""
     from hwnas.plots import pyplot, save_figure
 
     plt = pyplot()
@@ -143,22 +145,29 @@ def plot_pareto(records: list[dict], path: str | Path, unit: str, budget: float 
     key = "latency_ms" if unit == "ms" else "mflops"
     rows = [r for r in records if r.get("accuracy") is not None and not r.get("cached") and r.get(key) is not None]
     points = [(r[key], r["accuracy"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(6.6, 4.2))
     if points:
-        ax.scatter([p[0] for p in points], [p[1] for p in points], s=14, c=[r["index"] for r in rows],
-                   cmap="viridis", label="evaluated (colour: order)")
+        dots = ax.scatter([p[0] for p in points], [p[1] for p in points], s=14, c=[r["index"] + 1 for r in rows],
+                          cmap="viridis", label="evaluated", zorder=2)
+        from matplotlib.ticker import MaxNLocator
+
+        fig.colorbar(dots, ax=ax, label="evaluation").ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         front = [points[i] for i in pareto_front(points)]
-        ax.plot([p[0] for p in front], [p[1] for p in front], "r.-", label="Pareto front")
+        xs = [p[0] for p in front] + [max(p[0] for p in points)]
+        ys = [p[1] for p in front] + [front[-1][1]]
+        ax.step(xs, ys, where="post", color="red", lw=1.2, label="Pareto front", zorder=3)
+        ax.plot(xs[:-1], ys[:-1], "o", ms=5, mfc="none", mec="red", zorder=3)
     if budget is not None:
         ax.axvline(budget, color="grey", ls="--", label=f"budget {budget:g} {unit}")
     best = best_record(records)
     if best is not None and best.get(key) is not None:
-        ax.plot([best[key]], [best["accuracy"]], "*", ms=14, color="orange", label="best within budget")
+        ax.plot([best[key]], [best["accuracy"]], "*", ms=14, color="orange", mec="black", mew=0.5,
+                label="best within budget", zorder=4)
     ax.set_xlabel("predicted latency (ms)" if unit == "ms" else "multiply-adds (MFLOPs)")
     ax.set_ylabel("validation accuracy")
     ax.set_title(title or "evaluated architectures")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")  # a fixed corner hid points
     return save_figure(fig, path, dpi=120)
 
 
@@ -241,6 +250,11 @@ def strategy_options(args) -> dict:
             "surrogate": _opt(args, "surrogate")}
 
 
+def run_folder(args, space_name: str) -> Path:
+    """``--out``, or ``runs/search/<strategy>-<space>-s<seed>``."""
+    return Path(_opt(args, "out") or Path("runs") / "search" / f"{args.strategy}-{space_name}-s{_opt(args, 'seed', 0)}")
+
+
 def run_strategy(args) -> int:
     """``hwnas search --strategy random|evolution|rl|progressive``: run, log, plot, print the best."""
     from hwnas.cli.space import space_from_args
@@ -251,7 +265,7 @@ def run_strategy(args) -> int:
     evaluations = _opt(args, "evaluations", 30)
     resume, progress = bool(_opt(args, "resume", False)), not _opt(args, "no_progress", False)
     use_torch_threads(_opt(args, "threads", TORCH_THREADS))
-    out = check_writable_folder(_opt(args, "out") or Path("runs") / "search" / f"{args.strategy}-{space.name}-s{seed}")
+    out = check_writable_folder(run_folder(args, space.name))
     strategy = make_strategy(args.strategy, space, seed=seed, **strategy_options(args))
     objective = build_objective(args, space)
     objective.check_feasible(space)
