@@ -694,7 +694,7 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
         "predictor": str(predictor), "predicted_ms": round(predicted, 5), "measured": measured,
         "val_acc": trained.val_acc, "n_val": len(splits.val), "train_epochs": trained.epochs,
         "mflops": cost.flops / 1e6, "mparams": cost.params / 1e6,
-        "search_summary": {k: summary.get(k) for k in ("predicted_latency_ms", "within_budget", "budget_swaps",
+        "search_summary": {k: summary.get(k) for k in ("predicted_latency_ms", "within_budget", "band_ms",
                                                        "val_acc_supernet_child")},
         "export": exported.to_dict(), "run_dir": str(run_dir), "seconds": seconds,
         "total_seconds": round(time.time() - start, 1),

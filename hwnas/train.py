@@ -143,7 +143,8 @@ def weights_from_supernet(supernet: nn.Module, arch: Architecture) -> dict[str, 
 
 
 def supernet_weights(search_dir: str | Path, arch: Architecture) -> dict[str, torch.Tensor]:
-    """``weights_from_supernet`` from a search run folder's checkpoint (loaded with weights_only=True)."""
+    """The weights of ``arch`` from a search run folder's checkpoint (loaded with weights_only=True): separate or
+    weight-entangled supernet."""
     from hwnas.supernet import Supernet
 
     path = Path(search_dir) / "checkpoint.pt"
@@ -151,8 +152,17 @@ def supernet_weights(search_dir: str | Path, arch: Architecture) -> dict[str, to
         raise HwnasError(f"{path}: no search checkpoint to take supernet weights from")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("supernet") == "entangled":  # shared weights: the child's crops and slices
+            from hwnas.search.cost_tables import child_of
+            from hwnas.supernet.entangled import EntangledSupernet
+
+            net = EntangledSupernet(arch.space)
+            net.load_state_dict(state["model"])
+            return net.extract(child_of(arch.space, arch), arch).state_dict()
         net = Supernet(arch.space)
         net.load_state_dict(state["model"])
+    except HwnasError:
+        raise
     except Exception as exc:  # unpickling, missing keys, shape mismatches: all mean "not this supernet"
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HwnasError(f"{path}: not a supernet checkpoint of space {arch.space_name} ({msg})") from None

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
 from hwnas.search import distributed as D
-from hwnas.search.band import most_probable_in_band
+from hwnas.search.band import BandDecoder
 from hwnas.search.config import RESUME_KEYS, SearchConfig, SearchResult
 from hwnas.search.cost_tables import Child, analytic_table, child_arch, latency_table
 from hwnas.search.latency import load_latency_predictor
@@ -69,14 +69,14 @@ def split_train(dataset, fraction: float, seed: int):
     return Subset(dataset, order[n_arch:].tolist()), Subset(dataset, order[:n_arch].tolist())
 
 
-def derive(net: EntangledSupernet, table, cfg: SearchConfig) -> tuple[Child, float]:
+def derive(net: EntangledSupernet, table, band: BandDecoder | None) -> tuple[Child, float]:
     """The most probable child in the budget band (no budget: the most probable child), and its latency."""
     op_lp = [torch.log_softmax(a.detach().double(), 0).numpy() for a in net.alpha]
     w_lp = [torch.log_softmax(t.detach().double(), 0).numpy() for t in net.theta]
-    if cfg.budget_ms is None:
+    if band is None:
         child = Child(tuple(int(w.argmax()) for w in w_lp), tuple(int(a.argmax()) for a in op_lp))
         return child, table.cost(child)
-    found = most_probable_in_band(table, op_lp, w_lp, cfg.band_low * cfg.budget_ms, cfg.band_high * cfg.budget_ms)
+    found = band.decode(op_lp, w_lp)
     return found.child, found.latency_ms
 
 
@@ -141,10 +141,8 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
         if not cfg.budget_ms >= table.min():
             raise HwnasError(f"budget {cfg.budget_ms:g} ms is below the fastest architecture of the space: minimum "
                              f"achievable latency is {table.min():.4f} ms (latency from {source})")
-        # refuse an unreachable band now, not after training (uniform logits: any child in band will do)
-        most_probable_in_band(table, [np.zeros(len(t)) for t in table.table],
-                              [np.zeros(table.num_widths)] * table.num_stages,
-                              cfg.band_low * cfg.budget_ms, cfg.band_high * cfg.budget_ms)
+    band = None if cfg.budget_ms is None else BandDecoder(table, cfg.band_low * cfg.budget_ms,
+                                                           cfg.band_high * cfg.budget_ms)  # refused now if unreachable
     costs = {kind: analytic_table(space, kind) for kind in ("flops", "params", "mac")}
 
     splits = load_dataset(cfg.dataset, space.params["resolution"], seed=cfg.seed,
@@ -192,7 +190,7 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
         steps = min(steps, cfg.max_steps)
     arch_start = cfg.warmup_epochs + cfg.child_warmup_epochs
     if main:
-        band = ("" if cfg.budget_ms is None else
+        band_text = ("" if cfg.budget_ms is None else
                 f"; budget {cfg.budget_ms:g} ms, target E[LAT] {target:.4f} ms, band "
                 f"[{cfg.band_low * cfg.budget_ms:.4f}, {cfg.band_high * cfg.budget_ms:.4f}] ms")
         print(f"search {space.name} ({len(net.alpha)} positions, {len(net.theta)} stage widths, {space.size:.2e} "
@@ -200,8 +198,9 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
               f"{splits.name}: {len(weight_split)} weight / {len(arch_split)} architecture / {len(splits.val)} "
               f"validation images, {cfg.epochs} epochs x {steps} steps ({cfg.warmup_epochs} largest-child, "
               f"{cfg.child_warmup_epochs} sandwich before architecture steps), {size} process(es) on {device}; "
-              f"latency from {source} (min {table.min():.3f} ms, max {table.max():.3f} ms){band}")
+              f"latency from {source} (min {table.min():.3f} ms, max {table.max():.3f} ms){band_text}")
 
+    trace = 0.0  # a fingerprint of the sampled children, compared across ranks at the end
     for epoch in range(start, cfg.epochs):
         set_seed(cfg.seed * 1000 + epoch)
         maker.generator.manual_seed(cfg.seed * 100003 + epoch)
@@ -230,7 +229,9 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
             loss.backward()
             child_loss = torch.zeros(())
             if phase != "largest":
-                child_logits = net(x, Plan.of(maker.sample_child()))
+                sampled = maker.sample_child()
+                trace += _fingerprint(sampled) * (step + 1)
+                child_logits = net(x, Plan.of(sampled))
                 target_probs = torch.softmax(logits.detach(), 1)
                 child_loss = (_soft_ce(child_logits, target_probs) if cfg.distill
                               else F.cross_entropy(child_logits, y, label_smoothing=cfg.label_smoothing))
@@ -240,14 +241,14 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
             arch_loss = None
             if phase == "search":
                 arch_loss = _arch_step(net, maker, opt_a, next(arch_iter), device)
-            bad = [f"{name} {float(v)}" for name, v in (("loss", loss), ("child loss", child_loss),
-                                                          ("arch loss", arch_loss or 0.0)) if not math.isfinite(float(v))]
+            values = {"loss": loss.item(), "child loss": child_loss.item(), "arch loss": arch_loss or 0.0}
+            bad = [f"{name} {v}" for name, v in values.items() if not math.isfinite(v)]
             if bad:
                 raise HwnasError(f"non-finite {' and '.join(bad)} at epoch {epoch + 1}, step {step + 1}; stopped. "
                                  f"The last good checkpoint ({ckpt}) is kept; lower the learning rates "
                                  "(lr_w / lr_alpha) and --resume")
-            sums["loss"] += float(loss) * len(y)
-            sums["child_loss"] += float(child_loss) * len(y)
+            sums["loss"] += values["loss"] * len(y)
+            sums["child_loss"] += values["child loss"] * len(y)
             sums["correct"] += int((logits.argmax(1) == y).sum())
             sums["n"] += len(y)
             if arch_loss is not None:
@@ -265,11 +266,11 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
             bar.set_postfix(loss=f"{sums['loss'] / max(1, sums['n']):.3f}", beta=f"{maker.beta:.3g}")
         bar.close()
 
-        child, child_ms = derive(net, table, cfg)
+        child, child_ms = derive(net, table, band)
         val_acc, val_loss = score_child(net, child, _loader(weight_split, cfg.batch_size, cfg.seed + 2, epoch, rank,
                                                             size, 0), splits.val, device, cfg.recalib_batches)
         arch = child_arch(space, child)
-        untilted = float(maker.expected_latency())
+        untilted = maker.expected_latency().item()
         row = {"epoch": epoch + 1, "phase": phase,
                "train_loss": round(sums["loss"] / max(1, sums["n"]), 5),
                "train_acc": round(sums["correct"] / max(1, sums["n"]), 5),
@@ -300,7 +301,7 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
                 print(f"stopping after epoch {epoch + 1} as asked; continue with resume")
             break
 
-    child, child_ms = derive(net, table, cfg)
+    child, child_ms = derive(net, table, band)
     arch = child_arch(space, child)
     cost = arch.cost()
     titles, names = decision_names(net)
@@ -320,6 +321,8 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
                   for title, opts, p in zip(titles, names, params)},
     }
     summary["alpha_max_rank_difference"] = D.all_equal(net.arch_parameters())
+    summary["weight_max_rank_difference"] = D.all_equal(weights)
+    summary["gate_trace_rank_difference"] = D.all_equal([torch.tensor([trace], dtype=torch.float64)])
     if main:
         arch.save(out / "arch.json")
         from hwnas.weights import save_weights
@@ -335,6 +338,10 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
                                if cfg.budget_ms is not None else "")
               + f"; {summary['mflops']:.2f} MFLOPs, {summary['mparams']:.4f} M params")
     return SearchResult(arch, summary, history, out, net)
+
+
+def _fingerprint(child: Child) -> float:
+    return float(sum((i + 1) * (c + 2) for i, c in enumerate(child.widths + child.ops)))
 
 
 def _arch_step(net: EntangledSupernet, maker: PlanMaker, opt_a, batch, device) -> float:
@@ -358,4 +365,4 @@ def _arch_step(net: EntangledSupernet, maker: PlanMaker, opt_a, batch, device) -
     opt_a.step()
     if maker.mode == "proxyless":
         maker.rescale(before)
-    return float(ce) + (float(extra) if extra is not None else 0.0)
+    return ce.item() + (extra.item() if extra is not None else 0.0)
