@@ -212,7 +212,8 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
         arch_iter = _cycle(_loader(arch_split, cfg.batch_size, cfg.seed + 1, epoch, rank, size, cfg.workers))
         net.train()
         t0 = time.time()
-        sums = {"loss": 0.0, "child_loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_steps": 0}
+        sums = {"loss": 0.0, "child_loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_steps": 0,
+                "exp_ms": 0.0, "exp_ms_max": 0.0, "exp_ms_min": math.inf, "steps": 0}
         bar = tqdm(total=steps, desc=f"{phase} {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and main),
                    leave=False, unit="step")
         for step in range(steps):
@@ -222,6 +223,10 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
                 break
             x, y = x.to(device), y.to(device)
             maker.update_beta()
+            sums["exp_ms"] += maker.expected_ms
+            sums["exp_ms_max"] = max(sums["exp_ms_max"], maker.expected_ms)
+            sums["exp_ms_min"] = min(sums["exp_ms_min"], maker.expected_ms)
+            sums["steps"] += 1
             # weight step: the largest child on the labels, a sampled child on its soft outputs
             opt_w.zero_grad(set_to_none=True)
             logits = net(x, Plan.of(largest))
@@ -277,7 +282,8 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
                "child_loss": round(sums["child_loss"] / max(1, sums["n"]), 5),
                "arch_loss": round(sums["arch_loss"] / sums["arch_steps"], 5) if sums["arch_steps"] else None,
                "val_acc": round(val_acc, 5), "val_loss": round(val_loss, 5),
-               "beta": round(maker.beta, 5), "exp_latency_ms": round(maker.tilted().expected_cost(), 5),
+               "beta": round(maker.beta, 5), "exp_latency_ms": round(sums["exp_ms"] / max(1, sums["steps"]), 5),
+               "exp_latency_range_ms": [round(sums["exp_ms_min"], 5), round(sums["exp_ms_max"], 5)],
                "untilted_latency_ms": round(untilted, 5),
                "derived_latency_ms": round(child_ms, 5), "budget_ms": cfg.budget_ms,
                "exp_mflops": round(maker.tilted().expected_cost(costs["flops"]) / 1e6, 4),
