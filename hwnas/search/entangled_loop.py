@@ -130,7 +130,7 @@ def decision_names(net: EntangledSupernet) -> tuple[list[str], list[list[str]]]:
     return titles, [widths] * len(net.theta) + net.names
 
 
-def run_entangled_search(cfg: SearchConfig) -> SearchResult:
+def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
     rank, size, device = D.setup(cfg.device)
     use_torch_threads(cfg.threads, "threads")
     main = rank == 0
@@ -145,15 +145,17 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
                                                            cfg.band_high * cfg.budget_ms)  # refused now if unreachable
     costs = {kind: analytic_table(space, kind) for kind in ("flops", "params", "mac")}
 
-    splits = load_dataset(cfg.dataset, space.params["resolution"], seed=cfg.seed,
-                          limit_train=cfg.limit_train, limit_val=cfg.limit_val)
+    if splits is None:
+        splits = load_dataset(cfg.dataset, space.params["resolution"], seed=cfg.seed,
+                              limit_train=cfg.limit_train, limit_val=cfg.limit_val)
     if splits.num_classes != space.params["num_classes"]:
         raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, space {space.name} has "
                          f"{space.params['num_classes']}; add --set num_classes={splits.num_classes}")
     weight_split, arch_split = split_train(splits.train, cfg.arch_fraction, cfg.seed)
 
     set_seed(cfg.seed)
-    net = EntangledSupernet(space, init_std=cfg.alpha_init_std).to(device)
+    # channels-last convolutions are ~1.4x faster on a CPU (measured here on the largest child's step)
+    net = EntangledSupernet(space, init_std=cfg.alpha_init_std).to(device, memory_format=torch.channels_last)
     weights = net.weight_parameters()
     opt_w = torch.optim.SGD([{"params": [p for p in weights if p.ndim > 1], "weight_decay": cfg.weight_decay},
                              {"params": [p for p in weights if p.ndim <= 1], "weight_decay": 0.0}],
@@ -221,7 +223,7 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
                 x, y = next(train_iter)
             except StopIteration:
                 break
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
             maker.update_beta()
             sums["exp_ms"] += maker.expected_ms
             sums["exp_ms_max"] = max(sums["exp_ms_max"], maker.expected_ms)
@@ -352,7 +354,7 @@ def _fingerprint(child: Child) -> float:
 
 def _arch_step(net: EntangledSupernet, maker: PlanMaker, opt_a, batch, device) -> float:
     """One architecture update on an architecture-split batch; returns its loss."""
-    xa, ya = batch[0].to(device), batch[1].to(device)
+    xa, ya = batch[0].to(device, memory_format=torch.channels_last), batch[1].to(device)
     plan, extra = maker.arch_plan()
     opt_a.zero_grad(set_to_none=True)
     arch = net.arch_parameters()
