@@ -291,10 +291,11 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "data": {"dataset": ("digits", _string), "limit_train": (None, _opt_pos_int),
              "limit_val": (None, _opt_pos_int), "workers": (0, _nonneg_int)},
     "latency": {"runtime": ("tflite", _one_of("tflite", "onnxruntime")), "dtype": ("fp32", _one_of("fp32", "int8")),
-                "threads": (1, _pos_int), "budget_ms": ("auto", _budget), "budget_fraction": (0.35, _fraction),
+                "threads": (1, _pos_int), "budget_ms": ("auto", _budget), "budget_scale": (1.0, _pos_num),
                 "predictor": ("auto", _string), "reference_predictors": ("predictors", _string),
                 "reference_latency_data": ("latency_data", _string), "profile_models": (6, _nonneg_int)},
-    "search": {"mode": ("proxyless", _string), "epochs": (3, _pos_int), "warmup_epochs": (1, _nonneg_int),
+    "search": {"mode": ("proxyless", _string), "supernet": ("entangled", _one_of("entangled", "separate")),
+               "epochs": (4, _pos_int), "warmup_epochs": (1, _nonneg_int), "child_warmup_epochs": (1, _nonneg_int),
                "batch_size": (64, _pos_int), "max_steps": (10, _opt_pos_int), "lr_alpha": (0.02, _pos_num)},
     "train": {"epochs": (8, _pos_int), "batch_size": (64, _pos_int), "lr": (0.05, _pos_num),
               "optimizer": ("sgd", _one_of("sgd", "adamw")), "weight_decay": (4e-5, lambda v: None if
@@ -331,9 +332,11 @@ def validate_config(data: dict, where: str = "config") -> dict:
             if problem:
                 raise HwnasError(f"{where}: field '{section}.{key}' {problem}, got {value!r}")
             config[section][key] = value
-    if config["search"]["warmup_epochs"] >= config["search"]["epochs"]:
-        raise HwnasError(f"{where}: field 'search.warmup_epochs' must be below search.epochs "
-                         f"({config['search']['epochs']}), got {config['search']['warmup_epochs']}")
+    search = config["search"]
+    warm = search["warmup_epochs"] + (search["child_warmup_epochs"] if search["supernet"] == "entangled" else 0)
+    if warm >= search["epochs"]:
+        raise HwnasError(f"{where}: fields 'search.warmup_epochs' + 'search.child_warmup_epochs' ({warm}) must be "
+                         f"below search.epochs ({search['epochs']}) so that architecture steps happen")
     from hwnas.supernet.mixed_op import MODES
 
     if config["search"]["mode"] not in MODES:
@@ -475,16 +478,30 @@ def _profile_here(space, runtime: str, dtype: str, threads: int, data_dir: Path,
                           data_dir / "models" / space.name, dtype)
 
 
-def choose_budget(cfg: dict, space, predictor_path: Path) -> tuple[float, float, float]:
-    """(budget, fastest, slowest) in predicted ms; "auto" lies ``budget_fraction`` of the way up."""
-    from hwnas.search.latency import check_budget, latency_model
+def reference_child(space):
+    """The space's MobileNetV2-style network: k3_e6 (else the first candidate) everywhere, every stage at width 1."""
+    from hwnas.arch import architecture_of
 
-    model = latency_model(space, str(predictor_path))
+    base = space.at_widths([1.0] * space.num_stages) if space.searches_width else space
+    return architecture_of(base, ["k3_e6" if "k3_e6" in p.names else p.names[0] for p in base.positions])
+
+
+def choose_budget(cfg: dict, space, predictor_path: Path) -> tuple[float, float, float, float]:
+    """(budget, fastest, slowest, reference) in predicted ms; "auto" is ``budget_scale`` x the reference network
+    (:func:`reference_child`)."""
+    from hwnas.search.cost_tables import latency_table
+    from hwnas.search.latency import load_latency_predictor
+
+    predictor, _ = load_latency_predictor(space, str(predictor_path))
+    table = latency_table(space, predictor)
+    reference = predictor.predict_ops(reference_child(space).ops())
     budget = cfg["latency"]["budget_ms"]
     if budget == "auto":
-        budget = round(model.min_ms + cfg["latency"]["budget_fraction"] * (model.max_ms - model.min_ms), 4)
-    check_budget(float(budget), model)
-    return float(budget), model.min_ms, model.max_ms
+        budget = round(cfg["latency"]["budget_scale"] * reference, 4)
+    if budget < table.min():
+        raise HwnasError(f"budget {budget:g} ms is below the fastest architecture of {space.name}: minimum "
+                         f"achievable latency is {table.min():.4f} ms (latency from {predictor_path})")
+    return float(budget), table.min(), table.max(), reference
 
 
 def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log):
@@ -501,8 +518,9 @@ def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log
     s = cfg["search"]
     result = run_search(SearchConfig(
         space=space.name, space_params=dict(cfg["space"]["params"]), dataset=cfg["data"]["dataset"],
-        predictor=str(predictor), budget_ms=budget, mode=s["mode"], epochs=s["epochs"],
-        warmup_epochs=s["warmup_epochs"], batch_size=s["batch_size"], max_steps=s["max_steps"],
+        predictor=str(predictor), budget_ms=budget, mode=s["mode"], epochs=s["epochs"], supernet=s["supernet"],
+        warmup_epochs=s["warmup_epochs"], child_warmup_epochs=s["child_warmup_epochs"],
+        batch_size=s["batch_size"], max_steps=s["max_steps"],
         lr_alpha=s["lr_alpha"], limit_train=cfg["data"]["limit_train"], limit_val=cfg["data"]["limit_val"],
         seed=cfg["run"]["seed"], out=str(out), resume=True, device="cpu", workers=cfg["data"]["workers"],
         threads=cfg["run"]["threads"]))
@@ -665,10 +683,10 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
     log(f"[1/6] predictor for {space.name} ({cfg['latency']['runtime']} {cfg['latency']['dtype']}, "
         f"{cfg['latency']['threads']} thread)")
     predictor = prepare_predictor(cfg, space, run_dir, log)
-    budget, fastest, slowest = choose_budget(cfg, space, predictor)
-    note = (f"auto: {cfg['latency']['budget_fraction']:.0%} of the way from the fastest ({fastest:.3f} ms) to the "
-            f"slowest ({slowest:.3f} ms) predicted architecture" if cfg["latency"]["budget_ms"] == "auto"
-            else f"from the config; the space spans {fastest:.3f}-{slowest:.3f} ms predicted")
+    budget, fastest, slowest, reference = choose_budget(cfg, space, predictor)
+    note = (f"auto: {cfg['latency']['budget_scale']:g} x the MobileNetV2-style k3_e6 network at width 1 "
+            f"({reference:.3f} ms predicted)" if cfg["latency"]["budget_ms"] == "auto"
+            else "from the config") + f"; the space spans {fastest:.3f}-{slowest:.3f} ms predicted"
     log(f"budget: {budget:.3f} ms ({note})")
     lap("predictor")
     log(f"[2/6] search ({cfg['search']['mode']}, {cfg['search']['epochs']} epochs)")
