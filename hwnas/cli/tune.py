@@ -7,6 +7,7 @@ from pathlib import Path
 from hwnas.arch import Architecture
 from hwnas.data import DEFAULT_DATASET, load_dataset
 from hwnas.errors import HwnasError
+from hwnas.progress import add_progress_argument
 from hwnas.tune import DEFAULT_GRID, TuneConfig, best_trial, parse_grid, run_tune
 
 GRID_TEXT = ",".join(f"{v:g}" for v in DEFAULT_GRID)
@@ -56,5 +57,5 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed: trial order, initialisation (default 0)")
     p.add_argument("--out", default=None, help="output folder (default runs/tune/<arch name>)")
     p.add_argument("--resume", action="store_true", help="continue the trials logged in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(p)
     p.set_defaults(func=_tune)
