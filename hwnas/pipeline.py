@@ -345,6 +345,38 @@ def validate_config(data: dict, where: str = "config") -> dict:
     return config
 
 
+def set_field(cfg: dict, pair: str) -> None:
+    """Apply one ``SECTION.FIELD=VALUE`` override (``hwnas run --set``); VALUE is read as TOML
+    (``3``, ``0.5``, ``true``, ``["fp32"]``), else taken as a string. Checked like a config field."""
+    import tomllib
+
+    key, sep, text = pair.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot:
+        raise HwnasError(f"--set expects SECTION.FIELD=VALUE (e.g. train.epochs=2), got {pair!r}")
+    if section not in SCHEMA or name not in SCHEMA[section]:
+        known = ", ".join(f"{s}.{f}" for s in SCHEMA for f in SCHEMA[s])
+        raise HwnasError(f"--set {pair}: unknown field {key.strip()!r}; known: {known}")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    problem = SCHEMA[section][name][1](value)
+    if problem:
+        raise HwnasError(f"--set {pair}: field '{key.strip()}' {problem}, got {value!r}")
+    cfg[section][name] = value
+
+
+def check_dataset(cfg: dict, where: str) -> None:
+    """The dataset path exists; checked before any long work (``where`` names its source)."""
+    from hwnas.data import DEFAULT_DATASET
+
+    name = cfg["data"]["dataset"]
+    if name != DEFAULT_DATASET and not Path(name).expanduser().exists():
+        raise HwnasError(f"{where}: dataset {name} does not exist (a relative path is relative to the folder "
+                         f"hwnas runs in, {Path.cwd()}); give its location with --dataset PATH")
+
+
 def load_config(path: str | Path) -> dict:
     """Read and validate a TOML run config."""
     import tomllib
@@ -422,7 +454,7 @@ def _covering_rows(csv_path: Path, space, runtime: str, dtype: str, threads: int
     return f"{csv_path.name} lacks {len(missing)} operators of {space.name}" if missing else None
 
 
-def prepare_predictor(cfg: dict, space, run_dir: Path, log) -> Path:
+def prepare_predictor(cfg: dict, space, run_dir: Path, log, progress: bool = True) -> Path:
     """Stage 1: the predictor file the search uses (given, committed reference, or fitted here)."""
     from hwnas.latency_data import describe_this_device
     from hwnas.predictors.fit import fit_device, output_stem, save
@@ -457,7 +489,7 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log) -> Path:
     else:
         data_dir = run_dir / "latency_data"
         log(f"predictor: profiling this CPU into {data_dir}/ ({not_covered})")
-        _profile_here(space, runtime, dtype, threads, data_dir, this, lat["profile_models"])
+        _profile_here(space, runtime, dtype, threads, data_dir, this, lat["profile_models"], progress)
     result = fit_device(data_dir, this["name"], runtime, dtype, threads, space=space.name)
     save(result, fitted_dir, stem)
     log(f"predictor: fitted {target} ({result.n_op_rows} operators, best regressor by cross-validation "
@@ -465,17 +497,18 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log) -> Path:
     return target
 
 
-def _profile_here(space, runtime: str, dtype: str, threads: int, data_dir: Path, device: dict, n_models: int) -> None:
+def _profile_here(space, runtime: str, dtype: str, threads: int, data_dir: Path, device: dict, n_models: int,
+                  progress: bool = True) -> None:
     from hwnas.profiler import measure_archs, profile_ops
     from hwnas.runners import get_runner
 
     runner = get_runner(runtime, threads)
     device = dict(device, runners={runner.name: runner.describe()})
     with pinned(default_core()):
-        profile_ops(space, runner, data_dir / f"{device['name']}.csv", device, dtype)
+        profile_ops(space, runner, data_dir / f"{device['name']}.csv", device, dtype, progress=progress)
         if n_models:
             measure_archs(space, runner, n_models, data_dir / f"{device['name']}-models.csv", device,
-                          data_dir / "models" / space.name, dtype)
+                          data_dir / "models" / space.name, dtype, progress=progress)
 
 
 def choose_budget(cfg: dict, space, predictor_path: Path) -> tuple[float, float, float]:
@@ -490,7 +523,7 @@ def choose_budget(cfg: dict, space, predictor_path: Path) -> tuple[float, float,
     return float(budget), model.min_ms, model.max_ms
 
 
-def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log):
+def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log, progress: bool = True):
     """Stage 2: supernet search under the budget (skipped when this run already has its result)."""
     from hwnas.arch import Architecture
 
@@ -507,11 +540,12 @@ def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log
         predictor=str(predictor), budget_ms=budget, mode=s["mode"], epochs=s["epochs"],
         warmup_epochs=s["warmup_epochs"], batch_size=s["batch_size"], max_steps=s["max_steps"],
         lr_alpha=s["lr_alpha"], limit_train=cfg["data"]["limit_train"], limit_val=cfg["data"]["limit_val"],
-        seed=cfg["run"]["seed"], out=str(out), resume=True, device="cpu", workers=cfg["data"]["workers"]))
+        seed=cfg["run"]["seed"], out=str(out), resume=True, device="cpu", workers=cfg["data"]["workers"],
+        progress=progress))
     return result.arch, result.summary
 
 
-def _train(cfg: dict, arch, run_dir: Path, log):
+def _train(cfg: dict, arch, run_dir: Path, log, progress: bool = True):
     """Stage 3: train the derived network from scratch (resumes from its checkpoint)."""
     from hwnas.data import load_dataset
     from hwnas.train import TrainConfig, train_model
@@ -524,7 +558,8 @@ def _train(cfg: dict, arch, run_dir: Path, log):
                      seed=cfg["run"]["seed"], num_workers=d["workers"])
     log(f"train: {tc.epochs} epochs on {splits.name} ({len(splits.train)} train / {len(splits.val)} val images)")
     init = run_dir / "search" if t["init"] == "supernet" else None  # fine-tune the supernet's shared weights
-    return train_model(arch, splits, config=tc, out_dir=run_dir / "train", resume=True, init_weights=init), splits
+    return train_model(arch, splits, config=tc, out_dir=run_dir / "train", resume=True, init_weights=init,
+                       progress=progress), splits
 
 
 def _export(cfg: dict, arch, model, splits, run_dir: Path, log) -> ExportResult:
@@ -604,13 +639,15 @@ def _format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def run_pipeline(cfg: dict, fresh: bool = False, log=print) -> RunReport:
-    """The main job: predictor -> budget -> search -> train -> export -> measure -> report."""
+def run_pipeline(cfg: dict, fresh: bool = False, log=print, progress: bool = True) -> RunReport:
+    """The main job: predictor -> budget -> search -> train -> export -> measure -> report.
+    ``progress=False``: no progress bars (nor the search's per-epoch lines)."""
     import time
 
     from hwnas.latency_data import default_device_name
     from hwnas.spaces import get_space
 
+    check_dataset(cfg, "field 'data.dataset'")
     run_dir = Path(cfg["run"]["out"])
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
@@ -639,7 +676,7 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print) -> RunReport:
 
     log(f"[1/6] predictor for {space.name} ({cfg['latency']['runtime']} {cfg['latency']['dtype']}, "
         f"{cfg['latency']['threads']} thread)")
-    predictor = prepare_predictor(cfg, space, run_dir, log)
+    predictor = prepare_predictor(cfg, space, run_dir, log, progress)
     budget, fastest, slowest = choose_budget(cfg, space, predictor)
     note = (f"auto: {cfg['latency']['budget_fraction']:.0%} of the way from the fastest ({fastest:.3f} ms) to the "
             f"slowest ({slowest:.3f} ms) predicted architecture" if cfg["latency"]["budget_ms"] == "auto"
@@ -647,10 +684,10 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print) -> RunReport:
     log(f"budget: {budget:.3f} ms ({note})")
     lap("predictor")
     log(f"[2/6] search ({cfg['search']['mode']}, {cfg['search']['epochs']} epochs)")
-    arch, summary = _search(cfg, space, predictor, budget, run_dir, log)
+    arch, summary = _search(cfg, space, predictor, budget, run_dir, log, progress)
     lap("search")
     log(f"[3/6] train {' '.join(arch.choices)}")
-    trained, splits = _train(cfg, arch, run_dir, log)
+    trained, splits = _train(cfg, arch, run_dir, log, progress)
     lap("train")
     log("[4/6] export + self-check")
     exported = _export(cfg, arch, trained.model, splits, run_dir, log)
