@@ -351,6 +351,28 @@ def validate_config(data: dict, where: str = "config") -> dict:
     return config
 
 
+def set_field(cfg: dict, pair: str) -> None:
+    """Apply one ``SECTION.FIELD=VALUE`` override (``hwnas run --set``); VALUE is read as TOML
+    (``3``, ``0.5``, ``true``, ``["fp32"]``), else taken as a string. Checked like a config field."""
+    import tomllib
+
+    key, sep, text = pair.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot:
+        raise HwnasError(f"--set expects SECTION.FIELD=VALUE (e.g. train.epochs=2), got {pair!r}")
+    if section not in SCHEMA or name not in SCHEMA[section]:
+        known = ", ".join(f"{s}.{f}" for s in SCHEMA for f in SCHEMA[s])
+        raise HwnasError(f"--set {pair}: unknown field {key.strip()!r}; known: {known}")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    problem = SCHEMA[section][name][1](value)
+    if problem:
+        raise HwnasError(f"--set {pair}: field '{key.strip()}' {problem}, got {value!r}")
+    cfg[section][name] = value
+
+
 def load_config(path: str | Path) -> dict:
     """Read and validate a TOML run config."""
     import tomllib
@@ -422,7 +444,7 @@ def _covering_rows(csv_path: Path, space, runtime: str, dtype: str, threads: int
     return f"{csv_path.name} lacks {len(missing)} operators of {space.name}" if missing else None
 
 
-def prepare_predictor(cfg: dict, space, run_dir: Path, log) -> Path:
+def prepare_predictor(cfg: dict, space, run_dir: Path, log, progress: bool = True) -> Path:
     """Stage 1: the predictor file the search uses (given, committed reference, or fitted here)."""
     from hwnas.latency_data import describe_this_device
     from hwnas.predictors.fit import fit_device, output_stem, save
@@ -457,7 +479,7 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log) -> Path:
     else:
         data_dir = run_dir / "latency_data"
         log(f"predictor: profiling this CPU into {data_dir}/ ({not_covered})")
-        _profile_here(space, runtime, dtype, threads, data_dir, this, lat["profile_models"])
+        _profile_here(space, runtime, dtype, threads, data_dir, this, lat["profile_models"], progress)
     result = fit_device(data_dir, this["name"], runtime, dtype, threads, space=space.name)
     save(result, fitted_dir, stem)
     log(f"predictor: fitted {target} ({result.n_op_rows} operators, best regressor by cross-validation "
@@ -465,17 +487,18 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log) -> Path:
     return target
 
 
-def _profile_here(space, runtime: str, dtype: str, threads: int, data_dir: Path, device: dict, n_models: int) -> None:
+def _profile_here(space, runtime: str, dtype: str, threads: int, data_dir: Path, device: dict, n_models: int,
+                  progress: bool = True) -> None:
     from hwnas.profiler import measure_archs, profile_ops
     from hwnas.runners import get_runner
 
     runner = get_runner(runtime, threads)
     device = dict(device, runners={runner.name: runner.describe()})
     with pinned(default_core()):
-        profile_ops(space, runner, data_dir / f"{device['name']}.csv", device, dtype)
+        profile_ops(space, runner, data_dir / f"{device['name']}.csv", device, dtype, progress=progress)
         if n_models:
             measure_archs(space, runner, n_models, data_dir / f"{device['name']}-models.csv", device,
-                          data_dir / "models" / space.name, dtype)
+                          data_dir / "models" / space.name, dtype, progress=progress)
 
 
 def reference_child(space):
@@ -504,7 +527,7 @@ def choose_budget(cfg: dict, space, predictor_path: Path) -> tuple[float, float,
     return float(budget), table.min(), table.max(), reference
 
 
-def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log):
+def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log, progress: bool = True):
     """Stage 2: supernet search under the budget (skipped when this run already has its result)."""
     from hwnas.arch import Architecture
 
@@ -523,11 +546,11 @@ def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log
         batch_size=s["batch_size"], max_steps=s["max_steps"],
         lr_alpha=s["lr_alpha"], limit_train=cfg["data"]["limit_train"], limit_val=cfg["data"]["limit_val"],
         seed=cfg["run"]["seed"], out=str(out), resume=True, device="cpu", workers=cfg["data"]["workers"],
-        threads=cfg["run"]["threads"]))
+        threads=cfg["run"]["threads"], progress=progress))
     return result.arch, result.summary
 
 
-def _train(cfg: dict, arch, run_dir: Path, log):
+def _train(cfg: dict, arch, run_dir: Path, log, progress: bool = True):
     """Stage 3: train the derived network from scratch (resumes from its checkpoint)."""
     from hwnas.data import load_dataset
     from hwnas.train import TrainConfig, train_model
@@ -540,7 +563,8 @@ def _train(cfg: dict, arch, run_dir: Path, log):
                      seed=cfg["run"]["seed"], num_workers=d["workers"])
     log(f"train: {tc.epochs} epochs on {splits.name} ({len(splits.train)} train / {len(splits.val)} val images)")
     init = run_dir / "search" if t["init"] == "supernet" else None  # fine-tune the supernet's shared weights
-    return train_model(arch, splits, config=tc, out_dir=run_dir / "train", resume=True, init_weights=init), splits
+    return train_model(arch, splits, config=tc, out_dir=run_dir / "train", resume=True, init_weights=init,
+                       progress=progress), splits
 
 
 def _export(cfg: dict, arch, model, splits, run_dir: Path, log) -> ExportResult:
@@ -631,6 +655,10 @@ def check_inputs(cfg: dict, where: str = "config") -> None:
 
     check_writable_folder(cfg["run"]["out"], f"{where}: field 'run.out' =")
     space = get_space(cfg["space"]["name"], cfg["space"]["params"])
+    name = cfg["data"]["dataset"]
+    if name != "digits" and not Path(name).expanduser().exists():
+        raise HwnasError(f"{where}: field 'data.dataset': dataset {name} does not exist (a relative path is relative "
+                         f"to the folder hwnas runs in, {Path.cwd()}); give its location with --dataset PATH")
     check_dataset(cfg["data"]["dataset"], space.params["resolution"], space.params["num_classes"],
                   f"{where}: field 'data.dataset'")
     lat = cfg["latency"]
@@ -645,10 +673,11 @@ def check_inputs(cfg: dict, where: str = "config") -> None:
             raise HwnasError(f"{where}: field 'latency.predictor': {exc}") from None
 
 
-def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config") -> RunReport:
+def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config", progress: bool = True) -> RunReport:
     """The main job: predictor -> budget -> search -> train -> export -> measure -> report.
 
-    ``where`` names the config in error messages; its paths are checked first (:func:`check_inputs`)."""
+    ``where`` names the config in error messages; its paths are checked first (:func:`check_inputs`).
+    ``progress=False``: no progress bars (nor the search's per-epoch lines)."""
     import time
 
     from hwnas.latency_data import default_device_name
@@ -682,7 +711,7 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
 
     log(f"[1/6] predictor for {space.name} ({cfg['latency']['runtime']} {cfg['latency']['dtype']}, "
         f"{cfg['latency']['threads']} thread)")
-    predictor = prepare_predictor(cfg, space, run_dir, log)
+    predictor = prepare_predictor(cfg, space, run_dir, log, progress)
     budget, fastest, slowest, reference = choose_budget(cfg, space, predictor)
     note = (f"auto: {cfg['latency']['budget_scale']:g} x the MobileNetV2-style k3_e6 network at width 1 "
             f"({reference:.3f} ms predicted)" if cfg["latency"]["budget_ms"] == "auto"
@@ -690,10 +719,10 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
     log(f"budget: {budget:.3f} ms ({note})")
     lap("predictor")
     log(f"[2/6] search ({cfg['search']['mode']}, {cfg['search']['epochs']} epochs)")
-    arch, summary = _search(cfg, space, predictor, budget, run_dir, log)
+    arch, summary = _search(cfg, space, predictor, budget, run_dir, log, progress)
     lap("search")
     log(f"[3/6] train {' '.join(arch.choices)}")
-    trained, splits = _train(cfg, arch, run_dir, log)
+    trained, splits = _train(cfg, arch, run_dir, log, progress)
     lap("train")
     log("[4/6] export + self-check")
     exported = _export(cfg, arch, trained.model, splits, run_dir, log)
