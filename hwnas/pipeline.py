@@ -657,8 +657,8 @@ def check_inputs(cfg: dict, where: str = "config") -> None:
     space = get_space(cfg["space"]["name"], cfg["space"]["params"])
     name = cfg["data"]["dataset"]
     if name != "digits" and not Path(name).expanduser().exists():
-        raise HwnasError(f"{where}: field 'data.dataset': dataset {name} does not exist (a relative path is relative "
-                         f"to the folder hwnas runs in, {Path.cwd()}); give its location with --dataset PATH")
+        raise HwnasError(f"{where}: field 'data.dataset': {name}: dataset path does not exist (a relative path is "
+                         f"relative to the folder hwnas runs in, {Path.cwd()}); give its location with --dataset PATH")
     check_dataset(cfg["data"]["dataset"], space.params["resolution"], space.params["num_classes"],
                   f"{where}: field 'data.dataset'")
     lat = cfg["latency"]
