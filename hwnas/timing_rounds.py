@@ -20,8 +20,12 @@ times only what is missing. ``rounds`` below what the log holds uses only the
 first ``rounds`` rounds. A new session (new timings of the same files) starts
 with ``new_session=True``, which moves the old log aside (``rounds.<n>.jsonl``).
 
-Rows. A file's latency is the median of its round medians, the spread their
-interquartile range, ``repeats`` the number of rounds. Rows are written only
+Rows. Each timing is first divided by the machine's relative speed at its
+moment, estimated from the timings of other files taken just before and after
+it (:func:`drift_factors`: the files of a round come in random order, so a
+slow moment shows in all of them). A file's latency is then the median of its
+corrected round timings, the spread their interquartile range, ``repeats`` the
+number of rounds. Rows are written only
 when every round is done, by :func:`store_rows`: a measurement (operator or
 model, runtime, dtype, threads) not yet in the table is appended (one fsynced
 line each); one already there with the same values is left alone (so a rerun
@@ -144,60 +148,110 @@ def export_jobs(jobs: list[Job], runner: Runner, cache: Path, converter=None, pr
     return files
 
 
-def read_round_log(path: Path, names, rounds: int) -> dict[str, dict[int, tuple[float, int]]]:
-    """Per name, round -> (median ms, iterations) from the log; other names, later rounds and a torn line ignored."""
-    results: dict[str, dict[int, tuple[float, int]]] = {name: {} for name in names}
+@dataclass(frozen=True)
+class Timing:
+    """One file timed in one round (a line of the round log)."""
+
+    name: str
+    round: int
+    median_ms: float
+    iters: int
+
+
+def read_round_log(path: Path, names, rounds: int) -> list[Timing]:
+    """The log's timings of ``names`` in its first ``rounds`` rounds, in the order they were taken (a line cut
+    short by a kill, other names and a repeated (name, round) are ignored)."""
+    wanted, seen, timings = set(names), set(), []
     if not path.exists():
-        return results
+        return timings
     for line in path.read_text().splitlines():
         try:
             rec = json.loads(line)
-            name, r, ms = rec["name"], int(rec["round"]), float(rec["median_ms"])
-        except (ValueError, KeyError, TypeError):
+            t = Timing(rec["name"], int(rec["round"]), float(rec["median_ms"]), int(rec.get("iters", 1)))
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue
-        if name in results and 0 <= r < rounds:
-            results[name][r] = (ms, int(rec.get("iters", 1)))
-    return results
+        if t.name in wanted and 0 <= t.round < rounds and (t.name, t.round) not in seen:
+            seen.add((t.name, t.round))
+            timings.append(t)
+    return timings
 
 
 def time_rounds(files: dict[str, Path], runner: Runner, rounds: int, log_path: Path, seed: int = 0,
-                progress: bool = True) -> dict[str, list[tuple[float, int]]]:
-    """Per file, its (median ms, iterations) in each of the first ``rounds`` rounds (see the module docstring)."""
-    results = read_round_log(log_path, files, rounds)
-    missing = sum(rounds - len(per) for per in results.values())
+                progress: bool = True) -> list[Timing]:
+    """Every file timed once in each of the first ``rounds`` rounds, each round in a fresh random order; the
+    timings in the order they were taken (those already in the log reused, see the module docstring)."""
+    timings = read_round_log(log_path, files, rounds)
+    done = {(t.name, t.round) for t in timings}
+    missing = rounds * len(files) - len(done)
     if missing:
         text = log_path.read_text() if log_path.exists() else ""
-        bar = tqdm(total=rounds * len(files), initial=rounds * len(files) - missing, unit="timing",
-                   desc=f"time {runner.name}", disable=not progress, smoothing=0.05)
+        bar = tqdm(total=rounds * len(files), initial=len(done), unit="timing", desc=f"time {runner.name}",
+                   disable=not progress, smoothing=0.05)
         with open(log_path, "a") as out:
             if text and not text.endswith("\n"):
                 out.write("\n")  # end the torn line so the next record stands on its own
             for r in range(rounds):
-                order = sorted(name for name in files if r not in results[name])
+                order = sorted(name for name in files if (name, r) not in done)
                 random.Random(seed * 1000 + r).shuffle(order)
                 bar.set_description(f"time {runner.name} round {r + 1}/{rounds}")
                 for name in order:
-                    timing = runner.time(files[name])
-                    results[name][r] = (timing.median_ms, timing.iters)
-                    out.write(json.dumps({"round": r, "name": name, "median_ms": timing.median_ms,
-                                          "iters": timing.iters}) + "\n")
+                    result = runner.time(files[name])
+                    t = Timing(name, r, result.median_ms, result.iters)
+                    timings.append(t)
+                    out.write(json.dumps({"round": r, "name": name, "median_ms": t.median_ms,
+                                          "iters": t.iters}) + "\n")
                     out.flush()
                     bar.update()
         bar.close()
-    return {name: [per[r] for r in sorted(per)] for name, per in results.items()}
+    return timings
+
+
+DRIFT_WINDOW = 5  # timings on each side that estimate the machine's speed at a moment
+
+
+def drift_factors(timings: list[Timing], window: int = DRIFT_WINDOW) -> list[float]:
+    """The machine's relative speed when each timing was taken: the median, over the ``window`` timings
+    before and after it (itself included), of timing / that file's median timing.
+
+    The files of a round come in random order, so the timings around one are of
+    other files; together they show how much slower than usual everything ran
+    at that moment (a shared machine's speed drifts by several percent within
+    seconds). Estimated twice, the second time from file medians already corrected.
+    """
+    factors = [1.0] * len(timings)
+    for _ in range(2):
+        by_name: dict[str, list[float]] = {}
+        for t, f in zip(timings, factors):
+            by_name.setdefault(t.name, []).append(t.median_ms / f)
+        medians = {name: statistics.median(v) for name, v in by_name.items()}
+        rel = [t.median_ms / medians[t.name] if medians[t.name] > 0 else 1.0 for t in timings]
+        factors = [statistics.median(rel[max(0, i - window):i + window + 1]) for i in range(len(timings))]
+    return factors
 
 
 def summarize(values: list[float]) -> tuple[float, float]:
-    """(median, interquartile range) of per-round medians."""
+    """(median, interquartile range) of per-round values."""
     if len(values) < 2:
         return values[0], 0.0
     q = statistics.quantiles(values, n=4, method="inclusive")
     return statistics.median(values), q[2] - q[0]
 
 
+def file_latencies(timings: list[Timing], drift_window: int = DRIFT_WINDOW) -> dict[str, tuple[float, float, int]]:
+    """Per file: (median over rounds, IQR over rounds, iterations), each timing divided by the machine's speed
+    at its moment (:func:`drift_factors`; ``drift_window`` 0: as timed)."""
+    factors = drift_factors(timings, drift_window) if drift_window > 0 else [1.0] * len(timings)
+    values: dict[str, list[float]] = {}
+    iters: dict[str, list[int]] = {}
+    for t, f in zip(timings, factors):
+        values.setdefault(t.name, []).append(t.median_ms / f)
+        iters.setdefault(t.name, []).append(t.iters)
+    return {name: (*summarize(v), max(1, int(statistics.median(iters[name])))) for name, v in values.items()}
+
+
 def retime(ops: list[tuple[OpSpec, str]], models: list[tuple[Architecture, str, str]], runner: Runner,
            rounds: int, cache: Path, seed: int = 0, converter=None, progress: bool = True,
-           log: Callable[[str], None] = print) -> InterleavedResult:
+           log: Callable[[str], None] = print, drift_window: int = DRIFT_WINDOW) -> InterleavedResult:
     """Time operators ``(op, dtype)`` and whole models ``(arch, arch_file, dtype)`` together in ``rounds`` rounds.
 
     ``cache`` is a folder from :func:`cache_folder`. Returns one row per operator and model (nothing written).
@@ -210,22 +264,17 @@ def retime(ops: list[tuple[OpSpec, str]], models: list[tuple[Architecture, str, 
     files = export_jobs(jobs, runner, cache, converter, progress, log)
     log(f"time: {len(files)} files x {rounds} rounds, each round in a new random order "
         f"(log {cache / 'rounds.jsonl'})")
-    per_round = time_rounds(files, runner, rounds, cache / "rounds.jsonl", seed, progress)
-
-    def stats(name: str) -> tuple[float, float, int]:
-        values = [ms for ms, _ in per_round[name]]
-        median, iqr = summarize(values)
-        return median, iqr, max(1, int(statistics.median(it for _, it in per_round[name])))
-
+    latency = file_latencies(time_rounds(files, runner, rounds, cache / "rounds.jsonl", seed, progress),
+                             drift_window)
     op_rows, model_rows = [], []
     for (op, dtype), job in zip(ops, op_jobs):
-        median, iqr, iters = stats(job.name)
+        median, iqr, iters = latency[job.name]
         op_rows.append(OpRow(op, runner.name, dtype, runner.threads, median, iqr, rounds, iters))
     for (arch, arch_file, dtype), job in zip(models, model_jobs):
-        median, iqr, _ = stats(job.name)
+        median, iqr, _ = latency[job.name]
         model_rows.append(ModelRow(arch_file, arch.space_name, tuple(arch.choices), runner.name, dtype,
                                    runner.threads, median, iqr, rounds))
-    rel = [iqr / median for median, iqr in (summarize([ms for ms, _ in v]) for v in per_round.values()) if median > 0]
+    rel = [iqr / median for median, iqr, _ in latency.values() if median > 0]
     return InterleavedResult(op_rows, model_rows, rounds, rel_spread=rel)
 
 

@@ -4,6 +4,7 @@ another machine's table refused, int8, the main job's new-machine path, and the 
 import json
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -191,3 +192,28 @@ def test_report_judges_every_variant_and_recommends_from_measurements():
     assert "fp32 1.030 ± 0.010 ms (within budget), dynamic 1.240 ± 0.010 ms (within +5%), " \
            "int8 5.510 ± 0.020 ms (OVER budget)" in report
     assert "recommended     fp32 (1.030 ms, the fastest within budget; others: dynamic 1.20x, int8 5.35x" in report
+
+
+def test_drift_correction_takes_out_the_machines_slow_moments():
+    from hwnas.timing_rounds import Timing, file_latencies
+
+    true = {f"f{i}": 0.1 * (i + 1) for i in range(60)}
+    timings = []
+    for r in range(3):
+        order = sorted(true)
+        random.Random(r).shuffle(order)
+        for j, name in enumerate(order):
+            # other jobs: the machine slows down by up to 15% during round 2 and recovers during round 3
+            slow = {0: 1.0, 1: 1 + 0.15 * j / 59, 2: 1.15 - 0.15 * j / 59}[r]
+            noise = 1 + 0.002 * ((j * 7 + r) % 5 - 2)
+            timings.append(Timing(name, r, true[name] * slow * noise, 10))
+
+    def err(latency):  # largest error of one file against the others (a common level cannot be told apart)
+        ratios = [latency[n][0] / true[n] for n in true]
+        return max(abs(q / statistics.median(ratios) - 1) for q in ratios)
+
+    plain, corrected = file_latencies(timings, drift_window=0), file_latencies(timings)
+    assert err(plain) > 0.07  # files timed late in round 2 and early in round 3: the plain median is slow
+    assert err(corrected) < 0.035
+    timings[5] = Timing(timings[5].name, 0, timings[5].median_ms * 1.5, 10)  # one disturbed timing stays local
+    assert err(file_latencies(timings)) < 0.035
