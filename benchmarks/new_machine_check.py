@@ -13,6 +13,15 @@ warm-up first, each repeat the mean of a batch of calls, the median of
 order and each model's latency is the median over rounds. Prints every model,
 the shares within +-5% and +-10%, MAPE and the worst cases.
 
+Session level. A shared machine's speed changes with what else runs on it
+(here the same models ran 25% faster in CPU time at load ~1 than at load ~6),
+and the table the predictor came from was timed in another session. With
+``--exclude`` tables, ``--anchors`` of their models (spread over their
+latency range) are timed too, in the same rounds; the median of now / table
+says how fast this session runs against the table's, and the shares are
+printed a second time with the predictions scaled by it (the predictor's
+relative accuracy; the first line is the raw one).
+
     .venv/bin/python benchmarks/new_machine_check.py runs/main/predictor/intel-xeon-2c-tflite-fp32.json
     .venv/bin/python benchmarks/new_machine_check.py predictors/intel-xeon-2c-tflite-int8.json --archs 30 \\
         --exclude latency_data/intel-xeon-2c-models.csv
@@ -68,6 +77,22 @@ def fresh_archs(space, count: int, seed: int, small_share: float, known: set[str
     return archs
 
 
+def anchor_rows(tables: list[str], predictor, count: int) -> list:
+    """``count`` models of the tables measured for the predictor's target, evenly spread over their latency."""
+    rows = [r for t in tables for r in read_model_rows(t)
+            if (r.runtime, r.dtype, r.threads) == (predictor.runtime, predictor.dtype, predictor.threads)
+            and Path(r.arch_file).is_file()]
+    rows.sort(key=lambda r: r.median_ms)
+    if len(rows) <= count:
+        return rows
+    return [rows[round(i * (len(rows) - 1) / max(count - 1, 1))] for i in range(count)]
+
+
+def shares(measured, predicted) -> str:
+    rel = np.abs(predicted / measured - 1)
+    return f"within +-5%: {np.mean(rel <= 0.05):.1%}   within +-10%: {np.mean(rel <= 0.10):.1%}   MAPE {rel.mean():.2%}"
+
+
 def tflite_call(path: Path):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -113,7 +138,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=777, help="sampling seed (the profiler samples with 0 and 1)")
     p.add_argument("--small-share", type=float, default=0.3, help="share drawn toward the fastest architecture")
     p.add_argument("--exclude", action="append", default=[], help="a models CSV whose architectures are left out")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--anchors", type=int, default=10,
+                   help="models of the --exclude tables timed too, for the session level (0: none)")
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--core", type=int, default=None, help="core to pin to (default: the last one allowed)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
@@ -136,30 +163,34 @@ def main(argv=None) -> int:
     os.sched_setaffinity(0, {core})
 
     archs = fresh_archs(space, args.archs, args.seed, args.small_share, known_archs(predictor, args.exclude))
+    anchors = anchor_rows(args.exclude, predictor, args.anchors) if args.anchors > 0 else []
+    everything = archs + [Architecture.load(r.arch_file) for r in anchors]
     print(f"{len(archs)} fresh {space.name} architectures (seed {args.seed}); {runtime} {dtype}, 1 thread, core {core}, "
-          f"{args.rounds} rounds x {args.repeats} repeats, CPU time of the calling thread")
+          f"{args.rounds} rounds x {args.repeats} repeats, CPU time of the calling thread; {len(anchors)} table models "
+          "timed too for the session level")
     with tempfile.TemporaryDirectory(prefix="hwnas-check-") as tmp:
         files = []
         if runtime == "tflite":
             from hwnas.export.tflite import TFLiteConverter
 
             with TFLiteConverter(Path(tmp) / "converter.log") as conv:
-                for i, arch in enumerate(archs):
+                for i, arch in enumerate(everything):
                     files.append(conv.convert(arch.ops(), Path(tmp) / f"m{i}.tflite", "int8" if dtype == "int8"
                                               else "fp32"))
-                    print(f"  exported {i + 1}/{len(archs)}", end="\r", file=sys.stderr)
+                    print(f"  exported {i + 1}/{len(everything)}", end="\r", file=sys.stderr)
         else:
             from hwnas.export.onnx_export import export_onnx
 
-            files = [export_onnx(arch.ops(), None, Path(tmp) / f"m{i}.onnx") for i, arch in enumerate(archs)]
+            files = [export_onnx(arch.ops(), None, Path(tmp) / f"m{i}.onnx") for i, arch in enumerate(everything)]
         load = tflite_call if runtime == "tflite" else onnx_call
-        per_model = [[] for _ in archs]
+        per_model = [[] for _ in everything]
         for r in range(args.rounds):
-            order = list(range(len(archs)))
+            order = list(range(len(everything)))
             random.Random(r).shuffle(order)
             for i in order:
                 per_model[i].append(time_call(load(files[i]), args.repeats))
-    measured = np.array([statistics.median(v) for v in per_model])
+    timed = np.array([statistics.median(v) for v in per_model])
+    measured = timed[:len(archs)]
     predicted = np.array([predictor.predict_ops(a.ops()) for a in archs])
     err = predicted / measured - 1
     print(f"\n{'#':>3s} {'measured ms':>12s} {'predicted ms':>13s} {'error':>7s}  stage widths / choices")
@@ -168,9 +199,14 @@ def main(argv=None) -> int:
         print(f"{i:3d} {measured[i]:12.4f} {predicted[i]:13.4f} {err[i]:+7.1%}  [{widths}] {' '.join(archs[i].choices)}")
     rel = np.abs(err)
     print(f"\n{args.predictor}: {len(archs)} unseen models, measured {measured.min():.3f}-{measured.max():.3f} ms")
-    print(f"within +-5%: {np.mean(rel <= 0.05):.1%}   within +-10%: {np.mean(rel <= 0.10):.1%}   "
-          f"MAPE {rel.mean():.2%}   worst: " + ", ".join(f"#{i} {err[i]:+.1%} ({measured[i]:.3f} ms)"
-                                                          for i in np.argsort(-rel)[:3]))
+    print(shares(measured, predicted) + "   worst: " +
+          ", ".join(f"#{i} {err[i]:+.1%} ({measured[i]:.3f} ms)" for i in np.argsort(-rel)[:3]))
+    if anchors:
+        now = timed[len(archs):] / np.array([r.median_ms for r in anchors])
+        level = float(np.median(now))
+        print(f"session level: the {len(anchors)} table models run at {level:.3f}x their table times now "
+              f"(range {now.min():.3f}-{now.max():.3f})")
+        print("with predictions x session level: " + shares(measured, predicted * level))
     return 0
 
 
