@@ -31,18 +31,18 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from hwnas.arch import Architecture, architecture_of, sample_architecture
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
 from hwnas.pipeline import default_core, export_trained, measure_file, stack_images
 from hwnas.predictors import load_predictor
+from hwnas.progress import progress_bar
 from hwnas.search.latency import latency_model
 from hwnas.spaces import get_space
 from hwnas.train import TrainConfig, train_model
 
-DATASET = "/work/shared/datasets/cifar10-train.tar.gz"
+DATASET = "../shared/datasets/cifar10-train.tar.gz"  # relative to the repository root; or --dataset PATH
 
 
 def predictor_for(path: str, space):
@@ -131,7 +131,7 @@ def run_budget(budget, space, args, pred, out, splits, plain, converter, rows, d
     seed = args.seed + 1000 * int(budget * 1000)  # a different random sample at each budget
     for i, arch in enumerate(random_under_budget(space, pred, budget, args.random, seed)):
         jobs.append((f"random-{i}", lambda a=arch: a))
-    for label, make in tqdm(jobs, desc=f"budget {budget:g} ms", disable=not args.progress):
+    for label, make in progress_bar(jobs, desc=f"budget {budget:g} ms", enabled=args.progress):
         if (budget, label) in done:
             continue
         arch = make()
@@ -157,7 +157,7 @@ def write_table(rows: list[dict], path: Path, args) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--predictor", required=True, help="this CPU's LiteRT fp32 1-thread predictor (.json)")
-    p.add_argument("--dataset", default=DATASET)
+    p.add_argument("--dataset", default=DATASET, help=f"CIFAR-10 archive or folder (default {DATASET})")
     p.add_argument("--space", default="proxyless-tiny")
     p.add_argument("--budgets", default="0.25,0.5",
                    help="two budgets: fractions (0..1) of the way from the fastest to the slowest predicted "

@@ -46,14 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
-
 from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
 from hwnas.jsonfile import read_json
 from hwnas.latency_data import ModelRow, OpRow, append_model_row, append_op_row, read_model_rows, read_op_rows
 from hwnas.ops import OpSpec
 from hwnas.profiler import Exporter, arch_file_name, calibration_archs, prepare_output, profiled_ops
+from hwnas.progress import progress_bar
 from hwnas.runners import Runner
 from hwnas.spaces import SearchSpace
 
@@ -136,7 +135,7 @@ def export_jobs(jobs: list[Job], runner: Runner, cache: Path, converter=None, pr
         f"({len(jobs) - len(todo)} already in {cache})")
     exporters: dict[tuple[str, bool], Exporter] = {}
     try:
-        bar = tqdm(todo, desc=f"export {runner.name}", unit="file", disable=not progress)
+        bar = progress_bar(todo, desc=f"export {runner.name}", unit="file", enabled=progress)
         for job in bar:
             key = (job.dtype, job.per_op)
             if key not in exporters:
@@ -185,8 +184,8 @@ def time_rounds(files: dict[str, Path], runner: Runner, rounds: int, log_path: P
     missing = rounds * len(files) - len(done)
     if missing:
         text = log_path.read_text() if log_path.exists() else ""
-        bar = tqdm(total=rounds * len(files), initial=len(done), unit="timing", desc=f"time {runner.name}",
-                   disable=not progress, smoothing=0.05)
+        bar = progress_bar(total=rounds * len(files), initial=len(done), unit="timing", desc=f"time {runner.name}",
+                           enabled=progress, smoothing=0.05)
         with open(log_path, "a") as out:
             if text and not text.endswith("\n"):
                 out.write("\n")  # end the torn line so the next record stands on its own

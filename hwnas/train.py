@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from hwnas.progress import progress_bar
 
 from hwnas.arch import Architecture
 from hwnas.builder import build_model
@@ -143,7 +143,8 @@ def weights_from_supernet(supernet: nn.Module, arch: Architecture) -> dict[str, 
 
 
 def supernet_weights(search_dir: str | Path, arch: Architecture) -> dict[str, torch.Tensor]:
-    """``weights_from_supernet`` from a search run folder's checkpoint (loaded with weights_only=True)."""
+    """The weights of ``arch`` from a search run folder's checkpoint (loaded with weights_only=True): separate or
+    weight-entangled supernet."""
     from hwnas.supernet import Supernet
 
     path = Path(search_dir) / "checkpoint.pt"
@@ -151,8 +152,17 @@ def supernet_weights(search_dir: str | Path, arch: Architecture) -> dict[str, to
         raise HwnasError(f"{path}: no search checkpoint to take supernet weights from")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("supernet") == "entangled":  # shared weights: the child's crops and slices
+            from hwnas.search.cost_tables import child_of
+            from hwnas.supernet.entangled import EntangledSupernet
+
+            net = EntangledSupernet(arch.space)
+            net.load_state_dict(state["model"])
+            return net.extract(child_of(arch.space, arch), arch).state_dict()
         net = Supernet(arch.space)
         net.load_state_dict(state["model"])
+    except HwnasError:
+        raise
     except Exception as exc:  # unpickling, missing keys, shape mismatches: all mean "not this supernet"
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HwnasError(f"{path}: not a supernet checkpoint of space {arch.space_name} ({msg})") from None
@@ -234,6 +244,7 @@ def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs:
         model.load_state_dict(supernet_weights(init_weights, arch))
     elif init_weights is not None:
         load_weights(model, init_weights)
+    model.to(memory_format=torch.channels_last)  # ~1.4x faster convolutions on a CPU; undone before returning
     opt = make_optimizer(model, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
@@ -273,15 +284,15 @@ def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs:
                             num_workers=cfg.num_workers)
         model.train()
         t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   leave=False, unit="step")
+        bar = progress_bar(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress,
+                           leave=False, unit="step")
         for step, (x, y) in enumerate(loader):
             if step >= steps_per_epoch:
                 break
             lr = lr_at(epoch * steps_per_epoch + step, total_steps, warmup, cfg.lr)
             for group in opt.param_groups:
                 group["lr"] = lr
-            logits = model(x)
+            logits = model(x.contiguous(memory_format=torch.channels_last))
             loss = criterion(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -320,4 +331,5 @@ def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs:
             meta["arch"] = json.dumps(arch.to_dict())
         weights_path = save_weights(model, out / WEIGHTS, meta)
     model.eval()
+    model.to(memory_format=torch.contiguous_format)
     return TrainResult(model, val_acc, val_loss, train_loss, cfg.epochs, history, weights_path)

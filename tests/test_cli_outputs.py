@@ -33,7 +33,7 @@ def test_measure_json_is_the_timing_and_nothing_else(tmp_path, capsys):
 
 def test_search_json_prints_the_runs_derived_summary(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["search", *TINY_SET, "--budget-ms", "3", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "16",
+    rc = main(["search", *TINY_SET, "--budget-ms", "1.5", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "16",
                "--max-steps", "1", "--limit-train", "32", "--limit-val", "16", "--threads", "1", "--out", str(out),
                "--no-progress", "--json"])
     assert rc == 0

@@ -1,4 +1,4 @@
-"""The supernet search under torchrun with 2 CPU processes (DistributedDataParallel, gloo)."""
+"""The (weight-entangled) supernet search under torchrun with 2 CPU processes (gloo; gradients averaged by hand)."""
 
 import json
 import os
@@ -21,6 +21,7 @@ def test_two_cpu_processes_keep_gates_and_alphas_in_step(tmp_path):
     assert summary["ranks"] == 2
     assert summary["gate_trace_rank_difference"] == 0.0  # every rank ran the same sampled paths
     assert summary["alpha_max_rank_difference"] == 0.0
+    assert summary["weight_max_rank_difference"] == 0.0  # gradients averaged over ranks
     assert summary["within_budget"]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and rows[1]["entropy"] < 1.0  # alphas moved in the search epoch

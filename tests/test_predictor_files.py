@@ -189,15 +189,16 @@ def test_cli_fit_and_predict(tmp_path, capsys):
     assert sum(line.startswith("pos") for line in text.splitlines()) == len(arch.choices)
 
 
-def test_cli_predict_missing_operator_errors_and_falls_back_when_asked(fitted, tmp_path, capsys):
+def test_cli_predict_missing_operator_falls_back_unless_told_not_to(fitted, tmp_path, capsys):
     arch_file = tmp_path / "wide.json"
     arch_file.write_text(json.dumps({"space": "proxyless-tiny", "space_params": {"width_mult": 1.5},
                                      "choices": ["k3_e3"] * 9}))
     table = str(fitted / "pred" / "dev-tflite-fp32.json")
-    assert main(["predict", "--predictor", table, str(arch_file)]) == 2
+    assert main(["predict", "--predictor", table, str(arch_file)]) == 0
+    out = capsys.readouterr().out
+    assert "total" in out and "regressor" in out  # the source column names who priced the missing operators
+    assert main(["predict", "--predictor", table, "--no-fallback", str(arch_file)]) == 2
     assert "hwnas: error: no latency entry for operator conv:3x32x32->24" in capsys.readouterr().err
-    assert main(["predict", "--predictor", table, "--fallback", str(arch_file)]) == 0
-    assert "total" in capsys.readouterr().out
 
 
 def test_cli_fit_with_bad_arguments_is_one_line_error(tmp_path, capsys):

@@ -126,9 +126,10 @@ def test_group_scales_apply_per_operator_and_round_trip(tmp_path):
     again = load_predictor(tmp_path / "t.json")
     assert again.group_scales == {"mbconv:k7": 2.0}
     arch = sample_architecture(space, random.Random(1))
-    fixed = fixed_latency(space, again)
-    tensors = latency_tensors(space, again)
-    onehot = [torch.tensor([1.0 if n == c else 0.0 for n in pos.names]) for pos, c in zip(space.positions, arch.choices)]
+    fixed = fixed_latency(arch.space, again)  # the sampled stage widths' operators
+    tensors = latency_tensors(arch.space, again)
+    onehot = [torch.tensor([1.0 if n == c else 0.0 for n in pos.names])
+              for pos, c in zip(arch.space.positions, arch.choices)]
     assert float(expected_latency(onehot, tensors, fixed)) == pytest.approx(again.predict_ops(arch.ops()), rel=1e-5)
     import json
     data = json.loads((tmp_path / "t.json").read_text())
@@ -219,11 +220,12 @@ def test_latency_tensors_follow_candidate_order_with_zero_at_zero(linear_regress
 
 def test_expected_latency_of_one_hot_paths_is_the_architecture_latency(linear_regressor):
     space = get_space("proxyless-tiny")
-    tensors, fixed = latency_tensors(space, linear_regressor), fixed_latency(space, linear_regressor)
     rng = random.Random(1)
-    low, high = min_latency(space, linear_regressor), max_latency(space, linear_regressor)
     for _ in range(5):
         arch = sample_architecture(space, rng)
+        concrete = arch.space  # at the sampled stage widths
+        tensors, fixed = latency_tensors(concrete, linear_regressor), fixed_latency(concrete, linear_regressor)
+        low, high = min_latency(concrete, linear_regressor), max_latency(concrete, linear_regressor)
         probs = [torch.nn.functional.one_hot(torch.tensor(pos.names.index(c)), len(pos.names)).float()
                  for pos, c in zip(space.positions, arch.choices)]
         value = float(expected_latency(probs, tensors, fixed))

@@ -155,7 +155,7 @@ def test_main_job_profiles_a_new_machine_interleaved(tmp_path):
         "latency": {"runtime": "onnxruntime", "reference_predictors": str(tmp_path / "none"),
                     "reference_latency_data": str(tmp_path / "none"), "profile_models": 4, "profile_rounds": 2}})
     lines = []
-    path = prepare_predictor(cfg, small_space(), tmp_path / "run", lines.append)
+    path = prepare_predictor(cfg, small_space(), tmp_path / "run", lines.append, progress=False)
     name = describe_this_device()["name"]
     data = tmp_path / "run" / "latency_data"
     ops, models = read_op_rows(data / f"{name}.csv"), read_model_rows(data / f"{name}-models.csv")

@@ -146,7 +146,7 @@ def test_weights_from_supernet_give_the_supernet_child(tmp_path):
     from hwnas.supernet import Supernet
     from hwnas.train import supernet_weights, weights_from_supernet
 
-    space = get_space("proxyless-tiny", SMALL)
+    space = get_space("proxyless-tiny", {**SMALL, "width_choices": [1.0]})  # separate weights: fixed widths
     arch = sample_architecture(space, random.Random(8))
     arch.choices[2] = "zero" if "zero" in space.positions[2].names else arch.choices[2]
     torch.manual_seed(0)

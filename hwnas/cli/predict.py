@@ -20,8 +20,8 @@ def _load(args, space: str | None):
     from hwnas.predictors.lut import LookupTable
 
     predictor = load_predictor(args.predictor, space=space)
-    if args.fallback and not isinstance(predictor, LookupTable):
-        raise HwnasError("--fallback applies to lookup-table predictors only")
+    if args.no_fallback and not isinstance(predictor, LookupTable):
+        raise HwnasError("--no-fallback applies to lookup-table predictors only")
     return predictor
 
 
@@ -35,7 +35,7 @@ def _breakdown(args):
 
         arch = Architecture.load(args.model)
         predictor = _load(args, arch.space_name)
-        if args.fallback:
+        if isinstance(predictor, LookupTable) and predictor.fallback_name and not args.no_fallback:
             predictor.enable_fallback()
         return arch_breakdown(arch, predictor, args.predictor, args.model)
     graph = read_model(args.model)
@@ -85,8 +85,9 @@ def register(sub) -> None:
     p = sub.add_parser("predict", help="predict the latency of an architecture or a .tflite/.onnx model, block by block")
     p.add_argument("model", metavar="MODEL", help="architecture JSON file, or a .tflite / .onnx model file")
     p.add_argument("--predictor", required=True, help="predictor file (e.g. predictors/<device>-tflite-fp32.json)")
-    p.add_argument("--fallback", action="store_true",
-                   help="architecture files, lookup table: predict missing operators with its fallback regressor "
-                        "instead of failing (always on for model files)")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="architecture files, lookup table: fail on an operator missing from the table instead of "
+                        "pricing it with the table's fallback regressor (the 'source' column says which priced "
+                        "each block)")
     add_json_argument(p)
     p.set_defaults(func=_predict)

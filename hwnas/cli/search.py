@@ -8,6 +8,7 @@ modes) with :func:`hwnas.search.run_search`; the sample-based strategies run
 
 from __future__ import annotations
 
+import argparse
 import importlib
 
 from hwnas.cli.space import add_space_arguments, parse_overrides
@@ -15,6 +16,7 @@ from hwnas.data import DEFAULT_DATASET
 from hwnas.errors import HwnasError
 from hwnas.outputs import check_writable_folder
 from hwnas.spaces import DEFAULT_SPACE
+from hwnas.search.config import CONTROLS, SUPERNETS
 from hwnas.supernet.mixed_op import MODES
 from hwnas.threads import TORCH_THREADS, TORCH_THREADS_HELP, check_threads
 
@@ -22,8 +24,8 @@ STRATEGIES = ("gradient", "random", "evolution", "rl", "progressive")
 CELL_SPACE = "darts-cell"
 
 # --fast: small settings for the embedded default (proxyless-tiny + digits) that finish in minutes on a CPU.
-FAST = {"epochs": 8, "warmup_epochs": 3, "batch_size": 32, "max_steps": 30}
-FULL = {"epochs": 30, "warmup_epochs": 10, "batch_size": 64, "max_steps": None}
+FAST = {"epochs": 8, "warmup_epochs": 2, "child_warmup_epochs": 1, "batch_size": 32, "max_steps": 30}
+FULL = {"epochs": 30, "warmup_epochs": 5, "child_warmup_epochs": 5, "batch_size": 64, "max_steps": None}
 
 
 def _delegate(module: str, function: str, what: str, args) -> int:
@@ -36,16 +38,30 @@ def _delegate(module: str, function: str, what: str, args) -> int:
     return int(getattr(mod, function)(args) or 0)
 
 
+def _band(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH fractions of the budget, e.g. 0.93,0.97; got {text!r}")
+    return low, high
+
+
 def config_from_args(args):
     """The :class:`SearchConfig` described by the parsed options."""
     from hwnas.search import SearchConfig
 
     preset = FAST if args.fast else FULL
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None else preset[name]  # noqa: E731
+    if args.child_warmup_epochs is None:  # the preset's, but always leaving one epoch of architecture steps
+        args.child_warmup_epochs = max(0, min(preset["child_warmup_epochs"],
+                                              pick("epochs") - pick("warmup_epochs") - 1))
     return SearchConfig(
         space=args.space, space_params=parse_overrides(args.set), dataset=args.dataset, predictor=args.predictor,
         budget_ms=args.budget_ms, mode=args.mode, darts_order=args.darts_order, epochs=pick("epochs"),
-        warmup_epochs=pick("warmup_epochs"), batch_size=pick("batch_size"), max_steps=pick("max_steps"),
+        warmup_epochs=pick("warmup_epochs"), child_warmup_epochs=pick("child_warmup_epochs"),
+        batch_size=pick("batch_size"), max_steps=pick("max_steps"), supernet=args.supernet_type, control=args.control,
+        target_fraction=args.target_fraction, band_low=args.band[0], band_high=args.band[1],
+        arch_fraction=args.arch_fraction, distill=not args.no_distill,
         limit_train=args.limit_train, limit_val=args.limit_val, seed=args.seed, lr_w=args.lr, lr_alpha=args.lr_alpha,
         lambda_lat=args.lambda_lat, eta_flops=args.eta_flops, eta_mac=args.eta_mac, eta_params=args.eta_params,
         budget_on=args.budget_on, fit_budget=not args.no_fit_budget, device=args.device, out=args.out,
@@ -158,10 +174,30 @@ def register(sub) -> None:
     p.add_argument("--eta-params", type=float, default=0.0, help="weight of E[params] in M")
     p.add_argument("--constraint", choices=("mild", "moderate", "aggressive"), default=None,
                    help="darts-cell: SNAS resource constraint preset on the --eta-* kind (default flops)")
+    p.add_argument("--supernet-type", choices=SUPERNETS, default="entangled",
+                   help="entangled (default: one shared largest block per position, candidates and stage widths "
+                        "are crops and slices of it) or separate (one block per candidate, fixed widths)")
+    p.add_argument("--control", choices=CONTROLS, default="tilt",
+                   help="entangled: budget control: tilt (default: the sampled distribution's expected latency is "
+                        "held at --target-fraction x budget every step), absolute (TuNAS |E[LAT]/T - 1|) or hinge")
+    p.add_argument("--target-fraction", type=float, default=0.95,
+                   help="entangled: expected latency target as a fraction of the budget (default 0.95)")
+    p.add_argument("--band", type=_band, default=(0.93, 0.97), metavar="LOW,HIGH",
+                   help="the derived child's predicted latency lies in [LOW, HIGH] x budget (default 0.93,0.97); "
+                        "it is the most probable such child (exact dynamic programme)")
+    p.add_argument("--child-warmup-epochs", type=int, default=None,
+                   help=f"entangled: sandwich epochs (largest + sampled child) before architecture steps (default "
+                        f"{FULL['child_warmup_epochs']}, --fast {FAST['child_warmup_epochs']}, fewer when --epochs "
+                        "leaves no epoch for architecture steps)")
+    p.add_argument("--arch-fraction", type=float, default=0.2,
+                   help="entangled: share of the training images kept for architecture steps (default 0.2)")
+    p.add_argument("--no-distill", action="store_true",
+                   help="entangled: sampled children learn from the labels, not from the largest child")
     p.add_argument("--budget-on", choices=("derived", "expected"), default="derived",
-                   help="latency the budget hinge sees: the argmax child's (straight-through, default) or E[LAT]")
+                   help="separate: latency the budget hinge sees: the argmax child's (straight-through, default) "
+                        "or E[LAT]")
     p.add_argument("--no-fit-budget", action="store_true",
-                   help="keep the argmax child even when it exceeds the budget")
+                   help="separate: keep the argmax child even when it is not in the budget band")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")
     p.add_argument("--threads", type=int, default=TORCH_THREADS, help=TORCH_THREADS_HELP)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -3,14 +3,15 @@
 from hwnas.search.config import SearchConfig, SearchResult
 
 
-def run_search(config: SearchConfig) -> SearchResult:
+def run_search(config: SearchConfig, splits=None) -> SearchResult:
     """Run a gradient search: the weight-entangled supernet (:mod:`hwnas.search.entangled_loop`, default) or the
-    separate-weights one (:mod:`hwnas.search.loop`)."""
+    separate-weights one (:mod:`hwnas.search.loop`). ``splits`` (a :class:`hwnas.data.Splits`) replaces
+    ``config.dataset`` for the entangled search (benchmarks that hold images out of the search)."""
     config.check()
     if config.supernet == "entangled":
         from hwnas.search.entangled_loop import run_entangled_search
 
-        return run_entangled_search(config)
+        return run_entangled_search(config, splits)
     from hwnas.search.loop import run_search as _run
 
     return _run(config)

@@ -1,6 +1,7 @@
 """Derive a child that uses its budget: the most probable child whose latency lies in a band.
 
-``most_probable_in_band(table, op_logp, width_logp, low, high)`` maximises
+``most_probable_in_band(table, op_logp, width_logp, low, high)`` (or
+:class:`BandDecoder`, which refuses an unreachable band when it is made) maximises
 ``sum log p(width) + sum log p(candidate)`` over every child of the space whose
 predicted latency (``table``, :mod:`hwnas.search.cost_tables`) lies in
 ``[low, high]`` ms. It is an exact dynamic programme over positions whose
@@ -50,7 +51,7 @@ def most_probable_in_band(table: CostTable, op_logp: list[np.ndarray], width_log
     lo_all, hi_all = table.min(), table.max()
     if high < lo_all or low > hi_all:
         raise HwnasError(f"no child of {table.space.name} has a predicted latency in [{low:.4f}, {high:.4f}] ms: "
-                         f"the space reaches {lo_all:.4f}-{hi_all:.4f} ms")
+                         f"the space reaches {lo_all:.4f}-{hi_all:.4f} ms; choose a budget whose band lies there")
     n_w, n_p = table.num_widths, len(table.table)
     res = max(high, 1e-9) / bins
     q = [np.rint(t.numpy() / res).astype(np.int64) for t in table.table]  # binned costs
@@ -118,3 +119,17 @@ def _no_child_message(table, score, head_q, res, fixed_q, low, high) -> str:
     near = f"; nearest reachable below: {below:.4f} ms" if below is not None else ""
     return (f"no child of {table.space.name} has a predicted latency in [{low:.4f}, {high:.4f}] ms "
             f"(the space reaches {table.min():.4f}-{table.max():.4f} ms{near}); widen the band")
+
+
+class BandDecoder:
+    """Derivation in one band ``[low, high]`` ms of one cost table; refuses a band no child reaches when made."""
+
+    def __init__(self, table: CostTable, low: float, high: float):
+        self.table, self.low, self.high = table, low, high
+        self.decode([np.zeros(len(t)) for t in table.table])  # any child in band: raises when there is none
+
+    def decode(self, op_logp: list[np.ndarray], width_logp: list[np.ndarray] | None = None) -> BandResult:
+        """The most probable child in the band (``width_logp``: None when the widths are fixed)."""
+        if width_logp is None:
+            width_logp = [np.zeros(self.table.num_widths)] * self.table.num_stages
+        return most_probable_in_band(self.table, op_logp, width_logp, self.low, self.high)

@@ -35,7 +35,7 @@ class SearchConfig:
     supernet: str = "entangled"  # entangled (shared weights, hwnas.search.entangled_loop) | separate
     epochs: int = 6
     warmup_epochs: int = 2  # epochs training only the weights (entangled: the largest child alone)
-    child_warmup_epochs: int = 1  # entangled: sandwich epochs before architecture steps start
+    child_warmup_epochs: int = 0  # entangled: sandwich epochs before architecture steps start
     control: str = "tilt"  # entangled budget control: tilt | absolute (TuNAS) | hinge
     target_fraction: float = 0.95  # entangled: expected latency held at this fraction of the budget
     band_low: float = 0.93  # derived child's predicted latency within [band_low, band_high] x budget
@@ -62,7 +62,7 @@ class SearchConfig:
     tau_end: float = 0.2
     baseline_decay: float = 0.9  # REINFORCE moving-average baseline
     budget_on: str = "derived"  # derived | expected (see hwnas.search.losses)
-    fit_budget: bool = True  # make the derived child meet the budget (losses.fit_to_budget)
+    fit_budget: bool = True  # separate: derive the most probable child in the budget band (else the argmax)
     device: str = "auto"  # auto | cpu | cuda
     out: str | None = None
     resume: bool = False
@@ -105,7 +105,7 @@ class SearchConfig:
             raise HwnasError(f"budget control must be one of {', '.join(CONTROLS)}, got {self.control!r}")
         if self.supernet == "entangled":
             if self.darts_order != 1:
-                raise HwnasError("second-order DARTS needs --supernet separate")
+                raise HwnasError("second-order DARTS needs --supernet-type separate")
             if self.warmup_epochs + self.child_warmup_epochs >= self.epochs:
                 raise HwnasError(f"warm-up epochs ({self.warmup_epochs}) + child warm-up epochs "
                                  f"({self.child_warmup_epochs}) must be below epochs ({self.epochs}) so that "

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
 from hwnas.search import distributed as D
-from hwnas.search.band import most_probable_in_band
+from hwnas.search.band import BandDecoder
 from hwnas.search.config import RESUME_KEYS, SearchConfig, SearchResult
 from hwnas.search.cost_tables import Child, analytic_table, child_arch, latency_table
 from hwnas.search.latency import load_latency_predictor
@@ -69,14 +69,14 @@ def split_train(dataset, fraction: float, seed: int):
     return Subset(dataset, order[n_arch:].tolist()), Subset(dataset, order[:n_arch].tolist())
 
 
-def derive(net: EntangledSupernet, table, cfg: SearchConfig) -> tuple[Child, float]:
+def derive(net: EntangledSupernet, table, band: BandDecoder | None) -> tuple[Child, float]:
     """The most probable child in the budget band (no budget: the most probable child), and its latency."""
     op_lp = [torch.log_softmax(a.detach().double(), 0).numpy() for a in net.alpha]
     w_lp = [torch.log_softmax(t.detach().double(), 0).numpy() for t in net.theta]
-    if cfg.budget_ms is None:
+    if band is None:
         child = Child(tuple(int(w.argmax()) for w in w_lp), tuple(int(a.argmax()) for a in op_lp))
         return child, table.cost(child)
-    found = most_probable_in_band(table, op_lp, w_lp, cfg.band_low * cfg.budget_ms, cfg.band_high * cfg.budget_ms)
+    found = band.decode(op_lp, w_lp)
     return found.child, found.latency_ms
 
 
@@ -130,7 +130,7 @@ def decision_names(net: EntangledSupernet) -> tuple[list[str], list[list[str]]]:
     return titles, [widths] * len(net.theta) + net.names
 
 
-def run_entangled_search(cfg: SearchConfig) -> SearchResult:
+def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
     rank, size, device = D.setup(cfg.device)
     use_torch_threads(cfg.threads, "threads")
     main = rank == 0
@@ -141,21 +141,21 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
         if not cfg.budget_ms >= table.min():
             raise HwnasError(f"budget {cfg.budget_ms:g} ms is below the fastest architecture of the space: minimum "
                              f"achievable latency is {table.min():.4f} ms (latency from {source})")
-        # refuse an unreachable band now, not after training (uniform logits: any child in band will do)
-        most_probable_in_band(table, [np.zeros(len(t)) for t in table.table],
-                              [np.zeros(table.num_widths)] * table.num_stages,
-                              cfg.band_low * cfg.budget_ms, cfg.band_high * cfg.budget_ms)
+    band = None if cfg.budget_ms is None else BandDecoder(table, cfg.band_low * cfg.budget_ms,
+                                                           cfg.band_high * cfg.budget_ms)  # refused now if unreachable
     costs = {kind: analytic_table(space, kind) for kind in ("flops", "params", "mac")}
 
-    splits = load_dataset(cfg.dataset, space.params["resolution"], seed=cfg.seed,
-                          limit_train=cfg.limit_train, limit_val=cfg.limit_val)
+    if splits is None:
+        splits = load_dataset(cfg.dataset, space.params["resolution"], seed=cfg.seed,
+                              limit_train=cfg.limit_train, limit_val=cfg.limit_val)
     if splits.num_classes != space.params["num_classes"]:
         raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, space {space.name} has "
                          f"{space.params['num_classes']}; add --set num_classes={splits.num_classes}")
     weight_split, arch_split = split_train(splits.train, cfg.arch_fraction, cfg.seed)
 
     set_seed(cfg.seed)
-    net = EntangledSupernet(space, init_std=cfg.alpha_init_std).to(device)
+    # channels-last convolutions are ~1.4x faster on a CPU (measured here on the largest child's step)
+    net = EntangledSupernet(space, init_std=cfg.alpha_init_std).to(device, memory_format=torch.channels_last)
     weights = net.weight_parameters()
     opt_w = torch.optim.SGD([{"params": [p for p in weights if p.ndim > 1], "weight_decay": cfg.weight_decay},
                              {"params": [p for p in weights if p.ndim <= 1], "weight_decay": 0.0}],
@@ -192,7 +192,7 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
         steps = min(steps, cfg.max_steps)
     arch_start = cfg.warmup_epochs + cfg.child_warmup_epochs
     if main:
-        band = ("" if cfg.budget_ms is None else
+        band_text = ("" if cfg.budget_ms is None else
                 f"; budget {cfg.budget_ms:g} ms, target E[LAT] {target:.4f} ms, band "
                 f"[{cfg.band_low * cfg.budget_ms:.4f}, {cfg.band_high * cfg.budget_ms:.4f}] ms")
         print(f"search {space.name} ({len(net.alpha)} positions, {len(net.theta)} stage widths, {space.size:.2e} "
@@ -200,8 +200,9 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
               f"{splits.name}: {len(weight_split)} weight / {len(arch_split)} architecture / {len(splits.val)} "
               f"validation images, {cfg.epochs} epochs x {steps} steps ({cfg.warmup_epochs} largest-child, "
               f"{cfg.child_warmup_epochs} sandwich before architecture steps), {size} process(es) on {device}; "
-              f"latency from {source} (min {table.min():.3f} ms, max {table.max():.3f} ms){band}")
+              f"latency from {source} (min {table.min():.3f} ms, max {table.max():.3f} ms){band_text}")
 
+    trace = 0.0  # a fingerprint of the sampled children, compared across ranks at the end
     for epoch in range(start, cfg.epochs):
         set_seed(cfg.seed * 1000 + epoch)
         maker.generator.manual_seed(cfg.seed * 100003 + epoch)
@@ -213,7 +214,8 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
         arch_iter = _cycle(_loader(arch_split, cfg.batch_size, cfg.seed + 1, epoch, rank, size, cfg.workers))
         net.train()
         t0 = time.time()
-        sums = {"loss": 0.0, "child_loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_steps": 0}
+        sums = {"loss": 0.0, "child_loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_steps": 0,
+                "exp_ms": 0.0, "exp_ms_max": 0.0, "exp_ms_min": math.inf, "steps": 0}
         bar = tqdm(total=steps, desc=f"{phase} {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and main),
                    leave=False, unit="step")
         for step in range(steps):
@@ -221,8 +223,12 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
                 x, y = next(train_iter)
             except StopIteration:
                 break
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
             maker.update_beta()
+            sums["exp_ms"] += maker.expected_ms
+            sums["exp_ms_max"] = max(sums["exp_ms_max"], maker.expected_ms)
+            sums["exp_ms_min"] = min(sums["exp_ms_min"], maker.expected_ms)
+            sums["steps"] += 1
             # weight step: the largest child on the labels, a sampled child on its soft outputs
             opt_w.zero_grad(set_to_none=True)
             logits = net(x, Plan.of(largest))
@@ -230,7 +236,9 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
             loss.backward()
             child_loss = torch.zeros(())
             if phase != "largest":
-                child_logits = net(x, Plan.of(maker.sample_child()))
+                sampled = maker.sample_child()
+                trace += _fingerprint(sampled) * (step + 1)
+                child_logits = net(x, Plan.of(sampled))
                 target_probs = torch.softmax(logits.detach(), 1)
                 child_loss = (_soft_ce(child_logits, target_probs) if cfg.distill
                               else F.cross_entropy(child_logits, y, label_smoothing=cfg.label_smoothing))
@@ -240,14 +248,14 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
             arch_loss = None
             if phase == "search":
                 arch_loss = _arch_step(net, maker, opt_a, next(arch_iter), device)
-            bad = [f"{name} {float(v)}" for name, v in (("loss", loss), ("child loss", child_loss),
-                                                          ("arch loss", arch_loss or 0.0)) if not math.isfinite(float(v))]
+            values = {"loss": loss.item(), "child loss": child_loss.item(), "arch loss": arch_loss or 0.0}
+            bad = [f"{name} {v}" for name, v in values.items() if not math.isfinite(v)]
             if bad:
                 raise HwnasError(f"non-finite {' and '.join(bad)} at epoch {epoch + 1}, step {step + 1}; stopped. "
                                  f"The last good checkpoint ({ckpt}) is kept; lower the learning rates "
                                  "(lr_w / lr_alpha) and --resume")
-            sums["loss"] += float(loss) * len(y)
-            sums["child_loss"] += float(child_loss) * len(y)
+            sums["loss"] += values["loss"] * len(y)
+            sums["child_loss"] += values["child loss"] * len(y)
             sums["correct"] += int((logits.argmax(1) == y).sum())
             sums["n"] += len(y)
             if arch_loss is not None:
@@ -265,18 +273,19 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
             bar.set_postfix(loss=f"{sums['loss'] / max(1, sums['n']):.3f}", beta=f"{maker.beta:.3g}")
         bar.close()
 
-        child, child_ms = derive(net, table, cfg)
+        child, child_ms = derive(net, table, band)
         val_acc, val_loss = score_child(net, child, _loader(weight_split, cfg.batch_size, cfg.seed + 2, epoch, rank,
                                                             size, 0), splits.val, device, cfg.recalib_batches)
         arch = child_arch(space, child)
-        untilted = float(maker.expected_latency())
+        untilted = maker.expected_latency().item()
         row = {"epoch": epoch + 1, "phase": phase,
                "train_loss": round(sums["loss"] / max(1, sums["n"]), 5),
                "train_acc": round(sums["correct"] / max(1, sums["n"]), 5),
                "child_loss": round(sums["child_loss"] / max(1, sums["n"]), 5),
                "arch_loss": round(sums["arch_loss"] / sums["arch_steps"], 5) if sums["arch_steps"] else None,
                "val_acc": round(val_acc, 5), "val_loss": round(val_loss, 5),
-               "beta": round(maker.beta, 5), "exp_latency_ms": round(maker.tilted().expected_cost(), 5),
+               "beta": round(maker.beta, 5), "exp_latency_ms": round(sums["exp_ms"] / max(1, sums["steps"]), 5),
+               "exp_latency_range_ms": [round(sums["exp_ms_min"], 5), round(sums["exp_ms_max"], 5)],
                "untilted_latency_ms": round(untilted, 5),
                "derived_latency_ms": round(child_ms, 5), "budget_ms": cfg.budget_ms,
                "exp_mflops": round(maker.tilted().expected_cost(costs["flops"]) / 1e6, 4),
@@ -300,7 +309,7 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
                 print(f"stopping after epoch {epoch + 1} as asked; continue with resume")
             break
 
-    child, child_ms = derive(net, table, cfg)
+    child, child_ms = derive(net, table, band)
     arch = child_arch(space, child)
     cost = arch.cost()
     titles, names = decision_names(net)
@@ -320,6 +329,8 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
                   for title, opts, p in zip(titles, names, params)},
     }
     summary["alpha_max_rank_difference"] = D.all_equal(net.arch_parameters())
+    summary["weight_max_rank_difference"] = D.all_equal(weights)
+    summary["gate_trace_rank_difference"] = D.all_equal([torch.tensor([trace], dtype=torch.float64)])
     if main:
         arch.save(out / "arch.json")
         from hwnas.weights import save_weights
@@ -337,9 +348,13 @@ def run_entangled_search(cfg: SearchConfig) -> SearchResult:
     return SearchResult(arch, summary, history, out, net)
 
 
+def _fingerprint(child: Child) -> float:
+    return float(sum((i + 1) * (c + 2) for i, c in enumerate(child.widths + child.ops)))
+
+
 def _arch_step(net: EntangledSupernet, maker: PlanMaker, opt_a, batch, device) -> float:
     """One architecture update on an architecture-split batch; returns its loss."""
-    xa, ya = batch[0].to(device), batch[1].to(device)
+    xa, ya = batch[0].to(device, memory_format=torch.channels_last), batch[1].to(device)
     plan, extra = maker.arch_plan()
     opt_a.zero_grad(set_to_none=True)
     arch = net.arch_parameters()
@@ -358,4 +373,4 @@ def _arch_step(net: EntangledSupernet, maker: PlanMaker, opt_a, batch, device) -
     opt_a.step()
     if maker.mode == "proxyless":
         maker.rescale(before)
-    return float(ce) + (float(extra) if extra is not None else 0.0)
+    return ce.item() + (extra.item() if extra is not None else 0.0)

@@ -24,15 +24,17 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
-from tqdm import tqdm
+from hwnas.progress import progress_bar
 
 from hwnas.arch import architecture_of
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
 from hwnas.search import distributed as D
 from hwnas.search.config import RESUME_KEYS, SearchConfig, SearchResult
-from hwnas.search.latency import check_budget, latency_model
-from hwnas.search.losses import entropy, fit_to_budget, resource_loss
+from hwnas.search.band import BandDecoder
+from hwnas.search.cost_tables import latency_table
+from hwnas.search.latency import check_budget, latency_model, load_latency_predictor
+from hwnas.search.losses import entropy, resource_loss
 from hwnas.search.report import (METRICS, METRICS_CSV, PROBS, TensorBoard, append_jsonl, plot_run, read_jsonl,
                                  write_csv, write_jsonl)
 from hwnas.search.updates import StepContext, make_step
@@ -119,8 +121,17 @@ def run_search(config: SearchConfig) -> SearchResult:
     use_torch_threads(cfg.threads, "threads")
     main = rank == 0
     space = get_space(cfg.space, cfg.space_params)
+    if space.searches_width:
+        if main:
+            print(f"note: the separate-weights supernet searches operators at fixed stage widths "
+                  f"({', '.join(f'{w:g}' for w in space.stage_widths)}); width choices need --supernet-type entangled")
+        space = get_space(space.name, dict(space.params, width_choices=[1.0]))
     lat = latency_model(space, cfg.predictor)
     check_budget(cfg.budget_ms, lat)
+    band = None
+    if cfg.budget_ms is not None and cfg.fit_budget:  # the derivation's band, refused now when out of reach
+        band = BandDecoder(latency_table(space, load_latency_predictor(space, cfg.predictor)[0]),
+                           cfg.band_low * cfg.budget_ms, cfg.band_high * cfg.budget_ms)
 
     splits = load_dataset(cfg.dataset, space.params["resolution"], seed=cfg.seed,
                           limit_train=cfg.limit_train, limit_val=cfg.limit_val)
@@ -193,8 +204,8 @@ def run_search(config: SearchConfig) -> SearchResult:
         t0 = time.time()
         sums = {"loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_steps": 0}
         last = {}
-        bar = tqdm(total=steps, desc=f"{'search' if search else 'warm-up'} {epoch + 1}/{cfg.epochs}",
-                   disable=not (cfg.progress and main), leave=False, unit="step")
+        bar = progress_bar(total=steps, desc=f"{'search' if search else 'warm-up'} {epoch + 1}/{cfg.epochs}",
+                           enabled=cfg.progress and main, leave=False, unit="step")
         for step in range(steps):
             try:
                 x, y = next(train_iter)
@@ -268,7 +279,7 @@ def run_search(config: SearchConfig) -> SearchResult:
                 print(f"stopping after epoch {epoch + 1} as asked; continue with resume")
             break
 
-    summary = _finish(net, cfg, lat, out if main else None, history, probs_log)
+    summary = _finish(net, cfg, lat, band, out if main else None, history, probs_log)
     summary["epochs_done"] = history[-1]["epoch"] if history else start
     summary["ranks"] = size
     summary["alpha_max_rank_difference"] = D.all_equal(net.arch_parameters())
@@ -279,12 +290,13 @@ def run_search(config: SearchConfig) -> SearchResult:
     return SearchResult(architecture_of(space, summary["choices"]), summary, history, out, net)
 
 
-def _finish(net: Supernet, cfg: SearchConfig, lat, out: Path | None, history, probs_log) -> dict:
-    """Derive the child, fit it to the budget, write arch.json and plots; returns the summary."""
+def _finish(net: Supernet, cfg: SearchConfig, lat, band, out: Path | None, history, probs_log) -> dict:
+    """Derive the child (the most probable one in the budget band), write arch.json and plots; the summary."""
     argmax = net.argmax_choices()
-    choices, swaps = argmax, []
-    if cfg.budget_ms is not None and cfg.fit_budget:
-        choices, swaps = fit_to_budget(net, argmax, cfg.budget_ms)
+    choices = argmax
+    if band is not None:
+        found = band.decode([torch.log_softmax(op.alpha.detach().double(), 0).numpy() for op in net.mixed])
+        choices = [op.names[c] for op, c in zip(net.mixed, found.child.ops)]
     arch = architecture_of(net.space, choices)
     cost = arch.cost()
     latency = net.cost_of("latency", choices)
@@ -297,7 +309,7 @@ def _finish(net: Supernet, cfg: SearchConfig, lat, out: Path | None, history, pr
         "mflops": round(cost.flops / 1e6, 4), "mparams": round(cost.params / 1e6, 5),
         "mmac": round(cost.mac / 1e6, 4),
         "argmax_choices": argmax, "argmax_latency_ms": round(net.cost_of("latency", argmax), 5),
-        "budget_swaps": swaps,
+        "band_ms": None if band is None else [round(band.low, 5), round(band.high, 5)],
         "val_acc_supernet_child": history[-1]["val_acc"] if history else None,
         "probs": {f"pos{i}": dict(zip(op.names, [round(v, 4) for v in op.probs().tolist()]))
                   for i, op in enumerate(net.mixed)},
@@ -308,6 +320,5 @@ def _finish(net: Supernet, cfg: SearchConfig, lat, out: Path | None, history, pr
         print(f"derived architecture: {out / 'arch.json'}\n  choices {' '.join(choices)}\n"
               f"  predicted latency {latency:.4f} ms ({lat.source})"
               + (f", budget {cfg.budget_ms:g} ms" if cfg.budget_ms is not None else "")
-              + f"; {summary['mflops']:.2f} MFLOPs, {summary['mparams']:.4f} M params"
-              + (f"\n  budget fit swapped {len(swaps)} position(s): {'; '.join(swaps)}" if swaps else ""))
+              + f"; {summary['mflops']:.2f} MFLOPs, {summary['mparams']:.4f} M params")
     return summary

@@ -18,9 +18,9 @@ Latency term
   (straight-through): early in a search the distribution is broad, ``E[LAT]``
   sits far above the argmax child's latency, and a hinge on ``E[LAT]`` keeps
   pushing every position to its cheapest path long after the derived child is
-  under the budget. ``budget_on="expected"`` uses ``E[LAT]`` itself. Because
-  the last update can still leave the argmax child above ``B``,
-  :func:`fit_to_budget` finally makes the derived child meet ``B``.
+  under the budget. ``budget_on="expected"`` uses ``E[LAT]`` itself. The
+  derived child is finally the most probable child whose latency lies in the
+  budget band (:mod:`hwnas.search.band`).
 * Without a budget: ``E[LAT] / L_ref`` with ``L_ref`` the slowest child's
   latency (so ``lambda_lat`` is unit-free).
 """
@@ -73,36 +73,6 @@ def resource_loss(net: Supernet, lambda_lat: float, budget_ms: float | None, ref
         if eta.get(kind):
             loss = loss + eta[kind] * value
     return loss, stats
-
-
-def fit_to_budget(net: Supernet, choices: list[str], budget_ms: float) -> tuple[list[str], list[str]]:
-    """Make ``choices`` meet the latency budget with the least loss of path probability.
-
-    Repeatedly applies the single swap (position, faster candidate) with the
-    smallest drop in log-probability per millisecond saved until the child's
-    predicted latency is within ``budget_ms``. Returns (choices, swaps made).
-    """
-    choices = list(choices)
-    table = net.cost_table("latency")
-    logp = [torch.log_softmax(op.alpha.detach().cpu(), 0) for op in net.mixed]
-    swaps = []
-    while net.cost_of("latency", choices) > budget_ms:
-        best = None
-        for i, op in enumerate(net.mixed):
-            cur = op.names.index(choices[i])
-            for j in range(len(op.names)):
-                saved = float(table[i][cur] - table[i][j])
-                if saved <= 0:
-                    continue
-                price = max(0.0, float(logp[i][cur] - logp[i][j])) / saved
-                if best is None or price < best[0]:
-                    best = (price, i, j)
-        if best is None:  # cannot happen when the budget passed check_budget
-            break
-        _, i, j = best
-        swaps.append(f"pos{i}: {choices[i]} -> {net.mixed[i].names[j]}")
-        choices[i] = net.mixed[i].names[j]
-    return choices, swaps
 
 
 def entropy(probs: torch.Tensor) -> float:

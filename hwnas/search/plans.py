@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from hwnas.search.cost_tables import Child, CostTable
-from hwnas.search.tilt import Tilted, solve_beta
+from hwnas.search.tilt import Tilted, expected_latency, solve_beta
 from hwnas.supernet.entangled import EntangledSupernet, Mix, Plan
 from hwnas.supernet.mixed_op import BinaryGates
 
@@ -44,6 +44,7 @@ class PlanMaker:
         self.target_ms, self.budget_ms, self.lambda_lat = target_ms, budget_ms, lambda_lat
         self.generator = generator or torch.Generator()
         self.beta = 0.0
+        self.expected_ms = float("nan")  # E[LAT] of the distribution the last step sampled from
         self.tau = 1.0  # snas temperature
         self.baseline: float | None = None  # reinforce
         self._pairs: list[tuple[torch.nn.Parameter, list[int]]] = []
@@ -53,9 +54,10 @@ class PlanMaker:
         return [a.detach() for a in self.net.alpha], [t.detach() for t in self.net.theta]
 
     def update_beta(self) -> float:
-        """Tilt: the beta whose expected latency is the target (0 for the other controls)."""
+        """Tilt: the beta whose expected latency is the target (0 for the other controls); sets ``expected_ms``."""
         if self.control == "tilt" and self.target_ms is not None:
             self.beta = solve_beta(self.table, *self.logits(), self.target_ms, start=self.beta)
+        self.expected_ms = expected_latency(self.table, *self.logits(), self.beta)
         return self.beta
 
     def tilted(self) -> Tilted:

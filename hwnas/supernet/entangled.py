@@ -154,10 +154,10 @@ class EntangledSupernet(nn.Module):
         super().__init__()
         if space.params["family"] != "proxyless":
             raise HwnasError(f"the weight-entangled supernet needs a proxyless space, not {space.name}; "
-                             "use --supernet separate")
+                             "use --supernet-type separate")
         if min(space.params["expands"]) < 2:
             raise HwnasError("the weight-entangled supernet needs expansions >= 2 (an e1 block has no expand "
-                             "conv to share); use --supernet separate")
+                             "conv to share); use --supernet-type separate")
         self.space = space
         base = base_space(space)
         self.names = [list(p.names) for p in base.positions]
