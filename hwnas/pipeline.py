@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from hwnas.cells.genotype import Genotype
 
 QUANTS = ("fp32", "dynamic", "int8")
+PROFILE_MODELS = 40  # whole models timed with the operators on a new machine (half fit the calibration)
+PROFILE_ROUNDS = 5  # interleaved timing rounds there
 FP32_TOLERANCE = 1e-4  # max abs logit difference (typically ~1e-6 measured here)
 MIN_AGREEMENT = 0.9  # quantized top-1 agreement with fp32 PyTorch
 
@@ -219,6 +221,31 @@ def predictor_target(predictor) -> str:
     return f"{getattr(predictor, 'runtime', '?')} {getattr(predictor, 'dtype', '?')} {getattr(predictor, 'threads', '?')}t"
 
 
+def verdict(measured_ms: float, budget_ms: float) -> str:
+    """A measured latency against the budget: within budget, within +5%, or OVER budget."""
+    if measured_ms <= budget_ms:
+        return "within budget"
+    return "within +5%" if measured_ms <= 1.05 * budget_ms else "OVER budget"
+
+
+def recommend(rows: list[dict], budget_ms: float, failed: set[str] = frozenset()) -> str:
+    """Which measured variant (``quant``) to ship: the fastest one within the budget, from the measurements.
+
+    Variants in ``failed`` (their export self-check failed) are not recommended."""
+    usable = [r for r in rows if r["quant"] not in failed]
+    if not usable:
+        return "no variant passed its export self-check"
+    fastest = min(usable, key=lambda r: r["measured_ms"])
+    within = [r for r in usable if r["measured_ms"] <= budget_ms]
+    if not within:
+        return (f"none meets the {budget_ms:.3f} ms budget; the fastest, {fastest['quant']}, measured "
+                f"{fastest['measured_ms']:.3f} ms ({fastest['measured_ms'] / budget_ms - 1:+.0%})")
+    best = min(within, key=lambda r: r["measured_ms"])
+    others = ", ".join(f"{r['quant']} {r['measured_ms'] / best['measured_ms']:.2f}x" for r in usable if r is not best)
+    return f"{best['quant']} ({best['measured_ms']:.3f} ms, the fastest within budget" + \
+        (f"; others: {others} its time)" if others else ")")
+
+
 def latency_table(rows: list[dict], budget_ms: float | None) -> str:
     """Measured vs predicted vs budget, one line per model file."""
     lines = [f"{'model':34s} {'runtime':12s} {'measured ms':>16s} {'predicted ms':>13s} {'budget ms':>10s}  verdict"]
@@ -226,12 +253,9 @@ def latency_table(rows: list[dict], budget_ms: float | None) -> str:
         measured = f"{r['measured_ms']:.3f} ± {r['spread_ms']:.3f}"
         predicted = "-" if r.get("predicted_ms") is None else f"{r['predicted_ms']:.3f}"
         budget = "-" if budget_ms is None else f"{budget_ms:.3f}"
-        verdict = "-"
-        if budget_ms is not None:
-            verdict = "within budget" if r["measured_ms"] <= budget_ms else (
-                "within +5%" if r["measured_ms"] <= 1.05 * budget_ms else "OVER budget")
+        judged = "-" if budget_ms is None else verdict(r["measured_ms"], budget_ms)
         lines.append(f"{Path(r['file']).name:34s} {r['runtime']:12s} {measured:>16s} {predicted:>13s} "
-                     f"{budget:>10s}  {verdict}")
+                     f"{budget:>10s}  {judged}")
     return "\n".join(lines)
 
 
@@ -293,7 +317,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "latency": {"runtime": ("tflite", _one_of("tflite", "onnxruntime")), "dtype": ("fp32", _one_of("fp32", "int8")),
                 "threads": (1, _pos_int), "budget_ms": ("auto", _budget), "budget_scale": (1.0, _pos_num),
                 "predictor": ("auto", _string), "reference_predictors": ("predictors", _string),
-                "reference_latency_data": ("latency_data", _string), "profile_models": (6, _nonneg_int)},
+                "reference_latency_data": ("latency_data", _string), "profile_models": (PROFILE_MODELS, _nonneg_int),
+                "profile_rounds": (PROFILE_ROUNDS, _pos_int)},
     "search": {"mode": ("proxyless", _string), "supernet": ("entangled", _one_of("entangled", "separate")),
                "epochs": (4, _pos_int), "warmup_epochs": (1, _nonneg_int), "child_warmup_epochs": (1, _nonneg_int),
                "batch_size": (64, _pos_int), "max_steps": (10, _opt_pos_int), "lr_alpha": (0.02, _pos_num)},
@@ -479,7 +504,8 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log, progress: bool = Tru
     else:
         data_dir = run_dir / "latency_data"
         log(f"predictor: profiling this CPU into {data_dir}/ ({not_covered})")
-        _profile_here(space, runtime, dtype, threads, data_dir, this, lat["profile_models"], progress)
+        _profile_here(space, runtime, dtype, threads, data_dir, this, lat["profile_models"], lat["profile_rounds"],
+                      log, progress)
     result = fit_device(data_dir, this["name"], runtime, dtype, threads, space=space.name)
     save(result, fitted_dir, stem)
     log(f"predictor: fitted {target} ({result.n_op_rows} operators, best regressor by cross-validation "
@@ -488,17 +514,21 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log, progress: bool = Tru
 
 
 def _profile_here(space, runtime: str, dtype: str, threads: int, data_dir: Path, device: dict, n_models: int,
-                  progress: bool = True) -> None:
-    from hwnas.profiler import measure_archs, profile_ops
+                  rounds: int, log=print, progress: bool = True, limit: int | None = None) -> None:
+    """Time the space's operators and ``n_models`` whole models in interleaved rounds (:mod:`hwnas.timing_rounds`),
+    pinned to one core; tables, architectures and the resumable cache all stay in ``data_dir``."""
     from hwnas.runners import get_runner
+    from hwnas.timing_rounds import profile_interleaved
 
     runner = get_runner(runtime, threads)
     device = dict(device, runners={runner.name: runner.describe()})
     with pinned(default_core()):
-        profile_ops(space, runner, data_dir / f"{device['name']}.csv", device, dtype, progress=progress)
-        if n_models:
-            measure_archs(space, runner, n_models, data_dir / f"{device['name']}-models.csv", device,
-                          data_dir / "models" / space.name, dtype, progress=progress)
+        result = profile_interleaved(space, runner, device, dtype, n_models, rounds,
+                                     data_dir / f"{device['name']}.csv", data_dir / f"{device['name']}-models.csv",
+                                     data_dir / "models" / space.name, data_dir / "cache", limit=limit,
+                                     progress=progress, log=lambda m: log(f"predictor: {m}"))
+    log(f"predictor: {len(result.op_rows)} operators and {len(result.model_rows)} whole models timed in {rounds} "
+        f"interleaved rounds")
 
 
 def reference_child(space):
@@ -620,10 +650,9 @@ class RunReport:
 def _format_report(r: dict) -> str:
     m = {row["quant"]: row for row in r["measured"]}
     budget = r["budget_ms"]
-    measured = ", ".join(
-        f"{q} {row['measured_ms']:.3f} ± {row['spread_ms']:.3f} ms"
-        + (f" ({'within budget' if row['measured_ms'] <= budget else 'within +5%' if row['measured_ms'] <= 1.05 * budget else 'OVER budget'})"
-           if q == r["dtype"] else "") for q, row in m.items())
+    measured = ", ".join(f"{q} {row['measured_ms']:.3f} ± {row['spread_ms']:.3f} ms ({verdict(row['measured_ms'], budget)})"
+                         for q, row in m.items())
+    failed = {f["quant"] for f in r["export"] if not f["passed"]}
     agreement = ", ".join(f"{f['quant']} {f['agreement']:.1%}" for f in r["export"]
                           if f["format"] == "tflite" and f["quant"] != "fp32" and f["agreement"] is not None)
     times = ", ".join(f"{k} {v:.0f} s" for k, v in r["seconds"].items())
@@ -634,6 +663,7 @@ def _format_report(r: dict) -> str:
         f"  architecture    {' '.join(r['choices'])}",
         f"  predicted       {r['predicted_ms']:.3f} ms ({r['predictor']})",
         f"  measured        {measured}",
+        f"  recommended     {recommend(r['measured'], budget, failed) if r['measured'] else 'nothing measured'}",
         f"  accuracy        {r['val_acc']:.2%} top-1 on {r['n_val']} validation images (PyTorch, "
         f"{r['train_epochs']} epochs)" + (f"; quantized top-1 agreement with PyTorch: {agreement}" if agreement else ""),
         f"  FLOPs / params  {r['mflops']:.2f} M multiply-adds, {r['mparams']:.3f} M parameters",

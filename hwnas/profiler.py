@@ -28,7 +28,8 @@ from typing import Callable, Iterator
 
 from hwnas.progress import progress_bar
 
-from hwnas.arch import Architecture, sample_architecture
+from hwnas.arch import Architecture, architecture_of, sample_architecture
+from hwnas.costs import op_cost
 from hwnas.errors import HwnasError
 from hwnas.latency_data import (
     DTYPES, ModelRow, OpRow, append_model_row, append_op_row, check_same_device, device_file,
@@ -37,6 +38,9 @@ from hwnas.latency_data import (
 from hwnas.ops import OpSpec
 from hwnas.runners import Runner
 from hwnas.spaces import SearchSpace
+
+
+SMALL_SHARE = 0.3  # share of calibration models drawn toward the fastest architecture
 
 
 @dataclass
@@ -91,13 +95,19 @@ def _check_same_settings(stored: dict, device: dict, runtime: str, where: Path) 
 class Exporter:
     """Exports operator lists to the runner's format; TFLite through one long-lived worker."""
 
-    def __init__(self, runner: Runner, dtype: str, work_dir: Path, per_op: bool):
+    def __init__(self, runner: Runner, dtype: str, work_dir: Path, per_op: bool, converter=None):
+        """``converter``: a running ``TFLiteConverter`` to use (and leave running); default: one of its own."""
+        self.check(runner, dtype)
+        self.runner, self.dtype, self.work_dir, self.per_op = runner, dtype, work_dir, per_op
+        self._converter, self._own = converter, converter is None
+
+    @staticmethod
+    def check(runner: Runner, dtype: str) -> None:
+        """Refuse a dtype the runner's format cannot be exported in."""
         if dtype not in DTYPES:
             raise HwnasError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
         if runner.suffix == ".onnx" and dtype != "fp32":
             raise HwnasError("onnxruntime profiling supports --dtype fp32 only")
-        self.runner, self.dtype, self.work_dir, self.per_op = runner, dtype, work_dir, per_op
-        self._converter = None
 
     def export(self, ops: list[OpSpec], name: str) -> Path:
         path = self.work_dir / f"{name}{self.runner.suffix}"
@@ -114,7 +124,7 @@ class Exporter:
         return self._converter.convert(ops, path, quant, int8_io=self.per_op and quant == "int8")
 
     def close(self) -> None:
-        if self._converter is not None:
+        if self._converter is not None and self._own:
             self._converter.close()
 
 
@@ -165,9 +175,60 @@ def sample_archs(space: SearchSpace, count: int, seed: int) -> list[Architecture
         if len(archs) == count:
             break
         arch = sample_architecture(space, rng)
-        if tuple(arch.choices) not in seen:
-            seen.add(tuple(arch.choices))
+        if arch_file_name(arch) not in seen:  # stage widths count: same blocks at other widths differ
+            seen.add(arch_file_name(arch))
             archs.append(arch)
+    return archs
+
+
+def fastest_choice(space: SearchSpace, index: int) -> str:
+    """The candidate of position ``index`` with the fewest multiply-adds (``zero`` where allowed)."""
+    pos = space.positions[index]
+    return min(pos.names, key=lambda name: (op_cost(pos.op(name)).flops, pos.names.index(name)))
+
+
+def tilted_architecture(space: SearchSpace, rng: random.Random, tilt: float) -> Architecture:
+    """A random architecture drawn toward the fastest one: each stage width and each block takes the
+    cheapest option with probability ``tilt``, else a uniform one (tilt 1: the fastest architecture,
+    tilt 0: :func:`sample_architecture`)."""
+    if space.searches_width:
+        smallest = min(space.width_choices)
+        space = space.at_widths([smallest if rng.random() < tilt else rng.choice(space.width_choices)
+                                 for _ in range(space.num_stages)])
+    choices = [fastest_choice(space, i) if rng.random() < tilt else rng.choice(pos.names)
+               for i, pos in enumerate(space.positions)]
+    return architecture_of(space, choices)
+
+
+def calibration_archs(space: SearchSpace, count: int, seed: int, small_share: float = SMALL_SHARE
+                      ) -> list[Architecture]:
+    """``count`` distinct architectures for fitting and judging a predictor's whole-model calibration.
+
+    Uniform samples alone crowd the middle of the latency range; the small
+    networks, where the per-network cost weighs most, are rare among them. So
+    ``small_share`` of them are drawn with :func:`tilted_architecture`, the tilt
+    falling evenly from 1 (the fastest architecture itself) toward 0; the rest
+    are uniform (:func:`sample_archs`). Deterministic for a seed.
+    """
+    rng = random.Random(seed)
+    n_small = min(count, round(count * small_share)) if count > 1 else 0
+    archs, seen = [], set()
+
+    def add(arch: Architecture) -> bool:
+        name = arch_file_name(arch)
+        if name in seen:
+            return False
+        seen.add(name)
+        archs.append(arch)
+        return True
+
+    for k in range(n_small):
+        tilt = 1 - k / n_small
+        any(add(tilted_architecture(space, rng, tilt)) for _ in range(20))
+    for arch in sample_archs(space, count * 2, seed + 1):
+        if len(archs) >= count:
+            break
+        add(arch)
     return archs
 
 

@@ -54,6 +54,7 @@ _TINY_RUN = ["--set", "latency.predictor=predictors/amd-epyc-2c-tflite-fp32.json
 # (pattern searched in the README command, arguments appended). Every matching rule applies.
 SCALE: list[tuple[str, list[str]]] = [
     (r"^hwnas profile ", ["--limit", "1", "--repeats", "2", "--no-progress"]),
+    (r"^hwnas profile .*--models", ["--models", "1", "--rounds", "1", "--cache", "rounds-cache"]),
     (r"^hwnas measure --archs", ["--archs", "1", "--repeats", "2", "--no-progress"]),
     (r"^hwnas measure runs/", ["--repeats", "2"]),
     # this CPU's table holds only the scaled-down rows above: fit the committed reference table instead

@@ -6,7 +6,9 @@ import random
 from pathlib import Path
 
 from hwnas.arch import sample_architecture
-from hwnas.latency_data import ModelRow, OpRow, append_model_row, append_op_row, read_model_rows, read_op_rows
+from hwnas.latency_data import (
+    ModelRow, OpRow, append_model_row, append_op_row, describe_this_device, read_model_rows, read_op_rows, write_device,
+)
 from hwnas.ops import OpSpec
 from hwnas.spaces import get_space
 
@@ -26,6 +28,7 @@ def test_remeasure_rewrites_one_runtime_in_rounds_and_resumes(tmp_path):
     arch_file = tmp_path / "arch.json"
     arch.save(arch_file)
     data = tmp_path / "data"
+    write_device(data / "dev.device.json", describe_this_device("dev"))
     ops = [OpSpec("conv", 3, 16, 16, 16, kernel=3), OpSpec("mbconv", 16, 24, 16, 16, kernel=5, stride=2, expand=3)]
     other = OpRow(ops[0], "tflite", "fp32", 1, 9.0, 0.1, 5, 100)  # another runtime: must stay as it is
     append_op_row(data / "dev.csv", other)
@@ -44,7 +47,7 @@ def test_remeasure_rewrites_one_runtime_in_rounds_and_resumes(tmp_path):
     assert all(r.repeats == 2 and 0 < r.median_ms < 9.0 for r in rows[1:])
     (model,) = read_model_rows(data / "dev-models.csv")
     assert model.repeats == 2 and 0 < model.median_ms < 9.0
-    log = cache / "dev" / "onnxruntime" / "rounds.jsonl"
+    log = cache / "dev" / "onnxruntime-t1" / "rounds.jsonl"
     assert len(log.read_text().splitlines()) == 2 * 3  # 2 rounds x (2 operators + 1 model)
 
     # Interrupted mid-write: a torn last line. A second run with more rounds times only the missing round.
@@ -70,3 +73,16 @@ def test_remeasure_refuses_zero_rounds(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         load_tool().main(["--device", "dev", "--runtime", "tflite", "--rounds", "0", "--data", str(tmp_path)])
     assert exc.value.code == 2 and "--rounds must be at least 1" in capsys.readouterr().err
+
+
+def test_remeasure_refuses_another_machines_table(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_device(data / "dev.device.json", dict(describe_this_device("dev"), cpu="AMD EPYC"))
+    append_op_row(data / "dev.csv", OpRow(OpSpec("conv", 3, 16, 16, 16, kernel=3), "tflite", "fp32", 1, 9.0, 0.1, 5, 1))
+    before = (data / "dev.csv").read_text()
+    from hwnas.errors import HwnasError
+    import pytest
+
+    with pytest.raises(HwnasError, match="device description mismatch: stored cpu 'AMD EPYC'"):
+        load_tool().main(["--device", "dev", "--runtime", "tflite", "--data", str(data), "--cache", str(tmp_path)])
+    assert (data / "dev.csv").read_text() == before

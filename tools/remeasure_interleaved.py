@@ -1,18 +1,14 @@
-"""Re-time a device's operator and whole-model tables in interleaved rounds.
+"""Re-time a device's 1-thread operator and whole-model rows of one runtime in interleaved rounds.
 
-On a shared machine the speed of one core drifts with what runs beside it, so
-operators timed in one hour and whole models timed in another disagree for
-reasons no predictor can learn. This script exports every 1-thread operator
-(fp32 and int8) and whole model of one runtime in a table once (kept in a cache
-folder), then times all of them in ``--rounds`` rounds, each round in a fresh
-random order, so operators and models see the same mix of conditions. Each
-file's latency is the median of its per-round medians; the spread is their
-IQR. The table is then rewritten with these values (rows of other runtimes are
-kept as they are; the previous table stays in git history).
-
-Resumable: exported files and finished round results (``rounds.jsonl`` in the
-cache folder) are reused when the same command runs again; delete
-``rounds.jsonl`` to time a new session.
+A thin wrapper over :func:`hwnas.timing_rounds.retime` for tables that already
+exist (every dtype and space in them, e.g. the committed reference tables):
+each row's file is exported once into the cache, all of them are timed in
+``--rounds`` rounds, each in a fresh random order, and each row is replaced in
+place by the median of its round medians (spread: IQR over rounds; ``repeats`` =
+rounds). Rows of other runtimes and thread counts are kept as they are. The
+table's device description must be this machine's (a table measured elsewhere
+is refused). Resumable: re-run the same command; ``--new-session`` times again.
+To profile a space on a new machine use ``hwnas profile --models N --rounds R``.
 
     .venv/bin/python tools/remeasure_interleaved.py --device amd-epyc-2c --runtime tflite --rounds 5
 """
@@ -20,87 +16,18 @@ cache folder) are reused when the same command runs again; delete
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import os
-import random
 import statistics
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
-from hwnas.latency_data import append_model_row, append_op_row, read_model_rows, read_op_rows
-from hwnas.profiler import Exporter
-from hwnas.progress import progress_bar
+from hwnas.latency_data import describe_this_device, read_model_rows, read_op_rows
+from hwnas.profiler import prepare_output
 from hwnas.runners import get_runner
+from hwnas.timing_rounds import cache_folder, retime, start_new_session, store_rows
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _iqr(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[2] - q[0]
-
-
-def export_all(jobs: dict[str, tuple], runner, cache: Path) -> dict[str, Path]:
-    """Export every job (name -> (operators, dtype, single operator?)) once into ``cache``; files are reused."""
-    files = {name: cache / f"{name}{runner.suffix}" for name in jobs}
-    todo = [name for name, path in files.items() if not path.exists()]
-    exporters = {}
-    try:
-        for name in progress_bar(todo, desc=f"export {runner.name}", unit="file", enabled=bool(todo)):
-            ops, dtype, per_op = jobs[name]
-            if (dtype, per_op) not in exporters:
-                exporters[dtype, per_op] = Exporter(runner, dtype, cache, per_op=per_op)
-            os.replace(exporters[dtype, per_op].export(ops, f"tmp-{name}"), files[name])
-    finally:
-        for exporter in exporters.values():
-            exporter.close()
-    return files
-
-
-def time_rounds(files: dict[str, Path], runner, rounds: int, log: Path, seed: int) -> dict[str, list[float]]:
-    """Per file, its median latency in each of the first ``rounds`` rounds (rounds already in ``log`` are reused;
-    a last line cut short by an interruption is ignored)."""
-    results: dict[str, dict[int, float]] = {name: {} for name in files}
-    text = log.read_text() if log.exists() else ""
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if rec["name"] in results and rec["round"] < rounds:
-            results[rec["name"]][rec["round"]] = rec["median_ms"]
-    with open(log, "a") as out:
-        if text and not text.endswith("\n"):
-            out.write("\n")  # end the cut-short line so the next record stands on its own
-        for r in range(rounds):
-            order = [n for n in files if r not in results[n]]
-            random.Random(seed * 1000 + r).shuffle(order)
-            for name in progress_bar(order, desc=f"{runner.name} round {r + 1}/{rounds}", unit="file"):
-                ms = runner.time(files[name]).median_ms
-                results[name][r] = ms
-                out.write(json.dumps({"round": r, "name": name, "median_ms": ms}) + "\n")
-                out.flush()
-    return {name: [per[r] for r in sorted(per)] for name, per in results.items()}
-
-
-def file_name(kind: str, identity: str, dtype: str) -> str:
-    """A cache name from what a row measures (not its position, which other tables' rows do not fix)."""
-    return f"{kind}-{dtype}-" + hashlib.sha1(identity.encode()).hexdigest()[:16]
-
-
-def rewrite(path: Path, rows: list, updated: dict, append) -> None:
-    """Replace ``path`` by ``rows``, the ones in ``updated`` (by index) with their new values."""
-    tmp = path.with_suffix(".csv.tmp")
-    tmp.unlink(missing_ok=True)
-    for i, row in enumerate(rows):
-        append(tmp, updated.get(i, row))
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -110,44 +37,35 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=str(ROOT / "latency_data"))
-    p.add_argument("--cache", default=str(Path.home() / ".cache" / "hwnas" / "interleaved"))
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "hwnas" / "rounds"))
+    p.add_argument("--new-session", action="store_true", help="time again from round 1 (old log kept)")
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error(f"--rounds must be at least 1, got {args.rounds}")
 
     data = Path(args.data)
     ops_path, models_path = data / f"{args.device}.csv", data / f"{args.device}-models.csv"
-    op_rows, model_rows = read_op_rows(ops_path), read_model_rows(models_path)
-    pick_op = [i for i, r in enumerate(op_rows) if (r.runtime, r.threads) == (args.runtime, 1)]
-    pick_model = [i for i, r in enumerate(model_rows) if (r.runtime, r.threads) == (args.runtime, 1)]
-    if not pick_op or not pick_model:
+    runner = get_runner(args.runtime, threads=1)
+    device = dict(describe_this_device(args.device), runners={runner.name: runner.describe()})
+    op_rows = prepare_output(ops_path, device, runner.name, read_op_rows)  # refuses another machine's table
+    model_rows = prepare_output(models_path, device, runner.name, read_model_rows)
+    ops = [(r.op, r.dtype) for r in op_rows if (r.runtime, r.threads) == (args.runtime, 1)]
+    models = [(Architecture.load(ROOT / r.arch_file), r.arch_file, r.dtype) for r in model_rows
+              if (r.runtime, r.threads) == (args.runtime, 1)]
+    if not ops or not models:
         print(f"no 1-thread {args.runtime} rows to re-time in {ops_path} / {models_path}", file=sys.stderr)
         return 2
-    op_names = {i: file_name("op", op_rows[i].op.key(), op_rows[i].dtype) for i in pick_op}
-    model_names = {i: file_name("model", model_rows[i].arch_file, model_rows[i].dtype) for i in pick_model}
-    jobs = {op_names[i]: ([op_rows[i].op], op_rows[i].dtype, True) for i in pick_op}
-    for i in pick_model:
-        row = model_rows[i]
-        jobs[model_names[i]] = (Architecture.load(ROOT / row.arch_file).ops(), row.dtype, False)
-    cache = Path(args.cache) / args.device / args.runtime
-    cache.mkdir(parents=True, exist_ok=True)
-
-    runner = get_runner(args.runtime, threads=1)
-    files = export_all(jobs, runner, cache)
-    per_round = time_rounds(files, runner, args.rounds, cache / "rounds.jsonl", args.seed)
-
-    def retimed(row, name):
-        values = per_round[name]
-        return replace(row, median_ms=statistics.median(values), spread_ms=_iqr(values), repeats=len(values))
-
-    new_ops = {i: retimed(op_rows[i], op_names[i]) for i in pick_op}
-    new_models = {i: retimed(model_rows[i], model_names[i]) for i in pick_model}
-    rewrite(ops_path, op_rows, new_ops, append_op_row)
-    rewrite(models_path, model_rows, new_models, append_model_row)
-    rel = [_iqr(v) / statistics.median(v) for v in per_round.values() if statistics.median(v) > 0]
-    print(f"{args.runtime}: re-timed {len(new_ops)} operators and {len(new_models)} models in {args.rounds} rounds; "
-          f"IQR/median across rounds: median {statistics.median(rel):.2%}, "
-          f"p90 {statistics.quantiles(rel, n=10)[-1]:.2%}; wrote {ops_path} and {models_path}")
+    cache = cache_folder(args.cache, device, runner)
+    if args.new_session:
+        start_new_session(cache)
+    result = retime(ops, models, runner, args.rounds, cache, args.seed)
+    store_rows(ops_path, result.op_rows, "op")
+    store_rows(models_path, result.model_rows, "model")
+    rel = result.rel_spread
+    print(f"{args.runtime}: re-timed {len(result.op_rows)} operators and {len(result.model_rows)} models in "
+          f"{args.rounds} rounds; IQR/median across rounds: median {statistics.median(rel):.2%}, "
+          f"p90 {statistics.quantiles(rel, n=10)[-1] if len(rel) > 1 else rel[0]:.2%}; wrote {ops_path} and "
+          f"{models_path}")
     return 0
 
 

@@ -2,12 +2,16 @@
 
 Example::
 
+    hwnas profile --space proxyless-tiny --runtime tflite --models 40 --rounds 5 --cpu 1
     taskset -c 1 hwnas profile --space proxyless-tiny --runtime tflite
     hwnas profile --space proxyless-cifar --runtime onnxruntime --cpu 1
     hwnas profile --space proxyless-tiny --runtime adb-tflite --serial R58M... --taskset f0
 
-Resumes by default: rows already in the file for the same operator, runtime,
-dtype and threads are skipped.
+With ``--rounds``/``--models`` (interleaved, :mod:`hwnas.timing_rounds`): the
+operators and that many whole models are exported once, then timed together in
+rounds; rows are written when the rounds are done (a rerun resumes from the round
+log). Without: one pass over the operators, rows already in the file for the same
+operator, runtime, dtype and threads skipped.
 """
 
 from __future__ import annotations
@@ -106,6 +110,8 @@ def _run(args) -> int:
     space = space_from_args(args)
     if args.limit is not None and args.limit < 1:
         raise HwnasError("--limit must be at least 1")
+    if args.rounds is not None or args.models is not None:
+        return _run_interleaved(args, space)
     runner, device = runner_and_device(args)
     out = Path(args.out) if args.out else LATENCY_DIR / f"{device['name']}.csv"
     result = profile_ops(space, runner, out, device, args.dtype, args.limit, progress=not args.no_progress)
@@ -114,10 +120,58 @@ def _run(args) -> int:
     return 0
 
 
+def models_table(ops_csv: Path) -> Path:
+    """``x/dev.csv`` -> ``x/dev-models.csv``."""
+    return ops_csv.with_name(f"{ops_csv.stem}-models.csv")
+
+
+def _run_interleaved(args, space) -> int:
+    import statistics
+
+    from hwnas.timing_rounds import profile_interleaved
+
+    rounds = DEFAULT_ROUNDS if args.rounds is None else args.rounds
+    models = args.models or 0
+    if rounds < 1:
+        raise HwnasError(f"--rounds must be at least 1, got {rounds}")
+    if models < 0:
+        raise HwnasError(f"--models must be 0 or more, got {models}")
+    runner, device = runner_and_device(args)
+    out = Path(args.out) if args.out else LATENCY_DIR / f"{device['name']}.csv"
+    models_dir = Path(args.models_dir) if args.models_dir else out.parent / "models" / space.name
+    result = profile_interleaved(space, runner, device, args.dtype, models, rounds, out, models_table(out),
+                                 models_dir, Path(args.cache).expanduser(), seed=args.seed, limit=args.limit,
+                                 new_session=args.new_session, progress=not args.no_progress)
+    for path, (added, replaced, same) in result.written.items():
+        print(f"{path}: {added} rows added, {replaced} replaced, {same} unchanged")
+    rel = sorted(result.rel_spread)
+    print(f"{len(result.op_rows)} operators and {len(result.model_rows)} whole models of {space.name} on {runner.name} "
+          f"{args.dtype}, {args.threads} thread(s), {rounds} interleaved rounds; spread across rounds (IQR/median): "
+          f"median {statistics.median(rel):.2%}, worst {rel[-1]:.2%}")
+    return 0
+
+
+DEFAULT_ROUNDS = 5
+
+
 def register(sub) -> None:
     parser = sub.add_parser("profile", help="time every unique operator of a space into latency_data/<device>.csv")
     add_space_arguments(parser)
     add_runner_arguments(parser)
     parser.add_argument("--out", help="output CSV (default latency_data/<device>.csv); resumed when it exists")
     parser.add_argument("--limit", type=int, help="profile only the first N operators (quick checks)")
+    rounds = parser.add_argument_group(
+        "interleaved rounds (recommended for a predictor: operators and whole models timed together)")
+    rounds.add_argument("--rounds", type=int, help=f"time everything in this many rounds, each in a new random "
+                                                   f"order (default {DEFAULT_ROUNDS} when --models is given)")
+    rounds.add_argument("--models", type=int, help="also time this many whole models of the space (uniform samples "
+                                                   "and samples near the fastest architecture) into "
+                                                   "<out>-models.csv, for the predictor's calibration")
+    rounds.add_argument("--seed", type=int, default=0, help="sampling seed of the whole models (default 0)")
+    rounds.add_argument("--models-dir", help="where the models' architecture JSONs go "
+                                             "(default: models/<space> beside --out)")
+    rounds.add_argument("--cache", default=str(Path("~/.cache/hwnas/rounds")),
+                        help="exported files and the round log, to resume (default ~/.cache/hwnas/rounds)")
+    rounds.add_argument("--new-session", action="store_true",
+                        help="time again from round 1 (the previous round log is kept beside the new one)")
     parser.set_defaults(func=_run)
