@@ -71,7 +71,7 @@ SEARCH_SEEDS = (0, 1)  # seed 0 at every budget; seed 1 too at the accuracy budg
 RANDOM_BAND = (0.90, 1.00)  # random children: predicted latency within this fraction of the budget
 HIT_BAND = (0.90, 1.00)  # the budget-hit target: measured / budget
 MAX_DRAWS = 2_000_000  # rejection sampling of random children gives up after this many draws
-MAX_LADDER_ROUNDS = 3  # ladder timings before giving up bracketing the budget
+MAX_LADDER_ROUNDS = 4  # ladder timings before giving up bracketing the budget
 
 
 # -- settings ----------------------------------------------------------------------------------------
@@ -488,6 +488,14 @@ class Clock:
                 + f"; total {sum(totals.values()) / 60:.1f} min")
 
 
+def bracket(timed: dict[float, dict], budget: float) -> tuple[float | None, float | None]:
+    """(the widest width measuring <= budget, the next wider one measuring > budget); None where there is none."""
+    under = [w for w, t in timed.items() if t["measured_ms"] <= budget]
+    at = max(under) if under else None
+    over = sorted(w for w, t in timed.items() if t["measured_ms"] > budget and (at is None or w > at))
+    return at, over[0] if over else None
+
+
 def mbv2_ladder(args, space_name: str, budget: float, predict, exporter: Exporter, out: Path) -> dict:
     """Export and time a ladder of MobileNetV2 widths until it brackets ``budget`` by measured latency.
 
@@ -500,32 +508,30 @@ def mbv2_ladder(args, space_name: str, budget: float, predict, exporter: Exporte
 
     step, n = args.mbv2_step, args.mbv2_ladder
     timed: dict[float, dict] = {}
-    ratio = 1.0  # measured / predicted latency of the widths timed so far (1 before any)
+    proposal = set(first_ladder(width_at(space_name, predict, budget), step, n))
     for attempt in range(MAX_LADDER_ROUNDS):
-        # n widths around the one whose predicted latency x ratio is the budget, plus those timed already,
-        # all timed together (interleaved)
-        proposal = set(first_ladder(width_at(space_name, predict, budget / ratio), step, n))
-        if timed and proposal <= set(timed):  # nothing new near the calibrated width: step outwards
-            below = all(t["measured_ms"] > budget for t in timed.values())
-            k = round((min(timed) if below else max(timed)) / step)
-            proposal = {round((k - i if below else k + i) * step, 4) for i in range(1, n + 1)}
-            proposal = {w for w in proposal if 0 < w <= MAX_WIDTH_MULT}
-        widths = sorted(set(timed) | proposal)
+        widths = sorted(set(timed) | proposal)  # all ladder widths are timed together (interleaved)
         files = {f"{w:g}": exporter.export(f"ladder-w{w:g}", mbv2(space_name, w), None) for w in widths}
         print(f"  MobileNetV2 ladder at {budget:g} ms: widths {', '.join(files)} (timing {args.rounds} rounds)",
               flush=True)
         for key, t in time_interleaved(files, args.rounds, args.seed + attempt).items():
             timed[float(key)] = dict(t, predicted_ms=round(predict(mbv2(space_name, float(key))), 5))
-        measured = [t["measured_ms"] for t in timed.values()]
-        if min(measured) <= budget < max(measured):
-            break
+        at, over = bracket(timed, budget)
+        if at is not None and over is not None:
+            if over - at <= step + 1e-9:
+                break
+            proposal = {round(at + i * step, 4) for i in range(1, round((over - at) / step))}  # fill the gap
+            continue
+        # not bracketed: re-centre on the width whose predicted latency x (measured / predicted) is the budget
         ratio = statistics.median(t["measured_ms"] / t["predicted_ms"] for t in timed.values())
-    under = sorted(w for w in timed if timed[w]["measured_ms"] <= budget)
-    at = under[-1] if under else None
-    above = sorted(w for w in timed if timed[w]["measured_ms"] > budget and (at is None or w > at))
-    result = {"budget_ms": budget, "widths": {f"{w:g}": timed[w] for w in sorted(timed)}, "at": at,
-              "over": above[0] if above else None}
-    if at is None or result["over"] is None:
+        proposal = set(first_ladder(width_at(space_name, predict, budget / ratio), step, n))
+        if proposal <= set(timed):  # nothing new near the calibrated width: step outwards
+            k = round((min(timed) if at is None else max(timed)) / step)
+            proposal = {round((k - i if at is None else k + i) * step, 4) for i in range(1, n + 1)}
+            proposal = {w for w in proposal if 0 < w <= MAX_WIDTH_MULT}
+    at, over = bracket(timed, budget)
+    result = {"budget_ms": budget, "widths": {f"{w:g}": timed[w] for w in sorted(timed)}, "at": at, "over": over}
+    if at is None or over is None:
         print(f"  warning: the ladder does not bracket {budget:g} ms (at/under: {at}, over: {result['over']})",
               flush=True)
     write_json(record, result)

@@ -78,6 +78,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     mbv2 = sorted((r for r in accuracy if r["kind"] == "mbv2"), key=lambda r: r["width_mult"])
     assert [r["over_budget"] for r in mbv2] == [False, True]
     assert mbv2[0]["ladder_ms"] <= mbv2[0]["budget_ms"] < mbv2[1]["ladder_ms"]
+    assert mbv2[1]["width_mult"] - mbv2[0]["width_mult"] == pytest.approx(0.125)  # adjacent ladder widths
 
     table = (out / "table.md").read_text()
     assert "Budget hit" in table and "best on selection" in table and "measured / budget" in table
