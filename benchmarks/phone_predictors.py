@@ -9,7 +9,7 @@ device, and (``--ship``) the predictor fitted on all rows, with the held-out
 figures in its metadata. Resumable: a device whose shipped predictor already
 holds an evaluation is read back, not refitted (``--force`` refits).
 
-    .venv/bin/python benchmarks/phone_predictors.py /work/shared/phones/fbnet_cifar100_latency.csv \\
+    .venv/bin/python benchmarks/phone_predictors.py ../shared/phones/fbnet_cifar100_latency.csv \\
         --test-from 3000 --ship predictors/phones --figures docs/phones
 """
 
@@ -26,12 +26,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
-from hwnas.phones import (device_description, device_name, fit_phone_predictor, flops_linear,  # noqa: E402
-                          per_layer_baseline, read_phone_csv)
+from hwnas.phones import (describe_settings, device_description, device_name, fit_phone_predictor,  # noqa: E402
+                          flops_linear, per_layer_baseline, read_phone_csv)
 from hwnas.predictors import load_predictor  # noqa: E402
 from hwnas.predictors.whole_model import metrics  # noqa: E402
+from hwnas.progress import progress_bar  # noqa: E402
 
 LABELS = {"baseline_per_layer_lut": "(a) per-layer LUT, least squares", "flops_linear": "(b) FLOPs-linear",
           "whole_model": "(c) whole_model (ours)"}
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     cut = args.test_from
     tr_c, te_c = table.choices[:cut], table.choices[cut:]
     rows = []
-    for column in tqdm(columns, desc="devices", unit="device"):
+    for column in progress_bar(columns, desc="devices", unit="device"):
         name = device_name(column)
         y = table.latency[column]
         shipped = args.ship / f"{name}.json" if args.ship else None
@@ -137,9 +137,10 @@ def main(argv=None) -> int:
             lines.append(f"| {name} | {LABELS[key]} | {m['rmse_ms']:.3f} | {m['within_5']:.3f} | "
                          f"{m['within_10']:.3f} | {m['spearman']:.4f} |")
     lines.append("")
-    lines.append("Selected settings of (c): " + "; ".join(
-        f"{n}: {'huber' if s['robust'] else 'squared'} loss, drift blocks {s['drift_block'] or 'off'}, "
-        f"correction {'+'.join(s['features']) or 'none'}" for n, _, s in rows))
+    lines.append(f"Settings of (c) in this table, selected on rows 0-{cut - 1} (the held-out fit; the shipped "
+                 "predictors are refitted on all rows and select again, see `meta.settings` of each file and "
+                 "the first line of `hwnas phones fit`): "
+                 + "; ".join(f"{n}: {describe_settings(s)}" for n, _, s in rows))
     text = "\n".join(lines)
     print(text)
     if args.table:

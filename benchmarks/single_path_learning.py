@@ -1,9 +1,15 @@
 """How fast does single-path supernet training learn, against one child trained alone?
 
 Trains, with the same SGD recipe and data order, (a) one child network built
-alone, (b) the same child pinned inside the supernet, and (c) the supernet with
-one path per position sampled uniformly every step, from all candidates or from
-a subset; prints the mean training loss of each block of 20 steps.
+alone, (b) the same child pinned inside the separate-weights supernet, (c) that
+supernet with one path per position sampled uniformly every step, from all
+candidates or from a subset, and (d) the weight-entangled supernet with the
+sandwich rule (the largest child on the labels + one uniformly sampled child on
+the largest child's outputs), without and with stage-width choices; prints the
+mean training loss of each block of 20 steps. For (d) the loss shown is the
+lone child's own cross-entropy on each training batch, computed with the
+shared weights before the step (the entangled supernet trains other children,
+so this is how well it serves that child).
 
     .venv/bin/python benchmarks/single_path_learning.py --steps 100
 """
@@ -54,6 +60,42 @@ def restricted_supernet(space, allowed: set[str] | None) -> Supernet:
     return net
 
 
+def entangled_losses(space, child_choice: str, splits, steps: int, lr: float, batch_size: int) -> list[float]:
+    """The weight-entangled supernet with the sandwich rule; per step the lone child's loss on the batch."""
+    import torch.nn.functional as F
+
+    from hwnas.search.cost_tables import analytic_table, child_of
+    from hwnas.supernet.entangled import EntangledSupernet, Plan
+
+    torch.manual_seed(0)
+    net = EntangledSupernet(space)
+    table = analytic_table(space, "flops")
+    largest = table.largest_child()
+    child = child_of(space, architecture_of(space.at_widths([1.0] * space.num_stages) if space.searches_width
+                                            else space, [child_choice] * len(space.positions)))
+    opt = torch.optim.SGD(net.weight_parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=4e-5)
+    loader = DataLoader(splits.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    net.train()
+    losses = []
+    while len(losses) < steps:
+        for x, y in loader:
+            with torch.no_grad():
+                losses.append(F.cross_entropy(net(x, Plan.of(child)), y).item())
+            opt.zero_grad()
+            teacher = net(x, Plan.of(largest))
+            F.cross_entropy(teacher, y).backward()
+            sampled = Plan.of(type(child)(
+                tuple(int(torch.randint(table.num_widths, (1,), generator=gen)) for _ in range(table.num_stages)),
+                tuple(int(torch.randint(len(n), (1,), generator=gen)) for n in table.names)))
+            soft = torch.softmax(teacher.detach(), 1)
+            (-(soft * torch.log_softmax(net(x, sampled), 1)).sum(1).mean()).backward()
+            opt.step()
+            if len(losses) == steps:
+                break
+    return losses
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--space", default="proxyless-tiny")
@@ -65,7 +107,8 @@ def main() -> None:
                    help="candidate subsets to sample from, ';'-separated, '+' within a subset")
     args = p.parse_args()
     torch.set_num_threads(1)
-    space = get_space(args.space)
+    width_space = get_space(args.space)
+    space = get_space(args.space, {"width_choices": [1.0]})  # rows (a)-(c): fixed stage widths
     splits = load_dataset("digits", space.params["resolution"], seed=0)
     choices = [args.child] * len(space.positions)
     runs = {f"child {args.child} alone": (build_model(architecture_of(space, choices)), None)}
@@ -79,10 +122,16 @@ def main() -> None:
         runs[label] = (net, lambda net=net, gen=gen: net.resample("weight", gen))
     print(f"{args.space}, digits, {args.steps} steps, lr {args.lr}, batch {args.batch_size}: "
           "mean training loss per 20 steps")
-    for label, (model, sample) in runs.items():
-        losses = train_losses(model, splits, args.steps, args.lr, args.batch_size, sample)
+    entangled = {f"entangled sandwich, fixed widths: {args.child}'s loss": space}
+    if width_space.searches_width:
+        entangled[f"entangled sandwich, stage widths too: {args.child}'s loss"] = width_space
+    for label, (model, sample) in list(runs.items()) + [(k, (v, "entangled")) for k, v in entangled.items()]:
+        if sample == "entangled":
+            losses = entangled_losses(model, args.child, splits, args.steps, args.lr, args.batch_size)
+        else:
+            losses = train_losses(model, splits, args.steps, args.lr, args.batch_size, sample)
         blocks = [sum(losses[i:i + 20]) / len(losses[i:i + 20]) for i in range(0, len(losses), 20)]
-        print(f"  {label:45s} " + " ".join(f"{v:.3f}" for v in blocks))
+        print(f"  {label:58s} " + " ".join(f"{v:.3f}" for v in blocks))
 
 
 if __name__ == "__main__":

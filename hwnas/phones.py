@@ -207,6 +207,17 @@ def flops_linear(space_name: str, train_choices, train_y, test_choices) -> np.nd
     return coef[0] + coef[1] * flops(test_choices) / 1e6
 
 
+def describe_settings(settings: dict) -> str:
+    """The selected whole-model settings in words, e.g. 'huber loss, drift blocks off, correction position
+    (alpha 1000)'."""
+    s = settings
+    correction = "+".join(s["features"]) or "none"
+    if s["features"]:
+        correction += f" (alpha {s['alpha']:g})"
+    return (f"{'huber' if s['robust'] else 'squared'} loss, drift blocks {s['drift_block'] or 'off'}, "
+            f"correction {correction}")
+
+
 def fit_phone_predictor(choices, y, device: dict, test_from: int | None = None, space_name: str = SPACE,
                         progress=None):
     """Fit a whole-model predictor; with ``test_from``, first evaluate on rows >= test_from (fit on the rest).

@@ -291,10 +291,11 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "data": {"dataset": ("digits", _string), "limit_train": (None, _opt_pos_int),
              "limit_val": (None, _opt_pos_int), "workers": (0, _nonneg_int)},
     "latency": {"runtime": ("tflite", _one_of("tflite", "onnxruntime")), "dtype": ("fp32", _one_of("fp32", "int8")),
-                "threads": (1, _pos_int), "budget_ms": ("auto", _budget), "budget_fraction": (0.35, _fraction),
+                "threads": (1, _pos_int), "budget_ms": ("auto", _budget), "budget_scale": (1.0, _pos_num),
                 "predictor": ("auto", _string), "reference_predictors": ("predictors", _string),
                 "reference_latency_data": ("latency_data", _string), "profile_models": (6, _nonneg_int)},
-    "search": {"mode": ("proxyless", _string), "epochs": (3, _pos_int), "warmup_epochs": (1, _nonneg_int),
+    "search": {"mode": ("proxyless", _string), "supernet": ("entangled", _one_of("entangled", "separate")),
+               "epochs": (4, _pos_int), "warmup_epochs": (1, _nonneg_int), "child_warmup_epochs": (1, _nonneg_int),
                "batch_size": (64, _pos_int), "max_steps": (10, _opt_pos_int), "lr_alpha": (0.02, _pos_num)},
     "train": {"epochs": (8, _pos_int), "batch_size": (64, _pos_int), "lr": (0.05, _pos_num),
               "optimizer": ("sgd", _one_of("sgd", "adamw")), "weight_decay": (4e-5, lambda v: None if
@@ -331,9 +332,11 @@ def validate_config(data: dict, where: str = "config") -> dict:
             if problem:
                 raise HwnasError(f"{where}: field '{section}.{key}' {problem}, got {value!r}")
             config[section][key] = value
-    if config["search"]["warmup_epochs"] >= config["search"]["epochs"]:
-        raise HwnasError(f"{where}: field 'search.warmup_epochs' must be below search.epochs "
-                         f"({config['search']['epochs']}), got {config['search']['warmup_epochs']}")
+    search = config["search"]
+    warm = search["warmup_epochs"] + (search["child_warmup_epochs"] if search["supernet"] == "entangled" else 0)
+    if warm >= search["epochs"]:
+        raise HwnasError(f"{where}: fields 'search.warmup_epochs' + 'search.child_warmup_epochs' ({warm}) must be "
+                         f"below search.epochs ({search['epochs']}) so that architecture steps happen")
     from hwnas.supernet.mixed_op import MODES
 
     if config["search"]["mode"] not in MODES:
@@ -346,6 +349,28 @@ def validate_config(data: dict, where: str = "config") -> dict:
     except HwnasError as exc:
         raise HwnasError(f"{where}: [space] {exc}") from None
     return config
+
+
+def set_field(cfg: dict, pair: str) -> None:
+    """Apply one ``SECTION.FIELD=VALUE`` override (``hwnas run --set``); VALUE is read as TOML
+    (``3``, ``0.5``, ``true``, ``["fp32"]``), else taken as a string. Checked like a config field."""
+    import tomllib
+
+    key, sep, text = pair.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot:
+        raise HwnasError(f"--set expects SECTION.FIELD=VALUE (e.g. train.epochs=2), got {pair!r}")
+    if section not in SCHEMA or name not in SCHEMA[section]:
+        known = ", ".join(f"{s}.{f}" for s in SCHEMA for f in SCHEMA[s])
+        raise HwnasError(f"--set {pair}: unknown field {key.strip()!r}; known: {known}")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    problem = SCHEMA[section][name][1](value)
+    if problem:
+        raise HwnasError(f"--set {pair}: field '{key.strip()}' {problem}, got {value!r}")
+    cfg[section][name] = value
 
 
 def load_config(path: str | Path) -> dict:
@@ -419,7 +444,7 @@ def _covering_rows(csv_path: Path, space, runtime: str, dtype: str, threads: int
     return f"{csv_path.name} lacks {len(missing)} operators of {space.name}" if missing else None
 
 
-def prepare_predictor(cfg: dict, space, run_dir: Path, log) -> Path:
+def prepare_predictor(cfg: dict, space, run_dir: Path, log, progress: bool = True) -> Path:
     """Stage 1: the predictor file the search uses (given, committed reference, or fitted here)."""
     from hwnas.latency_data import describe_this_device
     from hwnas.predictors.fit import fit_device, output_stem, save
@@ -454,7 +479,7 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log) -> Path:
     else:
         data_dir = run_dir / "latency_data"
         log(f"predictor: profiling this CPU into {data_dir}/ ({not_covered})")
-        _profile_here(space, runtime, dtype, threads, data_dir, this, lat["profile_models"])
+        _profile_here(space, runtime, dtype, threads, data_dir, this, lat["profile_models"], progress)
     result = fit_device(data_dir, this["name"], runtime, dtype, threads, space=space.name)
     save(result, fitted_dir, stem)
     log(f"predictor: fitted {target} ({result.n_op_rows} operators, best regressor by cross-validation "
@@ -462,32 +487,47 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log) -> Path:
     return target
 
 
-def _profile_here(space, runtime: str, dtype: str, threads: int, data_dir: Path, device: dict, n_models: int) -> None:
+def _profile_here(space, runtime: str, dtype: str, threads: int, data_dir: Path, device: dict, n_models: int,
+                  progress: bool = True) -> None:
     from hwnas.profiler import measure_archs, profile_ops
     from hwnas.runners import get_runner
 
     runner = get_runner(runtime, threads)
     device = dict(device, runners={runner.name: runner.describe()})
     with pinned(default_core()):
-        profile_ops(space, runner, data_dir / f"{device['name']}.csv", device, dtype)
+        profile_ops(space, runner, data_dir / f"{device['name']}.csv", device, dtype, progress=progress)
         if n_models:
             measure_archs(space, runner, n_models, data_dir / f"{device['name']}-models.csv", device,
-                          data_dir / "models" / space.name, dtype)
+                          data_dir / "models" / space.name, dtype, progress=progress)
 
 
-def choose_budget(cfg: dict, space, predictor_path: Path) -> tuple[float, float, float]:
-    """(budget, fastest, slowest) in predicted ms; "auto" lies ``budget_fraction`` of the way up."""
-    from hwnas.search.latency import check_budget, latency_model
+def reference_child(space):
+    """The space's MobileNetV2-style network: k3_e6 (else the first candidate) everywhere, every stage at width 1."""
+    from hwnas.arch import architecture_of
 
-    model = latency_model(space, str(predictor_path))
+    base = space.at_widths([1.0] * space.num_stages) if space.searches_width else space
+    return architecture_of(base, ["k3_e6" if "k3_e6" in p.names else p.names[0] for p in base.positions])
+
+
+def choose_budget(cfg: dict, space, predictor_path: Path) -> tuple[float, float, float, float]:
+    """(budget, fastest, slowest, reference) in predicted ms; "auto" is ``budget_scale`` x the reference network
+    (:func:`reference_child`)."""
+    from hwnas.search.cost_tables import latency_table
+    from hwnas.search.latency import load_latency_predictor
+
+    predictor, _ = load_latency_predictor(space, str(predictor_path))
+    table = latency_table(space, predictor)
+    reference = predictor.predict_ops(reference_child(space).ops())
     budget = cfg["latency"]["budget_ms"]
     if budget == "auto":
-        budget = round(model.min_ms + cfg["latency"]["budget_fraction"] * (model.max_ms - model.min_ms), 4)
-    check_budget(float(budget), model)
-    return float(budget), model.min_ms, model.max_ms
+        budget = round(cfg["latency"]["budget_scale"] * reference, 4)
+    if budget < table.min():
+        raise HwnasError(f"budget {budget:g} ms is below the fastest architecture of {space.name}: minimum "
+                         f"achievable latency is {table.min():.4f} ms (latency from {predictor_path})")
+    return float(budget), table.min(), table.max(), reference
 
 
-def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log):
+def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log, progress: bool = True):
     """Stage 2: supernet search under the budget (skipped when this run already has its result)."""
     from hwnas.arch import Architecture
 
@@ -501,15 +541,16 @@ def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log
     s = cfg["search"]
     result = run_search(SearchConfig(
         space=space.name, space_params=dict(cfg["space"]["params"]), dataset=cfg["data"]["dataset"],
-        predictor=str(predictor), budget_ms=budget, mode=s["mode"], epochs=s["epochs"],
-        warmup_epochs=s["warmup_epochs"], batch_size=s["batch_size"], max_steps=s["max_steps"],
+        predictor=str(predictor), budget_ms=budget, mode=s["mode"], epochs=s["epochs"], supernet=s["supernet"],
+        warmup_epochs=s["warmup_epochs"], child_warmup_epochs=s["child_warmup_epochs"],
+        batch_size=s["batch_size"], max_steps=s["max_steps"],
         lr_alpha=s["lr_alpha"], limit_train=cfg["data"]["limit_train"], limit_val=cfg["data"]["limit_val"],
         seed=cfg["run"]["seed"], out=str(out), resume=True, device="cpu", workers=cfg["data"]["workers"],
-        threads=cfg["run"]["threads"]))
+        threads=cfg["run"]["threads"], progress=progress))
     return result.arch, result.summary
 
 
-def _train(cfg: dict, arch, run_dir: Path, log):
+def _train(cfg: dict, arch, run_dir: Path, log, progress: bool = True):
     """Stage 3: train the derived network from scratch (resumes from its checkpoint)."""
     from hwnas.data import load_dataset
     from hwnas.train import TrainConfig, train_model
@@ -522,7 +563,8 @@ def _train(cfg: dict, arch, run_dir: Path, log):
                      seed=cfg["run"]["seed"], num_workers=d["workers"])
     log(f"train: {tc.epochs} epochs on {splits.name} ({len(splits.train)} train / {len(splits.val)} val images)")
     init = run_dir / "search" if t["init"] == "supernet" else None  # fine-tune the supernet's shared weights
-    return train_model(arch, splits, config=tc, out_dir=run_dir / "train", resume=True, init_weights=init), splits
+    return train_model(arch, splits, config=tc, out_dir=run_dir / "train", resume=True, init_weights=init,
+                       progress=progress), splits
 
 
 def _export(cfg: dict, arch, model, splits, run_dir: Path, log) -> ExportResult:
@@ -613,6 +655,10 @@ def check_inputs(cfg: dict, where: str = "config") -> None:
 
     check_writable_folder(cfg["run"]["out"], f"{where}: field 'run.out' =")
     space = get_space(cfg["space"]["name"], cfg["space"]["params"])
+    name = cfg["data"]["dataset"]
+    if name != "digits" and not Path(name).expanduser().exists():
+        raise HwnasError(f"{where}: field 'data.dataset': dataset {name} does not exist (a relative path is relative "
+                         f"to the folder hwnas runs in, {Path.cwd()}); give its location with --dataset PATH")
     check_dataset(cfg["data"]["dataset"], space.params["resolution"], space.params["num_classes"],
                   f"{where}: field 'data.dataset'")
     lat = cfg["latency"]
@@ -627,10 +673,11 @@ def check_inputs(cfg: dict, where: str = "config") -> None:
             raise HwnasError(f"{where}: field 'latency.predictor': {exc}") from None
 
 
-def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config") -> RunReport:
+def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config", progress: bool = True) -> RunReport:
     """The main job: predictor -> budget -> search -> train -> export -> measure -> report.
 
-    ``where`` names the config in error messages; its paths are checked first (:func:`check_inputs`)."""
+    ``where`` names the config in error messages; its paths are checked first (:func:`check_inputs`).
+    ``progress=False``: no progress bars (nor the search's per-epoch lines)."""
     import time
 
     from hwnas.latency_data import default_device_name
@@ -664,18 +711,18 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
 
     log(f"[1/6] predictor for {space.name} ({cfg['latency']['runtime']} {cfg['latency']['dtype']}, "
         f"{cfg['latency']['threads']} thread)")
-    predictor = prepare_predictor(cfg, space, run_dir, log)
-    budget, fastest, slowest = choose_budget(cfg, space, predictor)
-    note = (f"auto: {cfg['latency']['budget_fraction']:.0%} of the way from the fastest ({fastest:.3f} ms) to the "
-            f"slowest ({slowest:.3f} ms) predicted architecture" if cfg["latency"]["budget_ms"] == "auto"
-            else f"from the config; the space spans {fastest:.3f}-{slowest:.3f} ms predicted")
+    predictor = prepare_predictor(cfg, space, run_dir, log, progress)
+    budget, fastest, slowest, reference = choose_budget(cfg, space, predictor)
+    note = (f"auto: {cfg['latency']['budget_scale']:g} x the MobileNetV2-style k3_e6 network at width 1 "
+            f"({reference:.3f} ms predicted)" if cfg["latency"]["budget_ms"] == "auto"
+            else "from the config") + f"; the space spans {fastest:.3f}-{slowest:.3f} ms predicted"
     log(f"budget: {budget:.3f} ms ({note})")
     lap("predictor")
     log(f"[2/6] search ({cfg['search']['mode']}, {cfg['search']['epochs']} epochs)")
-    arch, summary = _search(cfg, space, predictor, budget, run_dir, log)
+    arch, summary = _search(cfg, space, predictor, budget, run_dir, log, progress)
     lap("search")
     log(f"[3/6] train {' '.join(arch.choices)}")
-    trained, splits = _train(cfg, arch, run_dir, log)
+    trained, splits = _train(cfg, arch, run_dir, log, progress)
     lap("train")
     log("[4/6] export + self-check")
     exported = _export(cfg, arch, trained.model, splits, run_dir, log)

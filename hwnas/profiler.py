@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tqdm import tqdm
+from hwnas.progress import progress_bar
 
 from hwnas.arch import Architecture, sample_architecture
 from hwnas.errors import HwnasError
@@ -138,7 +138,8 @@ def profile_ops(space: SearchSpace, runner: Runner, out: str | Path, device: dic
     todo = [op for op in ops if (op.key(), runner.name, dtype, runner.threads) not in done]
     if todo:
         with _exporter(runner, dtype, per_op=True) as exporter:
-            bar = tqdm(todo, desc=f"profile {space.name} {runner.name} {dtype}", unit="op", disable=not progress)
+            bar = progress_bar(todo, desc=f"profile {space.name} {runner.name} {dtype}", unit="op",
+                               enabled=progress)
             for i, op in enumerate(bar):
                 model = exporter.export([op], f"op{i}")
                 timing = runner.time(model)
@@ -185,8 +186,8 @@ def measure_archs(space: SearchSpace, runner: Runner, count: int, out: str | Pat
             todo.append((arch, path, rel))
     if todo:
         with _exporter(runner, dtype, per_op=False) as exporter:
-            bar = tqdm(todo, desc=f"measure {space.name} {runner.name} {dtype}", unit="model",
-                       disable=not progress)
+            bar = progress_bar(todo, desc=f"measure {space.name} {runner.name} {dtype}", unit="model",
+                               enabled=progress)
             for i, (arch, path, rel) in enumerate(bar):
                 if not path.exists():
                     arch.save(path)

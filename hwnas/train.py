@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from hwnas.progress import progress_bar
 
 from hwnas.arch import Architecture
 from hwnas.builder import build_model
@@ -284,8 +284,8 @@ def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs:
                             num_workers=cfg.num_workers)
         model.train()
         t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   leave=False, unit="step")
+        bar = progress_bar(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress,
+                           leave=False, unit="step")
         for step, (x, y) in enumerate(loader):
             if step >= steps_per_epoch:
                 break

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
+from hwnas.progress import progress_bar
 
 from hwnas.arch import Architecture
 from hwnas.data import Splits
@@ -128,8 +128,8 @@ def run_tune(arch: Architecture, splits: Splits, cfg: TuneConfig, out_dir: str |
     for i, row in enumerate(done):
         if i >= len(order) or (row["lr"], row["weight_decay"]) != order[i]:
             raise HwnasError(f"{log}: trial {i} does not match the trial order of these settings")
-    bar = tqdm(total=len(order), initial=min(len(done), len(order)), desc="tune", unit="trial",
-               disable=not progress)
+    bar = progress_bar(total=len(order), initial=min(len(done), len(order)), desc="tune", unit="trial",
+                       enabled=progress)
     for i in range(len(done), len(order)):
         lr, wd = order[i]
         t0 = time.time()

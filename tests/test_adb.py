@@ -4,6 +4,7 @@ No phone is attached here: a small stand-in ``adb`` script records its arguments
 and answers like adb does, so the real subprocess path is exercised.
 """
 
+import hashlib
 import json
 import stat
 import sys
@@ -11,7 +12,8 @@ import sys
 import pytest
 
 from hwnas.errors import HwnasError
-from hwnas.runners.adb import Adb, AdbRunner, benchmark_command, parse_benchmark_output, parse_devices
+from hwnas.runners.adb import (DELEGATES, Adb, AdbRunner, benchmark_command, core_clusters, parse_benchmark_output,
+                               parse_devices)
 
 NEW_FORM = """\
 STARTING!
@@ -96,22 +98,39 @@ def test_parse_devices():
 
 FAKE_ADB = """\
 #!{python}
-import json, os, sys
+import hashlib, json, os, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_ADB_LOG"], "a") as f:
     f.write(json.dumps(args) + "\\n")
 if args and args[0] == "-s":
     args = args[2:]
+state_path = os.environ["FAKE_ADB_LOG"] + ".state"
+state = json.load(open(state_path)) if os.path.exists(state_path) else {{}}
+files = {{"/proc/cpuinfo": "processor\\t: 0\\nCPU part\\t: 0xd05\\nprocessor\\t: 1\\nCPU part\\t: 0xd44\\n",
+         **json.loads(os.environ.get("FAKE_ADB_FILES", "{{}}")), **state.get("files", {{}})}}
 if args == ["devices"]:
     print("List of devices attached")
     print(os.environ.get("FAKE_ADB_DEVICES", ""))
 elif args[0] == "push":
+    data = open(args[1], "rb").read()
+    state.setdefault("files", {{}})[args[2]] = data.decode("utf-8", "replace").strip()
+    state.setdefault("sha", {{}})[args[2]] = hashlib.sha256(data).hexdigest()
+    json.dump(state, open(state_path, "w"))
     print("1 file pushed")
 elif args[:2] == ["shell", "getprop"]:
     print({{"ro.product.model": "Pixel 7", "ro.soc.model": "Tensor G2", "ro.build.version.release": "14"}}
           .get(args[2], ""))
 elif args[:2] == ["shell", "cat"]:
-    print("processor\\t: 0\\nCPU part\\t: 0xd05\\nprocessor\\t: 1\\nCPU part\\t: 0xd44\\n")
+    if args[2] not in files:
+        print("cat: " + args[2] + ": No such file or directory", file=sys.stderr); sys.exit(1)
+    print(files[args[2]])
+elif args[:2] == ["shell", "ls"]:
+    prefix = args[2].rstrip("/") + "/"
+    print("\\n".join(sorted({{p[len(prefix):].split("/")[0] for p in files if p.startswith(prefix)}})))
+elif args[:2] == ["shell", "sha256sum"]:
+    if args[2] not in state.get("sha", {{}}):
+        print("sha256sum: " + args[2] + ": No such file", file=sys.stderr); sys.exit(1)
+    print(state["sha"][args[2]] + "  " + args[2])
 elif args[0] == "shell" and any(a.startswith("--graph=") for a in args):
     if os.environ.get("FAKE_ADB_FAIL"):
         print("ERROR: Failed to load model"); sys.exit(1)
@@ -209,3 +228,98 @@ def test_phone_tool_check_and_command_line(fake_adb, monkeypatch, capsys):
 
     parsed = build_parser().parse_args(argv)  # hwnas accepts every option the tool passes
     assert parsed.runtime == "adb-tflite" and parsed.archs == 5
+
+
+# -- delegates, core clusters, thermal waits, the binary's version ---------------------------------
+def test_benchmark_command_delegate_flags():
+    flags = {d: benchmark_command("bm", "m.tflite", delegate=d)[5:] for d in DELEGATES}
+    assert flags == {"default": [], "xnnpack": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"],
+                     "nnapi": ["--use_nnapi=true"], "cpu": ["--use_xnnpack=false"]}
+    with pytest.raises(HwnasError, match="unknown delegate 'dsp'"):
+        benchmark_command("bm", "m.tflite", delegate="dsp")
+
+
+@pytest.mark.parametrize("mhz, masks", [
+    ([2016] * 3 + [2803] * 4 + [3187], ["07", "78", "80"]),  # Snapdragon 8 Gen 2: 3 little, 4 big, 1 prime
+    ([1803] * 4 + [2348] * 2 + [2850] * 2, ["0f", "30", "c0"]),  # Tensor G2: 4 + 2 + 2
+    ([1690] * 4 + [2314] * 4, ["0f", "f0"]),  # Exynos 9610 (Galaxy A50): 4 + 4
+])
+def test_core_clusters_give_taskset_masks(mhz, masks):
+    clusters = core_clusters([m * 1000 for m in mhz])
+    assert [c["mask"] for c in clusters] == masks
+    assert [c["max_mhz"] for c in clusters] == sorted(set(mhz))
+    assert core_clusters([1800000, None, 1800000]) == [{"cores": [0, 2], "max_mhz": 1800, "mask": "5"}]
+
+
+EIGHT_CORES = {"/proc/cpuinfo": "".join(f"processor\t: {i}\nCPU part\t: 0xd46\n" for i in range(8)),
+               **{f"/sys/devices/system/cpu/cpu{i}/cpufreq/cpuinfo_max_freq": str(khz) for i, khz in
+                  enumerate([1785600] * 4 + [2419200] * 3 + [2841600])},
+               **{f"/sys/devices/system/cpu/cpu{i}/cpufreq/scaling_governor": "schedutil" for i in range(8)},
+               "/sys/class/thermal/thermal_zone0/type": "battery", "/sys/class/thermal/thermal_zone0/temp": "30000",
+               "/sys/class/thermal/thermal_zone1/type": "cpu-1-0-usr", "/sys/class/thermal/thermal_zone1/temp": "41500",
+               "/sys/class/thermal/thermal_zone2/type": "cpu-1-1-usr", "/sys/class/thermal/thermal_zone2/temp": "47000"}
+
+
+def test_phone_check_names_clusters_masks_governors_and_temperatures(fake_adb, monkeypatch, capsys):
+    adb, _ = fake_adb
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "R58M\tdevice")
+    monkeypatch.setenv("FAKE_ADB_FILES", json.dumps(EIGHT_CORES))
+    assert load_phone_tool().main(["--adb", adb, "check"]) == 0
+    out = capsys.readouterr().out
+    assert "8 cores" in out
+    assert "cpu0-3 1786 MHz (mask 0f), cpu4-6 2419 MHz (mask 70), cpu7 2842 MHz (mask 80)" in out
+    assert "fastest cluster (1 core(s)): --taskset 80" in out and "all but the little cores: --taskset f0" in out
+    assert "middle (big) cluster: --taskset 70" in out and "mask 70 schedutil" in out
+    assert "cpu-1-0-usr 41.5 C, cpu-1-1-usr 47.0 C" in out and "battery" not in out
+
+
+def test_runner_cools_down_and_waits_for_temperature(fake_adb, monkeypatch, tmp_path):
+    adb, calls = fake_adb
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "R58M\tdevice")
+    monkeypatch.setenv("FAKE_ADB_FILES", json.dumps(EIGHT_CORES))
+    sleeps = []
+    monkeypatch.setattr("hwnas.runners.adb._sleep", sleeps.append)
+    model = tmp_path / "op0.tflite"
+    model.write_bytes(b"x")
+    runner = AdbRunner(repeats=3, cooldown=2.0, max_temp=50, adb_client=Adb(adb))
+    runner.time(model)
+    assert sleeps == [2.0, 2.0, 2.0]  # before every run; 47 C is below 50 C, so no extra wait
+    sleeps.clear()
+    hot = AdbRunner(repeats=1, max_temp=45, max_wait=10, adb_client=Adb(adb))
+    with pytest.raises(HwnasError, match=r"stayed above --max-temp 45 C for 10 s \(hottest CPU zone 47.0 C\)"):
+        hot.time(model)
+    assert sleeps == [5.0, 5.0]
+    assert len([c for c in calls() if "--graph=/data/local/tmp/hwnas/op0.tflite" in c]) == 3  # the hot one never ran
+    with pytest.raises(HwnasError, match="--cooldown must be >= 0"):
+        AdbRunner(cooldown=-1, adb_client=Adb(adb))
+
+
+def test_setup_records_the_binary_version_and_profile_records_version_and_delegate(fake_adb, monkeypatch,
+                                                                                     tmp_path, capsys):
+    adb, calls = fake_adb
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "R58M\tdevice")
+    binary = tmp_path / "android_aarch64_benchmark_model"
+    binary.write_bytes(b"\x7fELF fake benchmark_model")
+    digest = hashlib.sha256(binary.read_bytes()).hexdigest()[:16]
+    phone = load_phone_tool()
+    assert phone.main(["--adb", adb, "setup", "--binary", str(binary), "--version", "nightly 2026-11-30"]) == 0
+    assert f"recorded as: nightly 2026-11-30, sha256 {digest}" in capsys.readouterr().out
+    assert ["-s", "R58M", "shell", "chmod", "755", "/data/local/tmp/hwnas/benchmark_model"] in calls()
+
+    from hwnas.cli import build_parser
+    from hwnas.cli.profile import runner_and_device
+
+    args = build_parser().parse_args(["profile", "--space", "proxyless-tiny", "--runtime", "adb-tflite", "--adb", adb,
+                                      "--delegate", "gpu", "--taskset", "80", "--cooldown", "1"])
+    runner, device = runner_and_device(args)
+    assert device["runtimes"] == {"adb-tflite": f"nightly 2026-11-30, sha256 {digest}"}
+    assert device["runners"]["adb-tflite"]["delegate"] == "gpu" and runner.cooldown == 1.0
+    args = build_parser().parse_args(["profile", "--space", "proxyless-tiny", "--runtime", "adb-tflite", "--adb", adb,
+                                      "--no-xnnpack", "--delegate", "gpu"])
+    with pytest.raises(HwnasError, match="--no-xnnpack contradicts --delegate gpu"):
+        runner_and_device(args)
+    args = phone.build_parser().parse_args(["profile", "--space", "proxyless-tiny", "--delegate", "nnapi",
+                                            "--cooldown", "3", "--max-temp", "42"])
+    argv = phone.hwnas_argv(args, "profile")
+    parsed = build_parser().parse_args(argv)
+    assert (parsed.delegate, parsed.cooldown, parsed.max_temp) == ("nnapi", 3.0, 42.0)

@@ -28,7 +28,8 @@ ROW0 = ("0,k5_e6 skip k3_e1_g2 skip k5_e1 skip skip skip k5_e6 k5_e1 k3_e1_g2 k5
         "k3_e6 k3_e3 k5_e1 k3_e3 k5_e1 k5_e1_g2,28,56,100,31,17.5577,30.2529,111.672")
 ROW1 = ("1,k5_e1_g2 k3_e6 k5_e1_g2 k5_e1_g2 k3_e1 k5_e1 k5_e6 k5_e1_g2 k5_e1_g2 k3_e3 k3_e1 k3_e3 k5_e1 "
         "k5_e1_g2 k3_e1_g2 k3_e6 k5_e6 k3_e3 k5_e3 k3_e1 k5_e1 k3_e1,28,86,91,29,17.1345,31.1756,97.4796")
-SOURCES = [ROOT / "latency_data/phones/pixel3-models.csv", Path("/work/shared/phones/fbnet_cifar100_latency.csv")]
+SOURCES = [ROOT / "latency_data/phones/pixel3-models.csv",
+           ROOT.parent / "shared/phones/fbnet_cifar100_latency.csv"]  # ../shared, beside the clone
 
 
 def _csv(tmp_path, *rows) -> Path:

@@ -10,7 +10,7 @@ from hwnas.cli import main
 from hwnas.errors import HwnasError
 from hwnas.latency_data import describe_this_device
 from hwnas.pipeline import (
-    choose_budget, default_config, find_reference_predictor, load_config, validate_config,
+    choose_budget, default_config, find_reference_predictor, load_config, reference_child, validate_config,
 )
 from hwnas.predictors.lut import LookupTable
 from hwnas.costs import op_cost
@@ -38,7 +38,7 @@ def test_cifar10_config_is_valid():
     ("[latency]\nruntime = \"tensorrt\"\n", r"field 'latency.runtime' must be one of"),
     ("[export]\nquant = [\"fp16\"]\n", r"field 'export.quant'"),
     ("[search]\nmode = \"bohb\"\n", r"field 'search.mode' must be one of"),
-    ("[search]\nepochs = 2\nwarmup_epochs = 2\n", r"'search.warmup_epochs' must be below"),
+    ("[search]\nepochs = 2\nwarmup_epochs = 2\n", r"'search.warmup_epochs' \+ 'search.child_warmup_epochs' \(3\) must be below"),
     ("[space]\nname = \"resnet\"\n", r"\[space\] unknown search space 'resnet'"),
     ("[space]\nparams = { width = 2 }\n", r"\[space\] .*unknown field 'width'"),
     ("[train\nepochs = 3\n", r"bad TOML: .*line 1"),
@@ -86,13 +86,15 @@ def test_reference_predictor_is_used_only_for_this_machine(tmp_path):
                                     tmp_path, this)[0] is None  # does not cover the narrower operators
 
 
-def test_auto_budget_lies_between_fastest_and_slowest(tmp_path):
+def test_auto_budget_scales_the_mobilenetv2_style_reference(tmp_path):
     space = get_space("proxyless-tiny")
     _table(space, describe_this_device()).save(tmp_path / "p.json")
-    cfg = validate_config({"latency": {"budget_fraction": 0.25}})
-    budget, fastest, slowest = choose_budget(cfg, space, tmp_path / "p.json")
+    cfg = validate_config({"latency": {"budget_scale": 1.5}})
+    budget, fastest, slowest, reference = choose_budget(cfg, space, tmp_path / "p.json")
     assert fastest < budget < slowest
-    assert budget == pytest.approx(fastest + 0.25 * (slowest - fastest), abs=1e-3)
+    ref_arch = reference_child(space)
+    assert set(ref_arch.choices) == {"k3_e6"} and ref_arch.space.stage_widths == (1.0,) * space.num_stages
+    assert budget == pytest.approx(1.5 * reference, abs=1e-4)
     cfg["latency"]["budget_ms"] = fastest / 2
     with pytest.raises(HwnasError, match="below the fastest architecture"):
         choose_budget(cfg, space, tmp_path / "p.json")

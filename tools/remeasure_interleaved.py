@@ -29,12 +29,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tqdm import tqdm
-
 from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
 from hwnas.latency_data import append_model_row, append_op_row, read_model_rows, read_op_rows
 from hwnas.profiler import Exporter
+from hwnas.progress import progress_bar
 from hwnas.runners import get_runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +52,7 @@ def export_all(jobs: dict[str, tuple], runner, cache: Path) -> dict[str, Path]:
     todo = [name for name, path in files.items() if not path.exists()]
     exporters = {}
     try:
-        for name in tqdm(todo, desc=f"export {runner.name}", unit="file", disable=not todo):
+        for name in progress_bar(todo, desc=f"export {runner.name}", unit="file", enabled=bool(todo)):
             ops, dtype, per_op = jobs[name]
             if (dtype, per_op) not in exporters:
                 exporters[dtype, per_op] = Exporter(runner, dtype, cache, per_op=per_op)
@@ -82,7 +81,7 @@ def time_rounds(files: dict[str, Path], runner, rounds: int, log: Path, seed: in
         for r in range(rounds):
             order = [n for n in files if r not in results[n]]
             random.Random(seed * 1000 + r).shuffle(order)
-            for name in tqdm(order, desc=f"{runner.name} round {r + 1}/{rounds}", unit="file"):
+            for name in progress_bar(order, desc=f"{runner.name} round {r + 1}/{rounds}", unit="file"):
                 ms = runner.time(files[name]).median_ms
                 results[name][r] = ms
                 out.write(json.dumps({"round": r, "name": name, "median_ms": ms}) + "\n")

@@ -2,6 +2,9 @@
 """Summarize a device's latency tables: rows, spread, int8 vs fp32, whole model vs sum of operators.
 
     python tools/summarize_tables.py [--device amd-epyc-2c] [--dir latency_data] [--plots latency_data/plots]
+
+Runs from any folder: the architecture files named in <device>-models.csv are looked up relative to the
+folder above --dir (the repository root for latency_data/), else rebuilt from the row's space and choices.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hwnas.arch import Architecture  # noqa: E402
+from hwnas.errors import HwnasError  # noqa: E402
 from hwnas.latency_data import default_device_name, read_model_rows, read_op_rows  # noqa: E402
+from hwnas.predictors.fit import model_ops  # noqa: E402
 
 
 def spread_line(label: str, medians, spreads) -> str:
@@ -36,12 +40,12 @@ def _diagonals(ax, lo: float, hi: float, label: str, band: tuple[float, float, s
     ax.grid(alpha=0.3, which="both")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=default_device_name())
     parser.add_argument("--dir", default="latency_data")
     parser.add_argument("--plots", help="folder for PNG plots")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     ops_path = Path(args.dir) / f"{args.device}.csv"
     models_path = Path(args.dir) / f"{args.device}-models.csv"
     rows = read_op_rows(ops_path) if ops_path.exists() else []
@@ -70,6 +74,8 @@ def main() -> int:
 
     models = read_model_rows(models_path) if models_path.exists() else []
     pairs = defaultdict(list)
+    unreadable: list[str] = []
+    uncovered = 0  # model rows with an operator missing from the operator table
     if models:
         print(f"\n# {models_path}")
         mgroups = defaultdict(list)
@@ -80,13 +86,20 @@ def main() -> int:
             print(spread_line(f"{key[0]} {key[1]} {key[2]} {key[3]}t", med, [m.spread_ms for m in group])
                   + f"; latency {min(med):.3f}..{max(med):.3f} ms")
             for m in group:
-                try:
-                    ops = Architecture.load(m.arch_file).ops()
-                except Exception:
+                try:  # arch_file is relative to the folder above --dir (the repository root)
+                    ops = model_ops(m, root=Path(args.dir).resolve().parent)
+                except HwnasError as exc:
+                    unreadable.append(f"{m.arch_file}: {exc}")
                     continue
                 keys = [(op.key(), m.runtime, m.dtype, m.threads) for op in ops if not op.is_identity]
                 if all(k in table for k in keys):
                     pairs[key].append((sum(table[k] for k in keys), m.median_ms))
+                else:
+                    uncovered += 1
+        if unreadable:
+            print(f"skipped {len(unreadable)} model rows whose operators could not be read, e.g. {unreadable[0]}")
+        if uncovered:
+            print(f"skipped {uncovered} model rows with operators missing from {ops_path.name}")
         for key, values in sorted(pairs.items()):
             s, meas = np.array(values).T
             corr = np.corrcoef(s, meas)[0, 1]
@@ -112,6 +125,9 @@ def main() -> int:
             ax.set(xlabel="fp32 ms", title=f"{args.device} tflite: int8 vs fp32 per operator")
             ax.legend(fontsize=8)
             fig.savefig(out / f"{args.device}-int8-vs-fp32.png", dpi=120, bbox_inches="tight")
+            print(f"wrote {out / f'{args.device}-int8-vs-fp32.png'}")
+        else:
+            print("no int8-vs-fp32 plot: no operator has both tflite int8 and fp32 1-thread rows")
         if pairs:
             fig, ax = plt.subplots(figsize=(5, 5))
             for key, values in sorted(pairs.items()):
@@ -122,7 +138,9 @@ def main() -> int:
             ax.set(xlabel="sum of operator rows (ms)", title=f"{args.device}: whole model vs sum of operators")
             ax.legend(fontsize=7)
             fig.savefig(out / f"{args.device}-model-vs-sum.png", dpi=120, bbox_inches="tight")
-        print(f"plots in {out}")
+            print(f"wrote {out / f'{args.device}-model-vs-sum.png'}")
+        else:
+            print(f"no model-vs-sum plot: no whole-model row of {models_path} has all its operators in {ops_path}")
     return 0
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
+from hwnas.progress import progress_bar
 
 from hwnas.costs import op_cost
 from hwnas.errors import HwnasError
@@ -305,8 +305,8 @@ def search_cells(cfg: CellSearchConfig, splits=None) -> CellSearchResult:
         a_iter = iter(DataLoader(a_data, batch_size=cfg.batch_size, shuffle=True, drop_last=True)) if a_data else None
         net.train()
         t0, loss_sum, correct, seen, last = time.time(), 0.0, 0, 0, {}
-        bar = tqdm(range(steps), desc=f"{cfg.mode} epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
-                   leave=False)
+        bar = progress_bar(range(steps), desc=f"{cfg.mode} epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress,
+                           leave=False)
         for step in bar:
             lr = 0.5 * cfg.lr_w * (1 + math.cos(math.pi * (epoch * steps + step) / total))
             for group in opt_w.param_groups:

@@ -96,6 +96,12 @@ class CellSpace:
     def num_edges(self) -> int:
         return len(self.edges)
 
+    @property
+    def size(self) -> int:
+        """Number of genotypes: every edge of the normal and of the reduction cell picks any
+        candidate, ``zero`` included (SNAS genotypes; DARTS derivation keeps a subset)."""
+        return len(PRIMITIVES) ** (2 * self.num_edges)
+
     # -- operators --------------------------------------------------------------
     def stem(self) -> OpSpec:
         p = self.params
@@ -151,4 +157,6 @@ class CellSpace:
             kind = "reduce" if layout.reduction else "normal"
             lines.append(f"  cell {layout.index}: {kind:6s} in {layout.c_pp}x{layout.h_pp}, "
                          f"{layout.c_prev}x{layout.h_prev} -> {self.nodes}x{layout.channels}x{layout.h}")
+        lines.append(f"  edge candidates: {', '.join(PRIMITIVES)}")
+        lines.append(f"{self.num_edges} edges per cell type, {self.size:.3e} architectures (normal x reduction cell)")
         return "\n".join(lines)

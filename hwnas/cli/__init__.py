@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from hwnas import __version__
@@ -41,11 +42,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HwnasError as exc:
-        print(f"hwnas: error: {exc}", file=sys.stderr)
-        return 2
+        return _report_error(f"hwnas: error: {exc}")
     except KeyboardInterrupt:
         print("hwnas: interrupted", file=sys.stderr)
         return 130
+
+
+def _report_error(message: str) -> int:
+    """Print the one-line error; exit code 2.
+
+    Under ``torchrun`` every rank runs the same checks, so only rank 0 prints the line;
+    every rank hands it to the launcher's failure summary and leaves the process group
+    (:func:`hwnas.search.distributed.leave_after_error`).
+    """
+    under_torchrun = "TORCHELASTIC_ERROR_FILE" in os.environ or "LOCAL_RANK" in os.environ
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(message, file=sys.stderr)
+    if under_torchrun:
+        from hwnas.search.distributed import leave_after_error
+
+        leave_after_error(message)
+    return 2
 
 
 if __name__ == "__main__":

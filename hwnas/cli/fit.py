@@ -6,6 +6,7 @@ from pathlib import Path
 
 from hwnas.errors import HwnasError
 from hwnas.outputs import check_writable_folder
+from hwnas.progress import add_progress_argument
 from hwnas.spaces import DEFAULT_SPACE, PRESETS
 from hwnas.threads import check_threads
 
@@ -31,7 +32,7 @@ def _fit(args) -> int:
     data_dir = Path(args.data)
     print(f"fitting {device} {args.runtime} {args.dtype} {args.threads} thread(s) from {data_dir}/ ...")
     result = fit_device(data_dir, device, args.runtime, args.dtype, args.threads, args.space,
-                        args.holdout, methods, per_op=not args.constant_overhead, progress=True)
+                        args.holdout, methods, per_op=not args.constant_overhead, progress=not args.no_progress)
     stem = output_stem(device, args.runtime, args.dtype, args.threads, args.space, DEFAULT_SPACE)
     paths = save(result, out, stem)
 
@@ -69,4 +70,5 @@ def register(sub) -> None:
     p.add_argument("--methods", help="comma-separated regressor methods to compare (default: all)")
     p.add_argument("--data", default="latency_data", help="folder of latency tables (default latency_data/)")
     p.add_argument("--out", default="predictors", help="output folder (default predictors/)")
+    add_progress_argument(p)
     p.set_defaults(func=_fit)

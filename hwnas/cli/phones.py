@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hwnas.outputs import check_writable_file, check_writable_folder
+from hwnas.progress import add_progress_argument
 
 
 def _import(args) -> int:
@@ -19,25 +20,26 @@ def _import(args) -> int:
 
 def _fit(args) -> int:
     from threadpoolctl import threadpool_limits
-    from tqdm import tqdm
+
+    from hwnas.progress import progress_bar
 
     from hwnas.latency_data import device_file, read_device
-    from hwnas.phones import fit_phone_predictor, read_whole_model_data
+    from hwnas.phones import describe_settings, fit_phone_predictor, read_whole_model_data
 
     check_writable_file(args.out)
     choices, y = read_whole_model_data(args.models, args.space)
     dev_path = device_file(args.models)
     device = read_device(dev_path) if dev_path.exists() else {"name": Path(args.models).stem}
     steps = 4 * 4 * ((args.test_from is not None) + 1)  # forward folds x (drift, loss) settings per fit
-    with threadpool_limits(1), tqdm(total=steps, desc=f"fit {device['name']}", unit="fit") as bar:
+    with threadpool_limits(1), progress_bar(total=steps, desc=f"fit {device['name']}", unit="fit",
+                                            enabled=not args.no_progress) as bar:
         predictor, evaluation = fit_phone_predictor(choices, y, device, args.test_from, args.space, bar)
     predictor.save(args.out)
-    s = predictor.meta["settings"]
-    print(f"{device['name']}: {len(y)} rows, loss {'huber' if s['robust'] else 'squared'}, drift blocks "
-          f"{s['drift_block'] or 'off'}, correction {'+'.join(s['features']) or 'none'} (alpha {s['alpha']:g}); "
-          f"wrote {args.out}")
+    print(f"{device['name']}: fitted on all {len(y)} rows with the settings selected on them: "
+          f"{describe_settings(predictor.meta['settings'])}; wrote {args.out}")
     if evaluation:
-        print(f"held-out evaluation ({evaluation['split']}):")
+        print(f"held-out evaluation ({evaluation['split']}), a separate fit on the train rows with the settings "
+              f"selected on those rows: {describe_settings(evaluation['settings'])}")
         print(f"  {'predictor':24s} {'RMSE ms':>8s} {'+-5%':>6s} {'+-10%':>6s} {'Spearman':>8s}")
         for name, m in evaluation["metrics"].items():
             print(f"  {name:24s} {m['rmse_ms']:8.3f} {m['within_5']:6.3f} {m['within_10']:6.3f} {m['spearman']:8.4f}")
@@ -58,4 +60,5 @@ def register(sub) -> None:
     p.add_argument("--test-from", type=int, default=None, metavar="N",
                    help="first evaluate on rows >= N fitted on rows < N (stored in the file), then fit on all rows")
     p.add_argument("--space", default="fbnet-cifar100", help="space of the rows (default: fbnet-cifar100)")
+    add_progress_argument(p)
     p.set_defaults(func=_fit)

@@ -18,8 +18,10 @@ from pathlib import Path
 from hwnas.cli.space import add_space_arguments, space_from_args
 from hwnas.errors import HwnasError
 from hwnas.latency_data import DTYPES, default_device_name, describe_this_device
+from hwnas.progress import add_progress_argument
 from hwnas.runners import RUNNER_NAMES, TimingPolicy, get_runner
 from hwnas.threads import check_threads
+from hwnas.runners.adb import DELEGATES
 
 LATENCY_DIR = Path("latency_data")
 
@@ -37,15 +39,24 @@ def add_runner_arguments(parser) -> None:
                         help="cpu: CPU time of the inference thread (robust to other jobs on a shared machine); "
                              "wall: elapsed time; auto (default): cpu for 1 thread, wall otherwise")
     parser.add_argument("--cpu", type=int, help="pin this process to one CPU core (e.g. 1) while timing")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
     adb = parser.add_argument_group("adb-tflite (Android phone)")
     adb.add_argument("--adb", default="adb", help="adb client (default: adb on PATH)")
     adb.add_argument("--serial", help="device serial when several are connected")
     adb.add_argument("--benchmark-binary", default="/data/local/tmp/hwnas/benchmark_model",
-                     help="benchmark_model path on the phone (push it with tools/phone_setup.sh)")
+                     help="benchmark_model path on the phone (put it there with "
+                          "'python tools/phone.py setup --binary FILE'; see tools/README.md)")
     adb.add_argument("--taskset", help="CPU mask for taskset on the phone, e.g. f0 (big cores)")
     adb.add_argument("--num-runs", type=int, default=50, help="benchmark_model --num_runs")
     adb.add_argument("--warmup-runs", type=int, default=10, help="benchmark_model --warmup_runs")
+    adb.add_argument("--delegate", choices=DELEGATES, default="default",
+                     help="benchmark_model delegate: xnnpack (--use_xnnpack=true), gpu (--use_gpu=true), nnapi "
+                          "(--use_nnapi=true), cpu (builtin kernels, --use_xnnpack=false) or default (the "
+                          "binary's own choice); recorded in the device description")
+    adb.add_argument("--cooldown", type=float, default=0.0, metavar="SECONDS",
+                     help="wait this long before every benchmark_model run (thermal recovery; default 0)")
+    adb.add_argument("--max-temp", type=float, default=None, metavar="C",
+                     help="before every run, wait until the hottest CPU thermal zone is at or below C degrees")
 
 
 def check_runner_options(args) -> None:
@@ -66,15 +77,20 @@ def runner_and_device(args):
     if args.runtime == "adb-tflite":
         from hwnas.runners.adb import Adb
 
+        delegate = args.delegate
+        if args.no_xnnpack:
+            if delegate not in ("default", "cpu"):
+                raise HwnasError(f"--no-xnnpack contradicts --delegate {delegate}")
+            delegate = "cpu"
         client = Adb(args.adb, args.serial)
         client.check()
         runner = get_runner("adb-tflite", args.threads, binary=args.benchmark_binary, taskset=args.taskset,
                             num_runs=args.num_runs, warmup_runs=args.warmup_runs, repeats=args.repeats,
-                            use_xnnpack=False if args.no_xnnpack else None, adb_client=client)
+                            delegate=delegate, cooldown=args.cooldown, max_temp=args.max_temp, adb_client=client)
         device = client.info()
         if args.device:
             device["name"] = args.device
-        device["runtimes"] = {"adb-tflite": args.benchmark_binary}
+        device["runtimes"] = {"adb-tflite": client.binary_version(args.benchmark_binary)}
     else:
         options = {"xnnpack": not args.no_xnnpack} if args.runtime == "tflite" else {}
         runner = get_runner(args.runtime, args.threads, TimingPolicy(repeats=args.repeats, clock=args.clock),

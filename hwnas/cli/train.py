@@ -9,6 +9,7 @@ from hwnas.netfile import build_standalone, load_network
 from hwnas.data import DEFAULT_DATASET, load_dataset
 from hwnas.outputs import check_writable_folder
 from hwnas.threads import TORCH_THREADS, TORCH_THREADS_HELP, use_torch_threads
+from hwnas.progress import add_progress_argument
 from hwnas.train import TrainConfig, train_model
 
 
@@ -35,7 +36,8 @@ def _train(args) -> int:
     else:
         target = build_standalone(arch)
         arch.save(out / "genotype.json")
-    result = train_model(target, splits, config=cfg, out_dir=out, resume=args.resume, init_weights=args.init)
+    result = train_model(target, splits, config=cfg, out_dir=out, resume=args.resume, init_weights=args.init,
+                         progress=not args.no_progress)
     print(f"validation accuracy {result.val_acc:.4f} (loss {result.val_loss:.4f})")
     print(f"weights: {result.weights_path}")
     print(f"metrics: {out / 'metrics.jsonl'}")
@@ -65,4 +67,5 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default=None, help="output folder (default runs/train/<arch name>)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    add_progress_argument(p)
     p.set_defaults(func=_train)

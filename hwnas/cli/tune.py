@@ -9,6 +9,7 @@ from hwnas.data import DEFAULT_DATASET, load_dataset
 from hwnas.errors import HwnasError
 from hwnas.outputs import check_writable_folder
 from hwnas.threads import TORCH_THREADS, TORCH_THREADS_HELP, use_torch_threads
+from hwnas.progress import add_progress_argument
 from hwnas.tune import DEFAULT_GRID, TuneConfig, best_trial, parse_grid, run_tune
 
 GRID_TEXT = ",".join(f"{v:g}" for v in DEFAULT_GRID)
@@ -60,5 +61,5 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=TORCH_THREADS, help=TORCH_THREADS_HELP)
     p.add_argument("--out", default=None, help="output folder (default runs/tune/<arch name>)")
     p.add_argument("--resume", action="store_true", help="continue the trials logged in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(p)
     p.set_defaults(func=_tune)

@@ -170,14 +170,15 @@ def cross_validate(ops: list[OpSpec], ms: np.ndarray, methods: list[str] | None 
                    folds: int = 5, progress: bool = False) -> dict[str, dict]:
     """Grouped k-fold scores of each method (held-out folds contain unseen shapes only)."""
     from sklearn.model_selection import GroupKFold
-    from tqdm import tqdm
+    from hwnas.progress import progress_bar
 
     ms = np.asarray(ms, float)
     X = feature_matrix(ops)
     groups = shape_groups(ops)
     folds = max(2, min(folds, len(set(groups.tolist()))))
     results = {}
-    for name in tqdm(methods or list(METHODS), desc="cross-validation", unit="method", disable=not progress):
+    for name in progress_bar(methods or list(METHODS), desc="cross-validation", unit="method",
+                             enabled=progress):
         predicted = np.zeros(len(ops))
         for train, test in GroupKFold(n_splits=folds).split(X, ms, groups):
             fitted = fit_method(METHODS[name], [ops[i] for i in train], ms[train], X[train])

@@ -6,7 +6,14 @@
   :meth:`Adb.info` reads model, SoC and cores (getprop, /proc/cpuinfo),
   :meth:`Adb.push`, :meth:`Adb.shell`.
 * :func:`benchmark_command` builds the ``adb shell`` arguments of one run:
-  ``[taskset MASK] BINARY --graph=M --num_threads=T --num_runs=R --warmup_runs=W``.
+  ``[taskset MASK] BINARY --graph=M --num_threads=T --num_runs=R --warmup_runs=W [delegate flag]``;
+  ``delegate`` is one of :data:`DELEGATES` (benchmark_model's ``--use_xnnpack``,
+  ``--use_gpu``, ``--use_nnapi``; ``cpu`` = plain builtin kernels, ``--use_xnnpack=false``).
+* :func:`core_clusters` groups the cores by their maximum frequency (read by
+  :meth:`Adb.info` from ``/sys/devices/system/cpu/cpuN/cpufreq/cpuinfo_max_freq``)
+  and gives each cluster's taskset mask; :meth:`Adb.cpu_temperatures` reads the CPU
+  thermal zones; :meth:`Adb.binary_version` names the benchmark_model binary (the label
+  ``tools/phone.py setup --version`` left beside it and its SHA-256).
 * :func:`parse_benchmark_output` reads benchmark_model's summary, in the
   current form ``Inference timings in us: Init: ..., First inference: ...,
   Warmup (avg): ..., Inference (avg): ...``, the older form ``Average
@@ -14,7 +21,9 @@
   ``count=... first=... curr=... min=... max=... avg=... std=...`` lines
   (also ``count=1 curr=...`` and ``curr=...(all same)``).
 * :class:`AdbRunner` pushes a .tflite file and runs benchmark_model
-  ``repeats`` times; median and IQR of the per-run averages.
+  ``repeats`` times; median and IQR of the per-run averages. Before each run it
+  waits ``cooldown`` seconds and, with ``max_temp``, until the hottest CPU thermal
+  zone is at or below that many degrees C.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +41,17 @@ from hwnas.errors import HwnasError
 from hwnas.runners.base import Runner, Timing
 
 REMOTE_DIR = "/data/local/tmp/hwnas"
+VERSION_SUFFIX = ".version"  # label file beside the binary, written by tools/phone.py setup
+DELEGATES = ("default", "xnnpack", "gpu", "nnapi", "cpu")
+_DELEGATE_FLAGS = {"default": [], "xnnpack": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"],
+                   "nnapi": ["--use_nnapi=true"], "cpu": ["--use_xnnpack=false"]}
+THERMAL_DIR = "/sys/class/thermal"
+_CPU_ZONE = re.compile(r"cpu|big|mid|little", re.I)
+
+
+def _sleep(seconds: float) -> None:
+    """Waits of :meth:`AdbRunner.settle` (one name, so tests can record them)."""
+    time.sleep(seconds)
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
@@ -81,14 +102,41 @@ def parse_benchmark_output(text: str) -> BenchmarkResult:
 
 
 def benchmark_command(binary: str, graph: str, threads: int = 1, num_runs: int = 50, warmup_runs: int = 10,
-                      taskset: str | None = None, use_xnnpack: bool | None = None) -> list[str]:
-    """The arguments after ``adb shell`` for one benchmark_model run."""
+                      taskset: str | None = None, use_xnnpack: bool | None = None,
+                      delegate: str = "default") -> list[str]:
+    """The arguments after ``adb shell`` for one benchmark_model run (``use_xnnpack`` False/True is
+    the older spelling of ``delegate`` "cpu"/"xnnpack")."""
+    if use_xnnpack is not None:
+        delegate = "xnnpack" if use_xnnpack else "cpu"
+    if delegate not in DELEGATES:
+        raise HwnasError(f"unknown delegate {delegate!r}; known: {', '.join(DELEGATES)}")
     cmd = ["taskset", taskset] if taskset else []
     cmd += [binary, f"--graph={graph}", f"--num_threads={threads}", f"--num_runs={num_runs}",
-            f"--warmup_runs={warmup_runs}"]
-    if use_xnnpack is not None:
-        cmd.append(f"--use_xnnpack={'true' if use_xnnpack else 'false'}")
+            f"--warmup_runs={warmup_runs}", *_DELEGATE_FLAGS[delegate]]
     return cmd
+
+
+def core_clusters(max_khz: list[int | None]) -> list[dict]:
+    """Cores grouped by maximum frequency, slowest cluster first, each with its taskset mask
+    (hex, bit i = core i): ``[{"cores": [0, 1, 2, 3], "max_mhz": 1800, "mask": "0f"}, ...]``.
+    Cores whose frequency could not be read are left out."""
+    by_freq: dict[int, list[int]] = {}
+    for core, khz in enumerate(max_khz):
+        if khz:
+            by_freq.setdefault(khz, []).append(core)
+    width = max(1, (len(max_khz) + 3) // 4)
+    return [{"cores": cores, "max_mhz": round(khz / 1000), "mask": format(sum(1 << c for c in cores), f"0{width}x")}
+            for khz, cores in sorted(by_freq.items())]
+
+
+def describe_clusters(clusters: list[dict]) -> str:
+    """``cpu0-3 1800 MHz (mask 0f), cpu4-6 2500 MHz (mask 70), cpu7 3000 MHz (mask 80)``."""
+    def span(cores: list[int]) -> str:
+        contiguous = cores == list(range(cores[0], cores[-1] + 1))
+        return (f"cpu{cores[0]}-{cores[-1]}" if contiguous and len(cores) > 1
+                else "cpu" + ",".join(map(str, cores)))
+
+    return ", ".join(f"{span(c['cores'])} {c['max_mhz']} MHz (mask {c['mask']})" for c in clusters)
 
 
 class Adb:
@@ -147,8 +195,52 @@ class Adb:
     def push(self, local: str | Path, remote: str) -> None:
         self.run("push", str(local), remote)
 
+    def read(self, path: str) -> str | None:
+        """A file on the phone (``cat``), or None when it cannot be read."""
+        proc = self.shell("cat", path, check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    def max_frequencies(self, cores: int) -> list[int | None]:
+        """Each core's maximum frequency in kHz (None where cpufreq is not readable)."""
+        values = []
+        for core in range(cores):
+            text = self.read(f"/sys/devices/system/cpu/cpu{core}/cpufreq/cpuinfo_max_freq")
+            values.append(int(text) if text and text.isdigit() else None)
+        return values
+
+    def cpu_temperatures(self) -> dict[str, float]:
+        """Degrees C of the CPU thermal zones (every zone when none is named like a CPU one);
+        empty when the phone exposes none."""
+        if not hasattr(self, "_zones"):
+            listing = self.shell("ls", THERMAL_DIR, check=False).stdout.split()
+            zones = {z: self.read(f"{THERMAL_DIR}/{z}/type") or z for z in listing if z.startswith("thermal_zone")}
+            cpu = {z: t for z, t in zones.items() if _CPU_ZONE.search(t)}
+            self._zones = cpu or zones
+        temps = {}
+        for zone, kind in self._zones.items():
+            text = self.read(f"{THERMAL_DIR}/{zone}/temp")
+            try:
+                value = float(text)
+            except (TypeError, ValueError):
+                continue
+            temps[kind] = value / 1000 if abs(value) > 1000 else value  # millidegrees on most phones
+        return temps
+
+    def binary_version(self, binary: str) -> str:
+        """What names the benchmark_model build: the label ``tools/phone.py setup --version`` left
+        in ``BINARY.version`` and the first 16 hex digits of its SHA-256 (benchmark_model has no
+        version flag)."""
+        label = self.read(binary + VERSION_SUFFIX)
+        proc = self.shell("sha256sum", binary, check=False)
+        digest = proc.stdout.split()[0] if proc.returncode == 0 and proc.stdout.split() else ""
+        parts = [label or "unlabelled"]
+        if re.fullmatch(r"[0-9a-f]{64}", digest):
+            parts.append(f"sha256 {digest[:16]}")
+        return ", ".join(parts)
+
     def info(self) -> dict:
-        """Device description in the latency_data format (model, SoC, cores, Android version)."""
+        """Device description in the latency_data format (model, SoC, cores and their clusters,
+        Android version)."""
 
         def prop(name: str) -> str:
             return self.shell("getprop", name).stdout.strip()
@@ -163,7 +255,8 @@ class Adb:
         return {
             "name": slug, "cpu": soc or "unknown", "cores": cores, "model": model,
             "manufacturer": prop("ro.product.manufacturer"), "abi": prop("ro.product.cpu.abi"),
-            "cpu_parts": parts, "os": f"Android {prop('ro.build.version.release')}", "runtimes": {},
+            "cpu_parts": parts, "clusters": core_clusters(self.max_frequencies(cores)),
+            "os": f"Android {prop('ro.build.version.release')}", "runtimes": {},
         }
 
 
@@ -188,15 +281,48 @@ class AdbRunner(Runner):
 
     def __init__(self, threads: int = 1, binary: str = f"{REMOTE_DIR}/benchmark_model", adb: str = "adb",
                  serial: str | None = None, taskset: str | None = None, num_runs: int = 50,
-                 warmup_runs: int = 10, repeats: int = 3, use_xnnpack: bool | None = None, adb_client=None):
+                 warmup_runs: int = 10, repeats: int = 3, use_xnnpack: bool | None = None, adb_client=None,
+                 delegate: str = "default", cooldown: float = 0.0, max_temp: float | None = None,
+                 max_wait: float = 600.0):
         super().__init__(threads)
-        self.binary, self.taskset, self.use_xnnpack = binary, taskset, use_xnnpack
+        if use_xnnpack is not None:
+            delegate = "xnnpack" if use_xnnpack else "cpu"
+        if delegate not in DELEGATES:
+            raise HwnasError(f"unknown delegate {delegate!r}; known: {', '.join(DELEGATES)}")
+        if cooldown < 0 or (max_temp is not None and max_temp <= 0):
+            raise HwnasError("--cooldown must be >= 0 seconds and --max-temp a positive number of degrees C")
+        self.binary, self.taskset, self.delegate = binary, taskset, delegate
         self.num_runs, self.warmup_runs, self.repeats = num_runs, warmup_runs, repeats
+        self.cooldown, self.max_temp, self.max_wait = cooldown, max_temp, max_wait
         self.adb = adb_client or Adb(adb, serial)
 
+    def settle(self) -> None:
+        """Wait before a run: ``cooldown`` seconds, then (with ``max_temp``) until the hottest CPU zone
+        is at or below it, polling every 5 s for at most ``max_wait`` seconds."""
+        if self.cooldown:
+            _sleep(self.cooldown)
+        if self.max_temp is None:
+            return
+        waited = 0.0
+        while True:
+            temps = self.adb.cpu_temperatures()
+            if not temps:
+                raise HwnasError("--max-temp: the phone exposes no readable thermal zone "
+                                 f"({THERMAL_DIR}/thermal_zone*/temp); use --cooldown alone")
+            hottest = max(temps.values())
+            if hottest <= self.max_temp:
+                return
+            if waited >= self.max_wait:
+                raise HwnasError(f"the phone stayed above --max-temp {self.max_temp:g} C for {self.max_wait:.0f} s "
+                                 f"(hottest CPU zone {hottest:.1f} C): let it cool, raise --max-temp, or use "
+                                 "--cooldown")
+            _sleep(5.0)
+            waited += 5.0
+
     def run_once(self, remote_model: str) -> BenchmarkResult:
+        self.settle()
         cmd = benchmark_command(self.binary, remote_model, self.threads, self.num_runs, self.warmup_runs,
-                                self.taskset, self.use_xnnpack)
+                                self.taskset, delegate=self.delegate)
         proc = self.adb.shell(*cmd, check=False)
         text = proc.stdout + "\n" + proc.stderr
         if proc.returncode != 0:
@@ -218,4 +344,5 @@ class AdbRunner(Runner):
         return Timing(float(q2), float(q3 - q1), self.repeats, self.num_runs, avgs)
 
     def describe(self) -> dict:
-        return {"runtime": self.name, "threads": self.threads, "binary": self.binary, "taskset": self.taskset}
+        return {"runtime": self.name, "threads": self.threads, "binary": self.binary, "taskset": self.taskset,
+                "delegate": self.delegate}

@@ -9,7 +9,9 @@ seeds the same sampling generator and holds identical alphas.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 
 import torch
 import torch.distributed as dist
@@ -80,3 +82,20 @@ def barrier() -> None:
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+
+def leave_after_error(message: str) -> None:
+    """A rank ends on a one-line error: leave it in torchrun's error file for this rank
+    (``TORCHELASTIC_ERROR_FILE``; the launcher's failure summary then shows the line where it
+    would show a traceback) and leave the process group."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        record = {"message": {"message": message,
+                              "extraInfo": {"py_callstack": message, "timestamp": str(int(time.time()))}}}
+        try:
+            with open(path, "w") as f:
+                json.dump(record, f)
+        except OSError:
+            pass  # the summary then shows torchrun's default text; the rank still exits with code 2
+    teardown()

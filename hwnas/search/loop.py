@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
-from tqdm import tqdm
+from hwnas.progress import progress_bar
 
 from hwnas.arch import architecture_of
 from hwnas.data import load_dataset
@@ -204,8 +204,8 @@ def run_search(config: SearchConfig) -> SearchResult:
         t0 = time.time()
         sums = {"loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_steps": 0}
         last = {}
-        bar = tqdm(total=steps, desc=f"{'search' if search else 'warm-up'} {epoch + 1}/{cfg.epochs}",
-                   disable=not (cfg.progress and main), leave=False, unit="step")
+        bar = progress_bar(total=steps, desc=f"{'search' if search else 'warm-up'} {epoch + 1}/{cfg.epochs}",
+                           enabled=cfg.progress and main, leave=False, unit="step")
         for step in range(steps):
             try:
                 x, y = next(train_iter)

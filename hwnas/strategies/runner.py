@@ -26,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-from tqdm import tqdm
+from hwnas.progress import progress_bar
 
 from hwnas.arch import architecture_of
 from hwnas.errors import HwnasError
@@ -88,8 +88,8 @@ def search_loop(strategy: Strategy, objective: Objective, evaluations: int, out_
         note = f" ({differed} replayed proposals differed from the log)" if differed else ""
         print(f"resuming {log}: {len(records)} evaluations done{note}")
     cache = {tuple(r["choices"]): r for r in records}
-    bar = tqdm(total=evaluations, initial=min(len(records), evaluations), desc=f"{strategy.name} search",
-               unit="eval", disable=not progress)
+    bar = progress_bar(total=evaluations, initial=min(len(records), evaluations), desc=f"{strategy.name} search",
+                       unit="eval", enabled=progress)
     while len(records) < evaluations:
         arch = strategy.propose()
         key = tuple(arch.choices)

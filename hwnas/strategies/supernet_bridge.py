@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
+from hwnas.progress import progress_bar
 
 from hwnas.data import Splits
 from hwnas.spaces import SearchSpace
@@ -76,7 +76,7 @@ def train_uniform(space: SearchSpace, splits: Splits, steps: int = 200, lr: floa
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
         net.train()
-        bar = tqdm(total=steps, desc="supernet (uniform paths)", unit="step", disable=not progress, leave=False)
+        bar = progress_bar(total=steps, desc="supernet (uniform paths)", unit="step", enabled=progress, leave=False)
         done = 0
         while done < steps:
             loader = DataLoader(splits.train, batch_size=batch_size, shuffle=True, drop_last=True)
