@@ -1,226 +1,862 @@
-"""CIFAR-10 at two latency budgets: searched model vs best of N random vs a width-scaled MobileNetV2.
+"""CIFAR-10, the honest benchmark: does one search land on its latency budget, and is its child more accurate
+than random children and MobileNetV2-style networks of the same measured latency?
 
-For each budget (ms, predicted on this CPU's LiteRT fp32 1-thread predictor):
+Data: one fixed-seed permutation of the dataset's images gives three disjoint parts: ``--train`` images for
+search and training (hwnas.data's CIFAR augmentation: random crop + flip), ``--selection`` images used only to
+pick the best random child (and as the search's and trainings' per-epoch validation, reported only), and
+``--test`` images used only for the reported accuracies (no augmentation on either). The index lists go to
+``OUT/splits.json``.
 
-(a) searched   ProxylessNAS gradient search (``hwnas.search``) under the budget;
-(b) random     the best (validation accuracy) of N random architectures whose
-               predicted latency is under the budget;
-(c) mbv2       the uniform MobileNetV2-style network (k3_e6 at every position,
-               no skipped blocks) with ``width_mult`` bisected so its predicted
-               latency meets the budget.
+Budgets (``--budgets``): predicted ms of ``--predictor`` (this CPU's LiteRT fp32 1-thread table), e.g.
+``0.35,0.5,0.7``, or ``N%``: N percent of the way from the fastest to the slowest predicted child.
 
-All are trained with the same recipe and epochs (``hwnas.train``), exported to
-TFLite fp32 (self-checked against PyTorch) and timed with LiteRT, 1 thread,
-pinned to one core. Results go to ``--out/results.jsonl`` (one line per model;
-re-running skips models already there) and a Markdown table to ``--table``.
+Models. At every budget B the child of a search with seed 0 is exported and measured (the budget-hit table:
+measured / B, target 0.90-1.00x). At each of ``--accuracy-budgets``, trained from scratch with one recipe:
 
-The size is configurable (images, epochs, N) so a reduced version fits a small
-CPU. Example (what docs/cifar10.md reports)::
+* the searched children of search seeds 0 and 1;
+* ``--random`` children drawn uniformly from the whole space (stage widths included) among those predicted in
+  [0.90 B, 1.00 B] (rejection sampling); the one most accurate on the selection images is marked best;
+* MobileNetV2-style networks (k3_e6 everywhere, no skipped block, one global ``width_mult``, stage widths 1)
+  sized by MEASURED latency: a ladder of widths (multiples of ``--mbv2-step`` around the width predicted at B,
+  re-centred with the measured/predicted ratio until it brackets B) is exported and timed before any other
+  work, the widest measuring <= B is trained, and the next one above B too (over budget), so the table
+  brackets B.
 
-    nice -n 10 .venv/bin/python benchmarks/cifar10_budgets.py --predictor P.json \
-        --limit-train 3000 --limit-val 1000 --epochs 3 --random 3 --search-epochs 2 --search-steps 20
+Jobs: every search and every training runs in a subprocess of this script with one torch thread, ``--jobs``
+at a time. A finished job writes ``OUT/jobs/NAME/result.json`` and is skipped when the command runs again; an
+interrupted one resumes from its checkpoint. The main process exports each model once to fp32 TFLite
+(self-checked against PyTorch) and scores the trained ones on the test images with LiteRT.
+
+Timing: after all training, every exported model is timed with LiteRT, 1 thread, pinned to one core, in
+``--rounds`` rounds, each in a fresh random order, nothing else of the benchmark running: latency = median of
+the round medians, spread = their IQR.
+
+Outputs: ``OUT/results.jsonl`` (one line per table row), the Markdown ``--table``, the plot
+``OUT/accuracy_vs_latency.png``, and in ``--models-dir`` the fp32 .tflite of every model of the accuracy
+table with a README (preprocessing, label order, the test images, how to re-score).
+
+The defaults are the full size: about 1 h 40 min - 2 h on a 2-core CPU with one accuracy budget (4 searches
+of ~12 min and 14 trainings of ~10 min, two at a time; see docs/cifar10.md)::
+
+    nice -n 5 .venv/bin/python benchmarks/cifar10_budgets.py --dataset ../shared/datasets/cifar10-train.tar.gz \\
+        --predictor PREDICTOR.json --budgets 0.35,0.5,0.7 --accuracy-budgets 0.5
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import random
+import shutil
+import statistics
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from hwnas.arch import Architecture, architecture_of, sample_architecture
-from hwnas.data import load_dataset
-from hwnas.errors import HwnasError
-from hwnas.pipeline import default_core, export_trained, measure_file, stack_images
-from hwnas.predictors import load_predictor
-from hwnas.progress import progress_bar
-from hwnas.search.latency import latency_model
-from hwnas.spaces import get_space
-from hwnas.train import TrainConfig, train_model
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a file from anywhere
+    sys.path.insert(0, str(ROOT))
 
-DATASET = "../shared/datasets/cifar10-train.tar.gz"  # relative to the repository root; or --dataset PATH
+from hwnas.arch import Architecture, architecture_of  # noqa: E402
+from hwnas.errors import HwnasError  # noqa: E402
 
-
-def predictor_for(path: str, space):
-    """The predictor, with the lookup table's fallback regressor on (scaled widths are not in the table)."""
-    pred = load_predictor(path)
-    if getattr(pred, "fallback_name", None):
-        pred.enable_fallback()
-    return pred
+SEARCH_SEEDS = (0, 1)  # seed 0 at every budget; seed 1 too at the accuracy budgets
+RANDOM_BAND = (0.90, 1.00)  # random children: predicted latency within this fraction of the budget
+HIT_BAND = (0.90, 1.00)  # the budget-hit target: measured / budget
+MAX_DRAWS = 2_000_000  # rejection sampling of random children gives up after this many draws
+MAX_LADDER_ROUNDS = 4  # ladder timings before giving up bracketing the budget
 
 
-def random_under_budget(space, pred, budget: float, n: int, seed: int) -> list[Architecture]:
-    rng, found, seen = random.Random(seed), [], set()
-    for _ in range(20000):
-        arch = sample_architecture(space, rng)
-        if tuple(arch.choices) in seen:
-            continue
-        seen.add(tuple(arch.choices))
-        if pred.predict_ops(arch.ops()) <= budget:
-            found.append(arch)
-            if len(found) == n:
-                return found
-    raise HwnasError(f"found only {len(found)} random architectures under {budget} ms")
-
-
-def mbv2_at_budget(space_name: str, params: dict, pred, budget: float) -> Architecture:
-    """Uniform k3_e6 network, width bisected (to 1/64 steps) so the predicted latency is <= budget."""
-    def arch_at(width: float) -> Architecture:
-        space = get_space(space_name, dict(params, width_mult=width))
-        return architecture_of(space, ["k3_e6"] * len(space.positions))
-
-    lo, hi = 0.1, 3.0
-    if pred.predict_ops(arch_at(hi).ops()) <= budget:
-        return arch_at(hi)
-    if pred.predict_ops(arch_at(lo).ops()) > budget:
-        raise HwnasError(f"even width 0.1 of the uniform network is over {budget} ms")
-    for _ in range(8):
-        mid = round((lo + hi) / 2, 4)
-        if pred.predict_ops(arch_at(mid).ops()) <= budget:
-            lo = mid
-        else:
-            hi = mid
-    return arch_at(lo)
-
-
-def searched(space, args, budget: float, out: Path) -> Architecture:
-    from hwnas.search import SearchConfig, run_search
-
-    result = run_search(SearchConfig(
-        space=space.name, space_params=space_overrides(space), dataset=args.dataset, predictor=args.predictor,
-        budget_ms=budget, mode=args.mode, epochs=args.search_epochs, warmup_epochs=max(1, args.search_epochs // 3),
-        batch_size=args.batch_size, max_steps=args.search_steps, limit_train=args.limit_train,
-        limit_val=args.limit_val, seed=args.seed, out=str(out), resume=True, device="cpu", workers=args.workers))
-    return result.arch
-
-
-def space_overrides(space) -> dict:
-    from hwnas.spaces import PRESETS
-
-    return {k: v for k, v in space.params.items() if PRESETS[space.name].get(k) != v}
-
-
-def evaluate_model(arch: Architecture, label: str, args, pred, budget: float, out: Path, splits, plain,
-                   converter) -> dict:
-    """Train with the shared recipe, export fp32 TFLite (self-checked), time it; one result row."""
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                      seed=args.seed, num_workers=args.workers)
-    t0 = time.time()
-    result = train_model(arch, splits, config=cfg, out_dir=out / "train", resume=True, progress=args.progress)
-    exported = export_trained(arch, result.model, out / "export", stack_images(plain.val, 50, seed=1),
-                              stack_images(plain.train, 50, seed=2), quants=("fp32",), onnx=False,
-                              progress=lambda *_: None, converter=converter)
-    timing = measure_file(exported.get("tflite", "fp32").path, "tflite", 1, default_core())
-    cost = arch.cost()
-    return {"budget_ms": budget, "model": label, "choices": arch.choices, "space_params": space_overrides(arch.space),
-            "val_acc": result.val_acc, "measured_ms": round(timing.median_ms, 4),
-            "spread_ms": round(timing.spread_ms, 4), "predicted_ms": round(pred.predict_ops(arch.ops()), 4),
-            "mflops": round(cost.flops / 1e6, 3), "mparams": round(cost.params / 1e6, 4),
-            "seconds": round(time.time() - t0, 1)}
-
-
-def run_budget(budget, space, args, pred, out, splits, plain, converter, rows, done, results_path) -> None:
-    """The three kinds of model at one budget; rows already in results.jsonl are skipped."""
-    tag = f"b{budget:g}"
-    jobs = [("searched", lambda: searched(space, args, budget, out / tag / "search"))]
-    jobs.append(("mbv2-uniform", lambda: mbv2_at_budget(space.name, space_overrides(space), pred, budget)))
-    seed = args.seed + 1000 * int(budget * 1000)  # a different random sample at each budget
-    for i, arch in enumerate(random_under_budget(space, pred, budget, args.random, seed)):
-        jobs.append((f"random-{i}", lambda a=arch: a))
-    for label, make in progress_bar(jobs, desc=f"budget {budget:g} ms", enabled=args.progress):
-        if (budget, label) in done:
-            continue
-        arch = make()
-        row = evaluate_model(arch, label, args, pred, budget, out / tag / label, splits, plain, converter)
-        print(json.dumps(row))
-        with open(results_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        rows.append(row)
-        done.add((budget, label))
-
-
-def write_table(rows: list[dict], path: Path, args) -> None:
-    lines = ["| budget ms | model | val acc | measured ms (LiteRT fp32, 1 thread) | predicted ms | MFLOPs | "
-             "M params | within budget +5% |", "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["budget_ms"], r["model"])):
-        ok = "yes" if r["measured_ms"] <= 1.05 * r["budget_ms"] else "no"
-        lines.append(f"| {r['budget_ms']:.3f} | {r['model']} | {r['val_acc']:.2%} | {r['measured_ms']:.3f} ± "
-                     f"{r['spread_ms']:.3f} | {r['predicted_ms']:.3f} | {r['mflops']:.2f} | {r['mparams']:.3f} | {ok} |")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--predictor", required=True, help="this CPU's LiteRT fp32 1-thread predictor (.json)")
-    p.add_argument("--dataset", default=DATASET, help=f"CIFAR-10 archive or folder (default {DATASET})")
+# -- settings ----------------------------------------------------------------------------------------
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="the CIFAR-10 training images: ImageFolder .tar.gz or folder")
+    p.add_argument("--predictor", required=True, help="this CPU's LiteRT fp32 1-thread latency table (.json)")
     p.add_argument("--space", default="proxyless-tiny")
-    p.add_argument("--budgets", default="0.25,0.5",
-                   help="two budgets: fractions (0..1) of the way from the fastest to the slowest predicted "
-                        "architecture, or ms values with an 'ms' suffix (e.g. 0.8ms,1.5ms)")
-    p.add_argument("--limit-train", type=int, default=5000)
-    p.add_argument("--limit-val", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--budgets", required=True,
+                   help="comma-separated budgets: ms (0.35,0.5,0.7) or N%% of the way from the fastest to the "
+                        "slowest predicted child (20%%,35%%,50%%)")
+    p.add_argument("--accuracy-budgets", default=None,
+                   help="the budgets (one or two of --budgets, same syntax) of the accuracy comparison "
+                        "(default: the middle one)")
+    p.add_argument("--train", type=int, default=10000, help="images for search and training (default 10000)")
+    p.add_argument("--selection", type=int, default=1000, help="images to pick the best random child (1000)")
+    p.add_argument("--test", type=int, default=4000, help="images for the reported accuracies (4000)")
+    p.add_argument("--seed", type=int, default=0, help="data permutation, random children, training seed")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs of every model (10)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--random", type=int, default=10, help="random architectures per budget (default 10)")
-    p.add_argument("--mode", default="proxyless")
-    p.add_argument("--search-epochs", type=int, default=6)
-    p.add_argument("--search-steps", type=int, default=None, help="search steps per epoch")
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's default)")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--search-epochs", type=int, default=6, help="search epochs (6)")
+    p.add_argument("--search-warmup-epochs", type=int, default=2, help="epochs training the largest child alone")
+    p.add_argument("--search-child-warmup-epochs", type=int, default=0,
+                   help="sandwich epochs before architecture steps start")
+    p.add_argument("--search-steps", type=int, default=40,
+                   help="search steps per epoch (40; the weight part of --train at batch 128 has 62)")
+    p.add_argument("--random", type=int, default=10, help="random children per accuracy budget (10)")
+    p.add_argument("--mbv2-ladder", type=int, default=4, help="widths in the first MobileNetV2 ladder (4)")
+    p.add_argument("--mbv2-step", type=float, default=0.125, help="MobileNetV2 ladder width step (0.125)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (5)")
+    p.add_argument("--jobs", type=int, default=2, help="searches/trainings run at a time, 1 thread each (2)")
     p.add_argument("--out", default="runs/cifar10_budgets")
-    p.add_argument("--table", default="runs/cifar10_budgets/table.md")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--table", default=None, help="Markdown table (default OUT/table.md)")
+    p.add_argument("--models-dir", default="docs/cifar10/models",
+                   help="receives the fp32 .tflite of every model of the accuracy table and a README")
+    p.add_argument("--job", default=None, help=argparse.SUPPRESS)  # internal: run one job (a subprocess)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    for name in ("train", "selection", "test", "epochs", "batch_size", "search_epochs", "random", "rounds",
+                 "jobs"):
+        if getattr(args, name) < 1:
+            raise HwnasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.mbv2_ladder < 2:
+        raise HwnasError(f"--mbv2-ladder must be at least 2, got {args.mbv2_ladder}")
+    if not 0 < args.mbv2_step <= 1:
+        raise HwnasError(f"--mbv2-step must be in (0, 1], got {args.mbv2_step}")
+    if args.search_steps < 1:
+        raise HwnasError(f"--search-steps must be at least 1, got {args.search_steps}")
+    args.table = args.table or str(Path(args.out) / "table.md")
+    return args
 
-    space = get_space(args.space, {"num_classes": 10})
-    pred = predictor_for(args.predictor, space)
-    lat = latency_model(space, args.predictor)
-    budgets = []
-    for item in args.budgets.split(","):
-        item = item.strip()
-        budgets.append(float(item[:-2]) if item.endswith("ms")
-                       else round(lat.min_ms + float(item) * (lat.max_ms - lat.min_ms), 4))
-    out = Path(args.out)
+
+def result_settings(args) -> dict:
+    """Every setting that changes a result: a run folder holds the results of one set of them."""
+    keep = ("dataset", "predictor", "space", "train", "selection", "test", "seed", "epochs", "batch_size", "lr",
+            "weight_decay", "label_smoothing", "search_epochs", "search_warmup_epochs",
+            "search_child_warmup_epochs", "search_steps", "mbv2_step")
+    return {k: getattr(args, k) for k in keep}
+
+
+def check_run_folder(out: Path, settings: dict) -> None:
+    """Refuse to mix results of other settings into ``out``; record the settings of a new folder."""
+    path = out / "settings.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        changed = [k for k in settings if saved.get(k) != settings[k]]
+        if changed:
+            raise HwnasError(f"{path}: this run folder holds results of other settings ("
+                             + ", ".join(f"{k}={saved.get(k)!r} there, {settings[k]!r} now" for k in changed)
+                             + "); use another --out")
     out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.jsonl"
-    rows = [json.loads(x) for x in results_path.read_text().splitlines()] if results_path.exists() else []
-    done = {(r["budget_ms"], r["model"]) for r in rows}
+    path.write_text(json.dumps(settings, indent=2) + "\n")
 
-    res = space.params["resolution"]
-    splits = load_dataset(args.dataset, res, seed=args.seed, limit_train=args.limit_train, limit_val=args.limit_val)
-    plain = load_dataset(args.dataset, res, seed=args.seed, augment=False, limit_train=args.limit_train,
-                         limit_val=args.limit_val)
-    print(f"{splits.name}: {len(splits.train)} train / {len(splits.val)} val; budgets {budgets} ms "
-          f"(space {lat.min_ms:.3f}-{lat.max_ms:.3f} ms predicted)")
 
-    from hwnas.export.tflite import TFLiteConverter
+def parse_budgets(text: str, fastest: float, slowest: float, what: str) -> list[float]:
+    """``0.5`` (ms) or ``35%`` (of the way from the fastest to the slowest predicted child), comma-separated."""
+    budgets = []
+    for item in (s.strip() for s in text.split(",")):
+        try:
+            value = (fastest + float(item[:-1]) / 100 * (slowest - fastest)) if item.endswith("%") else float(item)
+        except ValueError:
+            raise HwnasError(f"{what}: {item!r} is neither a number of ms nor a percentage like 35%") from None
+        if not 0 < value < math.inf:
+            raise HwnasError(f"{what}: {item!r} is not a positive budget")
+        budgets.append(round(value, 4))
+    if len(set(budgets)) != len(budgets):
+        raise HwnasError(f"{what}: {text!r} names a budget twice")
+    return budgets
 
-    converter = TFLiteConverter(log_path=out / "tflite-worker.log").start()  # one TensorFlow import for all
+
+def ms_tag(budget: float) -> str:
+    return f"{budget:g}ms"
+
+
+# -- data ----------------------------------------------------------------------------------------------
+def whole_dataset(path: str, resolution: int, augment: bool):
+    """Every image of the dataset, with hwnas.data's CIFAR transforms (augmented or not)."""
+    from hwnas.data import image_dataset
+
+    return image_dataset(path, resolution, augment=augment).train.dataset  # the Subset's base: all images
+
+
+def split_indices(n: int, args) -> dict[str, list[int]]:
+    """Disjoint train / selection / test image indices from one permutation fixed by ``args.seed``."""
+    need = args.train + args.selection + args.test
+    if need > n:
+        raise HwnasError(f"{args.dataset}: {n} images, fewer than --train + --selection + --test = {need}")
+    order = np.random.default_rng(args.seed).permutation(n).tolist()
+    a, b = args.train, args.train + args.selection
+    return {"train": order[:a], "selection": order[a:b], "test": order[b:need]}
+
+
+class Data:
+    """The three image sets of one run (loaded once per process)."""
+
+    def __init__(self, args, resolution: int):
+        from torch.utils.data import Subset
+
+        augmented = whole_dataset(args.dataset, resolution, augment=True)
+        plain = whole_dataset(args.dataset, resolution, augment=False)
+        self.classes = list(plain.classes)
+        self.indices = split_indices(len(plain), args)
+        self.train = Subset(augmented, self.indices["train"])
+        self.selection = Subset(plain, self.indices["selection"])
+        self.test = Subset(plain, self.indices["test"])
+        self.plain = plain
+        self.name = Path(args.dataset).name
+
+    def splits(self):
+        """The search's and trainings' view: train images, selection images as (reported-only) validation."""
+        from hwnas.data import Splits
+
+        return Splits(self.train, self.selection, len(self.classes), self.name)
+
+    def relative_paths(self, which: str) -> list[str]:
+        samples = getattr(self.plain, "samples", None)
+        if samples is None:  # torchvision's CIFAR-10 files: positions in its training batches
+            return [str(i) for i in self.indices[which]]
+        root = Path(self.plain.root)
+        return [Path(samples[i][0]).relative_to(root).as_posix() for i in self.indices[which]]
+
+
+# -- architectures ---------------------------------------------------------------------------------------
+def random_children(table, budget: float, n: int, seed: int) -> list:
+    """``n`` distinct children drawn uniformly from the space among those predicted in RANDOM_BAND x budget."""
+    from hwnas.search.cost_tables import Child
+
+    low, high = RANDOM_BAND[0] * budget, RANDOM_BAND[1] * budget
+    cells = [t.numpy() for t in table.table]
+    head = table.head.numpy()
+    n_w, stages = table.num_widths, table.num_stages
+    rng = np.random.default_rng([seed, int(round(budget * 1e4))])
+    found: dict = {}
+    draws = 0
+    while len(found) < n and draws < MAX_DRAWS:
+        size = 20000
+        widths = rng.integers(0, n_w, size=(size, stages))
+        ops = np.stack([rng.integers(0, len(c), size=size) for c in cells], 1)
+        cost = table.fixed + head[widths[:, -1]]
+        for i, c in enumerate(cells):
+            s = table.stage_of[i]
+            w_in = widths[:, s - 1] if c.shape[1] > 1 else np.zeros(size, dtype=int)
+            cost = cost + c[ops[:, i], w_in, widths[:, s]]
+        for j in np.flatnonzero((cost >= low) & (cost <= high)):
+            child = Child(tuple(int(w) for w in widths[j]), tuple(int(o) for o in ops[j]))
+            found.setdefault(child, None)
+            if len(found) == n:
+                break
+        draws += size
+    if len(found) < n:
+        raise HwnasError(f"only {len(found)} distinct children of {draws} random draws are predicted in [{low:.4f}, {high:.4f}] "
+                         f"ms (budget {budget:g} ms); choose another budget or fewer --random")
+    return list(found)
+
+
+def mbv2(space_name: str, width: float) -> Architecture:
+    """k3_e6 at every position, no skipped block, one global width multiplier, stage widths 1."""
+    from hwnas.spaces import get_space
+
+    space = get_space(space_name, {"width_mult": round(width, 4)})
+    return architecture_of(space, ["k3_e6"] * len(space.positions))
+
+
+def width_at(space_name: str, predict, budget: float) -> float:
+    """The MobileNetV2 width predicted at ``budget`` (bisection; clipped to the allowed widths)."""
+    from hwnas.spaces import MAX_WIDTH_MULT
+
+    lo, hi = 0.05, MAX_WIDTH_MULT
+    if predict(mbv2(space_name, hi)) <= budget:
+        return hi
+    if predict(mbv2(space_name, lo)) >= budget:
+        return lo
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if predict(mbv2(space_name, mid)) <= budget else (lo, mid)
+    return lo
+
+
+def first_ladder(width: float, step: float, n: int) -> list[float]:
+    """``n`` multiples of ``step`` around ``width`` (half below or at it, half above)."""
+    from hwnas.spaces import MAX_WIDTH_MULT
+
+    k0 = math.floor(width / step + 1e-9)
+    ks = range(k0 - (n // 2 - 1), k0 + n - n // 2 + 1)
+    return [round(k * step, 4) for k in ks if 0 < k * step <= MAX_WIDTH_MULT][:n]
+
+
+# -- jobs (subprocesses of this script) -------------------------------------------------------------------
+def job_dir(out: Path, name: str) -> Path:
+    return out / "jobs" / name
+
+
+def job_result(out: Path, name: str) -> dict | None:
+    path = job_dir(out, name) / "result.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def run_job(args, name: str) -> None:
+    """One search or training (this process is a subprocess started by :func:`run_jobs`)."""
+    from hwnas.threads import use_torch_threads
+
+    use_torch_threads(1)
+    out = Path(args.out)
+    folder = job_dir(out, name)
+    spec = json.loads((folder / "job.json").read_text())
+    t0 = time.time()
+    if spec["kind"] == "search":
+        from hwnas.search import SearchConfig, run_search
+        from hwnas.spaces import get_space
+
+        space = get_space(args.space)
+        data = Data(args, space.params["resolution"])
+        cfg = SearchConfig(space=args.space, dataset=args.dataset, predictor=args.predictor,
+                           budget_ms=spec["budget_ms"], epochs=args.search_epochs,
+                           warmup_epochs=args.search_warmup_epochs,
+                           child_warmup_epochs=args.search_child_warmup_epochs, batch_size=args.batch_size,
+                           max_steps=args.search_steps, seed=spec["seed"], out=str(folder / "search"), resume=True,
+                           progress=False, device="cpu", threads=1)
+        res = run_search(cfg, splits=data.splits())
+        keep = ("predicted_latency_ms", "band_ms", "min_latency_ms", "max_latency_ms", "val_acc_supernet_child",
+                "epochs_done")
+        result = {"arch": res.arch.to_dict(), **{k: res.summary.get(k) for k in keep}}
+    else:
+        from hwnas.train import TrainConfig, evaluate, train_model
+
+        arch = Architecture.from_dict(spec["arch"])
+        data = Data(args, arch.space.params["resolution"])
+        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed)
+        res = train_model(arch, data.splits(), config=cfg, out_dir=folder / "train", resume=True, progress=False)
+        test_acc, _ = evaluate(res.model, data.test)
+        result = {"selection_acc": res.val_acc, "test_acc_torch": test_acc, "weights": str(res.weights_path),
+                  "train_seconds": round(sum(r["seconds"] for r in res.history), 1)}
+    result["seconds"] = round(time.time() - t0, 1)  # this attempt
+    write_json(folder / "result.json", result)
+
+
+def run_jobs(phase: str, jobs: dict[str, dict], argv: list[str], out: Path, parallel: int, on_done) -> None:
+    """Run the jobs without a result yet, ``parallel`` subprocesses at a time; ``on_done(name, result)`` runs
+    in this process for every job (done now or earlier) in completion order."""
+    todo = []
+    for name, spec in jobs.items():
+        if job_result(out, name) is None:
+            write_json(job_dir(out, name) / "job.json", spec)
+            todo.append(name)
+    print(f"{phase}: {len(jobs)} jobs, {len(jobs) - len(todo)} done earlier, {len(todo)} to run "
+          f"({parallel} at a time, logs in {out / 'jobs'}/NAME/log.txt)", flush=True)
+    for name in jobs:
+        if name not in todo:
+            on_done(name, job_result(out, name))
+    if not todo:
+        return
+    script = str(Path(__file__).resolve())
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+    def launch(name: str) -> tuple[int, float]:
+        t0 = time.time()
+        with open(job_dir(out, name) / "log.txt", "a") as log:
+            rc = subprocess.run([sys.executable, script, *argv, "--job", name], stdout=log, stderr=subprocess.STDOUT,
+                                env=env, stdin=subprocess.DEVNULL).returncode
+        return rc, time.time() - t0
+
+    failed = []
+    with ThreadPoolExecutor(parallel) as pool:
+        futures = {pool.submit(launch, name): name for name in todo}
+        for i, future in enumerate(as_completed(futures), 1):
+            name = futures[future]
+            rc, seconds = future.result()
+            result = job_result(out, name)
+            if rc != 0 or result is None:
+                tail = (job_dir(out, name) / "log.txt").read_text(errors="replace").strip().splitlines()[-1:]
+                print(f"  {name}: FAILED (exit code {rc}): {' '.join(tail)}", flush=True)
+                failed.append(name)
+                continue
+            print(f"  [{i}/{len(todo)}] {name}: done in {seconds:.0f} s", flush=True)
+            on_done(name, result)
+    if failed:
+        raise HwnasError(f"{phase}: {len(failed)} job(s) failed ({', '.join(failed)}); see their log.txt, then run "
+                         "the same command again (finished jobs are kept)")
+
+
+# -- export, scoring, timing -----------------------------------------------------------------------------
+class Exporter:
+    """Exports models to fp32 TFLite through one conversion worker (started on first use)."""
+
+    def __init__(self, out: Path, data: Data):
+        self.out, self.data, self.conv = out, data, None
+        self._check = self._test = None
+
+    def export(self, name: str, arch: Architecture, weights: str | None) -> Path:
+        """``OUT/models/NAME/NAME-fp32.tflite`` (made once): trained weights, or a fixed random init."""
+        import torch
+
+        from hwnas.builder import build_model
+        from hwnas.pipeline import export_trained, stack_images
+        from hwnas.weights import load_weights
+
+        folder = self.out / "models" / name
+        path = folder / f"{name}-fp32.tflite"
+        if (folder / "export.json").exists() and path.exists():
+            return path
+        torch.manual_seed(0)
+        model = build_model(arch)
+        if weights:
+            load_weights(model, weights)
+        if self._check is None:
+            self._check = stack_images(self.data.selection, 50, seed=1)
+        if self.conv is None:
+            from hwnas.export.tflite import TFLiteConverter
+
+            self.conv = TFLiteConverter(log_path=self.out / "tflite-worker.log").start()
+        export_trained(arch, model, folder, self._check, self._check, quants=("fp32",), onnx=False, stem=name,
+                       progress=lambda *_: None, converter=self.conv)
+        return path
+
+    def test_accuracy(self, path: Path) -> float:
+        """Top-1 accuracy of a .tflite file on the test images (LiteRT, what anyone re-scoring gets)."""
+        from hwnas.pipeline import tflite_outputs
+
+        if self._test is None:
+            xs, ys = zip(*(self.data.test[i] for i in range(len(self.data.test))))
+            self._test = (np.stack([x.numpy() for x in xs]).astype(np.float32), np.array(ys))
+        logits = tflite_outputs(path, self._test[0])
+        return float((logits.argmax(1) == self._test[1]).mean())
+
+    def close(self) -> None:
+        if self.conv is not None:
+            self.conv.close()
+            self.conv = None
+
+
+def iqr(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[2] - q[0]
+
+
+def time_interleaved(files: dict[str, Path], rounds: int, seed: int) -> dict[str, dict]:
+    """LiteRT, 1 thread, pinned to one core: every file once per round, each round in a fresh random order."""
+    from hwnas.pipeline import default_core, pinned
+    from hwnas.runners import get_runner
+
+    runner = get_runner("tflite", 1)
+    per_round: dict[str, list[float]] = {name: [] for name in files}
+    rng = random.Random(seed)
+    with pinned(default_core()):
+        for r in range(rounds):
+            order = list(files)
+            rng.shuffle(order)
+            for name in order:
+                per_round[name].append(runner.time(files[name]).median_ms)
+            print(f"  timing round {r + 1}/{rounds}: {len(order)} models", flush=True)
+    return {name: {"measured_ms": round(statistics.median(v), 5), "spread_ms": round(iqr(v), 5),
+                   "rounds_ms": [round(x, 5) for x in v]} for name, v in per_round.items()}
+
+
+# -- the protocol -----------------------------------------------------------------------------------------
+class Clock:
+    """Elapsed time per phase, printed as each one ends and added up over the invocations of one run folder
+    (``OUT/elapsed.json``), so a resumed run reports all the time it took."""
+
+    def __init__(self, out: Path):
+        self.path = out / "elapsed.json"
+        self.start = self.last = time.time()
+        self.before = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.phases: dict[str, float] = {}
+
+    def lap(self, phase: str) -> None:
+        now = time.time()
+        self.phases[phase] = now - self.last
+        print(f"== phase {phase}: {now - self.last:.1f} s (total {now - self.start:.1f} s)", flush=True)
+        self.last = now
+        if self.path.parent.is_dir():
+            write_json(self.path, self.totals())
+
+    def totals(self) -> dict[str, float]:
+        names = list(dict.fromkeys(list(self.before) + list(self.phases)))
+        return {k: round(self.before.get(k, 0.0) + self.phases.get(k, 0.0), 1) for k in names}
+
+    def summary(self) -> str:
+        totals = self.totals()
+        return (", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in totals.items())
+                + f"; total {sum(totals.values()) / 60:.1f} min")
+
+
+def bracket(timed: dict[float, dict], budget: float) -> tuple[float | None, float | None]:
+    """(the widest width measuring <= budget, the next wider one measuring > budget); None where there is none."""
+    under = [w for w, t in timed.items() if t["measured_ms"] <= budget]
+    at = max(under) if under else None
+    over = sorted(w for w, t in timed.items() if t["measured_ms"] > budget and (at is None or w > at))
+    return at, over[0] if over else None
+
+
+def mbv2_ladder(args, space_name: str, budget: float, predict, exporter: Exporter, out: Path) -> dict:
+    """Export and time a ladder of MobileNetV2 widths until it brackets ``budget`` by measured latency.
+
+    Returns {"widths": {width: {measured_ms, spread_ms, predicted_ms}}, "at": width <= B or None,
+    "over": the next width > B or None}; kept in OUT/ladder-B.json and reused."""
+    record = out / f"ladder-{ms_tag(budget)}.json"
+    if record.exists():
+        return json.loads(record.read_text())
+    from hwnas.spaces import MAX_WIDTH_MULT
+
+    step, n = args.mbv2_step, args.mbv2_ladder
+    timed: dict[float, dict] = {}
+    proposal = set(first_ladder(width_at(space_name, predict, budget), step, n))
+    for attempt in range(MAX_LADDER_ROUNDS):
+        widths = sorted(set(timed) | proposal)  # all ladder widths are timed together (interleaved)
+        files = {f"{w:g}": exporter.export(f"ladder-w{w:g}", mbv2(space_name, w), None) for w in widths}
+        print(f"  MobileNetV2 ladder at {budget:g} ms: widths {', '.join(files)} (timing {args.rounds} rounds)",
+              flush=True)
+        for key, t in time_interleaved(files, args.rounds, args.seed + attempt).items():
+            timed[float(key)] = dict(t, predicted_ms=round(predict(mbv2(space_name, float(key))), 5))
+        at, over = bracket(timed, budget)
+        if at is not None and over is not None:
+            if over - at <= step + 1e-9:
+                break
+            proposal = {round(at + i * step, 4) for i in range(1, round((over - at) / step))}  # fill the gap
+            continue
+        # not bracketed: re-centre on the width whose predicted latency x (measured / predicted) is the budget
+        ratio = statistics.median(t["measured_ms"] / t["predicted_ms"] for t in timed.values())
+        proposal = set(first_ladder(width_at(space_name, predict, budget / ratio), step, n))
+        if proposal <= set(timed):  # nothing new near the calibrated width: step outwards
+            k = round((min(timed) if at is None else max(timed)) / step)
+            proposal = {round((k - i if at is None else k + i) * step, 4) for i in range(1, n + 1)}
+            proposal = {w for w in proposal if 0 < w <= MAX_WIDTH_MULT}
+    at, over = bracket(timed, budget)
+    result = {"budget_ms": budget, "widths": {f"{w:g}": timed[w] for w in sorted(timed)}, "at": at, "over": over}
+    if at is None or over is None:
+        print(f"  warning: the ladder does not bracket {budget:g} ms (at/under: {at}, over: {result['over']})",
+              flush=True)
+    write_json(record, result)
+    return result
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.job:
+        run_job(args, args.job)
+        return 0
+    from hwnas.search.band import BandDecoder
+    from hwnas.search.config import SearchConfig
+    from hwnas.search.cost_tables import child_arch, latency_table
+    from hwnas.search.latency import load_latency_predictor
+    from hwnas.spaces import get_space
+    from hwnas.threads import use_torch_threads
+
+    use_torch_threads(1)
+    out = Path(args.out)
+    clock = Clock(out)
+    # -- prepare: every input checked before any long work ---------------------------------------------------
+    space = get_space(args.space)
+    predictor, _ = load_latency_predictor(space, args.predictor)
+    table = latency_table(space, predictor)
+    fastest, slowest = table.min(), table.max()
+    budgets = parse_budgets(args.budgets, fastest, slowest, "--budgets")
+    if args.accuracy_budgets is None:
+        acc_budgets = [sorted(budgets)[len(budgets) // 2]]
+    else:
+        acc_budgets = parse_budgets(args.accuracy_budgets, fastest, slowest, "--accuracy-budgets")
+        missing = [b for b in acc_budgets if b not in budgets]
+        if missing or len(acc_budgets) > 2:
+            raise HwnasError(f"--accuracy-budgets must be one or two of --budgets ({', '.join(map(str, budgets))} "
+                             f"ms), got {', '.join(map(str, acc_budgets))} ms")
+    band = (SearchConfig.band_low, SearchConfig.band_high)
+    for b in budgets:
+        if b < fastest:
+            raise HwnasError(f"budget {b:g} ms is below the fastest child of {space.name} ({fastest:.4f} ms "
+                             f"predicted by {args.predictor})")
+        BandDecoder(table, band[0] * b, band[1] * b)  # refuses a band no child reaches, naming the range
+    if getattr(predictor, "fallback_name", None) and getattr(predictor, "fallback", None) is None:
+        predictor.enable_fallback()  # MobileNetV2 widths outside the table
+
+    def predict(arch: Architecture) -> float:
+        return float(predictor.predict_ops(arch.ops()))
+
+    data = Data(args, space.params["resolution"])
+    if len(data.classes) != space.params["num_classes"]:
+        raise HwnasError(f"{args.dataset}: {len(data.classes)} classes, space {space.name} has "
+                         f"{space.params['num_classes']}")
+    check_run_folder(out, result_settings(args))
+    write_json(out / "splits.json", data.indices)
+    print(f"{data.name}: {len(data.train)} train / {len(data.selection)} selection / {len(data.test)} test images; "
+          f"{space.name} predicted {fastest:.4f}-{slowest:.4f} ms; budgets {', '.join(map(str, budgets))} ms "
+          f"(accuracy at {', '.join(map(str, acc_budgets))} ms)", flush=True)
+
+    randoms = {b: [child_arch(space, c) for c in random_children(table, b, args.random, args.seed)]
+               for b in acc_budgets}
+    clock.lap("prepare")
+
+    exporter = Exporter(out, data)
     try:
-        for budget in budgets:
-            run_budget(budget, space, args, pred, out, splits, plain, converter, rows, done, results_path)
+        # -- MobileNetV2 widths by measured latency (nothing else runs while they are timed) -----------------
+        ladders = {b: mbv2_ladder(args, space.name, b, predict, exporter, out) for b in acc_budgets}
+        clock.lap("mbv2 ladder")
+
+        # -- searches ----------------------------------------------------------------------------------------
+        searches = {f"search-{ms_tag(b)}-seed{s}": {"kind": "search", "budget_ms": b, "seed": s}
+                    for b in budgets for s in SEARCH_SEEDS if s == SEARCH_SEEDS[0] or b in acc_budgets}
+        searched: dict[str, dict] = {}
+
+        def search_done(name: str, result: dict) -> None:
+            searched[name] = result
+            spec = searches[name]
+            if spec["budget_ms"] not in acc_budgets:  # budget hit only: the architecture's latency, untrained
+                exporter.export(name, Architecture.from_dict(result["arch"]), None)
+
+        run_jobs("search", searches, argv, out, args.jobs, search_done)
+        clock.lap("search")
+
+        # -- trainings ---------------------------------------------------------------------------------------
+        rows: list[dict] = []  # one per table row; a model (job) may serve several rows
+        trainings: dict[str, dict] = {}
+
+        def add(row: dict, name: str, arch: Architecture) -> None:
+            trainings.setdefault(name, {"kind": "train", "arch": arch.to_dict()})
+            rows.append(dict(row, model=name))
+
+        for b in budgets:
+            for s in SEARCH_SEEDS:
+                search = f"search-{ms_tag(b)}-seed{s}"
+                if search not in searches:
+                    continue
+                row = {"budget_ms": b, "kind": "searched", "seed": s, "search": search,
+                       "search_seconds": searched[search]["seconds"], "band_ms": searched[search]["band_ms"]}
+                arch = Architecture.from_dict(searched[search]["arch"])
+                if b in acc_budgets:
+                    add(row, f"searched-{ms_tag(b)}-seed{s}", arch)
+                else:
+                    rows.append(dict(row, model=search, trained=False))
+        for b in acc_budgets:
+            for i, arch in enumerate(randoms[b]):
+                add({"budget_ms": b, "kind": "random", "index": i}, f"random{i:02d}-{ms_tag(b)}", arch)
+            ladder = ladders[b]
+            for role in ("at", "over"):
+                if ladder[role] is not None:
+                    w = ladder[role]
+                    add({"budget_ms": b, "kind": "mbv2", "width_mult": w, "over_budget": role == "over",
+                         "ladder_ms": ladder["widths"][f"{w:g}"]["measured_ms"]}, f"mbv2-w{w:g}", mbv2(space.name, w))
+        models: dict[str, dict] = {}
+
+        def train_done(name: str, result: dict) -> None:
+            arch = Architecture.from_dict(trainings[name]["arch"])
+            path = exporter.export(name, arch, result["weights"])
+            scored = path.parent / "scored.json"
+            if not scored.exists():
+                write_json(scored, {"test_acc": exporter.test_accuracy(path)})
+            models[name] = dict(result, test_acc=json.loads(scored.read_text())["test_acc"])
+
+        # longest first (widest MobileNetV2, then by predicted latency) so the last slot does not idle long
+        order = sorted(trainings, key=lambda n: -predict(Architecture.from_dict(trainings[n]["arch"])))
+        run_jobs("train", {n: trainings[n] for n in order}, argv, out, args.jobs, train_done)
+        clock.lap("train")
     finally:
-        converter.close()
-    # best of the random ones per budget, as its own row
-    summary = [r for r in rows if not r["model"].startswith("random-")]
-    for budget in budgets:
-        randoms = [r for r in rows if r["budget_ms"] == budget and r["model"].startswith("random-")]
-        if randoms:
-            best = max(randoms, key=lambda r: r["val_acc"])
-            summary.append(dict(best, model=f"best of {len(randoms)} random ({best['model']})"))
-    write_table(summary, Path(args.table), args)
-    print(Path(args.table).read_text())
+        exporter.close()
+
+    # -- timing: all exported models, interleaved ---------------------------------------------------------------
+    files = {r["model"]: out / "models" / r["model"] / f"{r['model']}-fp32.tflite" for r in rows}
+    timing_path = out / "timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+    if set(timing.get("models", {})) != set(files) or timing.get("rounds") != args.rounds:
+        print(f"timing {len(files)} models: LiteRT fp32, 1 thread, pinned to one core, {args.rounds} rounds",
+              flush=True)
+        timing = {"rounds": args.rounds, "models": time_interleaved(files, args.rounds, args.seed)}
+        write_json(timing_path, timing)
+    else:
+        print(f"timing: done earlier ({timing_path})")
+    clock.lap("timing")
+
+    # -- report ------------------------------------------------------------------------------------------------
+    results = []
+    for row in rows:
+        name = row["model"]
+        arch = Architecture.from_dict(trainings[name]["arch"] if name in trainings else searched[name]["arch"])
+        cost = arch.cost()
+        r = dict(row, **timing["models"][name], predicted_ms=round(predict(arch), 5),
+                 mflops=round(cost.flops / 1e6, 3), mparams=round(cost.params / 1e6, 4),
+                 choices=list(arch.choices), stage_widths=list(arch.space.stage_widths),
+                 width_mult=arch.space.params["width_mult"], file=str(files[name]))
+        r["measured_over_budget"] = round(r["measured_ms"] / r["budget_ms"], 4)
+        if name in models:
+            m = models[name]
+            r.update(selection_acc=m["selection_acc"], test_acc=m["test_acc"], test_acc_torch=m["test_acc_torch"],
+                     test_se=math.sqrt(m["test_acc"] * (1 - m["test_acc"]) / len(data.test)),
+                     train_seconds=m["train_seconds"])
+        results.append(r)
+    for b in acc_budgets:  # the best random child, chosen on the selection images only
+        pool = [r for r in results if r["kind"] == "random" and r["budget_ms"] == b]
+        best = max(pool, key=lambda r: (r["selection_acc"], -r["index"]))
+        for r in pool:
+            r["best_random"] = r is best
+    with open(out / "results.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in results)
+    table_text = write_table(results, budgets, acc_budgets, args, data, clock, Path(args.table))
+    plot(results, acc_budgets, out / "accuracy_vs_latency.png")
+    publish_models(results, Path(args.models_dir), data, args)
+    clock.lap("report")
+    print(table_text)
+    print(f"elapsed (all invocations on {out}): {clock.summary()}")
+    print(f"results: {out / 'results.jsonl'}, table: {args.table}, plot: {out / 'accuracy_vs_latency.png'}, "
+          f"models: {args.models_dir}")
     return 0
+
+
+# -- outputs ------------------------------------------------------------------------------------------------
+def label(r: dict) -> str:
+    if r["kind"] == "searched":
+        return f"searched (search seed {r['seed']})"
+    if r["kind"] == "random":
+        return f"random {r['index']}" + (" **(best on selection)**" if r.get("best_random") else "")
+    return (f"MobileNetV2 width {r['width_mult']:g}" + (" (over budget)" if r["over_budget"] else "")
+            + f" (ladder: {r['ladder_ms']:.3f} ms)")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def write_table(results: list[dict], budgets, acc_budgets, args, data: Data, clock: Clock, path: Path) -> str:
+    n_test = len(data.test)
+    lines = [f"CIFAR-10 budgets benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_name()}, "
+             f"predictor `{Path(args.predictor).name}`; {len(data.train)} train / {len(data.selection)} selection / "
+             f"{n_test} test images; {args.epochs} training epochs, search {args.search_epochs} epochs x "
+             f"{args.search_steps} steps; LiteRT fp32, 1 thread, pinned, median of {args.rounds} "
+             "interleaved rounds (± IQR).", "",
+             f"Budget hit (target {HIT_BAND[0]:.2f}-{HIT_BAND[1]:.2f}x):", "",
+             "| budget ms | searched child | predicted ms | measured ms | measured / budget | within |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted((r for r in results if r["kind"] == "searched"), key=lambda r: (r["budget_ms"], r["seed"])):
+        ok = HIT_BAND[0] <= r["measured_over_budget"] <= HIT_BAND[1]
+        widths = ",".join(f"{w:g}" for w in r["stage_widths"])
+        lines.append(f"| {r['budget_ms']:g} | seed {r['seed']}: `{' '.join(r['choices'])}` widths {widths} | "
+                     f"{r['predicted_ms']:.3f} | {r['measured_ms']:.3f} ± {r['spread_ms']:.3f} | "
+                     f"{r['measured_over_budget']:.2f}x | {'yes' if ok else 'no'} |")
+    for b in acc_budgets:
+        lines += ["", f"Accuracy at {b:g} ms (test: {n_test} images, ± standard error; all trained {args.epochs} "
+                  "epochs from scratch with one recipe):", "",
+                  "| model | test acc | selection acc | measured ms | predicted ms | MFLOPs | M params |",
+                  "|---|---|---|---|---|---|---|"]
+        order = {"searched": 0, "random": 1, "mbv2": 2}
+        for r in sorted((r for r in results if r["budget_ms"] == b and "test_acc" in r),
+                        key=lambda r: (order[r["kind"]], r.get("seed", 0), r.get("index", 0), r.get("width_mult"))):
+            lines.append(f"| {label(r)} | {r['test_acc']:.2%} ± {r['test_se']:.2%} | {r['selection_acc']:.2%} | "
+                         f"{r['measured_ms']:.3f} ± {r['spread_ms']:.3f} | {r['predicted_ms']:.3f} | "
+                         f"{r['mflops']:.2f} | {r['mparams']:.3f} |")
+    lines += ["", f"Elapsed (wall, all invocations): {clock.summary()}."]
+    text = "\n".join(lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text
+
+
+def plot(results: list[dict], acc_budgets, path: Path) -> None:
+    from hwnas.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {"searched": ("*", "tab:red", 14, "searched"), "random": ("o", "tab:gray", 6, "random (in band)"),
+              "best": ("o", "black", 8, "best random (on selection)"), "mbv2": ("s", "tab:blue", 7, "MobileNetV2")}
+    seen = set()
+    for r in results:
+        if "test_acc" not in r:
+            continue
+        style = "best" if r.get("best_random") else r["kind"]
+        marker, color, size, name = styles[style]
+        ax.errorbar(r["measured_ms"], 100 * r["test_acc"], yerr=100 * r["test_se"], fmt=marker, color=color,
+                    markersize=size, capsize=2, label=None if style in seen else name)
+        seen.add(style)
+    for b in acc_budgets:
+        ax.axvline(b, color="black", linestyle="--", linewidth=1)
+        ax.annotate(f"budget {b:g} ms", (b, 1), xycoords=("data", "axes fraction"), rotation=90, va="top",
+                    ha="right", fontsize=8)
+    ax.set_xlabel("measured latency (ms, LiteRT fp32, 1 thread)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("CIFAR-10: test accuracy vs measured latency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def publish_models(results: list[dict], folder: Path, data: Data, args) -> None:
+    """Copy the .tflite of every model of the accuracy table into ``folder`` with a README."""
+    from hwnas.data import CIFAR_MEAN, CIFAR_STD
+
+    folder.mkdir(parents=True, exist_ok=True)
+    listed = []
+    for r in sorted((r for r in results if "test_acc" in r), key=lambda r: (r["budget_ms"], r["model"])):
+        name = f"{r['kind']}-{ms_tag(r['budget_ms'])}" + (f"-seed{r['seed']}" if r["kind"] == "searched" else
+                                                           f"-{r['index']:02d}" if r["kind"] == "random" else
+                                                           f"-w{r['width_mult']:g}")
+        shutil.copyfile(r["file"], folder / f"{name}.tflite")
+        listed.append(f"| `{name}.tflite` | {label(r)} | {r['budget_ms']:g} | {r['test_acc']:.2%} | "
+                      f"{r['measured_ms']:.3f} |")
+    (folder / "test_images.txt").write_text("\n".join(data.relative_paths("test")) + "\n")
+    mean = ", ".join(f"{v}" for v in CIFAR_MEAN)
+    std = ", ".join(f"{v}" for v in CIFAR_STD)
+    classes = ", ".join(f'"{c}"' for c in data.classes)
+    first = listed[0].split("`")[1] if listed else "MODEL.tflite"
+    readme = f"""# CIFAR-10 models of the budgets benchmark
+
+Written by `benchmarks/cifar10_budgets.py` (see docs/cifar10.md for the run). Every model of the
+accuracy table, exported to TFLite fp32 (checked against PyTorch: max |logit difference| <= 1e-4).
+
+| file | model | budget ms | test acc | measured ms |
+|---|---|---|---|---|
+{chr(10).join(listed)}
+
+Test accuracy is that of these files, run with LiteRT on the {len(data.test)} test images listed in
+`test_images.txt` (paths relative to the class folders of the CIFAR-10 training images,
+`{data.name}`); no model saw them during search, selection or training.
+
+## Input and output
+
+* input: one image, NHWC float32 `[1, 32, 32, 3]`, RGB;
+* preprocessing: pixel / 255, then per channel `(x - mean) / std` with
+  mean = ({mean}) and std = ({std}) (`hwnas.data.CIFAR_MEAN` / `CIFAR_STD`); no resizing (32x32 images);
+* output: `[1, 10]` logits; class `i` is the `i`-th class folder name in sorted order:
+  {classes}.
+
+## Re-scoring
+
+```python
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from ai_edge_litert.interpreter import Interpreter
+
+MEAN = np.array([{mean}], np.float32)
+STD = np.array([{std}], np.float32)
+CLASSES = [{classes}]
+IMAGES = Path("cifar10-train")  # the extracted archive's folder that holds the class folders
+
+interp = Interpreter(model_path="{first}", num_threads=1)
+interp.allocate_tensors()
+inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+correct = 0
+names = Path("test_images.txt").read_text().split()
+for name in names:
+    x = (np.asarray(Image.open(IMAGES / name).convert("RGB"), np.float32) / 255 - MEAN) / STD
+    interp.set_tensor(inp["index"], x[None])
+    interp.invoke()
+    correct += CLASSES[int(interp.get_tensor(out["index"])[0].argmax())] == name.split("/")[0]
+print(f"test accuracy {{correct / len(names):.2%}}")
+```
+"""
+    (folder / "README.md").write_text(readme)
 
 
 if __name__ == "__main__":

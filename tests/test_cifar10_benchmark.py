@@ -1,0 +1,112 @@
+"""benchmarks/cifar10_budgets.py end to end at tiny sizes: disjoint image sets, searched child in its band,
+every output written, a re-run skips finished jobs; bad budgets refused before any work."""
+
+import importlib.util
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hwnas.errors import HwnasError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "cifar10_budgets.py"
+PREDICTOR = ROOT / "predictors" / "amd-epyc-2c-tflite-fp32.json"
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("cifar10_budgets", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_cifar(folder: Path, per_class: int = 12) -> Path:
+    """An ImageFolder .tar.gz: 10 classes of 32x32 JPEGs, noise around one colour per class."""
+    rng = np.random.default_rng(0)
+    src = folder / "src" / "tiny-cifar"
+    for c, name in enumerate(CLASSES):
+        (src / name).mkdir(parents=True)
+        colour = rng.integers(30, 226, 3)
+        for i in range(per_class):
+            pixels = np.clip(colour + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(src / name / f"{i:03d}.jpg")
+    archive = folder / "tiny-cifar.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="tiny-cifar")
+    return archive
+
+
+@pytest.mark.slow
+def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HWNAS_CACHE", str(tmp_path / "cache"))  # the subprocesses inherit it
+    archive = tiny_cifar(tmp_path)
+    out, models = tmp_path / "run", tmp_path / "models"
+    argv = ["--dataset", str(archive), "--predictor", str(PREDICTOR), "--budgets", "8%,12%",
+            "--accuracy-budgets", "12%", "--train", "80", "--selection", "20", "--test", "20", "--epochs", "1",
+            "--batch-size", "16", "--search-epochs", "2", "--search-warmup-epochs", "1", "--search-steps", "2",
+            "--random", "2", "--mbv2-ladder", "2", "--rounds", "1", "--jobs", "2", "--out", str(out),
+            "--models-dir", str(models)]
+    tool = load_script()
+    assert tool.main(argv) == 0
+    first = capsys.readouterr().out
+
+    splits = json.loads((out / "splits.json").read_text())
+    sets = {k: set(v) for k, v in splits.items()}
+    assert {k: len(v) for k, v in sets.items()} == {"train": 80, "selection": 20, "test": 20}
+    assert not (sets["train"] & sets["selection"] or sets["train"] & sets["test"] or sets["selection"] & sets["test"])
+
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    searched = [r for r in rows if r["kind"] == "searched"]
+    assert sorted((r["seed"], r["budget_ms"]) for r in searched) == sorted(
+        [(0, b) for b in {r["budget_ms"] for r in searched}] + [(1, max(r["budget_ms"] for r in searched))])
+    for r in searched:  # the derived child's predicted latency lies in the search's band [0.93, 0.97] x budget
+        low, high = r["band_ms"]
+        assert low == pytest.approx(0.93 * r["budget_ms"], abs=1e-4)
+        assert low - 1e-6 <= r["predicted_ms"] <= high + 1e-6
+        assert r["measured_ms"] > 0
+    accuracy = [r for r in rows if "test_acc" in r]
+    assert sorted(r["kind"] for r in accuracy) == ["mbv2", "mbv2", "random", "random", "searched", "searched"]
+    assert sum(r.get("best_random", False) for r in accuracy) == 1
+    for r in accuracy:
+        assert r["test_se"] == pytest.approx((r["test_acc"] * (1 - r["test_acc"]) / 20) ** 0.5)
+        assert r["test_acc"] == pytest.approx(r["test_acc_torch"], abs=0.051)  # LiteRT vs PyTorch: <= 1 image
+    mbv2 = sorted((r for r in accuracy if r["kind"] == "mbv2"), key=lambda r: r["width_mult"])
+    assert [r["over_budget"] for r in mbv2] == [False, True]
+    assert mbv2[0]["ladder_ms"] <= mbv2[0]["budget_ms"] < mbv2[1]["ladder_ms"]
+    assert mbv2[1]["width_mult"] - mbv2[0]["width_mult"] == pytest.approx(0.125)  # adjacent ladder widths
+
+    table = (out / "table.md").read_text()
+    assert "Budget hit" in table and "best on selection" in table and "measured / budget" in table
+    assert (out / "accuracy_vs_latency.png").stat().st_size > 0
+    assert len(list(models.glob("*.tflite"))) == 6
+    readme = (models / "README.md").read_text()
+    assert "CIFAR_MEAN" in readme and '"airplane", "automobile"' in readme
+    assert len((models / "test_images.txt").read_text().split()) == 20
+    for phase in ("search: 3 jobs", "train: 6 jobs", "== phase timing"):
+        assert phase in first
+
+    results = sorted((out / "jobs").glob("*/result.json"))
+    stamps = [p.stat().st_mtime_ns for p in results]
+    assert tool.main(argv) == 0
+    again = capsys.readouterr().out
+    assert "search: 3 jobs, 3 done earlier, 0 to run" in again
+    assert "train: 6 jobs, 6 done earlier, 0 to run" in again
+    assert "timing: done earlier" in again
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+
+
+def test_bad_budgets_refused_before_any_work(tmp_path):
+    tool = load_script()
+    base = ["--dataset", str(tmp_path / "missing.tar.gz"), "--predictor", str(PREDICTOR), "--out", str(tmp_path)]
+    with pytest.raises(HwnasError, match="below the fastest child"):
+        tool.main(base + ["--budgets", "0.001"])
+    with pytest.raises(HwnasError, match="neither a number of ms nor a percentage"):
+        tool.main(base + ["--budgets", "fast"])
+    with pytest.raises(HwnasError, match="must be one or two of --budgets"):
+        tool.main(base + ["--budgets", "0.5,0.7", "--accuracy-budgets", "0.6"])
+    assert not list(tmp_path.iterdir())  # nothing written
