@@ -2,9 +2,9 @@
 
 All sample-based strategies get the same number of evaluations and score
 architectures with the same evaluator: ``--evaluator proxy`` (default) trains
-each child briefly from scratch; ``--evaluator oneshot`` trains one supernet
-once with uniform single paths (shared by every strategy) and recalibrates BN
-per child. Accuracy is on the validation split. Latency comes from ``--predictor`` or,
+each child briefly from scratch; ``--evaluator oneshot`` trains one
+weight-entangled supernet once with the sandwich rule (shared by every
+strategy) and recalibrates BN per child. Accuracy is on the validation split. Latency comes from ``--predictor`` or,
 without one, the search's analytic roofline proxy. Gradient strategies
 (``hwnas.search.run_search``, ``--gradient proxyless darts snas``) run their own
 supernet search under the same budget; their derived architecture is scored by
@@ -35,6 +35,7 @@ import torch
 
 from hwnas.arch import architecture_of
 from hwnas.data import load_dataset
+from hwnas.search.latency import load_latency_predictor
 from hwnas.spaces import get_space
 from hwnas.strategies import STRATEGIES, make_strategy
 from hwnas.strategies import supernet_bridge as bridge
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--gradient", nargs="*", default=["proxyless"], help="gradient modes to add (none: empty)")
     p.add_argument("--evaluator", choices=("oneshot", "proxy"), default="proxy")
-    p.add_argument("--supernet-steps", type=int, default=300, help="oneshot: uniform-path supernet training steps")
+    p.add_argument("--supernet-steps", type=int, default=300, help="oneshot: sandwich-rule supernet training steps")
     p.add_argument("--proxy-steps", type=int, default=30, help="proxy: training steps per child (one epoch)")
     p.add_argument("--proxy-lr", type=float, default=0.1)
     p.add_argument("--proxy-width-mult", type=float, default=None, help="proxy: train narrower copies")
@@ -154,27 +155,20 @@ def main(argv=None) -> int:
 
         def train():
             t0 = time.time()
-            net = bridge.train_uniform(space, splits, steps=args.supernet_steps, batch_size=args.batch_size)
+            net = bridge.train_supernet(space, splits, steps=args.supernet_steps, batch_size=args.batch_size)
             bridge.save_supernet(net, supernet_path)
             return {"seconds": round(time.time() - t0, 1), "steps": args.supernet_steps}
 
         info = _cached(out / "supernet.json", train)
         evaluator = bridge.oneshot_evaluator(supernet_path, space, splits, batch_size=args.batch_size)
-        how = f"one-shot evaluator on a supernet trained {info['steps']} uniform-path steps ({info['seconds']} s)"
+        how = f"one-shot evaluator on a supernet trained {info['steps']} sandwich-rule steps ({info['seconds']} s)"
     else:
         evaluator = ProxyEvaluator(splits, epochs=1, max_steps=args.proxy_steps, lr=args.proxy_lr,
                                    batch_size=args.batch_size, width_mult=args.proxy_width_mult)
         how = (f"proxy evaluator: each child trained {args.proxy_steps} steps (batch {args.batch_size}, "
                f"lr {args.proxy_lr:g}, cosine) from scratch"
                + (f" at width x{args.proxy_width_mult:g}" if args.proxy_width_mult else ""))
-    from hwnas.search.latency import AnalyticProxy
-
-    if args.predictor:
-        from hwnas.predictors import load_predictor
-
-        predictor, source = load_predictor(args.predictor, space=space.name), args.predictor
-    else:
-        predictor, source = AnalyticProxy(), AnalyticProxy().device["name"]
+    predictor, source = load_latency_predictor(space, args.predictor)  # every stage width priced
     objective = Objective(evaluator, CostModel(predictor, "ms"), args.budget_ms, over_budget=args.over_budget)
 
     rows = []
@@ -208,10 +202,12 @@ def main(argv=None) -> int:
                                                  limit_train=args.limit_train, limit_val=args.limit_val, seed=seed,
                                                  out=str(run_dir), resume=True, progress=True,
                                                  threads=args.threads))
-                return {"choices": result.summary["choices"], "seconds": round(time.time() - t0, 1)}
+                return {"choices": result.summary["choices"], "stage_widths": result.summary.get("stage_widths"),
+                        "seconds": round(time.time() - t0, 1)}
 
             found = _cached(run_dir / "benchmark.json", search)
-            record = objective(architecture_of(space, found["choices"]))
+            widths = found.get("stage_widths")
+            record = objective(architecture_of(space.at_widths(widths) if widths else space, found["choices"]))
             rows.append({"strategy": f"gradient-{mode}", "seed": seed, "evaluations": 1,
                          "best_acc": record["accuracy"] if record["feasible"] else None,
                          "latency_ms": record["latency_ms"], "evals_to_best": None,

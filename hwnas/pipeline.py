@@ -674,7 +674,7 @@ def _format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def check_inputs(cfg: dict, where: str = "config") -> None:
+def check_inputs(cfg: dict, where: str = "config", dataset_from_cli: bool = False) -> None:
     """Every path of a validated config, checked before stage 1 (whose profiling takes minutes): the run
     folder can be written, the dataset loads and has the space's classes, a given predictor loads, and
     the reference locations are folders when they exist (missing ones mean: fit or profile here)."""
@@ -686,11 +686,11 @@ def check_inputs(cfg: dict, where: str = "config") -> None:
     check_writable_folder(cfg["run"]["out"], f"{where}: field 'run.out' =")
     space = get_space(cfg["space"]["name"], cfg["space"]["params"])
     name = cfg["data"]["dataset"]
+    field = f"--dataset {name}" if dataset_from_cli else f"{where}: field 'data.dataset'"
     if name != "digits" and not Path(name).expanduser().exists():
-        raise HwnasError(f"{where}: field 'data.dataset': {name}: dataset path does not exist (a relative path is "
-                         f"relative to the folder hwnas runs in, {Path.cwd()}); give its location with --dataset PATH")
-    check_dataset(cfg["data"]["dataset"], space.params["resolution"], space.params["num_classes"],
-                  f"{where}: field 'data.dataset'")
+        raise HwnasError(f"{field}: dataset {name} does not exist (a relative path is relative to the folder "
+                         f"hwnas runs in, {Path.cwd()}); give its location with --dataset PATH")
+    check_dataset(cfg["data"]["dataset"], space.params["resolution"], space.params["num_classes"], field)
     lat = cfg["latency"]
     for key in ("reference_predictors", "reference_latency_data"):
         path = Path(lat[key])
@@ -703,17 +703,19 @@ def check_inputs(cfg: dict, where: str = "config") -> None:
             raise HwnasError(f"{where}: field 'latency.predictor': {exc}") from None
 
 
-def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config", progress: bool = True) -> RunReport:
+def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config", progress: bool = True,
+                 dataset_from_cli: bool = False) -> RunReport:
     """The main job: predictor -> budget -> search -> train -> export -> measure -> report.
 
     ``where`` names the config in error messages; its paths are checked first (:func:`check_inputs`).
-    ``progress=False``: no progress bars (nor the search's per-epoch lines)."""
+    ``progress=False``: no progress bars (nor the search's per-epoch lines). ``dataset_from_cli``: error
+    messages name ``--dataset`` instead of the config field."""
     import time
 
     from hwnas.latency_data import default_device_name
     from hwnas.spaces import get_space
 
-    check_inputs(cfg, where)
+    check_inputs(cfg, where, dataset_from_cli)
     run_dir = Path(cfg["run"]["out"])
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)

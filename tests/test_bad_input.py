@@ -231,8 +231,8 @@ def test_archive_errors_name_the_archive_not_the_cache(tmp_path, cache):
 
 # -- case 8: run --config paths, before stage 1 ------------------------------------------------------
 @pytest.mark.parametrize("section, message", [
-    ('[data]\ndataset = "missing/cifar.tar.gz"\n', "field 'data.dataset': missing/cifar.tar.gz: dataset path does "
-                                                   "not exist"),
+    ('[data]\ndataset = "missing/cifar.tar.gz"\n', "field 'data.dataset': dataset missing/cifar.tar.gz does not "
+                                                   "exist"),
     ('[data]\ndataset = "three"\n', "field 'data.dataset': dataset three has 3 classes, the space has 10"),
     ('[latency]\npredictor = "missing.json"\n', "field 'latency.predictor': missing.json: no such predictor file"),
     ('[latency]\nreference_predictors = "a.json"\n', "field 'latency.reference_predictors': a.json is a file"),

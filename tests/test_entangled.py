@@ -198,7 +198,8 @@ def test_search_lands_in_the_band_and_resumes_exactly(tmp_path):
     full = run_search(_config(tmp_path / "full", budget_ms=budget))
     summary = json.loads((tmp_path / "full" / "derived.json").read_text())
     assert 0.93 * budget <= summary["predicted_latency_ms"] <= 0.97 * budget
-    assert summary["predicted_latency_ms"] == pytest.approx(AnalyticProxy().predict_ops(full.arch.ops()))
+    # derived.json rounds to 5 decimals
+    assert summary["predicted_latency_ms"] == pytest.approx(AnalyticProxy().predict_ops(full.arch.ops()), abs=1e-5)
     rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in rows] == ["largest", "sandwich", "search"]
     for row in rows:  # the tilt held E[LAT] of every step's sampling distribution on target
@@ -233,6 +234,6 @@ def test_absolute_control_adds_the_tunas_penalty():
     assert maker.update_beta() == 0.0  # no tilt: the penalty steers instead
     _, extra = maker.arch_plan()
     expected = maker.expected_latency()
-    assert float(extra) == pytest.approx(abs(float(expected) / target - 1))
+    assert float(extra.detach()) == pytest.approx(abs(float(expected) / target - 1))
     extra.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.arch_parameters())

@@ -46,7 +46,8 @@ _TINY_CELLS = ["--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--set"
                "--set", "resolution=8", "--limit-train", "32", "--limit-val", "16"]
 _TINY_TRAIN = ["--epochs", "1", "--max-steps", "2", "--limit-train", "64", "--limit-val", "32", "--no-progress"]
 _TINY_RUN = ["--set", "latency.predictor=predictors/amd-epyc-2c-tflite-fp32.json", "--set", "search.epochs=2",
-             "--set", "search.warmup_epochs=1", "--set", "search.max_steps=2", "--set", "search.batch_size=16",
+             "--set", "search.warmup_epochs=1", "--set", "search.child_warmup_epochs=0",
+             "--set", "search.max_steps=2", "--set", "search.batch_size=16",
              "--set", "train.epochs=1", "--set", "train.max_steps=2", "--set", "data.limit_train=64",
              "--set", "data.limit_val=32", "--set", "data.workers=0", "--set", 'export.quant=["fp32"]',
              "--set", "export.check_images=8", "--set", "export.calib_images=8", "--no-progress"]

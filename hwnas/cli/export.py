@@ -4,6 +4,7 @@ cell genotypes alike)."""
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 from hwnas.arch import Architecture
@@ -35,7 +36,13 @@ def measure_exported(result, arch: Architecture | Genotype, runtime: str, thread
         from hwnas.predictors import load_predictor
 
         predictor = load_predictor(predictor_path, space=arch.space_name)
-        predicted = predictor.predict_ops(arch.ops())
+        ops = arch.ops()
+        covers = getattr(predictor, "covers", None)
+        if covers is not None and getattr(predictor, "fallback_name", None) and not covers(ops):
+            predictor.enable_fallback()
+            print(f"note: some operators of the model are not in {predictor_path}; its fallback regressor "
+                  f"{predictor.fallback_name} predicts them", file=sys.stderr)
+        predicted = predictor.predict_ops(ops)
     fmt = "onnx" if runtime == "onnxruntime" else "tflite"
     rows = []
     core = default_core()

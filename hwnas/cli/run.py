@@ -30,7 +30,8 @@ def _run(args) -> int:
     if args.dataset:
         cfg["data"]["dataset"] = args.dataset
     cfg = validate_config(cfg, where)
-    report = run_pipeline(cfg, fresh=args.fresh, where=where, progress=not args.no_progress)
+    report = run_pipeline(cfg, fresh=args.fresh, where=where, progress=not args.no_progress,
+                          dataset_from_cli=bool(args.dataset))
     print()
     print(report.text)
     return 0

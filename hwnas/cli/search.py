@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 from hwnas.cli.space import add_space_arguments, parse_overrides
 from hwnas.data import DEFAULT_DATASET
@@ -46,6 +47,21 @@ def _band(text: str) -> tuple[float, float]:
     return low, high
 
 
+def default_supernet(space_name: str, params: dict, darts_order: int) -> str:
+    """'entangled' where it applies (proxyless spaces, first-order), else 'separate' with a note saying why."""
+    from hwnas.spaces import get_space
+
+    family = get_space(space_name, params).params.get("family")
+    if family != "proxyless":
+        print(f"note: {space_name} is not a proxyless space; searching with the separate-weights supernet",
+              file=sys.stderr)
+        return "separate"
+    if darts_order != 1:
+        print("note: second-order DARTS runs on the separate-weights supernet", file=sys.stderr)
+        return "separate"
+    return "entangled"
+
+
 def config_from_args(args):
     """The :class:`SearchConfig` described by the parsed options."""
     from hwnas.search import SearchConfig
@@ -55,6 +71,8 @@ def config_from_args(args):
     if args.child_warmup_epochs is None:  # the preset's, but always leaving one epoch of architecture steps
         args.child_warmup_epochs = max(0, min(preset["child_warmup_epochs"],
                                               pick("epochs") - pick("warmup_epochs") - 1))
+    if args.supernet_type is None:
+        args.supernet_type = default_supernet(args.space, parse_overrides(args.set), args.darts_order)
     return SearchConfig(
         space=args.space, space_params=parse_overrides(args.set), dataset=args.dataset, predictor=args.predictor,
         budget_ms=args.budget_ms, mode=args.mode, darts_order=args.darts_order, epochs=pick("epochs"),
@@ -174,9 +192,10 @@ def register(sub) -> None:
     p.add_argument("--eta-params", type=float, default=0.0, help="weight of E[params] in M")
     p.add_argument("--constraint", choices=("mild", "moderate", "aggressive"), default=None,
                    help="darts-cell: SNAS resource constraint preset on the --eta-* kind (default flops)")
-    p.add_argument("--supernet-type", choices=SUPERNETS, default="entangled",
+    p.add_argument("--supernet-type", choices=SUPERNETS, default=None,
                    help="entangled (default: one shared largest block per position, candidates and stage widths "
-                        "are crops and slices of it) or separate (one block per candidate, fixed widths)")
+                        "are crops and slices of it) or separate (one block per candidate, fixed widths; the "
+                        "default for non-proxyless spaces and second-order DARTS, which entangled cannot do)")
     p.add_argument("--control", choices=CONTROLS, default="tilt",
                    help="entangled: budget control: tilt (default: the sampled distribution's expected latency is "
                         "held at --target-fraction x budget every step), absolute (TuNAS |E[LAT]/T - 1|) or hinge")
@@ -216,10 +235,11 @@ def register(sub) -> None:
                    help="sample-based: 'proxy' (train each child briefly, see --proxy-*; default) or 'oneshot' "
                         "(shared supernet weights, BN recalibrated per child; needs a well-trained supernet)")
     p.add_argument("--supernet", default=None,
-                   help="sample-based, oneshot: trained supernet (.safetensors, or a gradient run's folder / "
-                        "checkpoint.pt); default: train one with uniform single paths (--supernet-steps)")
+                   help="sample-based, oneshot: trained weight-entangled supernet (.safetensors, or a gradient "
+                        "run's folder / checkpoint.pt); default: train one with the sandwich rule (--supernet-steps)")
     p.add_argument("--supernet-steps", type=int, default=300,
-                   help="sample-based, oneshot without --supernet: uniform-path training steps (default 300)")
+                   help="sample-based, oneshot without --supernet: sandwich-rule training steps, the first "
+                        "quarter on the largest child alone (default 300)")
     p.add_argument("--calib-batches", type=int, default=4,
                    help="sample-based, oneshot: training batches to re-estimate BN statistics per child (default 4)")
     p.add_argument("--proxy-epochs", type=int, default=1, help="sample-based, proxy: epochs per child (default 1)")

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 from torch.utils.data import Subset
-from tqdm import tqdm
 
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
+from hwnas.progress import progress_bar
 from hwnas.search import distributed as D
 from hwnas.search.band import BandDecoder
 from hwnas.search.config import RESUME_KEYS, SearchConfig, SearchResult
@@ -93,6 +93,23 @@ def score_child(net: EntangledSupernet, child: Child, calib, val, device, batche
 
 def _soft_ce(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     return -(target_probs * torch.log_softmax(logits, 1)).sum(1).mean()
+
+
+def sandwich_backward(net: EntangledSupernet, x, y, largest: Child, sampled: Child | None,
+                      label_smoothing: float = 0.1, distill: bool = True):
+    """Gradients of one sandwich-rule weight step, added to ``.grad``: the largest child on the labels, then
+    ``sampled`` (None: none) on the largest child's soft outputs (in-place distillation) or, without ``distill``,
+    on the labels. Returns (the largest child's logits, its loss, the sampled child's loss)."""
+    logits = net(x, Plan.of(largest))
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    loss.backward()
+    child_loss = torch.zeros(())
+    if sampled is not None:
+        child_logits = net(x, Plan.of(sampled))
+        child_loss = (_soft_ce(child_logits, torch.softmax(logits.detach(), 1)) if distill
+                      else F.cross_entropy(child_logits, y, label_smoothing=label_smoothing))
+        child_loss.backward()
+    return logits, loss, child_loss
 
 
 def _save(path: Path, epoch: int, net, opt_w, opt_a, maker: PlanMaker, cfg: SearchConfig) -> None:
@@ -216,8 +233,8 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
         t0 = time.time()
         sums = {"loss": 0.0, "child_loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_steps": 0,
                 "exp_ms": 0.0, "exp_ms_max": 0.0, "exp_ms_min": math.inf, "steps": 0}
-        bar = tqdm(total=steps, desc=f"{phase} {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and main),
-                   leave=False, unit="step")
+        bar = progress_bar(total=steps, desc=f"{phase} {epoch + 1}/{cfg.epochs}", enabled=cfg.progress and main,
+                           leave=False, unit="step")
         for step in range(steps):
             try:
                 x, y = next(train_iter)
@@ -231,18 +248,12 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
             sums["steps"] += 1
             # weight step: the largest child on the labels, a sampled child on its soft outputs
             opt_w.zero_grad(set_to_none=True)
-            logits = net(x, Plan.of(largest))
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            loss.backward()
-            child_loss = torch.zeros(())
+            sampled = None
             if phase != "largest":
                 sampled = maker.sample_child()
                 trace += _fingerprint(sampled) * (step + 1)
-                child_logits = net(x, Plan.of(sampled))
-                target_probs = torch.softmax(logits.detach(), 1)
-                child_loss = (_soft_ce(child_logits, target_probs) if cfg.distill
-                              else F.cross_entropy(child_logits, y, label_smoothing=cfg.label_smoothing))
-                child_loss.backward()
+            logits, loss, child_loss = sandwich_backward(net, x, y, largest, sampled, cfg.label_smoothing,
+                                                         cfg.distill)
             D.sync_grads([p.grad for p in weights])
             opt_w.step()
             arch_loss = None

@@ -4,17 +4,21 @@ Accuracy evaluators implement ``evaluate(arch) -> float`` (validation accuracy
 in [0, 1]):
 
 * :class:`OneShotEvaluator` -- ENAS-style parameter sharing: the trained
-  supernet with one candidate fixed per position; its BatchNorm statistics are
-  re-estimated for that path on a few fixed training batches (the shared
-  running statistics belong to the mixture of paths, not to this one), then the
-  validation split is classified. The supernet's own buffers are restored after.
+  supernet running one child (its stage widths and one candidate per position;
+  :mod:`hwnas.strategies.supernet_bridge`); its BatchNorm statistics are
+  re-estimated for that child on a few fixed training batches (the shared
+  running statistics belong to the mixture of children, not to this one), then
+  the validation split is classified. The supernet's own buffers are restored
+  after.
 * :class:`ProxyEvaluator` -- the "proxy task": train the standalone network for
   a few epochs / steps on a data subset (optionally a narrower copy, via
   ``width_mult``) and return its validation accuracy.
 
 :class:`CostModel` gives each architecture's latency from a latency predictor
 (a measured one, or the search's analytic roofline proxy when none is given)
-and its analytic multiply-adds (MFLOPs); the budget limits one of the two.
+and its analytic multiply-adds (MFLOPs); the budget limits one of the two. The
+cheapest architecture of the space (the feasibility check before any
+evaluation) comes from the search's cost tables, over every stage width.
 
 :class:`Objective` combines the two into the score the strategies maximise.
 Over the budget B an architecture is either penalised MnasNet-style (Tan et
@@ -58,35 +62,15 @@ def mnas_reward(accuracy: float, cost: float, budget: float | None, weight: floa
 
 
 # -- accuracy -----------------------------------------------------------------------
-def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: list[torch.Tensor]) -> None:
-    """Re-estimate every BatchNorm's running mean/var as the plain average over ``batches``."""
-    bns = _bn_modules(model)
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average
-    was_training = model.training
-    model.train()
-    for x in batches:
-        model(x)
-    model.train(was_training)
-    for bn, m in zip(bns, momenta):
-        bn.momentum = m
-
-
 class OneShotEvaluator:
-    """Validation accuracy of one path of a trained supernet, BN recalibrated per architecture.
+    """Validation accuracy of one child of a trained supernet, BN recalibrated per architecture.
 
-    ``select(supernet, choices)`` fixes one candidate per position and returns the
+    ``select(supernet, arch)`` makes the supernet run ``arch`` (its stage widths and candidates) and returns the
     module to run (the supernet itself or a view of the chosen path).
     """
 
-    def __init__(self, supernet: nn.Module, splits: Splits, select: Callable[[nn.Module, list[str]], nn.Module | None],
+    def __init__(self, supernet: nn.Module, splits: Splits,
+                 select: Callable[[nn.Module, Architecture], nn.Module | None],
                  calib_batches: int = 4, batch_size: int = 64, seed: int = 0):
         self.supernet, self.splits, self.select = supernet, splits, select
         loader = DataLoader(splits.train, batch_size=batch_size, shuffle=True,
@@ -98,12 +82,13 @@ class OneShotEvaluator:
                 break
 
     def evaluate(self, arch: Architecture) -> float:
+        from hwnas.supernet.entangled import recalibrate_bn
         from hwnas.train import evaluate
 
-        model = self.select(self.supernet, list(arch.choices)) or self.supernet
+        model = self.select(self.supernet, arch) or self.supernet
         saved = {k: v.clone() for k, v in self.supernet.state_dict().items() if "running_" in k or "num_batches" in k}
         try:
-            recalibrate_bn(model, self.batches)
+            recalibrate_bn(model, self.batches, max_batches=len(self.batches))
             acc, _ = evaluate(model, self.splits.val)
         finally:
             self.supernet.load_state_dict(saved, strict=False)
@@ -162,16 +147,12 @@ class CostModel:
         return measured["latency_ms"] if self.unit == "ms" else measured["mflops"]
 
     def minimum(self, space) -> float:
-        """The cheapest architecture of ``space`` in this unit (cheapest candidate at every position)."""
+        """The cheapest architecture of ``space`` in this unit, over every stage width and candidate."""
+        from hwnas.search.cost_tables import analytic_table, latency_table
+
         if self.unit == "ms":
-            from hwnas.predictors.differentiable import min_latency
-
-            return min_latency(space, self.predictor)
-        from hwnas.costs import op_cost
-
-        flops = sum(op_cost(op).flops for op in list(space.stem) + list(space.head))
-        flops += sum(min(0 if op.kind == "zero" else op_cost(op).flops for op in pos.ops) for pos in space.positions)
-        return flops / 1e6
+            return latency_table(space, self.predictor).min()
+        return analytic_table(space, "flops").min() / 1e6
 
 
 @dataclass
@@ -201,7 +182,8 @@ class Objective:
                              f"minimum achievable is {low:.4f} {unit}")
 
     def __call__(self, arch: Architecture) -> dict:
-        """One log record (without index): choices, score, accuracy, latency, MFLOPs, feasibility, seconds."""
+        """One log record (without index): stage widths, choices, score, accuracy, latency, MFLOPs, feasibility,
+        seconds."""
         t0 = time.time()
         measured = self.cost_model.measure(arch)
         cost = self.cost_model.cost(measured)
@@ -214,5 +196,6 @@ class Objective:
             score = mnas_reward(accuracy, cost, self.budget, self.weight)
         else:
             score = 0.0
-        return {"choices": list(arch.choices), "score": score, "accuracy": accuracy, **measured,
-                "feasible": feasible, "rejected": accuracy is None, "seconds": round(time.time() - t0, 3)}
+        return {"stage_widths": list(arch.space.stage_widths), "choices": list(arch.choices), "score": score,
+                "accuracy": accuracy, **measured, "feasible": feasible, "rejected": accuracy is None,
+                "seconds": round(time.time() - t0, 3)}

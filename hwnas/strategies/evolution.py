@@ -2,8 +2,9 @@
 
 The first ``population`` proposals are random. After that each proposal is a
 mutation of a tournament winner: ``sample_size`` members are drawn from the
-population, the best-scoring one is copied, and one position (chosen at random
-among those with more than one candidate) gets a different candidate. Every
+population, the best-scoring one is copied, and one decision (chosen at random
+among those with more than one option: a stage's width or a position's
+candidate) gets a different value. Every
 observation joins the population and the *oldest* member leaves, so an
 architecture survives only while its descendants keep scoring well.
 """
@@ -14,6 +15,7 @@ from collections import deque
 
 from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
+from hwnas.search.cost_tables import Child
 from hwnas.strategies.base import Strategy
 
 
@@ -28,9 +30,9 @@ class RegularizedEvolution(Strategy):
             raise HwnasError(f"evolution: sample size must be between 1 and the population ({population}), "
                              f"got {sample_size}")
         self.population_size, self.sample_size, self.mutations = population, sample_size, mutations
-        self.population: deque[tuple[tuple[str, ...], float]] = deque()
+        self.population: deque[tuple[Child, float]] = deque()
         self.proposed = 0
-        self._mutable = [i for i, p in enumerate(space.positions) if len(p.names) > 1]
+        self._mutable = [d for d, n in enumerate(self.sizes) if n > 1]
 
     def propose(self) -> Architecture:
         self.proposed += 1
@@ -40,21 +42,22 @@ class RegularizedEvolution(Strategy):
         parent = max(contenders, key=lambda kv: kv[1])[0]
         child = self.mutate(parent)
         for _ in range(20):  # prefer a child not evaluated yet
-            if tuple(child) not in self.seen:
+            if child not in self.seen:
                 break
             child = self.mutate(parent)
         return self.arch(child)
 
-    def mutate(self, choices) -> list[str]:
-        child = list(choices)
+    def mutate(self, parent: Child) -> Child:
+        """``parent`` with ``mutations`` random decisions (stage width or candidate) changed to another option."""
+        genes = self.genes(parent)
         for _ in range(self.mutations):
             if not self._mutable:
                 break
-            i = self.rng.choice(self._mutable)
-            child[i] = self.rng.choice([n for n in self.space.positions[i].names if n != child[i]])
-        return child
+            d = self.rng.choice(self._mutable)
+            genes[d] = self.rng.choice([v for v in range(self.sizes[d]) if v != genes[d]])
+        return self.child(genes)
 
-    def _observe(self, arch: Architecture, score: float) -> None:
-        self.population.append((tuple(arch.choices), score))
+    def _observe(self, child: Child, score: float) -> None:
+        self.population.append((child, score))
         while len(self.population) > self.population_size:
             self.population.popleft()

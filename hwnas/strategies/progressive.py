@@ -7,12 +7,13 @@ network must always be complete, so "growing" happens over stages:
 1. warm-up: ``warmup`` (default ``beam``) random architectures are evaluated;
 2. level ``l`` (stage ``l``, cycling over the stages while evaluations remain):
    the ``beam`` best architectures evaluated so far are the beams; each is
-   expanded by every combination of candidates at the positions of stage ``l``
-   (at most ``max_candidates`` per level, sampled when there are more) while its
-   other stages stay as they are; a scikit-learn regressor (``surrogate``:
-   ``ridge`` on one-hot choices, or ``forest``) fitted on all (architecture,
-   score) pairs ranks the expansions and the top ``beam`` unseen ones are
-   evaluated next.
+   expanded by every combination of stage ``l``'s width (when the space
+   searches widths) and candidates at its positions (at most
+   ``max_candidates`` per level, sampled when there are more) while its other
+   stages stay as they are; a scikit-learn regressor (``surrogate``: ``ridge``
+   on one-hot decisions -- stage widths and candidates --, or ``forest``)
+   fitted on all (architecture, score) pairs ranks the expansions and the top
+   ``beam`` unseen ones are evaluated next.
 """
 
 from __future__ import annotations
@@ -24,18 +25,18 @@ import numpy as np
 
 from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
+from hwnas.search.cost_tables import Child
 from hwnas.strategies.base import Strategy
 
 SURROGATES = ("ridge", "forest")
 
 
-def one_hot(space, choices_list) -> np.ndarray:
-    """One column per (position, candidate)."""
-    offsets = np.cumsum([0] + [len(p.names) for p in space.positions])
-    x = np.zeros((len(choices_list), offsets[-1]), dtype=np.float32)
-    for row, choices in enumerate(choices_list):
-        for i, (pos, c) in enumerate(zip(space.positions, choices)):
-            x[row, offsets[i] + pos.names.index(c)] = 1.0
+def one_hot(sizes: list[int], genes_list) -> np.ndarray:
+    """One column per (decision, option): ``sizes[d]`` options of decision ``d``, rows of decision values."""
+    offsets = np.cumsum([0] + list(sizes))
+    x = np.zeros((len(genes_list), offsets[-1]), dtype=np.float32)
+    for row, genes in enumerate(genes_list):
+        x[row, offsets[:-1] + np.asarray(genes)] = 1.0
     return x
 
 
@@ -60,10 +61,9 @@ class ProgressiveSearch(Strategy):
         make_surrogate(surrogate, seed)  # validates the name
         self.beam, self.max_candidates, self.surrogate_name = beam, max_candidates, surrogate
         self.warmup = beam if warmup is None else warmup
-        stages = sorted({p.stage for p in space.positions})
-        self.stage_positions = [[p.index for p in space.positions if p.stage == s] for s in stages]
+        self.levels = [self.stage_decisions(s) for s in range(space.num_stages)]
         self.level = 0
-        self.queue: list[list[str]] = []
+        self.queue: list[Child] = []
         self.proposed = 0
 
     def propose(self) -> Architecture:
@@ -76,39 +76,44 @@ class ProgressiveSearch(Strategy):
             return self.arch(self.random_unseen())
         return self.arch(self.queue.pop(0))
 
-    def _expand(self) -> list[list[str]]:
+    def features(self, children: list[Child]) -> np.ndarray:
+        """The surrogate's inputs: one-hot stage widths and candidates."""
+        return one_hot(self.sizes, [self.genes(c) for c in children])
+
+    def _expand(self) -> list[Child]:
         """Candidates of the next level, ranked by the surrogate, top ``beam`` unseen."""
-        for _ in range(len(self.stage_positions)):  # skip stages with nothing new to try
-            positions = self.stage_positions[self.level]
-            self.level = (self.level + 1) % len(self.stage_positions)
-            candidates = self._candidates(positions)
+        for _ in range(len(self.levels)):  # skip stages with nothing new to try
+            decisions = self.levels[self.level]
+            self.level = (self.level + 1) % len(self.levels)
+            candidates = self._candidates(decisions)
             if candidates:
                 break
         else:
             return []
         model = make_surrogate(self.surrogate_name, self.seed)
-        keys = [k for k, _ in self.history]
-        model.fit(one_hot(self.space, keys), np.array([s for _, s in self.history]))
-        predicted = model.predict(one_hot(self.space, candidates))
+        model.fit(self.features([c for c, _ in self.history]), np.array([s for _, s in self.history]))
+        predicted = model.predict(self.features(candidates))
         order = np.argsort(-predicted, kind="stable")
         return [candidates[i] for i in order[: self.beam]]
 
-    def _candidates(self, positions: list[int]) -> list[list[str]]:
-        beams = [list(k) for k, _ in sorted(self.history, key=lambda kv: -kv[1])[: self.beam]]
-        names = [self.space.positions[i].names for i in positions]
-        combos = math.prod(len(n) for n in names)
+    def _candidates(self, decisions: list[int]) -> list[Child]:
+        """Every beam with the values of ``decisions`` (one stage's width and candidates) replaced."""
+        beams = [c for c, _ in sorted(self.history, key=lambda kv: -kv[1])[: self.beam]]
+        ranges = [range(self.sizes[d]) for d in decisions]
+        combos = math.prod(len(r) for r in ranges)
         per_beam = max(1, self.max_candidates // max(1, len(beams)))
         out, seen = [], set(self.seen)
         for parent in beams:
             if combos <= per_beam:
-                options = itertools.product(*names)
+                options = itertools.product(*ranges)
             else:
-                options = (tuple(self.rng.choice(n) for n in names) for _ in range(per_beam))
+                options = (tuple(self.rng.choice(r) for r in ranges) for _ in range(per_beam))
             for option in options:
-                child = list(parent)
-                for i, c in zip(positions, option):
-                    child[i] = c
-                if tuple(child) not in seen:
-                    seen.add(tuple(child))
+                genes = self.genes(parent)
+                for d, v in zip(decisions, option):
+                    genes[d] = v
+                child = self.child(genes)
+                if child not in seen:
+                    seen.add(child)
                     out.append(child)
         return out

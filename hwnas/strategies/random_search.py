@@ -1,8 +1,10 @@
-"""Random search: uniform samples of the space, without repeats while unseen ones are easy to find."""
+"""Random search: uniform samples of the space (stage widths included), without repeats while unseen ones are
+easy to find."""
 
 from __future__ import annotations
 
 from hwnas.arch import Architecture
+from hwnas.search.cost_tables import Child
 from hwnas.strategies.base import Strategy
 
 
@@ -11,9 +13,9 @@ class RandomSearch(Strategy):
 
     def __init__(self, space, seed: int = 0):
         super().__init__(space, seed)
-        self._proposed: set[tuple[str, ...]] = set()
+        self._proposed: set[Child] = set()
 
     def propose(self) -> Architecture:
-        choices = self.random_unseen(self.seen | self._proposed)
-        self._proposed.add(tuple(choices))
-        return self.arch(choices)
+        child = self.random_unseen(self.seen | self._proposed)
+        self._proposed.add(child)
+        return self.arch(child)

@@ -1,8 +1,9 @@
-"""Policy-gradient NAS (Zoph & Le, 2017; ENAS's controller): an LSTM emits one token per position.
+"""Policy-gradient NAS (Zoph & Le, 2017; ENAS's controller): an LSTM emits one token per decision.
 
-At step ``i`` the LSTM cell reads the embedding of the previous token (a learned
-start vector at step 0) and a per-position linear head gives logits over that
-position's candidates; logits are squashed as ``tanh_constant * tanh(l / T)``
+The decisions are the stage widths (when the space searches them), then the
+positions. At step ``i`` the LSTM cell reads the embedding of the previous token
+(a learned start vector at step 0) and a per-decision linear head gives logits
+over that decision's options (width choices or candidates); logits are squashed as ``tanh_constant * tanh(l / T)``
 (ENAS) so the policy does not collapse too early. After each observation the
 controller takes one REINFORCE step on
 
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from hwnas.arch import Architecture
+from hwnas.search.cost_tables import Child
 from hwnas.strategies.base import Strategy
 
 
@@ -77,8 +79,7 @@ class ControllerSearch(Strategy):
         self.generator = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.controller = Controller([len(p.names) for p in space.positions], hidden,
-                                         tanh_constant=tanh_constant)
+            self.controller = Controller(self.sizes, hidden, tanh_constant=tanh_constant)
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=controller_lr)
         self.entropy_weight, self.baseline_decay = entropy_weight, baseline_decay
         self.baseline: float | None = None
@@ -86,23 +87,22 @@ class ControllerSearch(Strategy):
     def propose(self) -> Architecture:
         with torch.no_grad(), one_thread():
             actions, _, _ = self.controller(generator=self.generator)
-        return self.arch([pos.names[a] for pos, a in zip(self.space.positions, actions)])
+        return self.arch(self.child(actions))
 
-    def _observe(self, arch: Architecture, score: float) -> None:
+    def _observe(self, child: Child, score: float) -> None:
         if self.baseline is None:
             self.baseline = score
         advantage = score - self.baseline
         self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * score
-        actions = [pos.names.index(c) for pos, c in zip(self.space.positions, arch.choices)]
         with one_thread():
-            _, log_prob, entropy = self.controller(actions)
+            _, log_prob, entropy = self.controller(self.genes(child))
             loss = -advantage * log_prob - self.entropy_weight * entropy
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
 
     def probabilities(self) -> list[list[float]]:
-        """The greedy path's per-position candidate probabilities (for inspection)."""
+        """The greedy path's option probabilities per decision (stage widths, then positions; for inspection)."""
         probs, actions = [], []
         with torch.no_grad():
             x, state = self.controller.start, None

@@ -2,8 +2,12 @@
 
 Every evaluated architecture is one JSON line of ``<out>/evaluations.jsonl``::
 
-    {"index": 0, "choices": [...], "score": 0.91, "accuracy": 0.93, "latency_ms": 1.2,
-     "mflops": 3.4, "feasible": true, "rejected": false, "cached": false, "seconds": 2.1}
+    {"index": 0, "stage_widths": [1.0, 1.5, ...], "choices": [...], "score": 0.91, "accuracy": 0.93,
+     "latency_ms": 1.2, "mflops": 3.4, "feasible": true, "rejected": false, "cached": false, "seconds": 2.1}
+
+``stage_widths`` and ``choices`` together name the architecture (a log written
+before width search has no ``stage_widths``: its architectures have the
+space's own stage widths).
 
 A line is written (and flushed) as soon as its evaluation ends, so an
 interrupted run loses at most the evaluation in progress. ``resume`` re-reads
@@ -28,7 +32,7 @@ from pathlib import Path
 
 from hwnas.progress import progress_bar
 
-from hwnas.arch import architecture_of
+from hwnas.arch import Architecture, architecture_of
 from hwnas.errors import HwnasError
 from hwnas.jsonfile import read_jsonl
 from hwnas.outputs import check_writable_folder
@@ -44,6 +48,21 @@ CONFIG = "config.json"
 def _check_record(record: dict) -> None:
     if not isinstance(record.get("choices"), list) or "score" not in record:
         raise ValueError("missing 'choices' or 'score'")
+    if record.get("stage_widths") is not None and not isinstance(record["stage_widths"], list):
+        raise ValueError("'stage_widths' must be a list")
+
+
+def record_arch(space, record: dict) -> Architecture:
+    """The architecture a log record names: its stage widths (default: the space's) and choices."""
+    widths = record.get("stage_widths")
+    if widths is not None and tuple(widths) != space.stage_widths:
+        space = space.at_widths(widths)
+    return architecture_of(space, record["choices"])
+
+
+def arch_key(arch: Architecture) -> tuple:
+    """What identifies an architecture of the log: (stage widths, choices)."""
+    return tuple(arch.space.stage_widths), tuple(arch.choices)
 
 
 def read_log(path: Path) -> list[dict]:
@@ -64,10 +83,11 @@ def replay(strategy: Strategy, records: list[dict]) -> int:
     for record in records:
         proposed = strategy.propose()
         try:
-            logged = architecture_of(strategy.space, record["choices"])
+            logged = record_arch(strategy.space, record)
+            strategy.child_of(logged)  # its stage widths must be width choices of the space
         except HwnasError as exc:
             raise HwnasError(f"evaluation log record {record.get('index')}: {exc}") from None
-        differed += list(proposed.choices) != list(logged.choices)
+        differed += arch_key(proposed) != arch_key(logged)
         strategy.observe(logged, record["score"])
     return differed
 
@@ -87,12 +107,12 @@ def search_loop(strategy: Strategy, objective: Objective, evaluations: int, out_
         differed = replay(strategy, records)
         note = f" ({differed} replayed proposals differed from the log)" if differed else ""
         print(f"resuming {log}: {len(records)} evaluations done{note}")
-    cache = {tuple(r["choices"]): r for r in records}
+    cache = {arch_key(record_arch(strategy.space, r)): r for r in records}
     bar = progress_bar(total=evaluations, initial=min(len(records), evaluations), desc=f"{strategy.name} search",
-                       unit="eval", enabled=progress)
+               unit="eval", enabled=progress)
     while len(records) < evaluations:
         arch = strategy.propose()
-        key = tuple(arch.choices)
+        key = arch_key(arch)
         if key in cache:
             record = {**cache[key], "cached": True, "seconds": 0.0}
         else:
@@ -211,14 +231,14 @@ def build_evaluator(args, space, seed: int, out: Path):
         from hwnas.strategies import supernet_bridge as bridge
 
         path = _opt(args, "supernet")
-        if path is None:  # train shared weights once (uniform single paths), kept in the run folder
+        if path is None:  # train shared weights once (sandwich rule), kept in the run folder
             path = out / bridge.SUPERNET
             if not _opt(args, "resume", False):
                 path.unlink(missing_ok=True)
             if not path.exists():
-                net = bridge.train_uniform(space, splits, steps=_opt(args, "supernet_steps", 300),
-                                           lr=_opt(args, "lr", 0.05), batch_size=batch_size, seed=seed,
-                                           progress=not _opt(args, "no_progress", False))
+                net = bridge.train_supernet(space, splits, steps=_opt(args, "supernet_steps", 300),
+                                            lr=_opt(args, "lr", 0.05), batch_size=batch_size, seed=seed,
+                                            progress=not _opt(args, "no_progress", False))
                 bridge.save_supernet(net, path)
         return bridge.oneshot_evaluator(path, space, splits, calib_batches=_opt(args, "calib_batches", 4),
                                         batch_size=batch_size, seed=seed)
@@ -226,18 +246,16 @@ def build_evaluator(args, space, seed: int, out: Path):
 
 
 def build_objective(args, space, evaluator=None) -> Objective:
-    """Budget in ms (--budget-ms: predictor, or the analytic proxy) or in MFLOPs (--budget-mflops)."""
+    """Budget in ms (--budget-ms: predictor, or the analytic proxy) or in MFLOPs (--budget-mflops).
+
+    The predictor prices every operator of the space, every stage width included: operators missing from
+    its lookup table go to its fallback regressor (with a note), as in the gradient search."""
+    from hwnas.search.latency import load_latency_predictor
+
     budget_ms, budget_mflops = _opt(args, "budget_ms"), _opt(args, "budget_mflops")
     if budget_ms is not None and budget_mflops is not None:
         raise HwnasError("give either --budget-ms or --budget-mflops, not both")
-    if _opt(args, "predictor"):
-        from hwnas.predictors import load_predictor
-
-        predictor = load_predictor(args.predictor, space=space.name)
-    else:
-        from hwnas.search.latency import AnalyticProxy
-
-        predictor = AnalyticProxy()
+    predictor, _ = load_latency_predictor(space, _opt(args, "predictor"))
     unit = "MFLOPs" if budget_mflops is not None else "ms"
     budget = budget_mflops if budget_mflops is not None else budget_ms
     return Objective(evaluator, CostModel(predictor, unit), budget, _opt(args, "penalty_weight", -0.07),
@@ -294,8 +312,11 @@ def run_strategy(args) -> int:
     if best is None:
         print("no evaluated architecture is within the budget")
         return 1
+    widths = best.get("stage_widths")
     print(f"best within budget: accuracy {best['accuracy']:.4f}, {best['latency_ms']:g} ms, {best['mflops']:g} MFLOPs "
-          f"(evaluation {best['index'] + 1}): {' '.join(best['choices'])} -> {out / 'best.json'}")
+          f"(evaluation {best['index'] + 1}): {' '.join(best['choices'])}"
+          + (f", stage widths {', '.join(f'{w:g}' for w in widths)}" if widths and space.searches_width else "")
+          + f" -> {out / 'best.json'}")
     return 0
 
 
@@ -303,8 +324,8 @@ def write_results(records: list[dict], out: Path, space, objective: Objective, t
     """best.json, summary.json and pareto.png for a finished (or interrupted) run."""
     best = best_record(records)
     if best is not None:
-        architecture_of(space, best["choices"]).save(out / "best.json")
-    summary = {"evaluations": len(records), "unique": len({tuple(r["choices"]) for r in records}),
+        record_arch(space, best).save(out / "best.json")
+    summary = {"evaluations": len(records), "unique": len({arch_key(record_arch(space, r)) for r in records}),
                "best": best, "evaluations_to_best": evaluations_to_best(records),
                "feasible": sum(bool(r.get("feasible", True)) for r in records),
                "seconds": round(sum(r.get("seconds", 0.0) for r in records), 2)}
