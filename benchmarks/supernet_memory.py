@@ -1,10 +1,14 @@
-"""Peak memory and time per training step: largest child vs proxyless supernet vs darts supernet.
+"""Peak memory and time per training step: largest child vs entangled, proxyless and darts supernets.
 
 Each configuration runs in a fresh subprocess so that its peak RSS (``ru_maxrss``)
 is its own; on CUDA the peak allocated GPU memory is reported too. A supernet
 step is one search iteration: a weight step on a training batch plus an
 architecture step on a validation batch (the search loop's order); the child
 step is one SGD step of the largest child (the most FLOPs at every position).
+``entangled`` is the default search's step: the weight-entangled supernet's
+sandwich step (largest child + one sampled child, distilled) and a binary-gated
+architecture step; its largest child is the space's largest at the widest
+stage widths, so the ``child`` row is measured at those widths too.
 
     .venv/bin/python benchmarks/supernet_memory.py --space proxyless-cifar --batch-size 16
 
@@ -22,7 +26,7 @@ import subprocess
 import sys
 import time
 
-CONFIGS = ("child", "proxyless", "darts")
+CONFIGS = ("child", "entangled", "proxyless", "darts")
 
 
 def _rss_mib() -> float:
@@ -56,9 +60,10 @@ def worker(args) -> dict:
     del warm
     baseline_rss = _rss_mib()
     if args.config == "child":
+        widest = space.at_widths([max(space.width_choices)] * space.num_stages) if space.searches_width else space
         choices = [pos.names[max(range(len(pos.ops)), key=lambda i: op_cost(pos.ops[i]).flops)]
-                   for pos in space.positions]
-        model = build_network(space.ops_for(choices)).to(device)
+                   for pos in widest.positions]
+        model = build_network(widest.ops_for(choices)).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
         def step():
@@ -66,6 +71,29 @@ def worker(args) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+    elif args.config == "entangled":
+        from hwnas.search.cost_tables import latency_table
+        from hwnas.search.entangled_loop import _arch_step, sandwich_backward
+        from hwnas.search.latency import load_latency_predictor
+        from hwnas.search.plans import PlanMaker
+        from hwnas.supernet.entangled import EntangledSupernet
+
+        net = EntangledSupernet(space).to(device)
+        table = latency_table(space, load_latency_predictor(space, None)[0])
+        target = 0.5 * (table.min() + table.max())
+        maker = PlanMaker(net, table, "proxyless", "tilt", target_ms=target, budget_ms=target / 0.95,
+                          lambda_lat=1.0, generator=torch.Generator().manual_seed(0))
+        opt_w = torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9)
+        opt_a = torch.optim.Adam(net.arch_parameters(), lr=1e-3, betas=(0.0, 0.999))
+        largest = table.largest_child()
+        net.train()
+
+        def step():
+            maker.update_beta()
+            opt_w.zero_grad(set_to_none=True)
+            sandwich_backward(net, x, y, largest, maker.sample_child())
+            opt_w.step()
+            _arch_step(net, maker, opt_a, (x, y), device)
     else:
         net = Supernet(space, args.config).to(device)
         lat = latency_model(space, None)
@@ -138,7 +166,10 @@ def main() -> int:
         lines.append(line)
     by = {r["config"]: r for r in rows}
     added = {k: r["peak_rss_mib"] - r["baseline_rss_mib"] for k, r in by.items()}
-    lines += ["", f"darts / proxyless: step time {by['darts']['step_ms'] / by['proxyless']['step_ms']:.2f}x, "
+    lines += ["", f"entangled / child: step time {by['entangled']['step_ms'] / child['step_ms']:.2f}x, RSS above "
+              f"start {added['entangled'] / added['child']:.2f}x"
+              + (f", CUDA peak {by['entangled']['cuda_peak_mib'] / child['cuda_peak_mib']:.2f}x" if cuda else "")]
+    lines += [f"darts / proxyless: step time {by['darts']['step_ms'] / by['proxyless']['step_ms']:.2f}x, "
               f"RSS above start {added['darts'] / added['proxyless']:.2f}x"
               + (f", CUDA peak {by['darts']['cuda_peak_mib'] / by['proxyless']['cuda_peak_mib']:.2f}x" if cuda else "")]
     table = "\n".join(lines)

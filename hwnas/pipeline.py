@@ -760,9 +760,9 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
     exported = _export(cfg, arch, trained.model, splits, run_dir, log)
     lap("export")
     log("[5/6] measure")
-    from hwnas.predictors import load_predictor
+    from hwnas.search.latency import load_latency_predictor
 
-    predicted = load_predictor(predictor, space=space.name).predict_ops(arch.ops())
+    predicted = load_latency_predictor(space, str(predictor), quiet=True)[0].predict_ops(arch.ops())
     measured = _measure(cfg, exported, predicted, budget, run_dir, log)
     lap("measure")
     cost = arch.cost()

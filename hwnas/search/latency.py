@@ -75,8 +75,12 @@ def _tensors(space: SearchSpace, predictor: LatencyPredictor) -> list[torch.Tens
             for t in latency_tensors(space, predictor)]
 
 
-def load_latency_predictor(space: SearchSpace, predictor_path: str | None) -> tuple[LatencyPredictor, str]:
-    """(predictor, where its numbers come from): the file's, or the analytic proxy when ``None``."""
+def load_latency_predictor(space: SearchSpace, predictor_path: str | None,
+                           quiet: bool = False) -> tuple[LatencyPredictor, str]:
+    """(predictor, where its numbers come from): the file's, or the analytic proxy when ``None``.
+
+    A table that lacks some of the space's operators prices them with its fallback regressor (a note
+    says so unless ``quiet``)."""
     if predictor_path:
         from hwnas.predictors import load_predictor
 
@@ -86,9 +90,10 @@ def load_latency_predictor(space: SearchSpace, predictor_path: str | None) -> tu
             missing = [op for op in space.unique_ops() if not covers([op])]
             if missing:
                 predictor.enable_fallback()
-                print(f"note: {len(missing)} of {len(space.unique_ops())} operators of {space.name} are not in "
-                      f"{predictor_path}; its fallback regressor {predictor.fallback_name} predicts them "
-                      "(profile them for measured values)", file=sys.stderr)
+                if not quiet:
+                    print(f"note: {len(missing)} of {len(space.unique_ops())} operators of {space.name} are not in "
+                          f"{predictor_path}; its fallback regressor {predictor.fallback_name} predicts them "
+                          "(profile them for measured values)", file=sys.stderr)
         return predictor, str(predictor_path)
     predictor = AnalyticProxy()
     return predictor, predictor.device["name"]
