@@ -650,7 +650,8 @@ class RunReport:
 def _format_report(r: dict) -> str:
     m = {row["quant"]: row for row in r["measured"]}
     budget = r["budget_ms"]
-    measured = ", ".join(f"{q} {row['measured_ms']:.3f} ± {row['spread_ms']:.3f} ms ({verdict(row['measured_ms'], budget)})"
+    measured = ", ".join(f"{q} {row['measured_ms']:.3f} ± {row['spread_ms']:.3f} ms = "
+                         f"{row['measured_ms'] / budget:.2f}x budget ({verdict(row['measured_ms'], budget)})"
                          for q, row in m.items())
     failed = {f["quant"] for f in r["export"] if not f["passed"]}
     agreement = ", ".join(f"{f['quant']} {f['agreement']:.1%}" for f in r["export"]

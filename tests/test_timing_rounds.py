@@ -189,8 +189,8 @@ def test_report_judges_every_variant_and_recommends_from_measurements():
         "train_epochs": 1, "mflops": 1.0, "mparams": 0.1, "run_dir": "r", "seconds": {"train": 1.0},
         "total_seconds": 1.0, "export": [{"path": r["file"], "format": "tflite", "quant": r["quant"],
                                           "agreement": 1.0, "passed": True} for r in rows]})
-    assert "fp32 1.030 ± 0.010 ms (within budget), dynamic 1.240 ± 0.010 ms (within +5%), " \
-           "int8 5.510 ± 0.020 ms (OVER budget)" in report
+    assert "fp32 1.030 ± 0.010 ms = 0.86x budget (within budget), dynamic 1.240 ± 0.010 ms = 1.03x budget " \
+           "(within +5%), int8 5.510 ± 0.020 ms = 4.59x budget (OVER budget)" in report
     assert "recommended     fp32 (1.030 ms, the fastest within budget; others: dynamic 1.20x, int8 5.35x" in report
 
 
