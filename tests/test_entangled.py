@@ -237,3 +237,19 @@ def test_absolute_control_adds_the_tunas_penalty():
     assert float(extra.detach()) == pytest.approx(abs(float(expected) / target - 1))
     extra.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.arch_parameters())
+
+
+def test_the_supernet_type_defaults_to_entangled_where_it_applies(capsys):
+    from hwnas.cli import build_parser
+    from hwnas.cli.search import config_from_args
+
+    parse = build_parser().parse_args
+    assert config_from_args(parse(["search", "--budget-ms", "0.5"])).supernet == "entangled"
+    assert capsys.readouterr().err == ""
+    cfg = config_from_args(parse(["search", "--space", "fbnet-cifar100"]))
+    assert cfg.supernet == "separate" and "fbnet-cifar100 is not a proxyless space" in capsys.readouterr().err
+    cfg = config_from_args(parse(["search", "--mode", "darts", "--darts-order", "2"]))
+    assert cfg.supernet == "separate" and "second-order DARTS" in capsys.readouterr().err
+    with pytest.raises(HwnasError, match="second-order DARTS needs --supernet-type separate"):
+        config_from_args(parse(["search", "--mode", "darts", "--darts-order", "2",
+                                "--supernet-type", "entangled"])).check()
