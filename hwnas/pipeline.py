@@ -661,7 +661,8 @@ def _format_report(r: dict) -> str:
         f"hwnas main job: {r['space']} on {r['dataset']}; latency on {r['device']} "
         f"({r['runtime']} {r['dtype']}, {r['threads']} thread)",
         f"  budget          {budget:.3f} ms ({r['budget_note']})",
-        f"  architecture    {' '.join(r['choices'])}",
+        f"  architecture    {' '.join(r['choices'])}"
+        + (f", stage widths {', '.join(f'{w:g}' for w in r['stage_widths'])}" if r.get("stage_widths") else ""),
         f"  predicted       {r['predicted_ms']:.3f} ms ({r['predictor']})",
         f"  measured        {measured}",
         f"  recommended     {recommend(r['measured'], budget, failed) if r['measured'] else 'nothing measured'}",
@@ -771,6 +772,7 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
         "space": space.name, "dataset": splits.name, "device": default_device_name(),
         "runtime": cfg["latency"]["runtime"], "dtype": cfg["latency"]["dtype"], "threads": cfg["latency"]["threads"],
         "budget_ms": budget, "budget_note": note, "choices": list(arch.choices),
+        "stage_widths": list(arch.space.stage_widths) if space.searches_width else None,
         "predictor": str(predictor), "predicted_ms": round(predicted, 5), "measured": measured,
         "val_acc": trained.val_acc, "n_val": len(splits.val), "train_epochs": trained.epochs,
         "mflops": cost.flops / 1e6, "mparams": cost.params / 1e6,

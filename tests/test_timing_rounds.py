@@ -182,16 +182,19 @@ def test_report_judges_every_variant_and_recommends_from_measurements():
     fast_int8 = [dict(rows[0]), dict(rows[2], measured_ms=0.6)]
     assert recommend(fast_int8, 1.2).startswith("int8 (0.600 ms")
     assert recommend(fast_int8, 1.2, failed={"int8"}).startswith("fp32")
-    report = _format_report({
+    data = {
         "space": "proxyless-tiny", "dataset": "digits", "device": "here", "runtime": "tflite", "dtype": "fp32",
         "threads": 1, "budget_ms": 1.2, "budget_note": "from the config", "choices": ["k3_e3"],
         "predicted_ms": 1.0, "predictor": "p.json", "measured": rows, "val_acc": 0.9, "n_val": 10,
         "train_epochs": 1, "mflops": 1.0, "mparams": 0.1, "run_dir": "r", "seconds": {"train": 1.0},
         "total_seconds": 1.0, "export": [{"path": r["file"], "format": "tflite", "quant": r["quant"],
-                                          "agreement": 1.0, "passed": True} for r in rows]})
+                                          "agreement": 1.0, "passed": True} for r in rows]}
+    report = _format_report(data)
     assert "fp32 1.030 ± 0.010 ms = 0.86x budget (within budget), dynamic 1.240 ± 0.010 ms = 1.03x budget " \
            "(within +5%), int8 5.510 ± 0.020 ms = 4.59x budget (OVER budget)" in report
     assert "recommended     fp32 (1.030 ms, the fastest within budget; others: dynamic 1.20x, int8 5.35x" in report
+    assert "architecture    k3_e3\n" in report  # no stage widths: a fixed-width space
+    assert "architecture    k3_e3, stage widths 1.25, 2\n" in _format_report({**data, "stage_widths": [1.25, 2.0]})
 
 
 def test_drift_correction_takes_out_the_machines_slow_moments():
