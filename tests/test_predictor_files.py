@@ -60,6 +60,15 @@ def test_table_round_trip_and_named_fallback(fitted):
     assert lut.enable_fallback().predict_op(unseen) > 0
 
 
+def test_fallback_for_enables_the_named_regressor_only_when_operators_are_missing(fitted):
+    lut = load_predictor(fitted / "pred" / "dev-tflite-fp32.json")
+    known = [op for op in training_ops() if lut.covers([op])][:3]
+    assert lut.fallback_for(known) == 0 and lut.fallback is None
+    unseen = OpSpec("mbconv", 24, 32, 16, 16, kernel=5, expand=3)
+    assert lut.fallback_for(known + [unseen]) == 1 and lut.fallback is not None
+    assert lut.predict_op(unseen) > 0
+
+
 def test_truncated_model_file_is_refused(fitted, tmp_path):
     _, reg = _copy(fitted, tmp_path)
     skops_path = reg.with_suffix(".skops")

@@ -37,9 +37,7 @@ def measure_exported(result, arch: Architecture | Genotype, runtime: str, thread
 
         predictor = load_predictor(predictor_path, space=arch.space_name)
         ops = arch.ops()
-        covers = getattr(predictor, "covers", None)
-        if covers is not None and getattr(predictor, "fallback_name", None) and not covers(ops):
-            predictor.enable_fallback()
+        if getattr(predictor, "fallback_name", None) and predictor.fallback_for(ops):
             print(f"note: some operators of the model are not in {predictor_path}; its fallback regressor "
                   f"{predictor.fallback_name} predicts them", file=sys.stderr)
         predicted = predictor.predict_ops(ops)

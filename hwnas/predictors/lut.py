@@ -79,6 +79,14 @@ class LookupTable(LatencyPredictor):
         """True when every operator of ``ops`` has an entry (or computes nothing)."""
         return all(op.key() in self.entries or op.is_identity for op in ops)
 
+    def fallback_for(self, ops) -> int:
+        """How many of ``ops`` have no entry; when some do and the file names a fallback regressor, it is
+        enabled for them (without one, predicting them raises the missing-entry error)."""
+        missing = sum(1 for op in ops if not self.covers([op]))
+        if missing and self.fallback_name and self.fallback is None:
+            self.enable_fallback()
+        return missing
+
     def to_dict(self) -> dict:
         data = header(self.type_name, self.device, self.space, self.runtime, self.dtype, self.threads)
         data.update(overhead_ms=self.overhead_ms, scale=self.scale, per_op_ms=self.per_op_ms,

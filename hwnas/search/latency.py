@@ -85,15 +85,13 @@ def load_latency_predictor(space: SearchSpace, predictor_path: str | None,
         from hwnas.predictors import load_predictor
 
         predictor = load_predictor(predictor_path, space=space.name)
-        covers = getattr(predictor, "covers", None)
-        if covers is not None and getattr(predictor, "fallback_name", None):
-            missing = [op for op in space.unique_ops() if not covers([op])]
-            if missing:
-                predictor.enable_fallback()
-                if not quiet:
-                    print(f"note: {len(missing)} of {len(space.unique_ops())} operators of {space.name} are not in "
-                          f"{predictor_path}; its fallback regressor {predictor.fallback_name} predicts them "
-                          "(profile them for measured values)", file=sys.stderr)
+        if getattr(predictor, "fallback_name", None):
+            ops = space.unique_ops()
+            missing = predictor.fallback_for(ops)
+            if missing and not quiet:
+                print(f"note: {missing} of {len(ops)} operators of {space.name} are not in "
+                      f"{predictor_path}; its fallback regressor {predictor.fallback_name} predicts them "
+                      "(profile them for measured values)", file=sys.stderr)
         return predictor, str(predictor_path)
     predictor = AnalyticProxy()
     return predictor, predictor.device["name"]
