@@ -247,7 +247,9 @@ def test_the_supernet_type_defaults_to_entangled_where_it_applies(capsys):
     assert config_from_args(parse(["search", "--budget-ms", "0.5"])).supernet == "entangled"
     assert capsys.readouterr().err == ""
     cfg = config_from_args(parse(["search", "--space", "fbnet-cifar100"]))
-    assert cfg.supernet == "separate" and "fbnet-cifar100 is not a proxyless space" in capsys.readouterr().err
+    assert cfg.supernet == "separate" and "needs a proxyless space, not fbnet-cifar100" in capsys.readouterr().err
+    cfg = config_from_args(parse(["search", "--set", "expands=[1,3]"]))
+    assert cfg.supernet == "separate" and "needs expansions >= 2" in capsys.readouterr().err
     cfg = config_from_args(parse(["search", "--mode", "darts", "--darts-order", "2"]))
     assert cfg.supernet == "separate" and "second-order DARTS" in capsys.readouterr().err
     with pytest.raises(HwnasError, match="second-order DARTS needs --supernet-type separate"):

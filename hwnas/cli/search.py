@@ -48,13 +48,13 @@ def _band(text: str) -> tuple[float, float]:
 
 
 def default_supernet(space_name: str, params: dict, darts_order: int) -> str:
-    """'entangled' where it applies (proxyless spaces, first-order), else 'separate' with a note saying why."""
+    """'entangled' where it applies (:func:`why_not_entangled`, first-order), else 'separate' with a note saying why."""
     from hwnas.spaces import get_space
+    from hwnas.supernet.entangled import why_not_entangled
 
-    family = get_space(space_name, params).params.get("family")
-    if family != "proxyless":
-        print(f"note: {space_name} is not a proxyless space; searching with the separate-weights supernet",
-              file=sys.stderr)
+    reason = why_not_entangled(get_space(space_name, params))
+    if reason:
+        print(f"note: {reason}; searching with the separate-weights supernet", file=sys.stderr)
         return "separate"
     if darts_order != 1:
         print("note: second-order DARTS runs on the separate-weights supernet", file=sys.stderr)

@@ -39,7 +39,9 @@ ENTANGLED_KIND, SEPARATE_KIND = "hwnas-entangled-supernet", "hwnas-supernet"
 
 def entangled_fits(space: SearchSpace) -> bool:
     """Whether the weight-entangled supernet can hold ``space`` (proxyless family, expansions >= 2)."""
-    return space.params["family"] == "proxyless" and min(space.params["expands"]) >= 2
+    from hwnas.supernet.entangled import why_not_entangled
+
+    return why_not_entangled(space) is None
 
 
 def select_child(supernet: nn.Module, arch: Architecture) -> nn.Module:

@@ -147,17 +147,23 @@ class SlicedHead(nn.Module):
         return self.act(self.bn(F.conv2d(x, self.weight[:, :x.shape[1]])))
 
 
+def why_not_entangled(space: SearchSpace) -> str | None:
+    """Why the weight-entangled supernet cannot hold ``space`` (None: it can)."""
+    if space.params["family"] != "proxyless":
+        return f"the weight-entangled supernet needs a proxyless space, not {space.name}"
+    if min(space.params["expands"]) < 2:
+        return "the weight-entangled supernet needs expansions >= 2 (an e1 block has no expand conv to share)"
+    return None
+
+
 class EntangledSupernet(nn.Module):
     """Weight-entangled supernet of a proxyless chain space; arch logits ``alpha`` (ops) and ``theta`` (widths)."""
 
     def __init__(self, space: SearchSpace, init_std: float = 1e-3):
         super().__init__()
-        if space.params["family"] != "proxyless":
-            raise HwnasError(f"the weight-entangled supernet needs a proxyless space, not {space.name}; "
-                             "use --supernet-type separate")
-        if min(space.params["expands"]) < 2:
-            raise HwnasError("the weight-entangled supernet needs expansions >= 2 (an e1 block has no expand "
-                             "conv to share); use --supernet-type separate")
+        reason = why_not_entangled(space)
+        if reason:
+            raise HwnasError(f"{reason}; use --supernet-type separate")
         self.space = space
         base = base_space(space)
         self.names = [list(p.names) for p in base.positions]
