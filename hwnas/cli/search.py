@@ -126,10 +126,6 @@ def _run(args) -> tuple[int, dict | None]:
     config = config_from_args(args)
     check_writable_folder(config.out_dir)
     result = run_search(config)
-    from hwnas.search import distributed
-
-    distributed.barrier()  # under torchrun: every rank is done; leave the process group before exiting
-    distributed.teardown()  # (left to interpreter exit, gloo's threads can abort a rank)
     s = result.summary
     if s.get("ranks", 1) > 1:
         print(f"{s['ranks']} ranks; largest alpha difference between ranks {s['alpha_max_rank_difference']:g}")
