@@ -27,6 +27,11 @@ at a time. A finished job writes ``OUT/jobs/NAME/result.json`` and is skipped wh
 interrupted one resumes from its checkpoint. The main process exports each model once to fp32 TFLite
 (self-checked against PyTorch) and scores the trained ones on the test images with LiteRT.
 
+Session level (``--relevel N``, default 6): before any job, N children predicted near each budget are
+exported and timed now (:mod:`hwnas.search.session_level`); that budget's search and random children use the
+predictions times median(measured / predicted), so they aim at milliseconds as this machine measures them today
+(``OUT/levels.json``). The MobileNetV2 ladder needs none: it is sized by measurement.
+
 Timing: after all training, every exported model is timed with LiteRT, 1 thread, pinned to one core, in
 ``--rounds`` rounds, each in a fresh random order, nothing else of the benchmark running: latency = median of
 the round medians, spread = their IQR.
@@ -86,7 +91,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "slowest predicted child (20%%,35%%,50%%)")
     p.add_argument("--accuracy-budgets", default=None,
                    help="the budgets (one or two of --budgets, same syntax) of the accuracy comparison "
-                        "(default: the middle one)")
+                        "(default: the middle one; 'none': the budget-hit table only)")
+    p.add_argument("--relevel", type=int, default=6,
+                   help="children timed at each budget before any job for the session level: searches and "
+                        "random children use predictions x median(measured / predicted) (6; 0: off)")
     p.add_argument("--train", type=int, default=10000, help="images for search and training (default 10000)")
     p.add_argument("--selection", type=int, default=1000, help="images to pick the best random child (1000)")
     p.add_argument("--test", type=int, default=4000, help="images for the reported accuracies (4000)")
@@ -121,6 +129,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise HwnasError(f"--mbv2-ladder must be at least 2, got {args.mbv2_ladder}")
     if not 0 < args.mbv2_step <= 1:
         raise HwnasError(f"--mbv2-step must be in (0, 1], got {args.mbv2_step}")
+    if args.relevel < 0:
+        raise HwnasError(f"--relevel must be 0 or more, got {args.relevel}")
     if args.search_steps < 1:
         raise HwnasError(f"--search-steps must be at least 1, got {args.search_steps}")
     args.table = args.table or str(Path(args.out) / "table.md")
@@ -131,7 +141,7 @@ def result_settings(args) -> dict:
     """Every setting that changes a result: a run folder holds the results of one set of them."""
     keep = ("dataset", "predictor", "space", "train", "selection", "test", "seed", "epochs", "batch_size", "lr",
             "weight_decay", "label_smoothing", "search_epochs", "search_warmup_epochs",
-            "search_child_warmup_epochs", "search_steps", "mbv2_step")
+            "search_child_warmup_epochs", "search_steps", "mbv2_step", "relevel")
     return {k: getattr(args, k) for k in keep}
 
 
@@ -220,34 +230,14 @@ class Data:
 # -- architectures ---------------------------------------------------------------------------------------
 def random_children(table, budget: float, n: int, seed: int) -> list:
     """``n`` distinct children drawn uniformly from the space among those predicted in RANDOM_BAND x budget."""
-    from hwnas.search.cost_tables import Child
+    from hwnas.search.band import sample_children_in_band
 
     low, high = RANDOM_BAND[0] * budget, RANDOM_BAND[1] * budget
-    cells = [t.numpy() for t in table.table]
-    head = table.head.numpy()
-    n_w, stages = table.num_widths, table.num_stages
-    rng = np.random.default_rng([seed, int(round(budget * 1e4))])
-    found: dict = {}
-    draws = 0
-    while len(found) < n and draws < MAX_DRAWS:
-        size = 20000
-        widths = rng.integers(0, n_w, size=(size, stages))
-        ops = np.stack([rng.integers(0, len(c), size=size) for c in cells], 1)
-        cost = table.fixed + head[widths[:, -1]]
-        for i, c in enumerate(cells):
-            s = table.stage_of[i]
-            w_in = widths[:, s - 1] if c.shape[1] > 1 else np.zeros(size, dtype=int)
-            cost = cost + c[ops[:, i], w_in, widths[:, s]]
-        for j in np.flatnonzero((cost >= low) & (cost <= high)):
-            child = Child(tuple(int(w) for w in widths[j]), tuple(int(o) for o in ops[j]))
-            found.setdefault(child, None)
-            if len(found) == n:
-                break
-        draws += size
+    found = sample_children_in_band(table, low, high, n, [seed, int(round(budget * 1e4))], MAX_DRAWS)
     if len(found) < n:
-        raise HwnasError(f"only {len(found)} distinct children of {draws} random draws are predicted in [{low:.4f}, {high:.4f}] "
-                         f"ms (budget {budget:g} ms); choose another budget or fewer --random")
-    return list(found)
+        raise HwnasError(f"only {len(found)} distinct children of {MAX_DRAWS} random draws are predicted in "
+                         f"[{low:.4f}, {high:.4f}] ms (budget {budget:g} ms); choose another budget or fewer --random")
+    return found
 
 
 def mbv2(space_name: str, width: float) -> Architecture:
@@ -315,7 +305,7 @@ def run_job(args, name: str) -> None:
         space = get_space(args.space)
         data = Data(args, space.params["resolution"])
         cfg = SearchConfig(space=args.space, dataset=args.dataset, predictor=args.predictor,
-                           budget_ms=spec["budget_ms"], epochs=args.search_epochs,
+                           budget_ms=spec["budget_ms"], latency_level=spec["level"], epochs=args.search_epochs,
                            warmup_epochs=args.search_warmup_epochs,
                            child_warmup_epochs=args.search_child_warmup_epochs, batch_size=args.batch_size,
                            max_steps=args.search_steps, seed=spec["seed"], out=str(folder / "search"), resume=True,
@@ -538,6 +528,28 @@ def mbv2_ladder(args, space_name: str, budget: float, predict, exporter: Exporte
     return result
 
 
+def session_levels(args, space, predictor, budgets, out: Path) -> dict[float, float]:
+    """The session level at every budget (:mod:`hwnas.search.session_level`), timed before any job runs;
+    kept in OUT/levels.json and reused (1.0 everywhere with --relevel 0)."""
+    from hwnas.search.session_level import measure_session_level
+
+    path = out / "levels.json"
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    levels = {}
+    for b in budgets:
+        if args.relevel == 0:
+            levels[b] = 1.0
+            continue
+        if ms_tag(b) not in saved:
+            found = measure_session_level(space, predictor, b, "tflite", "fp32", 1, count=args.relevel,
+                                          rounds=args.rounds, seed=args.seed, progress=False)
+            print(f"  {b:g} ms: {found.describe()}", flush=True)
+            saved[ms_tag(b)] = {"level": found.level, "models": found.models}
+            write_json(path, saved)
+        levels[b] = saved[ms_tag(b)]["level"]
+    return levels
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -548,6 +560,7 @@ def main(argv=None) -> int:
     from hwnas.search.config import SearchConfig
     from hwnas.search.cost_tables import child_arch, latency_table
     from hwnas.search.latency import load_latency_predictor
+    from hwnas.search.session_level import LeveledPredictor
     from hwnas.spaces import get_space
     from hwnas.threads import use_torch_threads
 
@@ -562,6 +575,8 @@ def main(argv=None) -> int:
     budgets = parse_budgets(args.budgets, fastest, slowest, "--budgets")
     if args.accuracy_budgets is None:
         acc_budgets = [sorted(budgets)[len(budgets) // 2]]
+    elif args.accuracy_budgets.strip().lower() == "none":
+        acc_budgets = []
     else:
         acc_budgets = parse_budgets(args.accuracy_budgets, fastest, slowest, "--accuracy-budgets")
         missing = [b for b in acc_budgets if b not in budgets]
@@ -590,9 +605,13 @@ def main(argv=None) -> int:
           f"{space.name} predicted {fastest:.4f}-{slowest:.4f} ms; budgets {', '.join(map(str, budgets))} ms "
           f"(accuracy at {', '.join(map(str, acc_budgets))} ms)", flush=True)
 
-    randoms = {b: [child_arch(space, c) for c in random_children(table, b, args.random, args.seed)]
-               for b in acc_budgets}
     clock.lap("prepare")
+    levels = session_levels(args, space, predictor, budgets, out)
+    for b in budgets:  # the searches' bands in this session's milliseconds: refused now if no child reaches one
+        BandDecoder(latency_table(space, LeveledPredictor(predictor, levels[b])), band[0] * b, band[1] * b)
+    clock.lap("session level")
+    randoms = {b: [child_arch(space, c) for c in random_children(latency_table(space, LeveledPredictor(
+        predictor, levels[b])), b, args.random, args.seed)] for b in acc_budgets}
 
     exporter = Exporter(out, data)
     try:
@@ -601,7 +620,7 @@ def main(argv=None) -> int:
         clock.lap("mbv2 ladder")
 
         # -- searches ----------------------------------------------------------------------------------------
-        searches = {f"search-{ms_tag(b)}-seed{s}": {"kind": "search", "budget_ms": b, "seed": s}
+        searches = {f"search-{ms_tag(b)}-seed{s}": {"kind": "search", "budget_ms": b, "seed": s, "level": levels[b]}
                     for b in budgets for s in SEARCH_SEEDS if s == SEARCH_SEEDS[0] or b in acc_budgets}
         searched: dict[str, dict] = {}
 
@@ -627,7 +646,7 @@ def main(argv=None) -> int:
                 search = f"search-{ms_tag(b)}-seed{s}"
                 if search not in searches:
                     continue
-                row = {"budget_ms": b, "kind": "searched", "seed": s, "search": search,
+                row = {"budget_ms": b, "kind": "searched", "seed": s, "search": search, "level": levels[b],
                        "search_seconds": searched[search]["seconds"], "band_ms": searched[search]["band_ms"]}
                 arch = Architecture.from_dict(searched[search]["arch"])
                 if b in acc_budgets:
@@ -698,8 +717,9 @@ def main(argv=None) -> int:
     with open(out / "results.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in results)
     table_text = write_table(results, budgets, acc_budgets, args, data, clock, Path(args.table))
-    plot(results, acc_budgets, out / "accuracy_vs_latency.png")
-    publish_models(results, Path(args.models_dir), data, args)
+    if acc_budgets:  # the budget-hit table alone has no accuracies to plot or models to publish
+        plot(results, acc_budgets, out / "accuracy_vs_latency.png")
+        publish_models(results, Path(args.models_dir), data, args)
     clock.lap("report")
     print(table_text)
     print(f"elapsed (all invocations on {out}): {clock.summary()}")
@@ -736,13 +756,13 @@ def write_table(results: list[dict], budgets, acc_budgets, args, data: Data, clo
              f"{args.search_steps} steps; LiteRT fp32, 1 thread, pinned, median of {args.rounds} "
              "interleaved rounds (± IQR).", "",
              f"Budget hit (target {HIT_BAND[0]:.2f}-{HIT_BAND[1]:.2f}x):", "",
-             "| budget ms | searched child | predicted ms | measured ms | measured / budget | within |",
-             "|---|---|---|---|---|---|"]
+             "| budget ms | searched child | predicted ms | session level | measured ms | measured / budget | within |",
+             "|---|---|---|---|---|---|---|"]
     for r in sorted((r for r in results if r["kind"] == "searched"), key=lambda r: (r["budget_ms"], r["seed"])):
         ok = HIT_BAND[0] <= r["measured_over_budget"] <= HIT_BAND[1]
         widths = ",".join(f"{w:g}" for w in r["stage_widths"])
         lines.append(f"| {r['budget_ms']:g} | seed {r['seed']}: `{' '.join(r['choices'])}` widths {widths} | "
-                     f"{r['predicted_ms']:.3f} | {r['measured_ms']:.3f} ± {r['spread_ms']:.3f} | "
+                     f"{r['predicted_ms']:.3f} | {r['level']:.3f}x | {r['measured_ms']:.3f} ± {r['spread_ms']:.3f} | "
                      f"{r['measured_over_budget']:.2f}x | {'yes' if ok else 'no'} |")
     for b in acc_budgets:
         lines += ["", f"Accuracy at {b:g} ms (test: {n_test} images, ± standard error; all trained {args.epochs} "

@@ -321,7 +321,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                 "profile_rounds": (PROFILE_ROUNDS, _pos_int)},
     "search": {"mode": ("proxyless", _string), "supernet": ("entangled", _one_of("entangled", "separate")),
                "epochs": (4, _pos_int), "warmup_epochs": (1, _nonneg_int), "child_warmup_epochs": (1, _nonneg_int),
-               "batch_size": (64, _pos_int), "max_steps": (10, _opt_pos_int), "lr_alpha": (0.02, _pos_num)},
+               "batch_size": (64, _pos_int), "max_steps": (10, _opt_pos_int), "lr_alpha": (0.02, _pos_num),
+               "relevel": (6, _nonneg_int)},
     "train": {"epochs": (8, _pos_int), "batch_size": (64, _pos_int), "lr": (0.05, _pos_num),
               "optimizer": ("sgd", _one_of("sgd", "adamw")), "weight_decay": (4e-5, lambda v: None if
               isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else "must be a number >= 0"),
@@ -571,7 +572,8 @@ def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log
     s = cfg["search"]
     result = run_search(SearchConfig(
         space=space.name, space_params=dict(cfg["space"]["params"]), dataset=cfg["data"]["dataset"],
-        predictor=str(predictor), budget_ms=budget, mode=s["mode"], epochs=s["epochs"], supernet=s["supernet"],
+        predictor=str(predictor), budget_ms=budget, relevel=s["relevel"], mode=s["mode"], epochs=s["epochs"],
+        supernet=s["supernet"],
         warmup_epochs=s["warmup_epochs"], child_warmup_epochs=s["child_warmup_epochs"],
         batch_size=s["batch_size"], max_steps=s["max_steps"],
         lr_alpha=s["lr_alpha"], limit_train=cfg["data"]["limit_train"], limit_val=cfg["data"]["limit_val"],
@@ -663,7 +665,9 @@ def _format_report(r: dict) -> str:
         f"  budget          {budget:.3f} ms ({r['budget_note']})",
         f"  architecture    {' '.join(r['choices'])}"
         + (f", stage widths {', '.join(f'{w:g}' for w in r['stage_widths'])}" if r.get("stage_widths") else ""),
-        f"  predicted       {r['predicted_ms']:.3f} ms ({r['predictor']})",
+        f"  predicted       {r['predicted_ms']:.3f} ms ({r['predictor']}"
+        + (f" x {r['latency_level']:g}, the session level measured before the search)"
+           if r.get("latency_level", 1.0) != 1.0 else ")"),
         f"  measured        {measured}",
         f"  recommended     {recommend(r['measured'], budget, failed) if r['measured'] else 'nothing measured'}",
         f"  accuracy        {r['val_acc']:.2%} top-1 on {r['n_val']} validation images (PyTorch, "
@@ -764,7 +768,8 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
     log("[5/6] measure")
     from hwnas.search.latency import load_latency_predictor
 
-    predicted = load_latency_predictor(space, str(predictor), quiet=True)[0].predict_ops(arch.ops())
+    level = float(summary.get("latency_level") or 1.0)  # the session level the search aimed with
+    predicted = load_latency_predictor(space, str(predictor), quiet=True, level=level)[0].predict_ops(arch.ops())
     measured = _measure(cfg, exported, predicted, budget, run_dir, log)
     lap("measure")
     cost = arch.cost()
@@ -773,7 +778,7 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
         "runtime": cfg["latency"]["runtime"], "dtype": cfg["latency"]["dtype"], "threads": cfg["latency"]["threads"],
         "budget_ms": budget, "budget_note": note, "choices": list(arch.choices),
         "stage_widths": list(arch.space.stage_widths) if space.searches_width else None,
-        "predictor": str(predictor), "predicted_ms": round(predicted, 5), "measured": measured,
+        "predictor": str(predictor), "latency_level": level, "predicted_ms": round(predicted, 5), "measured": measured,
         "val_acc": trained.val_acc, "n_val": len(splits.val), "train_epochs": trained.epochs,
         "mflops": cost.flops / 1e6, "mparams": cost.params / 1e6,
         "search_summary": {k: summary.get(k) for k in ("predicted_latency_ms", "within_budget", "band_ms",

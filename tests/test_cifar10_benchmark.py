@@ -49,7 +49,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     argv = ["--dataset", str(archive), "--predictor", str(PREDICTOR), "--budgets", "8%,12%",
             "--accuracy-budgets", "12%", "--train", "80", "--selection", "20", "--test", "20", "--epochs", "1",
             "--batch-size", "16", "--search-epochs", "2", "--search-warmup-epochs", "1", "--search-steps", "2",
-            "--random", "2", "--mbv2-ladder", "2", "--rounds", "1", "--jobs", "2", "--out", str(out),
+            "--random", "2", "--mbv2-ladder", "2", "--rounds", "1", "--jobs", "2", "--relevel", "1", "--out", str(out),
             "--models-dir", str(models)]
     tool = load_script()
     assert tool.main(argv) == 0
@@ -67,7 +67,9 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     for r in searched:  # the derived child's predicted latency lies in the search's band [0.93, 0.97] x budget
         low, high = r["band_ms"]
         assert low == pytest.approx(0.93 * r["budget_ms"], abs=1e-4)
-        assert low - 1e-6 <= r["predicted_ms"] <= high + 1e-6
+        # the search aimed at the session level's milliseconds: predicted x level
+        assert r["level"] == json.loads((out / "levels.json").read_text())[tool.ms_tag(r["budget_ms"])]["level"]
+        assert low - 1e-4 <= r["predicted_ms"] * r["level"] <= high + 1e-4
         assert r["measured_ms"] > 0
     accuracy = [r for r in rows if "test_acc" in r]
     assert sorted(r["kind"] for r in accuracy) == ["mbv2", "mbv2", "random", "random", "searched", "searched"]
@@ -87,7 +89,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     readme = (models / "README.md").read_text()
     assert "CIFAR_MEAN" in readme and '"airplane", "automobile"' in readme
     assert len((models / "test_images.txt").read_text().split()) == 20
-    for phase in ("search: 3 jobs", "train: 6 jobs", "== phase timing"):
+    for phase in ("search: 3 jobs", "train: 6 jobs", "== phase session level", "== phase timing"):
         assert phase in first
 
     results = sorted((out / "jobs").glob("*/result.json"))

@@ -184,6 +184,34 @@ def test_arch_step_gives_every_gated_logit_a_gradient():
         assert torch.all(grad != 0) and grad.sum().abs() < 1e-6  # BinaryConnect: the pair's gradients cancel
 
 
+def test_checkpointed_arch_step_gives_the_same_gradients(monkeypatch):
+    """Recomputing mixed positions in the backward pass (the architecture step's memory saving) changes no
+    gradient: same plan, same batch, with and without ``checkpoint``."""
+    space = _space()
+    torch.manual_seed(0)
+    net = EntangledSupernet(space).train()
+    table = latency_table(space, AnalyticProxy())
+    maker = PlanMaker(net, table, target_ms=table.min() + 0.3 * (table.max() - table.min()))
+    maker.update_beta()
+    plan, _ = maker.arch_plan()
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    params = net.arch_parameters() + [net.blocks[0].expand, net.blocks[-1].project]
+    calls = []
+    original = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
+    grads = []
+    for checkpoint in (False, True):
+        loss = F.cross_entropy(net(x, plan, checkpoint=checkpoint), y)
+        grads.append(torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True))
+    for plain, recomputed in zip(*grads):
+        if plain is None:
+            assert recomputed is None
+        else:
+            assert torch.allclose(plain, recomputed, atol=1e-6, rtol=1e-5)
+    assert len(calls) == len(net.alpha)  # every position mixes two candidates: each one recomputed
+    assert any(g is not None and g.abs().sum() > 0 for g in grads[1][:len(net.arch_parameters())])
+
+
 def _config(out, **kw) -> SearchConfig:
     base = dict(space="proxyless-tiny", space_params=SMALL, epochs=3, warmup_epochs=1, child_warmup_epochs=1,
                 batch_size=16, max_steps=2, limit_train=96, limit_val=32, out=str(out), progress=False, threads=1,

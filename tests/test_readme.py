@@ -47,6 +47,7 @@ _TINY_CELLS = ["--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--set"
 _TINY_TRAIN = ["--epochs", "1", "--max-steps", "2", "--limit-train", "64", "--limit-val", "32", "--no-progress"]
 _TINY_RUN = ["--set", "latency.predictor=predictors/amd-epyc-2c-tflite-fp32.json", "--set", "search.epochs=2",
              "--set", "search.warmup_epochs=1", "--set", "search.child_warmup_epochs=0",
+             "--set", "search.relevel=1",
              "--set", "search.max_steps=2", "--set", "search.batch_size=16",
              "--set", "train.epochs=1", "--set", "train.max_steps=2", "--set", "data.limit_train=64",
              "--set", "data.limit_val=32", "--set", "data.workers=0", "--set", 'export.quant=["fp32"]',
@@ -62,6 +63,7 @@ SCALE: list[tuple[str, list[str]]] = [
     (r"^hwnas fit ", ["--device", "amd-epyc-2c", "--out", "fitted", "--methods", "per-kind-loglinear",
                       "--no-progress"]),
     (r"hwnas search (?!.*--space darts-cell)(?!.*--strategy)", _TINY_SEARCH),
+    (r"hwnas search .*--relevel", ["--relevel", "2"]),  # two children timed, not six
     (r"hwnas search .*--strategy", ["--evaluations", "2", "--proxy-steps", "2", "--batch-size", "16",
                                     "--limit-train", "64", "--limit-val", "32", "--threads", "1", "--no-progress"]),
     (r"hwnas search .*--space fbnet-cifar100", ["--epochs", "1", "--warmup-epochs", "0", "--max-steps", "1",

@@ -75,7 +75,8 @@ def config_from_args(args):
         args.supernet_type = default_supernet(args.space, parse_overrides(args.set), args.darts_order)
     return SearchConfig(
         space=args.space, space_params=parse_overrides(args.set), dataset=args.dataset, predictor=args.predictor,
-        budget_ms=args.budget_ms, mode=args.mode, darts_order=args.darts_order, epochs=pick("epochs"),
+        budget_ms=args.budget_ms, latency_level=args.latency_level, relevel=args.relevel, mode=args.mode,
+        darts_order=args.darts_order, epochs=pick("epochs"),
         warmup_epochs=pick("warmup_epochs"), child_warmup_epochs=pick("child_warmup_epochs"),
         batch_size=pick("batch_size"), max_steps=pick("max_steps"), supernet=args.supernet_type, control=args.control,
         target_fraction=args.target_fraction, band_low=args.band[0], band_high=args.band[1],
@@ -167,6 +168,12 @@ def register(sub) -> None:
     p.add_argument("--predictor", default=None,
                    help="latency predictor file (default: analytic FLOPs/MAC proxy, see docs/search.md)")
     p.add_argument("--budget-ms", type=float, default=None, help="latency budget in ms for the derived model")
+    p.add_argument("--relevel", type=int, default=0, metavar="N",
+                   help="gradient: before searching, time N children predicted near the budget on this machine "
+                        "now and multiply every prediction by median(measured / predicted), so the derived "
+                        "child lands on the budget as measured today (needs --predictor, --budget-ms; ~5 s a child)")
+    p.add_argument("--latency-level", type=float, default=1.0, metavar="X",
+                   help="gradient: multiply every prediction by X (a session level measured earlier)")
     p.add_argument("--mode", choices=MODES, default="proxyless", help="gradient mode (default proxyless)")
     p.add_argument("--darts-order", type=int, choices=(1, 2), default=1,
                    help="darts: 1 first order, 2 second order (finite-difference Hessian-vector product)")

@@ -8,6 +8,10 @@ def run_search(config: SearchConfig, splits=None) -> SearchResult:
     separate-weights one (:mod:`hwnas.search.loop`). ``splits`` (a :class:`hwnas.data.Splits`) replaces
     ``config.dataset`` for the entangled search (benchmarks that hold images out of the search)."""
     config.check()
+    if config.relevel:
+        from hwnas.search.session_level import level_for_search
+
+        config.latency_level = level_for_search(config)
     if config.supernet == "entangled":
         from hwnas.search.entangled_loop import run_entangled_search
 

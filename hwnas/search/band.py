@@ -133,3 +133,31 @@ class BandDecoder:
         if width_logp is None:
             width_logp = [np.zeros(self.table.num_widths)] * self.table.num_stages
         return most_probable_in_band(self.table, op_logp, width_logp, self.low, self.high)
+
+
+def sample_children_in_band(table: CostTable, low: float, high: float, n: int, seed,
+                            max_draws: int = 2_000_000) -> list[Child]:
+    """Up to ``n`` distinct children drawn uniformly from the whole space (stage widths included) among those
+    whose latency (``table``) lies in ``[low, high]``, by rejection sampling (fewer when ``max_draws`` draws
+    do not find ``n``)."""
+    cells = [t.numpy() for t in table.table]
+    head = table.head.numpy()
+    n_w, stages = table.num_widths, table.num_stages
+    rng = np.random.default_rng(seed)
+    found: dict = {}
+    draws = 0
+    while len(found) < n and draws < max_draws:
+        size = 20000
+        widths = rng.integers(0, n_w, size=(size, stages))
+        ops = np.stack([rng.integers(0, len(c), size=size) for c in cells], 1)
+        cost = table.fixed + head[widths[:, -1]]
+        for i, c in enumerate(cells):
+            s = table.stage_of[i]
+            w_in = widths[:, s - 1] if c.shape[1] > 1 else np.zeros(size, dtype=int)
+            cost = cost + c[ops[:, i], w_in, widths[:, s]]
+        for j in np.flatnonzero((cost >= low) & (cost <= high)):
+            found.setdefault(Child(tuple(int(w) for w in widths[j]), tuple(int(o) for o in ops[j])), None)
+            if len(found) == n:
+                break
+        draws += size
+    return list(found)

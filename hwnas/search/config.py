@@ -16,7 +16,7 @@ RESUME_KEYS = ("space", "space_params", "dataset", "mode", "darts_order", "epoch
                "lr_w", "momentum", "weight_decay", "lr_alpha", "lambda_lat", "eta_flops", "eta_mac", "eta_params",
                "tau_start", "tau_end", "baseline_decay", "fit_budget",
                "supernet", "control", "target_fraction", "band_low", "band_high", "arch_fraction",
-               "child_warmup_epochs", "distill", "alpha_init_std", "label_smoothing")
+               "child_warmup_epochs", "distill", "alpha_init_std", "label_smoothing", "latency_level")
 SUPERNETS = ("entangled", "separate")
 CONTROLS = ("tilt", "absolute", "hinge")
 
@@ -30,6 +30,8 @@ class SearchConfig:
     dataset: str = "digits"
     predictor: str | None = None  # None: analytic latency proxy (hwnas.search.latency)
     budget_ms: float | None = None
+    latency_level: float = 1.0  # every prediction x this (the session level, hwnas.search.session_level)
+    relevel: int = 0  # > 0: measure the session level on this many children near the budget before searching
     mode: str = "proxyless"
     darts_order: int = 1  # 1 or 2 (finite-difference Hessian-vector product; separate supernet only)
     supernet: str = "entangled"  # entangled (shared weights, hwnas.search.entangled_loop) | separate
@@ -124,6 +126,13 @@ class SearchConfig:
             raise HwnasError(f"recalibration batches must be a positive integer, got {self.recalib_batches!r}")
         if not 0 <= self.label_smoothing < 1 or not self.alpha_init_std >= 0:
             raise HwnasError("label smoothing must be in [0, 1) and alpha_init_std >= 0")
+        if not 0 < self.latency_level < float("inf"):
+            raise HwnasError(f"latency level must be a positive number, got {self.latency_level!r}")
+        if not isinstance(self.relevel, int) or self.relevel < 0:
+            raise HwnasError(f"relevel must be a non-negative integer (children to time), got {self.relevel!r}")
+        if self.relevel and (self.predictor is None or self.budget_ms is None):
+            raise HwnasError("re-levelling (--relevel) needs --predictor and --budget-ms: it times children "
+                             "predicted near the budget on the predictor's runtime")
         if self.device not in ("auto", "cpu", "cuda"):
             raise HwnasError(f"device must be auto, cpu or cuda, got {self.device!r}")
         check_threads(self.threads, "threads")

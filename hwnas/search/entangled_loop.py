@@ -152,7 +152,7 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
     use_torch_threads(cfg.threads, "threads")
     main = rank == 0
     space = get_space(cfg.space, cfg.space_params)
-    predictor, source = load_latency_predictor(space, cfg.predictor)
+    predictor, source = load_latency_predictor(space, cfg.predictor, level=cfg.latency_level)
     table = latency_table(space, predictor)
     if cfg.budget_ms is not None:
         if not cfg.budget_ms >= table.min():
@@ -328,7 +328,8 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
     summary = {
         "space": space.name, "supernet": "entangled", "mode": cfg.mode, "control": cfg.control,
         "choices": list(arch.choices), "stage_widths": list(arch.space.stage_widths),
-        "predicted_latency_ms": round(child_ms, 5), "latency_source": source, "budget_ms": cfg.budget_ms,
+        "predicted_latency_ms": round(child_ms, 5), "latency_source": source, "latency_level": cfg.latency_level,
+        "budget_ms": cfg.budget_ms,
         "band_ms": None if cfg.budget_ms is None else [round(cfg.band_low * cfg.budget_ms, 5),
                                                         round(cfg.band_high * cfg.budget_ms, 5)],
         "within_budget": None if cfg.budget_ms is None else child_ms <= cfg.budget_ms + 1e-9,
@@ -374,7 +375,7 @@ def _arch_step(net: EntangledSupernet, maker: PlanMaker, opt_a, batch, device) -
             ce = F.cross_entropy(net(xa, plan), ya)
         loss = maker.reinforce_loss(plan, -float(ce))
     else:
-        ce = F.cross_entropy(net(xa, plan), ya)
+        ce = F.cross_entropy(net(xa, plan, checkpoint=True), ya)
         loss = ce
     if extra is not None:
         loss = loss + extra

@@ -75,12 +75,18 @@ def _tensors(space: SearchSpace, predictor: LatencyPredictor) -> list[torch.Tens
             for t in latency_tensors(space, predictor)]
 
 
-def load_latency_predictor(space: SearchSpace, predictor_path: str | None,
-                           quiet: bool = False) -> tuple[LatencyPredictor, str]:
-    """(predictor, where its numbers come from): the file's, or the analytic proxy when ``None``.
+def load_latency_predictor(space: SearchSpace, predictor_path: str | None, quiet: bool = False,
+                           level: float = 1.0) -> tuple[LatencyPredictor, str]:
+    """(predictor, where its numbers come from): the file's, or the analytic proxy when ``None``; with a
+    ``level`` other than 1 every prediction is multiplied by it (:mod:`hwnas.search.session_level`).
 
     A table that lacks some of the space's operators prices them with its fallback regressor (a note
     says so unless ``quiet``)."""
+    if level != 1.0:
+        from hwnas.search.session_level import LeveledPredictor
+
+        predictor, source = load_latency_predictor(space, predictor_path, quiet)
+        return LeveledPredictor(predictor, level), f"{source} x {level:g} (session level)"
     if predictor_path:
         from hwnas.predictors import load_predictor
 
@@ -97,9 +103,9 @@ def load_latency_predictor(space: SearchSpace, predictor_path: str | None,
     return predictor, predictor.device["name"]
 
 
-def latency_model(space: SearchSpace, predictor_path: str | None) -> LatencyModel:
-    """Load ``predictor_path`` (or the analytic proxy when ``None``) for ``space``."""
-    predictor, source = load_latency_predictor(space, predictor_path)
+def latency_model(space: SearchSpace, predictor_path: str | None, level: float = 1.0) -> LatencyModel:
+    """Load ``predictor_path`` (or the analytic proxy when ``None``) for ``space``, times ``level``."""
+    predictor, source = load_latency_predictor(space, predictor_path, level=level)
     try:
         from hwnas.predictors.differentiable import fixed_latency
     except ImportError:

@@ -126,11 +126,11 @@ def run_search(config: SearchConfig) -> SearchResult:
             print(f"note: the separate-weights supernet searches operators at fixed stage widths "
                   f"({', '.join(f'{w:g}' for w in space.stage_widths)}); width choices need --supernet-type entangled")
         space = get_space(space.name, dict(space.params, width_choices=[1.0]))
-    lat = latency_model(space, cfg.predictor)
+    lat = latency_model(space, cfg.predictor, cfg.latency_level)
     check_budget(cfg.budget_ms, lat)
     band = None
     if cfg.budget_ms is not None and cfg.fit_budget:  # the derivation's band, refused now when out of reach
-        band = BandDecoder(latency_table(space, load_latency_predictor(space, cfg.predictor)[0]),
+        band = BandDecoder(latency_table(space, load_latency_predictor(space, cfg.predictor, True, cfg.latency_level)[0]),
                            cfg.band_low * cfg.budget_ms, cfg.band_high * cfg.budget_ms)
 
     splits = load_dataset(cfg.dataset, space.params["resolution"], seed=cfg.seed,
@@ -302,7 +302,7 @@ def _finish(net: Supernet, cfg: SearchConfig, lat, band, out: Path | None, histo
     latency = net.cost_of("latency", choices)
     summary = {
         "space": net.space.name, "mode": cfg.mode, "choices": choices,
-        "predicted_latency_ms": round(latency, 5), "latency_source": lat.source,
+        "predicted_latency_ms": round(latency, 5), "latency_source": lat.source, "latency_level": cfg.latency_level,
         "budget_ms": cfg.budget_ms,
         "within_budget": None if cfg.budget_ms is None else latency <= cfg.budget_ms + 1e-9,
         "min_latency_ms": round(lat.min_ms, 5), "max_latency_ms": round(lat.max_ms, 5),

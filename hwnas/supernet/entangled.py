@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 from torch.nn import functional as F
 
@@ -217,7 +218,13 @@ class EntangledSupernet(nn.Module):
         """Run exactly ``child`` from now on (``None``: the plan must be set per step)."""
         self.plan = None if child is None else Plan.of(child)
 
-    def forward(self, x: torch.Tensor, plan: Plan | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, plan: Plan | None = None, checkpoint: bool = False) -> torch.Tensor:
+        """Run ``plan`` (default: the child set by :meth:`set_child`).
+
+        ``checkpoint``: positions that mix several candidates keep only their input for the backward pass
+        and run again there (``torch.utils.checkpoint``), so an architecture step holds about one
+        position's inner activations at a time instead of every candidate's (ProxylessNAS's memory promise).
+        """
         plan = plan or self.plan
         if plan is None:
             raise RuntimeError("no child or plan set on the supernet")
@@ -230,21 +237,29 @@ class EntangledSupernet(nn.Module):
             out_mask = _mask(channels, wmix, c_out, 1, x)
             for i in self.stage_positions(s):
                 in_channels, in_mix = (prev_channels, prev_mix) if self.is_first(i) else (channels, wmix)
-                residual = (self.blocks[i].stride == 1
-                            and in_channels[in_mix.chosen] == channels[wmix.chosen])
-                omix = plan.ops[i]
-                outs = []
-                for c in omix.options:
-                    cand = self._cand(i, c)
-                    if cand is None:
-                        outs.append(x)
-                        continue
-                    e = self.blocks[i].candidates[cand][1]
-                    mid_mask = _mask(in_channels, in_mix, x.shape[1] * e, e, x)
-                    outs.append(self.blocks[i](x, cand, c_out, mid_mask, out_mask, residual))
-                x = outs[0] if omix.weights is None else sum(w * o for w, o in zip(omix.weights, outs))
+                args = (i, plan.ops[i], in_channels, in_mix, channels[wmix.chosen], c_out, out_mask)
+                mixed = plan.ops[i].weights is not None or in_mix.weights is not None or out_mask is not None
+                if checkpoint and mixed and torch.is_grad_enabled():
+                    x = torch.utils.checkpoint.checkpoint(self._position, x, *args, use_reentrant=False)
+                else:
+                    x = self._position(x, *args)
             prev_channels, prev_mix = channels, wmix
         return self.head_rest(self.head_conv(x))
+
+    def _position(self, x, i: int, omix: Mix, in_channels: list[int], in_mix: Mix, active_out: int, c_out: int,
+                  out_mask) -> torch.Tensor:
+        """Position ``i``: the candidates of ``omix`` summed with their weights."""
+        residual = self.blocks[i].stride == 1 and in_channels[in_mix.chosen] == active_out
+        outs = []
+        for c in omix.options:
+            cand = self._cand(i, c)
+            if cand is None:
+                outs.append(x)
+                continue
+            e = self.blocks[i].candidates[cand][1]
+            mid_mask = _mask(in_channels, in_mix, x.shape[1] * e, e, x)
+            outs.append(self.blocks[i](x, cand, c_out, mid_mask, out_mask, residual))
+        return outs[0] if omix.weights is None else sum(w * o for w, o in zip(omix.weights, outs))
 
     # -- a standalone child --------------------------------------------------------------
     @torch.no_grad()

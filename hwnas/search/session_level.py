@@ -1,0 +1,160 @@
+"""The session level: how fast this machine runs NOW against a latency predictor, near a budget.
+
+A predictor's milliseconds were timed in one session; a shared machine's speed
+drifts between sessions (neighbours, clocks, caches: the same models ran 1.03-1.09x
+their table times on intel-xeon-2c three days after its table was made). A
+search that aims at 0.95 x budget by the table then measures outside the
+0.90-1.00 x budget band. So, before a search:
+
+1. :func:`measure_session_level` draws ``count`` children predicted in
+   [0.85, 1.00] x budget (uniformly, stage widths included), exports each whole
+   (random weights) to the predictor's runtime, and times them on this machine
+   in ``rounds`` interleaved rounds (a fresh random order each round, pinned to
+   one core); the level is the median over children of measured / predicted;
+2. :class:`LeveledPredictor` multiplies every prediction by the level, so the
+   search, its band and its report speak in milliseconds measured now.
+
+``hwnas search --relevel N``, the main job (``search.relevel``) and
+``benchmarks/cifar10_budgets.py`` use it. A search resumed from its folder keeps
+the level it was started with (``config.json``).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hwnas.errors import HwnasError
+from hwnas.predictors import LatencyPredictor
+
+LEVEL_BAND = (0.85, 1.00)  # children timed for the level: predicted in this fraction of the budget
+LEVEL_LIMITS = (0.2, 5.0)  # a level outside this range: the predictor is for another machine or runtime
+FAR_LEVEL = 1.25  # a level beyond 1.25x (or 1/1.25) gets a note suggesting a table of this machine's own
+
+
+class LeveledPredictor(LatencyPredictor):
+    """``predictor``'s milliseconds times ``level`` (everything else is the wrapped predictor's)."""
+
+    def __init__(self, predictor: LatencyPredictor, level: float):
+        self.base, self.level = predictor, float(level)
+        self.device, self.space = predictor.device, predictor.space
+        self.overhead_ms = self.level * float(getattr(predictor, "overhead_ms", 0.0))
+
+    def predict_op(self, op) -> float:
+        return self.level * float(self.base.predict_op(op))
+
+    def predict_many(self, ops) -> list[float]:
+        many = getattr(self.base, "predict_many", None)
+        values = many(ops) if many else [self.base.predict_op(op) for op in ops]
+        return [self.level * float(v) for v in values]
+
+    def predict_ops(self, ops) -> float:
+        return self.level * float(self.base.predict_ops(ops))
+
+    def __getattr__(self, name):  # fallback_name, runtime, dtype, ... of the wrapped predictor
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+@dataclass
+class SessionLevel:
+    level: float
+    models: list[dict] = field(default_factory=list)  # choices, stage widths, predicted_ms, measured_ms, rounds_ms
+
+    def describe(self) -> str:
+        ratios = sorted(m["measured_ms"] / m["predicted_ms"] for m in self.models)
+        return (f"session level {self.level:.3f}x: {len(self.models)} children timed now run at "
+                f"{ratios[0]:.3f}-{ratios[-1]:.3f}x their predicted latency")
+
+
+def measure_session_level(space, predictor: LatencyPredictor, budget_ms: float, runtime: str = "tflite",
+                          dtype: str = "fp32", threads: int = 1, count: int = 6, rounds: int = 3, seed: int = 0,
+                          core: int | None = None, progress: bool = True) -> SessionLevel:
+    """Time ``count`` children predicted near ``budget_ms`` now; the level is median(measured / predicted)."""
+    from hwnas.pipeline import default_core, pinned
+    from hwnas.profiler import Exporter
+    from hwnas.progress import progress_bar
+    from hwnas.runners import get_runner
+    from hwnas.search.band import sample_children_in_band
+    from hwnas.search.cost_tables import child_arch, latency_table
+
+    if count < 1 or rounds < 1:
+        raise HwnasError(f"the session level needs at least one child and one round, got {count} and {rounds}")
+    table = latency_table(space, predictor)
+    low, high = LEVEL_BAND[0] * budget_ms, LEVEL_BAND[1] * budget_ms
+    children = sample_children_in_band(table, low, high, count, [seed, 31, int(round(budget_ms * 1e4))])
+    if not children:
+        raise HwnasError(f"no child of {space.name} is predicted in [{low:.4f}, {high:.4f}] ms to time for the "
+                         f"session level (the space reaches {table.min():.4f}-{table.max():.4f} ms)")
+    archs = [child_arch(space, c) for c in children]
+    predicted = [float(predictor.predict_ops(a.ops())) for a in archs]
+    runner = get_runner(runtime, threads)
+    core = default_core() if core is None else core
+    per_round: list[list[float]] = [[] for _ in archs]
+    with tempfile.TemporaryDirectory(prefix="hwnas-level-") as tmp:
+        exporter = Exporter(runner, dtype, Path(tmp), per_op=False)
+        try:
+            files = [exporter.export(a.ops(), f"level{i}") for i, a in
+                     enumerate(progress_bar(archs, desc="session level: export", unit="model", enabled=progress))]
+        finally:
+            exporter.close()
+        order = list(range(len(files)))
+        rng = random.Random(seed)
+        bar = progress_bar(total=rounds * len(files), desc="session level: time", unit="model", enabled=progress)
+        with pinned(core):
+            for _ in range(rounds):
+                rng.shuffle(order)
+                for i in order:
+                    per_round[i].append(runner.time(files[i]).median_ms)
+                    bar.update(1)
+        bar.close()
+    models = [{"choices": list(a.choices), "stage_widths": list(a.space.stage_widths), "predicted_ms": round(p, 5),
+               "measured_ms": round(statistics.median(r), 5), "rounds_ms": [round(v, 5) for v in r]}
+              for a, p, r in zip(archs, predicted, per_round)]
+    level = statistics.median(m["measured_ms"] / m["predicted_ms"] for m in models)
+    if not LEVEL_LIMITS[0] <= level <= LEVEL_LIMITS[1]:
+        raise HwnasError(f"children predicted near {budget_ms:g} ms measure {level:.2f}x their prediction on this "
+                         f"machine: the predictor is not for this machine (or runtime); profile it here "
+                         f"(hwnas profile, hwnas fit) instead of re-levelling")
+    return SessionLevel(round(level, 4), models)
+
+
+def level_for_search(cfg) -> float:
+    """The level a search with ``cfg.relevel`` children runs with: the one its folder was started with when it
+    resumes, else measured now (and written to ``OUT/session_level.json``)."""
+    import json
+    import os
+
+    from hwnas.search.latency import load_latency_predictor
+    from hwnas.spaces import get_space
+
+    out = cfg.out_dir
+    saved = out / "config.json"
+    if cfg.resume and saved.exists() and (out / "checkpoint.pt").exists():
+        level = json.loads(saved.read_text()).get("latency_level")
+        if level:
+            print(f"session level {level:g}x: kept from {saved} (resuming)")
+            return float(level)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise HwnasError("re-levelling times models on this machine: measure it in one process "
+                         "(hwnas search --relevel N) and pass --latency-level to the distributed run")
+    space = get_space(cfg.space, cfg.space_params)
+    predictor, _ = load_latency_predictor(space, cfg.predictor, quiet=True)
+    print(f"session level: timing {cfg.relevel} children predicted in [{LEVEL_BAND[0]:g}, {LEVEL_BAND[1]:g}] x "
+          f"{cfg.budget_ms:g} ms with {predictor.runtime} {predictor.dtype}, {predictor.threads} thread(s)")
+    found = measure_session_level(space, predictor, cfg.budget_ms, predictor.runtime, predictor.dtype,
+                                  predictor.threads, count=cfg.relevel, seed=cfg.seed, progress=cfg.progress)
+    print(found.describe() + "; the search aims at milliseconds measured now")
+    if not 1 / FAR_LEVEL <= found.level <= FAR_LEVEL:
+        print(f"note: this machine runs children {found.level:.2f}x as long as {cfg.predictor} predicts: it is "
+              "probably not the machine the table was timed on; re-levelling keeps the budget, but a table of "
+              "this machine's own (hwnas profile, hwnas fit) also ranks its operators right")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "session_level.json").write_text(json.dumps({"level": found.level, "budget_ms": cfg.budget_ms,
+                                                         "predictor": cfg.predictor, "models": found.models},
+                                                        indent=2) + "\n")
+    return found.level
