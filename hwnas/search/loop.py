@@ -130,8 +130,8 @@ def run_search(config: SearchConfig) -> SearchResult:
     check_budget(cfg.budget_ms, lat)
     band = None
     if cfg.budget_ms is not None and cfg.fit_budget:  # the derivation's band, refused now when out of reach
-        band = BandDecoder(latency_table(space, load_latency_predictor(space, cfg.predictor, True, cfg.latency_level)[0]),
-                           cfg.band_low * cfg.budget_ms, cfg.band_high * cfg.budget_ms)
+        predictor = load_latency_predictor(space, cfg.predictor, quiet=True, level=cfg.latency_level)[0]
+        band = BandDecoder(latency_table(space, predictor), cfg.band_low * cfg.budget_ms, cfg.band_high * cfg.budget_ms)
 
     splits = load_dataset(cfg.dataset, space.params["resolution"], seed=cfg.seed,
                           limit_train=cfg.limit_train, limit_val=cfg.limit_val)
