@@ -163,7 +163,9 @@ def test_mixed_plan_with_one_hot_gates_runs_the_active_child(net):
             one_hot = torch.tensor([1.0, 0.0])
             plan = Plan([Mix(w, one_hot) for w in widths], [Mix(o, one_hot) for o in ops])
             with torch.no_grad():
-                assert torch.equal(net(x, plan), net(x, Plan.of(plan.child())))
+                # equal up to float rounding: a stage mixing widths runs its convolutions at the widest width
+                # in play (zero-masked channels), whose kernels may sum in another order on some CPUs
+                assert torch.allclose(net(x, plan), net(x, Plan.of(plan.child())), atol=1e-6, rtol=1e-5)
     net.eval()
 
 

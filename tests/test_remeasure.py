@@ -77,12 +77,12 @@ def test_remeasure_refuses_zero_rounds(tmp_path, capsys):
 
 def test_remeasure_refuses_another_machines_table(tmp_path, capsys):
     data = tmp_path / "data"
-    write_device(data / "dev.device.json", dict(describe_this_device("dev"), cpu="AMD EPYC"))
+    write_device(data / "dev.device.json", dict(describe_this_device("dev"), cpu="Other CPU 9000"))
     append_op_row(data / "dev.csv", OpRow(OpSpec("conv", 3, 16, 16, 16, kernel=3), "tflite", "fp32", 1, 9.0, 0.1, 5, 1))
     before = (data / "dev.csv").read_text()
     from hwnas.errors import HwnasError
     import pytest
 
-    with pytest.raises(HwnasError, match="device description mismatch: stored cpu 'AMD EPYC'"):
+    with pytest.raises(HwnasError, match="device description mismatch: stored cpu 'Other CPU 9000'"):
         load_tool().main(["--device", "dev", "--runtime", "tflite", "--data", str(data), "--cache", str(tmp_path)])
     assert (data / "dev.csv").read_text() == before
