@@ -21,7 +21,6 @@ the level it was started with (``config.json``).
 
 from __future__ import annotations
 
-import random
 import statistics
 import tempfile
 from dataclasses import dataclass, field
@@ -81,6 +80,7 @@ def measure_session_level(space, predictor: LatencyPredictor, budget_ms: float, 
     from hwnas.runners import get_runner
     from hwnas.search.band import sample_children_in_band
     from hwnas.search.cost_tables import child_arch, latency_table
+    from hwnas.timing_rounds import time_rounds
 
     if count < 1 or rounds < 1:
         raise HwnasError(f"the session level needs at least one child and one round, got {count} and {rounds}")
@@ -94,27 +94,21 @@ def measure_session_level(space, predictor: LatencyPredictor, budget_ms: float, 
     predicted = [float(predictor.predict_ops(a.ops())) for a in archs]
     runner = get_runner(runtime, threads)
     core = default_core() if core is None else core
-    per_round: list[list[float]] = [[] for _ in archs]
     with tempfile.TemporaryDirectory(prefix="hwnas-level-") as tmp:
         exporter = Exporter(runner, dtype, Path(tmp), per_op=False)
         try:
-            files = [exporter.export(a.ops(), f"level{i}") for i, a in
-                     enumerate(progress_bar(archs, desc="session level: export", unit="model", enabled=progress))]
+            files = {f"level{i}": exporter.export(a.ops(), f"level{i}") for i, a in
+                     enumerate(progress_bar(archs, desc="session level: export", unit="model", enabled=progress))}
         finally:
             exporter.close()
-        order = list(range(len(files)))
-        rng = random.Random(seed)
-        bar = progress_bar(total=rounds * len(files), desc="session level: time", unit="model", enabled=progress)
-        with pinned(core):
-            for _ in range(rounds):
-                rng.shuffle(order)
-                for i in order:
-                    per_round[i].append(runner.time(files[i]).median_ms)
-                    bar.update(1)
-        bar.close()
+        with pinned(core):  # absolute times: no drift correction, the machine's speed now is what is measured
+            timings = time_rounds(files, runner, rounds, Path(tmp) / "rounds.jsonl", seed, progress)
+    per_file: dict[str, list[float]] = {name: [] for name in files}
+    for t in timings:
+        per_file[t.name].append(t.median_ms)
     models = [{"choices": list(a.choices), "stage_widths": list(a.space.stage_widths), "predicted_ms": round(p, 5),
                "measured_ms": round(statistics.median(r), 5), "rounds_ms": [round(v, 5) for v in r]}
-              for a, p, r in zip(archs, predicted, per_round)]
+              for a, p, r in zip(archs, predicted, per_file.values())]
     level = statistics.median(m["measured_ms"] / m["predicted_ms"] for m in models)
     if not LEVEL_LIMITS[0] <= level <= LEVEL_LIMITS[1]:
         raise HwnasError(f"children predicted near {budget_ms:g} ms measure {level:.2f}x their prediction on this "
