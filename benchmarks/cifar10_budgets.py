@@ -53,11 +53,11 @@ import argparse
 import json
 import math
 import os
-import random
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timezone
@@ -431,20 +431,17 @@ def iqr(values: list[float]) -> float:
 
 
 def time_interleaved(files: dict[str, Path], rounds: int, seed: int) -> dict[str, dict]:
-    """LiteRT, 1 thread, pinned to one core: every file once per round, each round in a fresh random order."""
+    """LiteRT, 1 thread, pinned to one core: every file once per round, each round in a fresh random order
+    (:func:`hwnas.timing_rounds.time_rounds`, absolute times: no drift correction)."""
     from hwnas.pipeline import default_core, pinned
     from hwnas.runners import get_runner
+    from hwnas.timing_rounds import time_rounds
 
-    runner = get_runner("tflite", 1)
     per_round: dict[str, list[float]] = {name: [] for name in files}
-    rng = random.Random(seed)
-    with pinned(default_core()):
-        for r in range(rounds):
-            order = list(files)
-            rng.shuffle(order)
-            for name in order:
-                per_round[name].append(runner.time(files[name]).median_ms)
-            print(f"  timing round {r + 1}/{rounds}: {len(order)} models", flush=True)
+    with tempfile.TemporaryDirectory(prefix="hwnas-bench-") as tmp, pinned(default_core()):
+        for t in time_rounds(files, get_runner("tflite", 1), rounds, Path(tmp) / "rounds.jsonl", seed, False):
+            per_round[t.name].append(t.median_ms)
+    print(f"  timed {len(files)} models x {rounds} rounds", flush=True)
     return {name: {"measured_ms": round(statistics.median(v), 5), "spread_ms": round(iqr(v), 5),
                    "rounds_ms": [round(x, 5) for x in v]} for name, v in per_round.items()}
 
