@@ -104,3 +104,11 @@ def test_search_cli_relevels_and_lands_in_the_leveled_band(tmp_path, capsys):
     raw = predictor.predict_ops(Architecture.load(out / "arch.json").ops())
     assert derived["predicted_latency_ms"] == pytest.approx(level * raw, rel=1e-3)
     assert "session level" in capsys.readouterr().out
+
+
+def test_a_phone_predictor_is_not_relevelled_on_this_machine(tmp_path):
+    phone = str(ROOT / "predictors" / "phones" / "samsung_a50.json")
+    cfg = SearchConfig(space="fbnet-cifar100", predictor=phone, budget_ms=40.0, relevel=2, out=str(tmp_path))
+    with pytest.raises(HwnasError, match="samsung_a50.*not a CPU it can run on"):
+        level_for_search(cfg)
+    assert not (tmp_path / "session_level.json").exists()

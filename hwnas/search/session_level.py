@@ -138,6 +138,10 @@ def level_for_search(cfg) -> float:
                          "(hwnas search --relevel N) and pass --latency-level to the distributed run")
     space = get_space(cfg.space, cfg.space_params)
     predictor, _ = load_latency_predictor(space, cfg.predictor, quiet=True)
+    if "cpu" not in (predictor.device or {}):  # a phone's or a published benchmark's milliseconds
+        raise HwnasError(f"{cfg.predictor}: re-levelling times children on this machine, but this predictor is "
+                         f"for {predictor.device.get('name', 'another device')!r}, not a CPU it can run on; "
+                         "search without --relevel (or re-level on that device's own runtime)")
     print(f"session level: timing {cfg.relevel} children predicted in [{LEVEL_BAND[0]:g}, {LEVEL_BAND[1]:g}] x "
           f"{cfg.budget_ms:g} ms with {predictor.runtime} {predictor.dtype}, {predictor.threads} thread(s)")
     found = measure_session_level(space, predictor, cfg.budget_ms, predictor.runtime, predictor.dtype,
