@@ -57,7 +57,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timezone
@@ -432,15 +431,11 @@ def iqr(values: list[float]) -> float:
 
 def time_interleaved(files: dict[str, Path], rounds: int, seed: int) -> dict[str, dict]:
     """LiteRT, 1 thread, pinned to one core: every file once per round, each round in a fresh random order
-    (:func:`hwnas.timing_rounds.time_rounds`, absolute times: no drift correction)."""
-    from hwnas.pipeline import default_core, pinned
+    (:func:`hwnas.timing_rounds.times_now`, absolute times: no drift correction)."""
     from hwnas.runners import get_runner
-    from hwnas.timing_rounds import time_rounds
+    from hwnas.timing_rounds import times_now
 
-    per_round: dict[str, list[float]] = {name: [] for name in files}
-    with tempfile.TemporaryDirectory(prefix="hwnas-bench-") as tmp, pinned(default_core()):
-        for t in time_rounds(files, get_runner("tflite", 1), rounds, Path(tmp) / "rounds.jsonl", seed, False):
-            per_round[t.name].append(t.median_ms)
+    per_round = times_now(files, get_runner("tflite", 1), rounds, seed, progress=False)
     print(f"  timed {len(files)} models x {rounds} rounds", flush=True)
     return {name: {"measured_ms": round(statistics.median(v), 5), "spread_ms": round(iqr(v), 5),
                    "rounds_ms": [round(x, 5) for x in v]} for name, v in per_round.items()}
@@ -604,11 +599,12 @@ def main(argv=None) -> int:
 
     clock.lap("prepare")
     levels = session_levels(args, space, predictor, budgets, out)
+    leveled = {b: latency_table(space, LeveledPredictor(predictor, levels[b])) for b in budgets}
     for b in budgets:  # the searches' bands in this session's milliseconds: refused now if no child reaches one
-        BandDecoder(latency_table(space, LeveledPredictor(predictor, levels[b])), band[0] * b, band[1] * b)
+        BandDecoder(leveled[b], band[0] * b, band[1] * b)
     clock.lap("session level")
-    randoms = {b: [child_arch(space, c) for c in random_children(latency_table(space, LeveledPredictor(
-        predictor, levels[b])), b, args.random, args.seed)] for b in acc_budgets}
+    randoms = {b: [child_arch(space, c) for c in random_children(leveled[b], b, args.random, args.seed)]
+               for b in acc_budgets}
 
     exporter = Exporter(out, data)
     try:

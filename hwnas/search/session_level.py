@@ -74,13 +74,12 @@ def measure_session_level(space, predictor: LatencyPredictor, budget_ms: float, 
                           dtype: str = "fp32", threads: int = 1, count: int = 6, rounds: int = 3, seed: int = 0,
                           core: int | None = None, progress: bool = True) -> SessionLevel:
     """Time ``count`` children predicted near ``budget_ms`` now; the level is median(measured / predicted)."""
-    from hwnas.pipeline import default_core, pinned
     from hwnas.profiler import Exporter
     from hwnas.progress import progress_bar
     from hwnas.runners import get_runner
     from hwnas.search.band import sample_children_in_band
     from hwnas.search.cost_tables import child_arch, latency_table
-    from hwnas.timing_rounds import time_rounds
+    from hwnas.timing_rounds import times_now
 
     if count < 1 or rounds < 1:
         raise HwnasError(f"the session level needs at least one child and one round, got {count} and {rounds}")
@@ -93,7 +92,6 @@ def measure_session_level(space, predictor: LatencyPredictor, budget_ms: float, 
     archs = [child_arch(space, c) for c in children]
     predicted = [float(predictor.predict_ops(a.ops())) for a in archs]
     runner = get_runner(runtime, threads)
-    core = default_core() if core is None else core
     with tempfile.TemporaryDirectory(prefix="hwnas-level-") as tmp:
         exporter = Exporter(runner, dtype, Path(tmp), per_op=False)
         try:
@@ -101,11 +99,7 @@ def measure_session_level(space, predictor: LatencyPredictor, budget_ms: float, 
                      enumerate(progress_bar(archs, desc="session level: export", unit="model", enabled=progress))}
         finally:
             exporter.close()
-        with pinned(core):  # absolute times: no drift correction, the machine's speed now is what is measured
-            timings = time_rounds(files, runner, rounds, Path(tmp) / "rounds.jsonl", seed, progress)
-    per_file: dict[str, list[float]] = {name: [] for name in files}
-    for t in timings:
-        per_file[t.name].append(t.median_ms)
+        per_file = times_now(files, runner, rounds, seed, core, progress)
     models = [{"choices": list(a.choices), "stage_widths": list(a.space.stage_widths), "predicted_ms": round(p, 5),
                "measured_ms": round(statistics.median(r), 5), "rounds_ms": [round(v, 5) for v in r]}
               for a, p, r in zip(archs, predicted, per_file.values())]
