@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from hwnas.cells.draw import draw_genotype, plot_entropy
-from hwnas.cells.network import network_cost
+from hwnas.cells.genotype import network_cost
 from hwnas.cells.search import CellSearchConfig, search_cells
 from hwnas.threads import use_torch_threads
 

@@ -550,7 +550,7 @@ def main(argv=None) -> int:
         return 0
     from hwnas.search.band import BandDecoder
     from hwnas.search.config import SearchConfig
-    from hwnas.search.cost_tables import child_arch, latency_table
+    from hwnas.children import child_arch, latency_table
     from hwnas.search.latency import load_latency_predictor
     from hwnas.search.session_level import LeveledPredictor
     from hwnas.spaces import get_space

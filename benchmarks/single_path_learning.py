@@ -64,7 +64,7 @@ def entangled_losses(space, child_choice: str, splits, steps: int, lr: float, ba
     """The weight-entangled supernet with the sandwich rule; per step the lone child's loss on the batch."""
     import torch.nn.functional as F
 
-    from hwnas.search.cost_tables import analytic_table, child_of
+    from hwnas.children import analytic_table, child_of
     from hwnas.supernet.entangled import EntangledSupernet, Plan
 
     torch.manual_seed(0)

@@ -72,7 +72,7 @@ def worker(args) -> dict:
             loss.backward()
             opt.step()
     elif args.config == "entangled":
-        from hwnas.search.cost_tables import latency_table
+        from hwnas.children import latency_table
         from hwnas.search.entangled_loop import _arch_step, sandwich_backward
         from hwnas.search.latency import load_latency_predictor
         from hwnas.search.plans import PlanMaker

@@ -116,16 +116,17 @@ def sample_architecture(space: SearchSpace, rng: random.Random) -> Architecture:
     if space.searches_width:
         space = space.at_widths([rng.choice(space.width_choices) for _ in range(space.num_stages)])
     choices = [rng.choice(pos.names) for pos in space.positions]
-    return Architecture(space.name, choices, _overrides(space))
+    return Architecture(space.name, choices, space_overrides(space))
 
 
-def _overrides(space: SearchSpace) -> dict:
+def space_overrides(space: SearchSpace) -> dict:
+    """The space's parameters that differ from its preset (what an architecture file records)."""
     return {k: v for k, v in space.params.items() if PRESETS[space.name].get(k) != v}
 
 
 def architecture_of(space: SearchSpace, choices: list[str]) -> Architecture:
     """An architecture of ``space`` (keeping its overridden fields) with the given choices."""
-    arch = Architecture(space.name, list(choices), _overrides(space))
+    arch = Architecture(space.name, list(choices), space_overrides(space))
     arch._space = space
     arch.validate()
     return arch

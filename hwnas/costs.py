@@ -30,14 +30,44 @@ class Cost:
         return Cost(self.flops + other.flops, self.params + other.params, self.mac + other.mac)
 
 
-def _conv(c_in: int, c_out: int, h: int, w: int, kernel: int, stride: int, groups: int) -> Cost:
-    """kxk conv (no bias) followed by BN."""
+def _bare_conv(c_in: int, c_out: int, h: int, w: int, kernel: int, stride: int, groups: int) -> Cost:
+    """A bias-free conv with padding keeping ``ceil(h / stride)``, without BN."""
     oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
     weights = kernel * kernel * (c_in // groups) * c_out
-    flops = weights * oh * ow
-    params = weights + 2 * c_out
-    mac = c_in * h * w + c_out * oh * ow + weights
-    return Cost(flops, params, mac)
+    return Cost(weights * oh * ow, weights, c_in * h * w + c_out * oh * ow + weights)
+
+
+def _bn(c: int) -> Cost:
+    return Cost(0, 2 * c, 0)
+
+
+def _conv(c_in: int, c_out: int, h: int, w: int, kernel: int, stride: int, groups: int) -> Cost:
+    """kxk conv (no bias) followed by BN."""
+    return _bare_conv(c_in, c_out, h, w, kernel, stride, groups) + _bn(c_out)
+
+
+def cell_op_cost(op: OpSpec) -> Cost:
+    """Cost of one operator of a cell kind (``rcb``, ``sep_conv`` ...; see :mod:`hwnas.cells.ops`).
+
+    Depthwise and pointwise convs count like any conv; BN adds 2 parameters per channel (no BN inside
+    :func:`_bare_conv`); pooling has no FLOPs. The node sums of a cell network are added by
+    :func:`hwnas.cells.genotype.network_cost`.
+    """
+    c_in, c_out, h, w, k, s = op.c_in, op.c_out, op.h, op.w, op.kernel, op.stride
+    oh, ow = op.out_h, op.out_w
+    if op.kind == "rcb":
+        return _bare_conv(c_in, c_out, h, w, k, s, 1) + _bn(c_out)
+    if op.kind == "sep_conv":
+        return (_bare_conv(c_in, c_in, h, w, k, s, c_in) + _bare_conv(c_in, c_in, oh, ow, 1, 1, 1) + _bn(c_in)
+                + _bare_conv(c_in, c_in, oh, ow, k, 1, c_in) + _bare_conv(c_in, c_out, oh, ow, 1, 1, 1) + _bn(c_out))
+    if op.kind == "dil_conv":
+        return _bare_conv(c_in, c_in, h, w, k, s, c_in) + _bare_conv(c_in, c_out, oh, ow, 1, 1, 1) + _bn(c_out)
+    if op.kind in ("max_pool", "avg_pool"):
+        return Cost(0, 0, c_in * h * w + c_in * oh * ow)
+    if op.kind == "fact_reduce":
+        weights = c_in * c_out  # two convs of c_in -> c_out / 2
+        return Cost(weights * oh * ow, weights + 2 * c_out, 2 * c_in * h * w + c_out * oh * ow + weights)
+    raise ValueError(f"not a cell operator kind: {op.kind!r}")
 
 
 def op_cost(op: OpSpec) -> Cost:
@@ -45,7 +75,6 @@ def op_cost(op: OpSpec) -> Cost:
     if op.kind == "zero" or op.is_identity:
         return Cost()
     if op.kind in CELL_KINDS:
-        from hwnas.cells.costs import cell_op_cost
         return cell_op_cost(op)
     if op.kind == "conv":
         return _conv(op.c_in, op.c_out, op.h, op.w, op.kernel, op.stride, op.groups)

@@ -24,6 +24,7 @@ from torch import nn
 
 from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
+from hwnas.runners.pinning import default_core, measure_file, pinned
 from hwnas.threads import use_torch_threads
 
 if TYPE_CHECKING:
@@ -178,44 +179,6 @@ def export_trained(arch: Architecture | Genotype, model: nn.Module, out_dir: str
 
 
 # -- measuring --------------------------------------------------------------------
-class pinned:
-    """Pin this process to one CPU core while timing (like ``taskset -c CORE``), then restore."""
-
-    def __init__(self, core: int | None):
-        self.core = core
-
-    def __enter__(self):
-        import os
-
-        self.old = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        if self.core is not None and self.old is not None and self.core in self.old:
-            os.sched_setaffinity(0, {self.core})
-        return self
-
-    def __exit__(self, *exc):
-        import os
-
-        if self.old is not None:
-            os.sched_setaffinity(0, self.old)
-
-
-def default_core() -> int | None:
-    """The last core this process may use (core 1 on the 2-core machine), None when unknown."""
-    import os
-
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return cores[-1] if cores else None
-
-
-def measure_file(path: Path, runtime: str | None = None, threads: int = 1, core: int | None = None):
-    """Median latency of one model file on this machine (``hwnas.runners``), pinned to ``core``."""
-    from hwnas.runners import get_runner, runner_for_file
-
-    runner = get_runner(runtime, threads) if runtime else runner_for_file(path, threads)
-    with pinned(core):
-        return runner.time(path)
-
-
 def predictor_target(predictor) -> str:
     """``runtime dtype Nt`` of a predictor (what its milliseconds are for)."""
     return f"{getattr(predictor, 'runtime', '?')} {getattr(predictor, 'dtype', '?')} {getattr(predictor, 'threads', '?')}t"
@@ -543,7 +506,7 @@ def reference_child(space):
 def choose_budget(cfg: dict, space, predictor_path: Path) -> tuple[float, float, float, float]:
     """(budget, fastest, slowest, reference) in predicted ms; "auto" is ``budget_scale`` x the reference network
     (:func:`reference_child`)."""
-    from hwnas.search.cost_tables import latency_table
+    from hwnas.children import latency_table
     from hwnas.search.latency import load_latency_predictor
 
     predictor, _ = load_latency_predictor(space, str(predictor_path))

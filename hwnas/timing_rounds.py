@@ -208,11 +208,11 @@ def time_rounds(files: dict[str, Path], runner: Runner, rounds: int, log_path: P
 def times_now(files: dict[str, Path], runner: Runner, rounds: int, seed: int = 0, core: int | None = None,
               progress: bool = True) -> dict[str, list[float]]:
     """Per file, its ms in each round (:func:`time_rounds` with a throw-away log, pinned to ``core``, default
-    :func:`hwnas.pipeline.default_core`): absolute times, no drift correction, for when the machine's speed
+    :func:`hwnas.runners.pinning.default_core`): absolute times, no drift correction, for when the machine's speed
     now is what is measured."""
     import tempfile
 
-    from hwnas.pipeline import default_core, pinned
+    from hwnas.runners.pinning import default_core, pinned
 
     per_file: dict[str, list[float]] = {name: [] for name in files}
     with tempfile.TemporaryDirectory(prefix="hwnas-times-") as tmp, pinned(default_core() if core is None else core):

@@ -153,7 +153,7 @@ def supernet_weights(search_dir: str | Path, arch: Architecture) -> dict[str, to
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("supernet") == "entangled":  # shared weights: the child's crops and slices
-            from hwnas.search.cost_tables import child_of
+            from hwnas.children import child_of
             from hwnas.supernet.entangled import EntangledSupernet
 
             net = EntangledSupernet(arch.space)
@@ -274,7 +274,7 @@ def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs:
         elif not resume:
             (out / METRICS).unlink(missing_ok=True)
 
-    from hwnas.search.report import TensorBoard
+    from hwnas.runlog import TensorBoard
 
     board = TensorBoard(out / "tb") if out is not None else None
     train_loss = history[-1]["train_loss"] if history else float("nan")

@@ -13,7 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from hwnas.blocks import make_block
 from hwnas.cells.derive import derive_darts, derive_snas, edge_entropy
 from hwnas.cells.genotype import Genotype
-from hwnas.cells.network import build_cell_network, network_cost
+from hwnas.cells.genotype import network_cost
+from hwnas.cells.network import build_cell_network
 from hwnas.cells.ops import PRIMITIVES, edge_op
 from hwnas.cells.search import CellSearchConfig, Resource, search_cells
 from hwnas.cells.space import CellSpace
@@ -240,7 +241,7 @@ def test_standalone_network_trains_and_exports_to_onnx(tmp_path, tiny_splits):
 
 
 def test_cli_options_map_to_cell_search_config():
-    from hwnas.cells.search import config_from_args
+    from hwnas.cli.search import cell_config_from_args as config_from_args
     from hwnas.cli import build_parser
 
     parse = build_parser().parse_args

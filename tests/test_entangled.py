@@ -15,7 +15,7 @@ from hwnas.arch import sample_architecture
 from hwnas.errors import HwnasError
 from hwnas.search import SearchConfig, run_search
 from hwnas.search.band import BandDecoder, most_probable_in_band
-from hwnas.search.cost_tables import Child, CostTable, analytic_table, child_arch, child_of, latency_table
+from hwnas.children import Child, CostTable, analytic_table, child_arch, child_of, latency_table
 from hwnas.search.latency import AnalyticProxy
 from hwnas.search.plans import PlanMaker
 from hwnas.search.tilt import Tilted, expected_latency, solve_beta

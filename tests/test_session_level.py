@@ -12,7 +12,7 @@ from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
 from hwnas.search import SearchConfig
 from hwnas.search.band import sample_children_in_band
-from hwnas.search.cost_tables import child_arch, latency_table
+from hwnas.children import child_arch, latency_table
 from hwnas.search.latency import load_latency_predictor
 from hwnas.search.session_level import (LEVEL_BAND, LeveledPredictor, level_for_search,
                                         measure_session_level)

@@ -26,7 +26,7 @@ import pytest
 from hwnas.arch import Architecture, architecture_of
 from hwnas.costs import op_cost, total_cost
 from hwnas.errors import HwnasError
-from hwnas.search.cost_tables import Child, child_arch
+from hwnas.children import Child, child_arch
 from hwnas.spaces import get_space
 from hwnas.strategies import STRATEGIES, make_strategy
 from hwnas.strategies.evaluators import CostModel, Objective, mnas_reward
@@ -299,14 +299,13 @@ def test_feasibility_check_counts_stage_widths():
 
 
 def test_latency_budget_prices_every_width_with_the_fallback_regressor(capsys):
-    import argparse
-
-    from hwnas.search.cost_tables import latency_table
+    from hwnas.children import latency_table
+    from hwnas.search.latency import load_latency_predictor
     from hwnas.strategies.runner import build_objective
 
     space = Toy(stages=((24, 1, 2), (40, 1, 2)), widths=(1.0, 0.5, 2.0)).space
-    args = argparse.Namespace(predictor="predictors/amd-epyc-2c-tflite-fp32.json", budget_ms=1.0)
-    objective = build_objective(args, space)
+    predictor = load_latency_predictor(space, "predictors/amd-epyc-2c-tflite-fp32.json")[0]
+    objective = build_objective(space, predictor, budget_ms=1.0)
     assert "fallback regressor" in capsys.readouterr().err  # the table lacks most width operators
     measure = lambda child: objective.cost_model.measure(child_arch(space, child))["latency_ms"]  # noqa: E731
     assert measure(Child((2, 2), (5, 5))) > measure(Child((0, 0), (5, 5))) > 0  # widest priced

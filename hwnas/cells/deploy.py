@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.cells.genotype import Genotype
-from hwnas.cells.network import build_cell_network, network_ops
+from hwnas.cells.genotype import Genotype, network_ops
+from hwnas.cells.network import build_cell_network
 
 
 def train_genotype(genotype: Genotype, splits, **train_kwargs):

@@ -24,7 +24,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hwnas.costs import Cost, total_cost
 from hwnas.errors import HwnasError
+from hwnas.ops import OpSpec
 from hwnas.jsonfile import read_json
 from hwnas.cells.ops import PRIMITIVES
 from hwnas.cells.space import CELL_SPACE, CellSpace, check_params
@@ -56,15 +58,11 @@ class Genotype:
         return self.reduce if reduction else self.normal
 
     def ops(self):
-        """Every operator of the standalone network (:func:`hwnas.cells.network.network_ops`)."""
-        from hwnas.cells.network import network_ops
-
+        """Every operator of the standalone network (:func:`network_ops`)."""
         return network_ops(self)
 
     def cost(self):
-        """FLOPs, params and MAC of the standalone network (:func:`hwnas.cells.network.network_cost`)."""
-        from hwnas.cells.network import network_cost
-
+        """FLOPs, params and MAC of the standalone network (:func:`network_cost`)."""
         return network_cost(self)
 
     def to_dict(self) -> dict:
@@ -153,3 +151,30 @@ def _check_cell(name: str, cell: object, nodes: int) -> CellSpec:
             inputs.append((op, inp))
         checked.append(inputs)
     return checked
+
+
+def network_ops(genotype: Genotype) -> list[OpSpec]:
+    """Every operator of the standalone network, stem to classifier."""
+    space = genotype.space
+    ops = [space.stem()]
+    for layout in space.layouts:
+        ops += space.preprocess(layout)
+        for node_inputs in genotype.cell(layout.reduction):
+            ops += [space.edge_op(layout, inp, name) for name, inp in node_inputs]
+    return ops + space.head()
+
+
+def node_sum_mac(space: CellSpace, genotype: Genotype) -> int:
+    """Memory access of the node sums: a node with n >= 2 inputs reads n tensors and writes one."""
+    mac = 0
+    for layout in space.layouts:
+        size = layout.channels * layout.h * layout.h
+        for node_inputs in genotype.cell(layout.reduction):
+            if len(node_inputs) >= 2:
+                mac += (len(node_inputs) + 1) * size
+    return mac
+
+
+def network_cost(genotype: Genotype) -> Cost:
+    """FLOPs, params and MAC of the standalone network (:mod:`hwnas.costs` conventions)."""
+    return total_cost(network_ops(genotype)) + Cost(0, 0, node_sum_mac(genotype.space, genotype))

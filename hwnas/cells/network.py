@@ -11,11 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwnas.blocks import make_block
-from hwnas.costs import Cost, total_cost
-from hwnas.ops import OpSpec
+from hwnas.blocks import make_block, make_cell_block, make_edge
 from hwnas.cells.genotype import Genotype
-from hwnas.cells.ops import make_cell_block, make_edge
 from hwnas.cells.space import CellLayout, CellSpace
 
 
@@ -88,33 +85,6 @@ def build_cell_network(genotype: Genotype) -> CellNetwork:
         return Cell(space, layout, edges)
 
     return CellNetwork(space, make_cell)
-
-
-def network_ops(genotype: Genotype) -> list[OpSpec]:
-    """Every operator of the standalone network, stem to classifier."""
-    space = genotype.space
-    ops = [space.stem()]
-    for layout in space.layouts:
-        ops += space.preprocess(layout)
-        for node_inputs in genotype.cell(layout.reduction):
-            ops += [space.edge_op(layout, inp, name) for name, inp in node_inputs]
-    return ops + space.head()
-
-
-def node_sum_mac(space: CellSpace, genotype: Genotype) -> int:
-    """Memory access of the node sums: a node with n >= 2 inputs reads n tensors and writes one."""
-    mac = 0
-    for layout in space.layouts:
-        size = layout.channels * layout.h * layout.h
-        for node_inputs in genotype.cell(layout.reduction):
-            if len(node_inputs) >= 2:
-                mac += (len(node_inputs) + 1) * size
-    return mac
-
-
-def network_cost(genotype: Genotype) -> Cost:
-    """FLOPs, params and MAC of the standalone network (:mod:`hwnas.costs` conventions)."""
-    return total_cost(network_ops(genotype)) + Cost(0, 0, node_sum_mac(genotype.space, genotype))
 
 
 def cell_plan(genotype: Genotype) -> dict:

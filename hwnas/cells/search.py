@@ -33,8 +33,6 @@ from hwnas.progress import progress_bar
 from hwnas.costs import op_cost
 from hwnas.errors import HwnasError
 from hwnas.jsonfile import read_jsonl
-from hwnas.outputs import check_writable_folder
-from hwnas.threads import TORCH_THREADS, use_torch_threads
 from hwnas.cells.derive import RULES, derive, edge_entropy
 from hwnas.cells.genotype import Genotype
 from hwnas.cells.ops import PRIMITIVES
@@ -240,8 +238,9 @@ def _restore(path: Path, net, opts) -> int:
 
 
 # -- the loop ---------------------------------------------------------------------------
-def search_cells(cfg: CellSearchConfig, splits=None) -> CellSearchResult:
-    """Run a cell search; ``splits`` (hwnas.data.Splits) overrides ``cfg.dataset``."""
+def search_cells(cfg: CellSearchConfig, splits=None, predictor=None) -> CellSearchResult:
+    """Run a cell search; ``splits`` (hwnas.data.Splits) overrides ``cfg.dataset``; ``predictor``: the loaded
+    latency predictor (default: ``cfg.predictor`` loaded here)."""
     from hwnas.data import load_dataset
     from hwnas.search.updates import StepContext, make_step
     from hwnas.weights import save_weights
@@ -255,8 +254,7 @@ def search_cells(cfg: CellSearchConfig, splits=None) -> CellSearchResult:
     if splits.num_classes != space.params["num_classes"]:
         raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, the cell space "
                          f"{space.params['num_classes']}; set num_classes={splits.num_classes}")
-    predictor = None
-    if cfg.predictor:
+    if predictor is None and cfg.predictor:
         from hwnas.predictors import load_predictor
         predictor = load_predictor(cfg.predictor)
 
@@ -381,56 +379,3 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(path)
-
-
-# -- the CLI entry ----------------------------------------------------------------------
-def config_from_args(args) -> CellSearchConfig:
-    """Build the config from ``hwnas search`` options.
-
-    ``--mode darts|snas``, ``--darts-order``, ``--lr`` (weights), ``--lr-alpha``; the
-    resource term: ``--eta-flops/--eta-mac/--eta-params X`` (unit-free here: X times the
-    expected cost over the costliest child's), ``--constraint mild|moderate|aggressive``
-    (a preset eta on that kind, flops by default), or ``--predictor P --lambda-lat X``
-    (latency). ``--fast``: 2 epochs of at most 5 steps.
-    """
-    from hwnas.cli.space import parse_overrides
-
-    mode = getattr(args, "mode", None) or "darts"
-    if mode not in RULES:
-        raise HwnasError(f"--space darts-cell searches with --mode darts or snas, not {mode!r}")
-    values = {"mode": mode}
-    names = {"darts_order": "darts_order", "dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size",
-             "max_steps": "max_steps", "limit_train": "limit_train", "limit_val": "limit_val", "seed": "seed",
-             "lr": "lr_w", "lr_w": "lr_w", "lr_alpha": "lr_alpha", "predictor": "predictor", "out": "out",
-             "resume": "resume"}
-    for arg, name in names.items():
-        value = getattr(args, arg, None)
-        if value is not None:
-            values[name] = value
-    if getattr(args, "fast", False):
-        values.setdefault("epochs", 2)
-        values.setdefault("max_steps", 5)
-    for kind in ("flops", "mac", "params"):
-        value = getattr(args, f"eta_{kind}", None)
-        if value:
-            values["resource"], values["eta"] = kind, value
-            break
-    if getattr(args, "constraint", None):
-        values.setdefault("resource", "flops")
-        values["eta"] = args.constraint
-    if getattr(args, "predictor", None) and getattr(args, "lambda_lat", None):
-        values["resource"], values["eta"] = "latency", args.lambda_lat
-    if getattr(args, "device", "cpu") == "cuda":
-        raise HwnasError("the darts-cell search runs on the CPU only (--device cpu)")
-    use_torch_threads(getattr(args, "threads", TORCH_THREADS))
-    cfg = CellSearchConfig(**values, space_params=parse_overrides(getattr(args, "set", None)))
-    cfg.progress = not getattr(args, "no_progress", False)
-    return cfg
-
-
-def run_cell_search(args) -> int:
-    """``hwnas search --space darts-cell ...``"""
-    cfg = config_from_args(args)
-    check_writable_folder(cfg.out_dir)
-    search_cells(cfg)
-    return 0

@@ -12,11 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwnas.blocks import BN_EPS
+from hwnas.blocks import BN_EPS, make_edge
 from hwnas.supernet.mixed_op import MixedOp, make_mode
 from hwnas.cells.genotype import Genotype
 from hwnas.cells.network import Cell, CellNetwork, edge_key
-from hwnas.cells.ops import PRIMITIVES, make_edge
+from hwnas.cells.ops import PRIMITIVES
 from hwnas.cells.space import CellLayout, CellSpace
 
 

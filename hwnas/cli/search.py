@@ -2,8 +2,8 @@
 
 ``--strategy gradient`` (default) trains a supernet (ProxylessNAS, DARTS, SNAS
 modes) with :func:`hwnas.search.run_search`; the sample-based strategies run
-``hwnas.strategies.runner.run_strategy(args)`` and ``--space darts-cell`` runs
-``hwnas.cells.search.run_cell_search(args)``.
+:func:`hwnas.strategies.runner.run_strategy` and ``--space darts-cell`` runs
+:func:`hwnas.cells.search.search_cells`, each with a typed config built here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hwnas.outputs import check_writable_folder
 from hwnas.spaces import DEFAULT_SPACE
 from hwnas.search.config import CONTROLS, SUPERNETS
 from hwnas.supernet.mixed_op import MODES
-from hwnas.threads import TORCH_THREADS, TORCH_THREADS_HELP, check_threads
+from hwnas.threads import TORCH_THREADS, TORCH_THREADS_HELP, check_threads, use_torch_threads
 
 STRATEGIES = ("gradient", "random", "evolution", "rl", "progressive")
 CELL_SPACE = "darts-cell"
@@ -29,14 +29,13 @@ FAST = {"epochs": 8, "warmup_epochs": 2, "child_warmup_epochs": 1, "batch_size":
 FULL = {"epochs": 30, "warmup_epochs": 5, "child_warmup_epochs": 5, "batch_size": 64, "max_steps": None}
 
 
-def _delegate(module: str, function: str, what: str, args) -> int:
+def _module(module: str, what: str):
     try:
-        mod = importlib.import_module(module)
+        return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name and module.startswith(exc.name):
             raise HwnasError(f"{what} is not available in this installation ({module} is missing)") from None
         raise
-    return int(getattr(mod, function)(args) or 0)
 
 
 def _band(text: str) -> tuple[float, float]:
@@ -112,16 +111,16 @@ def _run(args) -> tuple[int, dict | None]:
     """Run the search; (exit code, the run's summary: derived.json, summary.json or gap.json)."""
     _size_head_for_dataset(args)
     if args.space == CELL_SPACE:
-        code = _delegate("hwnas.cells.search", "run_cell_search", "the DARTS cell space", args)
-        from hwnas.cells.search import config_from_args as cell_config
-
-        return code, _read_summary(cell_config(args).out_dir / "gap.json")
+        cells = _module("hwnas.cells.search", "the DARTS cell space")
+        cfg = cell_config_from_args(args)
+        check_writable_folder(cfg.out_dir)
+        cells.search_cells(cfg, predictor=_cell_predictor(cfg.predictor))
+        return 0, _read_summary(cfg.out_dir / "gap.json")
     if args.strategy != "gradient":
-        code = _delegate("hwnas.strategies.runner", "run_strategy", f"strategy {args.strategy!r}", args)
-        from hwnas.cli.space import space_from_args
-        from hwnas.strategies.runner import run_folder
-
-        return code, _read_summary(run_folder(args, space_from_args(args).name) / "summary.json")
+        runner = _module("hwnas.strategies.runner", f"strategy {args.strategy!r}")
+        run = strategy_run_from_args(args, runner.StrategyRun)
+        code = int(runner.run_strategy(run) or 0)
+        return code, _read_summary(run.out_dir / "summary.json")
     from hwnas.search import run_search
 
     config = config_from_args(args)
@@ -132,6 +131,74 @@ def _run(args) -> tuple[int, dict | None]:
         print(f"{s['ranks']} ranks; largest alpha difference between ranks {s['alpha_max_rank_difference']:g}")
     print(f"run folder: {result.out_dir}")
     return 0, s
+
+
+def cell_config_from_args(args):
+    """Build the config from ``hwnas search`` options.
+
+    ``--mode darts|snas``, ``--darts-order``, ``--lr`` (weights), ``--lr-alpha``; the
+    resource term: ``--eta-flops/--eta-mac/--eta-params X`` (unit-free here: X times the
+    expected cost over the costliest child's), ``--constraint mild|moderate|aggressive``
+    (a preset eta on that kind, flops by default), or ``--predictor P --lambda-lat X``
+    (latency). ``--fast``: 2 epochs of at most 5 steps.
+    """
+    from hwnas.cells.derive import RULES
+    from hwnas.cells.search import CellSearchConfig
+
+    mode = getattr(args, "mode", None) or "darts"
+    if mode not in RULES:
+        raise HwnasError(f"--space darts-cell searches with --mode darts or snas, not {mode!r}")
+    values = {"mode": mode}
+    names = {"darts_order": "darts_order", "dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size",
+             "max_steps": "max_steps", "limit_train": "limit_train", "limit_val": "limit_val", "seed": "seed",
+             "lr": "lr_w", "lr_w": "lr_w", "lr_alpha": "lr_alpha", "predictor": "predictor", "out": "out",
+             "resume": "resume"}
+    for arg, name in names.items():
+        value = getattr(args, arg, None)
+        if value is not None:
+            values[name] = value
+    if getattr(args, "fast", False):
+        values.setdefault("epochs", 2)
+        values.setdefault("max_steps", 5)
+    for kind in ("flops", "mac", "params"):
+        value = getattr(args, f"eta_{kind}", None)
+        if value:
+            values["resource"], values["eta"] = kind, value
+            break
+    if getattr(args, "constraint", None):
+        values.setdefault("resource", "flops")
+        values["eta"] = args.constraint
+    if getattr(args, "predictor", None) and getattr(args, "lambda_lat", None):
+        values["resource"], values["eta"] = "latency", args.lambda_lat
+    if getattr(args, "device", "cpu") == "cuda":
+        raise HwnasError("the darts-cell search runs on the CPU only (--device cpu)")
+    use_torch_threads(getattr(args, "threads", TORCH_THREADS))
+    cfg = CellSearchConfig(**values, space_params=parse_overrides(getattr(args, "set", None)))
+    cfg.progress = not getattr(args, "no_progress", False)
+    return cfg
+
+
+def _cell_predictor(path: str | None):
+    """The cell search's latency predictor, loaded once here (None without --predictor)."""
+    from hwnas.predictors import load_predictor
+
+    return load_predictor(path) if path else None
+
+
+def strategy_run_from_args(args, run_class):
+    """The :class:`hwnas.strategies.runner.StrategyRun` of ``hwnas search --strategy ...``; its predictor loaded once."""
+    import dataclasses
+
+    from hwnas.cli.space import space_from_args
+    from hwnas.search.latency import load_latency_predictor
+
+    space = space_from_args(args)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(run_class)
+             if f.name not in ("space", "predictor", "predictor_path", "progress") and getattr(args, f.name, None)
+             is not None}
+    predictor = load_latency_predictor(space, args.predictor)[0] if args.predictor else None
+    return run_class(space=space, predictor=predictor, predictor_path=args.predictor,
+                     progress=not args.no_progress, **given)
 
 
 def _read_summary(path) -> dict | None:

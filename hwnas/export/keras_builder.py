@@ -24,13 +24,13 @@ from hwnas.ops import OpSpec
 BN_EPS = 1e-5
 
 
-def _keras():
+def keras_module():
     import keras
 
     return keras
 
 
-class _Weights:
+class Weights:
     """Looks up PyTorch state-dict entries by module prefix (None when building without weights)."""
 
     def __init__(self, state: dict | None):
@@ -42,9 +42,9 @@ class _Weights:
         return np.asarray(self.state[name], dtype=np.float32)
 
 
-def _conv_bn(x, c_out, kernel, stride, groups, act, depthwise, prefix, w: _Weights, layers: list):
+def _conv_bn(x, c_out, kernel, stride, groups, act, depthwise, prefix, w: Weights, layers: list):
     """PyTorch conv_bn: conv (pad k // 2, no bias) + BN + activation; weights from ``prefix``.0/.1."""
-    K = _keras().layers
+    K = keras_module().layers
     if kernel > 1:
         x = K.ZeroPadding2D(kernel // 2)(x)
     if depthwise:
@@ -69,15 +69,15 @@ def _conv_bn(x, c_out, kernel, stride, groups, act, depthwise, prefix, w: _Weigh
 
 
 def _shuffle(x, groups: int):
-    K = _keras().layers
+    K = keras_module().layers
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     x = K.Reshape((h, w, groups, c // groups))(x)
     x = K.Permute((1, 2, 4, 3))(x)
     return K.Reshape((h, w, c))(x)
 
 
-def _block(x, op: OpSpec, prefix: str, w: _Weights, layers: list):
-    K = _keras().layers
+def keras_block(x, op: OpSpec, prefix: str, w: Weights, layers: list):
+    K = keras_module().layers
     if op.kind in ("mbconv", "ir"):
         inp, j = x, 0
         mid = op.mid_channels
@@ -114,16 +114,16 @@ def input_shape(op: OpSpec) -> tuple[int, ...]:
 
 def build_keras(ops: list[OpSpec], weights: dict | None = None):
     """The Keras model of ``ops`` (zero ops skipped), optionally with PyTorch weights copied in."""
-    keras = _keras()
+    keras = keras_module()
     ops = [op for op in ops if op.kind != "zero"]
     if not ops:
         raise ValueError("no operators to build")
-    w = _Weights(weights)
+    w = Weights(weights)
     layers: list = []
     inp = keras.Input(shape=input_shape(ops[0]), batch_size=1, name="input")
     x = inp
     for i, op in enumerate(ops):
-        x = _block(x, op, str(i), w, layers)
+        x = keras_block(x, op, str(i), w, layers)
     model = keras.Model(inp, x)
     for layer, values in layers:
         layer.set_weights(values)

@@ -18,10 +18,10 @@ state dict as numpy arrays. The stem, pooling and classifier come from
 
 from __future__ import annotations
 
-from hwnas.export.keras_builder import BN_EPS, _block, _keras, _Weights
+from hwnas.export.keras_builder import BN_EPS, Weights, keras_block, keras_module
 from hwnas.ops import OpSpec
 
-DILATION = 2  # hwnas.cells.ops.DILATION
+DILATION = 2  # hwnas.blocks.DILATION
 
 
 def _subsample(x, stride: int):
@@ -32,8 +32,8 @@ class _Builder:
     """Creates Keras layers and records the PyTorch weights to copy into them."""
 
     def __init__(self, weights: dict | None):
-        self.K = _keras().layers
-        self.w = _Weights(weights)
+        self.K = keras_module().layers
+        self.w = Weights(weights)
         self.layers: list = []
 
     def conv(self, x, name: str, c_out: int, kernel: int = 1, stride: int = 1, dilation: int = 1,
@@ -104,22 +104,22 @@ class _Builder:
             outs = [self.op(states[e["input"]], OpSpec.from_dict(e["op"]), e["prefix"]) for e in edges]
             if not outs:  # every incoming edge dropped: zeros of the node's shape
                 stride = states[1].shape[1] // cell["h"]
-                outs = [_keras().ops.zeros_like(_subsample(states[1], stride))]
+                outs = [keras_module().ops.zeros_like(_subsample(states[1], stride))]
             states.append(outs[0] if len(outs) == 1 else self.K.Add()(outs))
         return self.K.Concatenate(axis=-1)(states[2:])
 
 
 def build_keras_cells(plan: dict, weights: dict | None = None):
     """The Keras model of a cell network plan, optionally with PyTorch weights copied in."""
-    keras = _keras()
+    keras = keras_module()
     b = _Builder(weights)
     stem = OpSpec.from_dict(plan["stem"])
     inp = keras.Input(shape=(stem.h, stem.w, stem.c_in), batch_size=1, name="input")
-    s0 = s1 = _block(inp, stem, "stem", b.w, b.layers)
+    s0 = s1 = keras_block(inp, stem, "stem", b.w, b.layers)
     for cell in plan["cells"]:
         s0, s1 = s1, b.cell(s0, s1, cell)
-    x = _block(s1, OpSpec.from_dict(plan["pool"]), "pool", b.w, b.layers)
-    x = _block(x, OpSpec.from_dict(plan["linear"]), "classifier", b.w, b.layers)
+    x = keras_block(s1, OpSpec.from_dict(plan["pool"]), "pool", b.w, b.layers)
+    x = keras_block(x, OpSpec.from_dict(plan["linear"]), "classifier", b.w, b.layers)
     model = keras.Model(inp, x)
     for layer, values in b.layers:
         layer.set_weights(values)

@@ -33,7 +33,7 @@ from scipy import linalg, sparse
 from scipy.stats import spearmanr
 from threadpoolctl import threadpool_limits
 
-from hwnas.arch import _overrides
+from hwnas.arch import space_overrides
 from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
 from hwnas.predictors import LatencyPredictor, register_type
@@ -412,7 +412,7 @@ def fit_whole_model(space: SearchSpace, choices_list, y, device: dict, folds: in
             "validation": {"forward_blocks": folds, "trials": trials},
             "train_fit": metrics(y, base + correction_values(enc, idx, entries, weights)),
             "gauge": "the cheapest candidate of every position is 0 ms; the rest is overhead_ms"}
-    return WholeModelPredictor(device, space.name, _overrides(space), overhead,
+    return WholeModelPredictor(device, space.name, space_overrides(space), overhead,
                                dict(zip(enc.keys, map(float, entries))),
                                {"features": list(settings["features"]), "alpha": settings["alpha"], "weights": weights},
                                meta, runtime=runtime)

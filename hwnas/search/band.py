@@ -3,7 +3,7 @@
 ``most_probable_in_band(table, op_logp, width_logp, low, high)`` (or
 :class:`BandDecoder`, which refuses an unreachable band when it is made) maximises
 ``sum log p(width) + sum log p(candidate)`` over every child of the space whose
-predicted latency (``table``, :mod:`hwnas.search.cost_tables`) lies in
+predicted latency (``table``, :mod:`hwnas.children`) lies in
 ``[low, high]`` ms. It is an exact dynamic programme over positions whose
 state is (width of the current stage, latency so far) with latency counted in
 small bins; every latency term is rounded to a bin, so the programme searches a
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.search.cost_tables import Child, CostTable
+from hwnas.children import Child, CostTable
 
 NEG = -np.inf
 

@@ -43,11 +43,11 @@ from hwnas.progress import progress_bar
 from hwnas.search import distributed as D
 from hwnas.search.band import BandDecoder
 from hwnas.search.config import RESUME_KEYS, SearchConfig, SearchResult
-from hwnas.search.cost_tables import Child, analytic_table, child_arch, latency_table
+from hwnas.children import Child, analytic_table, child_arch, latency_table
 from hwnas.search.latency import load_latency_predictor
 from hwnas.search.loop import _cycle, _evaluate, _loader, _tau
 from hwnas.search.plans import PlanMaker
-from hwnas.search.report import (METRICS, METRICS_CSV, PROBS, TensorBoard, append_jsonl, plot_run, read_jsonl,
+from hwnas.runlog import (METRICS, METRICS_CSV, PROBS, TensorBoard, append_jsonl, plot_run, read_jsonl,
                                  write_csv, write_jsonl)
 from hwnas.search.tilt import entropy
 from hwnas.spaces import get_space

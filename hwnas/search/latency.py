@@ -83,7 +83,7 @@ def load_latency_predictor(space: SearchSpace, predictor_path: str | None, quiet
     A table that lacks some of the space's operators prices them with its fallback regressor (a note
     says so unless ``quiet``)."""
     if level != 1.0:
-        from hwnas.search.session_level import LeveledPredictor
+        from hwnas.predictors.leveled import LeveledPredictor
 
         predictor, source = load_latency_predictor(space, predictor_path, quiet)
         return LeveledPredictor(predictor, level), f"{source} x {level:g} (session level)"

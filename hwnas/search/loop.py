@@ -32,10 +32,10 @@ from hwnas.errors import HwnasError
 from hwnas.search import distributed as D
 from hwnas.search.config import RESUME_KEYS, SearchConfig, SearchResult
 from hwnas.search.band import BandDecoder
-from hwnas.search.cost_tables import latency_table
+from hwnas.children import latency_table
 from hwnas.search.latency import check_budget, latency_model, load_latency_predictor
 from hwnas.search.losses import entropy, resource_loss
-from hwnas.search.report import (METRICS, METRICS_CSV, PROBS, TensorBoard, append_jsonl, plot_run, read_jsonl,
+from hwnas.runlog import (METRICS, METRICS_CSV, PROBS, TensorBoard, append_jsonl, plot_run, read_jsonl,
                                  write_csv, write_jsonl)
 from hwnas.search.updates import StepContext, make_step
 from hwnas.spaces import get_space

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from hwnas.search.cost_tables import Child, CostTable
+from hwnas.children import Child, CostTable
 from hwnas.search.tilt import Tilted, expected_latency, solve_beta
 from hwnas.supernet.entangled import EntangledSupernet, Mix, Plan
 from hwnas.supernet.mixed_op import BinaryGates

@@ -28,35 +28,11 @@ from pathlib import Path
 
 from hwnas.errors import HwnasError
 from hwnas.predictors import LatencyPredictor
+from hwnas.predictors.leveled import LeveledPredictor  # noqa: F401  (re-exported)
 
 LEVEL_BAND = (0.85, 1.00)  # children timed for the level: predicted in this fraction of the budget
 LEVEL_LIMITS = (0.2, 5.0)  # a level outside this range: the predictor is for another machine or runtime
 FAR_LEVEL = 1.25  # a level beyond 1.25x (or 1/1.25) gets a note suggesting a table of this machine's own
-
-
-class LeveledPredictor(LatencyPredictor):
-    """``predictor``'s milliseconds times ``level`` (everything else is the wrapped predictor's)."""
-
-    def __init__(self, predictor: LatencyPredictor, level: float):
-        self.base, self.level = predictor, float(level)
-        self.device, self.space = predictor.device, predictor.space
-        self.overhead_ms = self.level * float(getattr(predictor, "overhead_ms", 0.0))
-
-    def predict_op(self, op) -> float:
-        return self.level * float(self.base.predict_op(op))
-
-    def predict_many(self, ops) -> list[float]:
-        many = getattr(self.base, "predict_many", None)
-        values = many(ops) if many else [self.base.predict_op(op) for op in ops]
-        return [self.level * float(v) for v in values]
-
-    def predict_ops(self, ops) -> float:
-        return self.level * float(self.base.predict_ops(ops))
-
-    def __getattr__(self, name):  # fallback_name, runtime, dtype, ... of the wrapped predictor
-        if name == "base":
-            raise AttributeError(name)
-        return getattr(self.base, name)
 
 
 @dataclass
@@ -78,7 +54,7 @@ def measure_session_level(space, predictor: LatencyPredictor, budget_ms: float, 
     from hwnas.progress import progress_bar
     from hwnas.runners import get_runner
     from hwnas.search.band import sample_children_in_band
-    from hwnas.search.cost_tables import child_arch, latency_table
+    from hwnas.children import child_arch, latency_table
     from hwnas.timing_rounds import times_now
 
     if count < 1 or rounds < 1:

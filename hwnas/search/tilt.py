@@ -14,7 +14,7 @@ distribution is below ``T``) is found by bisection each step
 architecture step compares always have the target latency on average.
 
 Latency couples only neighbouring decisions (a stage's first block depends on
-the previous stage's width, the head on the last one; :mod:`hwnas.search.cost_tables`),
+the previous stage's width, the head on the last one; :mod:`hwnas.children`),
 so the distribution is a chain over stage widths: its normaliser, expected
 latency, marginals and exact samples come from one forward pass over stages
 (:class:`Tilted`).
@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from hwnas.search.cost_tables import Child, CostTable
+from hwnas.children import Child, CostTable
 
 
 class Tilted:

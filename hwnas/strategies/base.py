@@ -7,7 +7,7 @@ replays the logged (architecture, score) pairs through ``propose``/``observe``,
 and because every random decision comes from the strategy's own seeded
 generators, the replay restores its state exactly.
 
-Inside a strategy an architecture is a :class:`~hwnas.search.cost_tables.Child`
+Inside a strategy an architecture is a :class:`~hwnas.children.Child`
 (a width index per stage, a candidate index per position): the same children
 the gradient search decides between. Its *decisions* are the stage widths (when
 the space searches them) followed by the positions; :meth:`Strategy.genes` and
@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 
 from hwnas.arch import Architecture
-from hwnas.search.cost_tables import Child, child_arch, child_of
+from hwnas.children import Child, child_arch, child_of
 from hwnas.spaces import SearchSpace
 
 

@@ -148,7 +148,7 @@ class CostModel:
 
     def minimum(self, space) -> float:
         """The cheapest architecture of ``space`` in this unit, over every stage width and candidate."""
-        from hwnas.search.cost_tables import analytic_table, latency_table
+        from hwnas.children import analytic_table, latency_table
 
         if self.unit == "ms":
             return latency_table(space, self.predictor).min()

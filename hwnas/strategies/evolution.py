@@ -15,7 +15,7 @@ from collections import deque
 
 from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
-from hwnas.search.cost_tables import Child
+from hwnas.children import Child
 from hwnas.strategies.base import Strategy
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
-from hwnas.search.cost_tables import Child
+from hwnas.children import Child
 from hwnas.strategies.base import Strategy
 
 SURROGATES = ("ridge", "forest")

@@ -4,7 +4,7 @@ easy to find."""
 from __future__ import annotations
 
 from hwnas.arch import Architecture
-from hwnas.search.cost_tables import Child
+from hwnas.children import Child
 from hwnas.strategies.base import Strategy
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from hwnas.arch import Architecture
-from hwnas.search.cost_tables import Child
+from hwnas.children import Child
 from hwnas.strategies.base import Strategy
 
 

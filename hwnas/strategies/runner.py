@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from hwnas.progress import progress_bar
@@ -192,9 +193,55 @@ def plot_pareto(records: list[dict], path: str | Path, unit: str, budget: float 
 
 
 # -- the command ------------------------------------------------------------------------
-def _opt(args, name, default=None):
-    value = getattr(args, name, None)
-    return default if value is None else value
+@dataclass
+class StrategyRun:
+    """Everything one sample-based search needs (``hwnas search --strategy ...`` fills it in :mod:`hwnas.cli.search`).
+
+    ``predictor`` is the loaded latency predictor (None: the analytic proxy); ``predictor_path`` only names it in
+    config.json. Options left at None take the defaults below; config.json records them as given.
+    """
+
+    strategy: str
+    space: object  # hwnas.spaces.SearchSpace
+    predictor: object = None
+    predictor_path: str | None = None
+    seed: int = 0
+    evaluations: int = 30
+    out: str | None = None
+    resume: bool = False
+    progress: bool = True
+    threads: int = TORCH_THREADS
+    evaluator: str = "proxy"
+    supernet: str | None = None
+    dataset: str | None = None
+    limit_train: int | None = None
+    limit_val: int | None = None
+    budget_ms: float | None = None
+    budget_mflops: float | None = None
+    penalty_weight: float = -0.07
+    over_budget: str = "penalty"
+    batch_size: int | None = None
+    proxy_epochs: int | None = None
+    proxy_steps: int | None = None
+    proxy_lr: float | None = None
+    proxy_width_mult: float | None = None
+    supernet_steps: int | None = None
+    calib_batches: int | None = None
+    lr: float | None = None
+    population: int | None = None
+    sample_size: int | None = None
+    controller_lr: float | None = None
+    beam: int | None = None
+    surrogate: str | None = None
+
+    def get(self, name: str, default=None):
+        value = getattr(self, name)
+        return default if value is None else value
+
+    @property
+    def out_dir(self) -> Path:
+        """``out``, or ``runs/search/<strategy>-<space>-s<seed>``."""
+        return Path(self.out or Path("runs") / "search" / f"{self.strategy}-{self.space.name}-s{self.seed}")
 
 
 def _check_config(out: Path, config: dict, resume: bool) -> None:
@@ -210,103 +257,95 @@ def _check_config(out: Path, config: dict, resume: bool) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def build_evaluator(args, space, seed: int, out: Path):
-    """The accuracy evaluator the arguments ask for: one-shot (supernet) or proxy training."""
+def build_evaluator(run: StrategyRun, out: Path):
+    """The accuracy evaluator ``run`` asks for: one-shot (supernet) or proxy training."""
     from hwnas.data import DEFAULT_DATASET, load_dataset
 
-    kind = _opt(args, "evaluator", "proxy")
-    splits = load_dataset(_opt(args, "dataset", DEFAULT_DATASET), space.params["resolution"], seed=seed,
-                          limit_train=_opt(args, "limit_train"), limit_val=_opt(args, "limit_val"))
+    space, seed = run.space, run.seed
+    kind = run.get("evaluator", "proxy")
+    splits = load_dataset(run.get("dataset", DEFAULT_DATASET), space.params["resolution"], seed=seed,
+                          limit_train=run.limit_train, limit_val=run.limit_val)
     if splits.num_classes != space.params["num_classes"]:
         raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, space {space.name} has "
                          f"{space.params['num_classes']}; add --set num_classes={splits.num_classes}")
-    batch_size = _opt(args, "batch_size", 32)
+    batch_size = run.get("batch_size", 32)
     if kind == "proxy":
         from hwnas.strategies.evaluators import ProxyEvaluator
 
-        return ProxyEvaluator(splits, epochs=_opt(args, "proxy_epochs", 1), max_steps=_opt(args, "proxy_steps", 40),
-                              lr=_opt(args, "proxy_lr", 0.1), batch_size=batch_size,
-                              width_mult=_opt(args, "proxy_width_mult"), seed=seed)
+        return ProxyEvaluator(splits, epochs=run.get("proxy_epochs", 1), max_steps=run.get("proxy_steps", 40),
+                              lr=run.get("proxy_lr", 0.1), batch_size=batch_size,
+                              width_mult=run.proxy_width_mult, seed=seed)
     if kind == "oneshot":
         from hwnas.strategies import supernet_bridge as bridge
 
-        path = _opt(args, "supernet")
+        path = run.supernet
         if path is None:  # train shared weights once (sandwich rule), kept in the run folder
             path = out / bridge.SUPERNET
-            if not _opt(args, "resume", False):
+            if not run.resume:
                 path.unlink(missing_ok=True)
             if not path.exists():
-                net = bridge.train_supernet(space, splits, steps=_opt(args, "supernet_steps", 300),
-                                            lr=_opt(args, "lr", 0.05), batch_size=batch_size, seed=seed,
-                                            progress=not _opt(args, "no_progress", False))
+                net = bridge.train_supernet(space, splits, steps=run.get("supernet_steps", 300),
+                                            lr=run.get("lr", 0.05), batch_size=batch_size, seed=seed,
+                                            progress=run.progress)
                 bridge.save_supernet(net, path)
-        return bridge.oneshot_evaluator(path, space, splits, calib_batches=_opt(args, "calib_batches", 4),
+        return bridge.oneshot_evaluator(path, space, splits, calib_batches=run.get("calib_batches", 4),
                                         batch_size=batch_size, seed=seed)
     raise HwnasError(f"unknown evaluator {kind!r}; known: oneshot, proxy")
 
 
-def build_objective(args, space, evaluator=None) -> Objective:
-    """Budget in ms (--budget-ms: predictor, or the analytic proxy) or in MFLOPs (--budget-mflops).
+def build_objective(space, predictor, budget_ms: float | None = None, budget_mflops: float | None = None,
+                    penalty_weight: float = -0.07, over_budget: str = "penalty", evaluator=None) -> Objective:
+    """Budget in ms (``predictor``, a loaded one or None for the analytic proxy) or in MFLOPs.
 
     The predictor prices every operator of the space, every stage width included: operators missing from
-    its lookup table go to its fallback regressor (with a note), as in the gradient search."""
-    from hwnas.search.latency import load_latency_predictor
+    its lookup table go to its fallback regressor (:func:`hwnas.search.latency.load_latency_predictor` notes
+    it when it loads the file), as in the gradient search."""
+    from hwnas.search.latency import AnalyticProxy
 
-    budget_ms, budget_mflops = _opt(args, "budget_ms"), _opt(args, "budget_mflops")
     if budget_ms is not None and budget_mflops is not None:
         raise HwnasError("give either --budget-ms or --budget-mflops, not both")
-    predictor, _ = load_latency_predictor(space, _opt(args, "predictor"))
     unit = "MFLOPs" if budget_mflops is not None else "ms"
     budget = budget_mflops if budget_mflops is not None else budget_ms
-    return Objective(evaluator, CostModel(predictor, unit), budget, _opt(args, "penalty_weight", -0.07),
-                     _opt(args, "over_budget", "penalty"))
+    return Objective(evaluator, CostModel(predictor if predictor is not None else AnalyticProxy(), unit), budget,
+                     penalty_weight, over_budget)
 
 
-def strategy_options(args) -> dict:
-    return {"population": _opt(args, "population"), "sample_size": _opt(args, "sample_size"),
-            "controller_lr": _opt(args, "controller_lr"), "beam": _opt(args, "beam"),
-            "surrogate": _opt(args, "surrogate")}
+def strategy_options(run: StrategyRun) -> dict:
+    return {"population": run.population, "sample_size": run.sample_size, "controller_lr": run.controller_lr,
+            "beam": run.beam, "surrogate": run.surrogate}
 
 
-def run_folder(args, space_name: str) -> Path:
-    """``--out``, or ``runs/search/<strategy>-<space>-s<seed>``."""
-    return Path(_opt(args, "out") or Path("runs") / "search" / f"{args.strategy}-{space_name}-s{_opt(args, 'seed', 0)}")
-
-
-def run_strategy(args) -> int:
+def run_strategy(run: StrategyRun) -> int:
     """``hwnas search --strategy random|evolution|rl|progressive``: run, log, plot, print the best."""
-    from hwnas.cli.space import space_from_args
     from hwnas.strategies import make_strategy
 
-    space = space_from_args(args)
-    seed = _opt(args, "seed", 0)
-    evaluations = _opt(args, "evaluations", 30)
-    resume, progress = bool(_opt(args, "resume", False)), not _opt(args, "no_progress", False)
-    use_torch_threads(_opt(args, "threads", TORCH_THREADS))
-    out = check_writable_folder(run_folder(args, space.name))
-    strategy = make_strategy(args.strategy, space, seed=seed, **strategy_options(args))
-    objective = build_objective(args, space)
+    space, seed, evaluations = run.space, run.seed, run.evaluations
+    use_torch_threads(run.threads)
+    out = check_writable_folder(run.out_dir)
+    strategy = make_strategy(run.strategy, space, seed=seed, **strategy_options(run))
+    objective = build_objective(space, run.predictor, run.budget_ms, run.budget_mflops, run.penalty_weight,
+                                run.over_budget)
     objective.check_feasible(space)
     unit = objective.cost_model.unit
-    config = {"strategy": args.strategy, "space": space.name, "space_params": space.params, "seed": seed,
-              "evaluator": _opt(args, "evaluator", "proxy"), "supernet": _opt(args, "supernet"),
-              "dataset": _opt(args, "dataset", "digits"), "limit_train": _opt(args, "limit_train"),
-              "limit_val": _opt(args, "limit_val"), "predictor": _opt(args, "predictor"),
+    config = {"strategy": run.strategy, "space": space.name, "space_params": space.params, "seed": seed,
+              "evaluator": run.get("evaluator", "proxy"), "supernet": run.supernet,
+              "dataset": run.get("dataset", "digits"), "limit_train": run.limit_train,
+              "limit_val": run.limit_val, "predictor": run.predictor_path,
               "budget": objective.budget, "unit": unit, "over_budget": objective.over_budget,
-              "penalty_weight": objective.weight, "options": strategy_options(args),
-              "evaluator_options": {k: _opt(args, k) for k in ("proxy_epochs", "proxy_steps", "proxy_lr",
-                                                               "proxy_width_mult", "supernet_steps", "calib_batches",
-                                                               "batch_size")},
+              "penalty_weight": objective.weight, "options": strategy_options(run),
+              "evaluator_options": {k: getattr(run, k) for k in ("proxy_epochs", "proxy_steps", "proxy_lr",
+                                                                  "proxy_width_mult", "supernet_steps",
+                                                                  "calib_batches", "batch_size")},
               "evaluations": evaluations}
-    _check_config(out, config, resume)
-    objective.evaluator = build_evaluator(args, space, seed, out)
+    _check_config(out, config, run.resume)
+    objective.evaluator = build_evaluator(run, out)
     budget_text = f"budget {objective.budget:g} {unit}" if objective.budget else "no budget"
-    print(f"{args.strategy} search on {space.name} ({space.size:.2e} architectures), {evaluations} evaluations, "
+    print(f"{run.strategy} search on {space.name} ({space.size:.2e} architectures), {evaluations} evaluations, "
           f"{config['evaluator']} evaluator, {budget_text}, latency from "
-          f"{objective.cost_model.predictor.device.get('name', _opt(args, 'predictor'))} -> {out}")
+          f"{objective.cost_model.predictor.device.get('name', run.predictor_path)} -> {out}")
     t0 = time.time()
-    records = search_loop(strategy, objective, evaluations, out, resume=resume, progress=progress)
-    write_results(records, out, space, objective, title=f"{args.strategy} on {space.name}")
+    records = search_loop(strategy, objective, evaluations, out, resume=run.resume, progress=run.progress)
+    write_results(records, out, space, objective, title=f"{run.strategy} on {space.name}")
     best = best_record(records)
     print(f"{len(records)} evaluations in {time.time() - t0:.1f} s; log {out / LOG}; plot {out / 'pareto.png'}")
     if best is None:

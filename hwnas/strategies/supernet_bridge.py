@@ -46,7 +46,7 @@ def entangled_fits(space: SearchSpace) -> bool:
 
 def select_child(supernet: nn.Module, arch: Architecture) -> nn.Module:
     """Entangled supernet: run ``arch`` (its stage widths and candidates)."""
-    from hwnas.search.cost_tables import child_of
+    from hwnas.children import child_of
 
     supernet.set_child(child_of(supernet.space, arch))
     return supernet
@@ -126,7 +126,7 @@ def train_sandwich(space: SearchSpace, splits: Splits, steps: int = 300, lr: flo
     """The weight-entangled supernet trained with the sandwich rule (SGD, cosine learning rate): the largest
     child alone for ``warmup_steps`` (default a quarter of ``steps``), then the largest child plus one
     uniformly sampled child (stage widths and candidates) distilled from it per step."""
-    from hwnas.search.cost_tables import analytic_table
+    from hwnas.children import analytic_table
     from hwnas.search.entangled_loop import sandwich_backward
     from hwnas.strategies.base import random_child
     from hwnas.supernet.entangled import EntangledSupernet

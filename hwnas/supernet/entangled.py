@@ -35,7 +35,7 @@ from hwnas.arch import Architecture
 from hwnas.blocks import BN_EPS, activation, make_block
 from hwnas.builder import build_model
 from hwnas.errors import HwnasError
-from hwnas.search.cost_tables import Child, base_space
+from hwnas.children import Child, base_space
 from hwnas.spaces import SearchSpace, make_divisible
 
 

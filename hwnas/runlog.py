@@ -1,4 +1,4 @@
-"""Run-folder outputs of a search: metrics log (JSONL + CSV), optional TensorBoard, plots."""
+"""Run-folder logs of a search or training run: metrics log (JSONL + CSV), optional TensorBoard, plots."""
 
 from __future__ import annotations
 

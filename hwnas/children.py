@@ -1,4 +1,4 @@
-"""Cost tables of a chain space: the cost of every choice, laid out by the decisions it depends on.
+"""Children of a chain space (:class:`Child`) and their cost tables: the cost of every choice, laid out by the decisions it depends on.
 
 A child of a chain space is one width per stage (an index into
 ``space.width_choices``) and one candidate per position (an index into
