@@ -21,7 +21,7 @@ from pathlib import Path
 
 def main() -> int:
     from hwnas.search import SearchConfig, run_search
-    from hwnas.search.latency import latency_model
+    from hwnas.search.latency import latency_model, load_latency_predictor
     from hwnas.spaces import DEFAULT_SPACE, get_space
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,7 +39,7 @@ def main() -> int:
     args = parser.parse_args()
 
     space = get_space(args.space)
-    lat = latency_model(space, args.predictor)
+    lat = latency_model(space, *load_latency_predictor(space, args.predictor))
     budgets = args.budgets or [round(lat.min_ms + f * (lat.max_ms - lat.min_ms), 3) for f in (0.2, 0.4, 0.6)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

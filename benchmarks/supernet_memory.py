@@ -40,7 +40,7 @@ def worker(args) -> dict:
 
     from hwnas.builder import build_network
     from hwnas.costs import op_cost
-    from hwnas.search.latency import latency_model
+    from hwnas.search.latency import latency_model, load_latency_predictor
     from hwnas.search.losses import resource_loss
     from hwnas.search.updates import StepContext, make_step
     from hwnas.spaces import get_space
@@ -73,8 +73,7 @@ def worker(args) -> dict:
             opt.step()
     elif args.config == "entangled":
         from hwnas.children import latency_table
-        from hwnas.search.entangled_loop import _arch_step, sandwich_backward
-        from hwnas.search.latency import load_latency_predictor
+        from hwnas.search.entangled_loop import arch_step, sandwich_backward
         from hwnas.search.plans import PlanMaker
         from hwnas.supernet.entangled import EntangledSupernet
 
@@ -93,10 +92,10 @@ def worker(args) -> dict:
             opt_w.zero_grad(set_to_none=True)
             sandwich_backward(net, x, y, largest, maker.sample_child())
             opt_w.step()
-            _arch_step(net, maker, opt_a, (x, y), device)
+            arch_step(net, maker, opt_a, (x, y), device)
     else:
         net = Supernet(space, args.config).to(device)
-        lat = latency_model(space, None)
+        lat = latency_model(space, *load_latency_predictor(space, None))
         net.set_latency(lat.per_position, lat.fixed_ms)
         ctx = StepContext(net=net, model=net, opt_w=torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9),
                           opt_a=torch.optim.Adam(net.arch_parameters(), lr=1e-3, betas=(0.0, 0.999)),

@@ -11,7 +11,7 @@ import torch
 from hwnas.cli import main
 from hwnas.errors import HwnasError
 from hwnas.search import SearchConfig, run_search
-from hwnas.search.latency import AnalyticProxy, check_budget, latency_model
+from hwnas.search.latency import AnalyticProxy, check_budget, latency_model, load_latency_predictor
 from hwnas.search.losses import budget_penalty
 from hwnas.spaces import get_space
 from hwnas.supernet import Supernet
@@ -37,12 +37,17 @@ def test_budget_penalty_is_zero_under_and_linear_above_the_budget():
     assert float(lat.grad) == pytest.approx(1 / b)
 
 
+def _proxy_model():
+    space = get_space("proxyless-tiny", TINY)
+    return latency_model(space, *load_latency_predictor(space, None))
+
+
 def test_budget_below_the_fastest_architecture_is_refused():
-    model = latency_model(get_space("proxyless-tiny", TINY), None)
+    model = _proxy_model()
     assert model.min_ms < model.max_ms
-    check_budget(model.min_ms * 1.001, model)
+    check_budget(model.min_ms * 1.001, model.min_ms, model.source)
     with pytest.raises(HwnasError, match=f"minimum achievable latency is {model.min_ms:.4f} ms"):
-        check_budget(model.min_ms * 0.99, model)
+        check_budget(model.min_ms * 0.99, model.min_ms, model.source)
 
 
 def test_analytic_proxy_counts_flops_and_memory():
@@ -55,7 +60,7 @@ def test_analytic_proxy_counts_flops_and_memory():
 
 
 def test_search_writes_the_run_folder_and_meets_the_budget(tmp_path):
-    model = latency_model(get_space("proxyless-tiny", TINY), None)
+    model = _proxy_model()
     budget = model.min_ms + 0.3 * (model.max_ms - model.min_ms)
     result = run_search(tiny_config(tmp_path / "run", budget_ms=budget))
     out = tmp_path / "run"

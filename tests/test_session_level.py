@@ -85,7 +85,9 @@ def test_a_resumed_search_keeps_its_level(tmp_path):
     cfg = SearchConfig(predictor=PREDICTOR, budget_ms=0.3, relevel=4, out=str(tmp_path), resume=True)
     (tmp_path / "config.json").write_text(json.dumps(dict(cfg.to_dict(), latency_level=1.234)))
     (tmp_path / "checkpoint.pt").write_bytes(b"")
-    assert level_for_search(cfg) == 1.234  # nothing timed: the folder's level
+    space = get_space("proxyless-tiny")
+    predictor = load_latency_predictor(space, PREDICTOR, quiet=True)[0]
+    assert level_for_search(cfg, space, predictor) == 1.234  # nothing timed: the folder's level
 
 
 def test_search_cli_relevels_and_lands_in_the_leveled_band(tmp_path, capsys):
@@ -109,6 +111,8 @@ def test_search_cli_relevels_and_lands_in_the_leveled_band(tmp_path, capsys):
 def test_a_phone_predictor_is_not_relevelled_on_this_machine(tmp_path):
     phone = str(ROOT / "predictors" / "phones" / "samsung_a50.json")
     cfg = SearchConfig(space="fbnet-cifar100", predictor=phone, budget_ms=40.0, relevel=2, out=str(tmp_path))
+    space = get_space("fbnet-cifar100")
+    predictor = load_latency_predictor(space, phone, quiet=True)[0]
     with pytest.raises(HwnasError, match="samsung_a50.*not a CPU it can run on"):
-        level_for_search(cfg)
+        level_for_search(cfg, space, predictor)
     assert not (tmp_path / "session_level.json").exists()

@@ -345,7 +345,8 @@ def test_oneshot_evaluator_scores_entangled_children_like_their_extracted_networ
     import torch
 
     from hwnas.strategies import supernet_bridge as bridge
-    from hwnas.supernet.entangled import EntangledSupernet, recalibrate_bn
+    from hwnas.supernet.entangled import EntangledSupernet
+    from hwnas.supernet.recalibrate import recalibrate_bn
     from hwnas.train import evaluate
 
     space = Toy(stages=((24, 1, 2), (40, 2, 2))).space

@@ -6,7 +6,7 @@ uses :func:`hwnas.export.onnx_export.export_onnx` with the network's OpSpecs
 with the genotype itself: the conversion worker builds a Keras model of the cell
 DAG (:mod:`hwnas.export.keras_cells`) and copies the PyTorch weights in. The
 whole checked export (ONNX, TFLite fp32 / dynamic / int8, parity, timing) is
-``hwnas export GENOTYPE.json --weights W`` (:func:`hwnas.pipeline.export_trained`),
+``hwnas export GENOTYPE.json --weights W`` (:func:`hwnas.export.trained.export_trained`),
 training ``hwnas train GENOTYPE.json``.
 """
 

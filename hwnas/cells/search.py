@@ -28,20 +28,20 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Subset
+
 from hwnas.progress import progress_bar
 
 from hwnas.costs import op_cost
 from hwnas.errors import HwnasError
-from hwnas.jsonfile import read_jsonl
 from hwnas.cells.derive import RULES, derive, edge_entropy
 from hwnas.cells.genotype import Genotype
 from hwnas.cells.ops import PRIMITIVES
 from hwnas.cells.space import CellSpace
 from hwnas.cells.supernet import CellSupernet
+from hwnas.search.engine import CHECKPOINT, Run, loader, temperature
 
 ETA_PRESETS = {"mild": 0.05, "moderate": 0.2, "aggressive": 0.8}
 RESOURCES = ("flops", "mac", "params", "latency")
-CHECKPOINT = "cell_checkpoint.safetensors"
 
 
 @dataclass
@@ -98,6 +98,10 @@ class CellSearchConfig:
     @property
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / "search" / f"darts-cell-{self.mode}-s{self.seed}"
+
+    def resume_config(self) -> dict:
+        """The settings a resumed run must share (all but where it goes and how it reports)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("out", "resume", "progress")}
 
 
 @dataclass
@@ -203,48 +207,12 @@ def entropy_row(net: CellSupernet, step: int, epoch: float) -> dict:
             "reduce": round(float(edge_entropy(probs_r).mean()), 5)}
 
 
-# -- checkpoints ------------------------------------------------------------------------
-def _flat_state(net, opts) -> dict:
-    # the cells' alphas alias alphas_normal / alphas_reduce: store those once
-    tensors = {f"model/{k}": v for k, v in net.state_dict().items() if not k.endswith(".alpha")}
-    for name, opt in opts.items():
-        for idx, state in opt.state_dict()["state"].items():
-            for key, value in state.items():
-                tensors[f"{name}/{idx}/{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    return tensors
-
-
-def _restore(path: Path, net, opts) -> int:
-    from hwnas.weights import read_weights
-
-    tensors, meta = read_weights(path)
-    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
-    try:
-        missing, unexpected = net.load_state_dict(model, strict=False)
-    except RuntimeError:
-        missing, unexpected = ["?"], []
-    if unexpected or any(not k.endswith(".alpha") for k in missing):
-        raise HwnasError(f"{path}: checkpoint does not match this cell supernet")
-    for name, opt in opts.items():
-        state: dict[int, dict] = {}
-        for key, value in tensors.items():
-            if key.startswith(name + "/"):
-                _, idx, field_name = key.split("/", 2)
-                state.setdefault(int(idx), {})[field_name] = value
-        sd = opt.state_dict()
-        sd["state"] = state
-        opt.load_state_dict(sd)
-    return int(meta.get("epoch", 0))
-
-
 # -- the loop ---------------------------------------------------------------------------
 def search_cells(cfg: CellSearchConfig, splits=None, predictor=None) -> CellSearchResult:
     """Run a cell search; ``splits`` (hwnas.data.Splits) overrides ``cfg.dataset``; ``predictor``: the loaded
     latency predictor (default: ``cfg.predictor`` loaded here)."""
     from hwnas.data import load_dataset
     from hwnas.search.updates import StepContext, make_step
-    from hwnas.weights import save_weights
-
     cfg.check()
     torch.manual_seed(cfg.seed)
     space = CellSpace(cfg.space_params)
@@ -283,24 +251,29 @@ def search_cells(cfg: CellSearchConfig, splits=None, predictor=None) -> CellSear
     total = steps * cfg.epochs
 
     out = cfg.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    start, history, entropy = 0, [], []
-    ckpt = out / CHECKPOINT
-    if cfg.resume and ckpt.exists():
-        start = _restore(ckpt, net, {"opt_w": opt_w, "opt_a": opt_a})
-        history = _read_jsonl(out / "history.jsonl")[:start]
-        entropy = [r for r in _read_jsonl(out / "entropy.jsonl") if r["epoch"] <= start]
-        if cfg.progress:
-            print(f"resuming {out} after epoch {start}/{cfg.epochs}")
-    if not entropy:
-        entropy.append(entropy_row(net, 0, 0.0))
+    legacy = out / "cell_checkpoint.safetensors"
+    if cfg.resume and legacy.exists() and not (out / CHECKPOINT).exists():
+        raise HwnasError(f"{legacy}: a cell search checkpoint of an earlier hwnas version, which this one cannot "
+                         "resume; start again without --resume or with another --out")
+    config = cfg.resume_config()
+    run = Run(out, config, list(config), cfg.resume, progress=cfg.progress, metrics="history.jsonl",
+              probs="entropy.jsonl")
+
+    def restore(state: dict) -> None:
+        net.load_state_dict(state["model"])
+        opt_w.load_state_dict(state["opt_w"])
+        opt_a.load_state_dict(state["opt_a"])
+
+    start = run.open(restore)
+    if not run.probs_log:
+        run.log_probs(entropy_row(net, 0, 0.0))
 
     for epoch in range(start, cfg.epochs):
-        tau = cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** (epoch / max(1, cfg.epochs - 1))
+        tau = temperature(cfg.tau_start, cfg.tau_end, cfg.epochs, 0, epoch)
         net.set_temperature(tau)
-        torch.manual_seed(cfg.seed * 1000 + epoch)
-        w_iter = iter(DataLoader(w_data, batch_size=cfg.batch_size, shuffle=True, drop_last=True))
-        a_iter = iter(DataLoader(a_data, batch_size=cfg.batch_size, shuffle=True, drop_last=True)) if a_data else None
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # data order: drawn from the global generator, seeded here
+        w_iter = iter(loader(w_data, cfg.batch_size, None, drop_last=True))
+        a_iter = iter(loader(a_data, cfg.batch_size, None, drop_last=True)) if a_data else None
         net.train()
         t0, loss_sum, correct, seen, last = time.time(), 0.0, 0, 0, {}
         bar = progress_bar(range(steps), desc=f"{cfg.mode} epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress,
@@ -312,30 +285,29 @@ def search_cells(cfg: CellSearchConfig, splits=None, predictor=None) -> CellSear
             train = next(w_iter)
             val = next(a_iter, None) if a_iter else None
             if a_iter is not None and val is None:
-                a_iter = iter(DataLoader(a_data, batch_size=cfg.batch_size, shuffle=True, drop_last=True))
+                a_iter = iter(loader(a_data, cfg.batch_size, None, drop_last=True))
                 val = next(a_iter)
             out_step = step_fn.step(train, val, update_arch=True)
+            run.check_finite({"loss": float(out_step["loss"])}, epoch, step)
             loss_sum += float(out_step["loss"]) * out_step["n"]
             correct += out_step["correct"]
             seen += out_step["n"]
             last = {k: v for k, v in out_step.items() if k.startswith("exp_")}
-            entropy.append(entropy_row(net, epoch * steps + step + 1, epoch + (step + 1) / steps))
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", H=f"{entropy[-1]['normal']:.2f}")
+            run.log_probs(entropy_row(net, epoch * steps + step + 1, epoch + (step + 1) / steps))
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", H=f"{run.probs_log[-1]['normal']:.2f}")
         bar.close()
+        entropy = run.probs_log[-1]
         row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(1, seen), 5),
                "train_acc": round(correct / max(1, seen), 5), "tau": round(tau, 5) if cfg.mode == "snas" else None,
-               "entropy_normal": entropy[-1]["normal"], "entropy_reduce": entropy[-1]["reduce"],
+               "entropy_normal": entropy["normal"], "entropy_reduce": entropy["reduce"],
                "seconds": round(time.time() - t0, 2), **last}
-        history.append(row)
-        if cfg.progress:
-            print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}, "
-                  f"edge entropy normal {row['entropy_normal']:.3f} reduce {row['entropy_reduce']:.3f} "
-                  f"({row['seconds']:.0f} s)")
-        _write_jsonl(out / "history.jsonl", history)
-        _write_jsonl(out / "entropy.jsonl", entropy)
-        save_weights(_flat_state(net, {"opt_w": opt_w, "opt_a": opt_a}), ckpt, {"epoch": str(epoch + 1)})
-
-    return _finish(cfg, net, splits, history, entropy, out, generator)
+        line = (f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}, "
+                f"edge entropy normal {row['entropy_normal']:.3f} reduce {row['entropy_reduce']:.3f} "
+                f"({row['seconds']:.0f} s)")
+        run.end_epoch(epoch, row, {"model": net.state_dict(), "opt_w": opt_w.state_dict(),
+                                   "opt_a": opt_a.state_dict()}, line)
+    run.close()
+    return _finish(cfg, net, splits, run.history, run.probs_log, out, generator)
 
 
 def _finish(cfg, net, splits, history, entropy, out, generator) -> CellSearchResult:
@@ -369,13 +341,3 @@ def _finish(cfg, net, splits, history, entropy, out, generator) -> CellSearchRes
           + ", ".join(f"{r} rule {a:.4f}" for r, a in child_acc.items()))
     print(f"genotype: {out / 'genotype.json'}")
     return CellSearchResult(genotype, genotypes, supernet_acc, supernet_std, child_acc, history, entropy, out, net)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return read_jsonl(path, "a log row")
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from hwnas.budget import check_budget as one_check
 from hwnas.errors import HwnasError
 from hwnas.predictors import LatencyPredictor
 from hwnas.spaces import SearchSpace
@@ -63,8 +64,5 @@ def max_latency(space: SearchSpace, predictor: LatencyPredictor) -> float:
 
 
 def check_budget(space: SearchSpace, predictor: LatencyPredictor, budget_ms: float) -> None:
-    """Refuse a latency budget that no architecture of the space can meet."""
-    low = min_latency(space, predictor)
-    if budget_ms < low:
-        raise HwnasError(f"latency budget {budget_ms:.3f} ms is below the fastest architecture of "
-                         f"{space.name} ({low:.3f} ms predicted)")
+    """Refuse a latency budget that no architecture of the space can meet (:func:`hwnas.budget.check_budget`)."""
+    one_check(budget_ms, min_latency(space, predictor), "the predictor", what=space.name)

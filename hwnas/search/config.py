@@ -154,3 +154,4 @@ class SearchResult:
     history: list[dict]
     out_dir: Path
     supernet: object = None  # the trained Supernet (in memory only)
+    level: float = 1.0  # the session level the search aimed with (every prediction x this)

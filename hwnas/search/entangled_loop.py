@@ -30,33 +30,30 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 from torch.utils.data import Subset
 
+from hwnas.children import Child, analytic_table, child_arch, latency_table
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
 from hwnas.progress import progress_bar
+from hwnas.runlog import plot_run
 from hwnas.search import distributed as D
 from hwnas.search.band import BandDecoder
 from hwnas.search.config import RESUME_KEYS, SearchConfig, SearchResult
-from hwnas.children import Child, analytic_table, child_arch, latency_table
-from hwnas.search.latency import load_latency_predictor
-from hwnas.search.loop import _cycle, _evaluate, _loader, _tau
+from hwnas.search.engine import PROBS_EVERY, Run, cycle, evaluate, loader, temperature
+from hwnas.search.latency import check_budget
 from hwnas.search.plans import PlanMaker
-from hwnas.runlog import (METRICS, METRICS_CSV, PROBS, TensorBoard, append_jsonl, plot_run, read_jsonl,
-                                 write_csv, write_jsonl)
 from hwnas.search.tilt import entropy
 from hwnas.spaces import get_space
-from hwnas.supernet.entangled import EntangledSupernet, Plan, recalibrate_bn
+from hwnas.supernet.entangled import EntangledSupernet, Plan
+from hwnas.supernet.recalibrate import recalibrate_bn
 from hwnas.threads import use_torch_threads
 from hwnas.train import set_seed
-
-CHECKPOINT = "checkpoint.pt"
-PROBS_EVERY = 5
+from hwnas.weights import save_weights
 
 
 def split_train(dataset, fraction: float, seed: int):
@@ -85,7 +82,7 @@ def score_child(net: EntangledSupernet, child: Child, calib, val, device, batche
     """(accuracy, loss) of ``child`` with shared weights after re-estimating its BatchNorm statistics."""
     net.set_child(child)
     recalibrate_bn(net, calib, batches)
-    acc, loss = _evaluate(net, val, device)
+    acc, loss = evaluate(net, val, device)
     net.set_child(None)
     net.train()
     return acc, loss
@@ -112,34 +109,6 @@ def sandwich_backward(net: EntangledSupernet, x, y, largest: Child, sampled: Chi
     return logits, loss, child_loss
 
 
-def _save(path: Path, epoch: int, net, opt_w, opt_a, maker: PlanMaker, cfg: SearchConfig) -> None:
-    state = {"epoch": epoch, "supernet": "entangled", "model": net.state_dict(), "opt_w": opt_w.state_dict(),
-             "opt_a": opt_a.state_dict(), "beta": maker.beta, "baseline": maker.baseline,
-             "config": json.dumps(cfg.to_dict())}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def _load(path: Path, net, opt_w, opt_a, maker: PlanMaker, cfg: SearchConfig) -> int:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        saved = json.loads(state["config"])
-        epoch = int(state["epoch"])
-    except Exception as exc:  # truncated file, foreign pickle, missing keys
-        raise HwnasError(f"{path}: not a readable hwnas search checkpoint ({type(exc).__name__})") from None
-    current = cfg.to_dict()
-    for key in RESUME_KEYS:
-        if saved.get(key) != current.get(key):
-            raise HwnasError(f"{path}: checkpoint was written with {key}={saved.get(key)!r}, this run has "
-                             f"{key}={current.get(key)!r}; resume with the same settings")
-    net.load_state_dict(state["model"])
-    opt_w.load_state_dict(state["opt_w"])
-    opt_a.load_state_dict(state["opt_a"])
-    maker.beta, maker.baseline = float(state["beta"]), state["baseline"]
-    return epoch
-
-
 def decision_names(net: EntangledSupernet) -> tuple[list[str], list[list[str]]]:
     """Titles and option names of every decision: stage widths first, then positions."""
     widths = [f"w{w:g}" for w in net.space.width_choices]
@@ -147,17 +116,14 @@ def decision_names(net: EntangledSupernet) -> tuple[list[str], list[list[str]]]:
     return titles, [widths] * len(net.theta) + net.names
 
 
-def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
+def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float = 1.0, splits=None) -> SearchResult:
+    """Search with ``predictor`` (loaded, levelled; ``source`` names it, ``level`` is its session level)."""
     rank, size, device = D.setup(cfg.device)
     use_torch_threads(cfg.threads, "threads")
     main = rank == 0
     space = get_space(cfg.space, cfg.space_params)
-    predictor, source = load_latency_predictor(space, cfg.predictor, level=cfg.latency_level)
     table = latency_table(space, predictor)
-    if cfg.budget_ms is not None:
-        if not cfg.budget_ms >= table.min():
-            raise HwnasError(f"budget {cfg.budget_ms:g} ms is below the fastest architecture of the space: minimum "
-                             f"achievable latency is {table.min():.4f} ms (latency from {source})")
+    check_budget(cfg.budget_ms, table.min(), source)
     band = None if cfg.budget_ms is None else BandDecoder(table, cfg.band_low * cfg.budget_ms,
                                                            cfg.band_high * cfg.budget_ms)  # refused now if unreachable
     costs = {kind: analytic_table(space, kind) for kind in ("flops", "params", "mac")}
@@ -184,25 +150,15 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
     largest = table.largest_child()
 
     out = cfg.out_dir
-    start, history, probs_log = 0, [], []
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / CHECKPOINT
-    if cfg.resume and ckpt.exists():
-        start = _load(ckpt, net, opt_w, opt_a, maker, cfg)
-        if main:
-            history = read_jsonl(out / METRICS, start)
-            probs_log = read_jsonl(out / PROBS, start)
-            print(f"resuming from {ckpt} after epoch {start}/{cfg.epochs}")
-    elif cfg.resume and main:
-        print(f"no checkpoint in {out}; starting a new run")
-    if main:
-        write_jsonl(out / METRICS, history)
-        write_jsonl(out / PROBS, probs_log)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        if not cfg.resume:
-            ckpt.unlink(missing_ok=True)
-    tb = TensorBoard(out / "tb") if main else None
+    run = Run(out, dict(cfg.to_dict(), latency_level=level), RESUME_KEYS, cfg.resume, main, cfg.progress)
+
+    def restore(state: dict) -> None:
+        net.load_state_dict(state["model"])
+        opt_w.load_state_dict(state["opt_w"])
+        opt_a.load_state_dict(state["opt_a"])
+        maker.beta, maker.baseline = float(state["beta"]), state["baseline"]
+
+    start = run.open(restore)
 
     steps = max(1, len(weight_split) // size // cfg.batch_size)
     if cfg.max_steps:
@@ -223,12 +179,12 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
     for epoch in range(start, cfg.epochs):
         set_seed(cfg.seed * 1000 + epoch)
         maker.generator.manual_seed(cfg.seed * 100003 + epoch)
-        maker.tau = _tau(cfg, epoch)
+        maker.tau = temperature(cfg.tau_start, cfg.tau_end, cfg.epochs, cfg.warmup_epochs, epoch)
         phase = "largest" if epoch < cfg.warmup_epochs else "sandwich" if epoch < arch_start else "search"
         for group in opt_w.param_groups:
             group["lr"] = cfg.lr_w * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
-        train_iter = iter(_loader(weight_split, cfg.batch_size, cfg.seed, epoch, rank, size, cfg.workers))
-        arch_iter = _cycle(_loader(arch_split, cfg.batch_size, cfg.seed + 1, epoch, rank, size, cfg.workers))
+        train_iter = iter(loader(weight_split, cfg.batch_size, cfg.seed, epoch, rank, size, cfg.workers))
+        arch_iter = cycle(loader(arch_split, cfg.batch_size, cfg.seed + 1, epoch, rank, size, cfg.workers))
         net.train()
         t0 = time.time()
         sums = {"loss": 0.0, "child_loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_steps": 0,
@@ -258,13 +214,9 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
             opt_w.step()
             arch_loss = None
             if phase == "search":
-                arch_loss = _arch_step(net, maker, opt_a, next(arch_iter), device)
+                arch_loss = arch_step(net, maker, opt_a, next(arch_iter), device)
             values = {"loss": loss.item(), "child loss": child_loss.item(), "arch loss": arch_loss or 0.0}
-            bad = [f"{name} {v}" for name, v in values.items() if not math.isfinite(v)]
-            if bad:
-                raise HwnasError(f"non-finite {' and '.join(bad)} at epoch {epoch + 1}, step {step + 1}; stopped. "
-                                 f"The last good checkpoint ({ckpt}) is kept; lower the learning rates "
-                                 "(lr_w / lr_alpha) and --resume")
+            run.check_finite(values, epoch, step)
             sums["loss"] += values["loss"] * len(y)
             sums["child_loss"] += values["child loss"] * len(y)
             sums["correct"] += int((logits.argmax(1) == y).sum())
@@ -274,18 +226,16 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
                 sums["arch_steps"] += 1
             global_step = epoch * steps + step + 1
             if main and (global_step % PROBS_EVERY == 0 or step == steps - 1):
-                row = {"epoch": epoch + 1, "step": global_step, "beta": round(maker.beta, 5),
-                       "probs": [[round(v, 5) for v in torch.softmax(p.detach(), 0).tolist()]
-                                 for p in net.arch_parameters()[len(net.alpha):]]
-                       + [[round(v, 5) for v in torch.softmax(p.detach(), 0).tolist()] for p in net.alpha]}
-                probs_log.append(row)
-                append_jsonl(out / PROBS, row)
+                run.log_probs({"epoch": epoch + 1, "step": global_step, "beta": round(maker.beta, 5),
+                               "probs": [[round(v, 5) for v in torch.softmax(p.detach(), 0).tolist()]
+                                         for p in net.arch_parameters()[len(net.alpha):]]
+                               + [[round(v, 5) for v in torch.softmax(p.detach(), 0).tolist()] for p in net.alpha]})
             bar.update(1)
             bar.set_postfix(loss=f"{sums['loss'] / max(1, sums['n']):.3f}", beta=f"{maker.beta:.3g}")
         bar.close()
 
         child, child_ms = derive(net, table, band)
-        val_acc, val_loss = score_child(net, child, _loader(weight_split, cfg.batch_size, cfg.seed + 2, epoch, rank,
+        val_acc, val_loss = score_child(net, child, loader(weight_split, cfg.batch_size, cfg.seed + 2, epoch, rank,
                                                             size, 0), splits.val, device, cfg.recalib_batches)
         arch = child_arch(space, child)
         untilted = maker.expected_latency().item()
@@ -303,21 +253,13 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
                "entropy": round(float(np.mean([entropy(p) for p in net.arch_parameters()])), 4),
                "lr_w": opt_w.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2),
                "stage_widths": list(arch.space.stage_widths), "choices": list(arch.choices)}
-        if main:
-            history.append(row)
-            append_jsonl(out / METRICS, row)
-            write_csv(out / METRICS_CSV, history)
-            tb.log(row, epoch + 1)
-            _save(ckpt, epoch + 1, net, opt_w, opt_a, maker, cfg)
-            if cfg.progress:
-                print(f"epoch {epoch + 1}/{cfg.epochs} [{phase}]: train loss {row['train_loss']:.4f}, child "
-                      f"{' '.join(arch.choices)} widths {','.join(f'{w:g}' for w in arch.space.stage_widths)}: "
-                      f"{child_ms:.3f} ms predicted, val acc (shared weights) {val_acc:.4f}; E[LAT] "
-                      f"{row['exp_latency_ms']:.3f} ms (beta {maker.beta:.3g}) ({row['seconds']:.1f} s)")
-        D.barrier()
-        if cfg.stop_after is not None and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
-            if main:
-                print(f"stopping after epoch {epoch + 1} as asked; continue with resume")
+        state = {"supernet": "entangled", "model": net.state_dict(), "opt_w": opt_w.state_dict(),
+                 "opt_a": opt_a.state_dict(), "beta": maker.beta, "baseline": maker.baseline}
+        line = (f"epoch {epoch + 1}/{cfg.epochs} [{phase}]: train loss {row['train_loss']:.4f}, child "
+                f"{' '.join(arch.choices)} widths {','.join(f'{w:g}' for w in arch.space.stage_widths)}: "
+                f"{child_ms:.3f} ms predicted, val acc (shared weights) {val_acc:.4f}; E[LAT] "
+                f"{row['exp_latency_ms']:.3f} ms (beta {maker.beta:.3g}) ({row['seconds']:.1f} s)")
+        if run.end_epoch(epoch, row, state, line, cfg.stop_after):
             break
 
     child, child_ms = derive(net, table, band)
@@ -328,15 +270,15 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
     summary = {
         "space": space.name, "supernet": "entangled", "mode": cfg.mode, "control": cfg.control,
         "choices": list(arch.choices), "stage_widths": list(arch.space.stage_widths),
-        "predicted_latency_ms": round(child_ms, 5), "latency_source": source, "latency_level": cfg.latency_level,
+        "predicted_latency_ms": round(child_ms, 5), "latency_source": source, "latency_level": level,
         "budget_ms": cfg.budget_ms,
         "band_ms": None if cfg.budget_ms is None else [round(cfg.band_low * cfg.budget_ms, 5),
                                                         round(cfg.band_high * cfg.budget_ms, 5)],
         "within_budget": None if cfg.budget_ms is None else child_ms <= cfg.budget_ms + 1e-9,
         "min_latency_ms": round(table.min(), 5), "max_latency_ms": round(table.max(), 5),
         "mflops": round(cost.flops / 1e6, 4), "mparams": round(cost.params / 1e6, 5), "mmac": round(cost.mac / 1e6, 4),
-        "beta": maker.beta, "val_acc_supernet_child": history[-1]["val_acc"] if history else None,
-        "epochs_done": history[-1]["epoch"] if history else start, "ranks": size,
+        "beta": maker.beta, "val_acc_supernet_child": run.history[-1]["val_acc"] if run.history else None,
+        "epochs_done": run.last_epoch(), "ranks": size,
         "probs": {title: dict(zip(opts, [round(v, 4) for v in torch.softmax(p.detach(), 0).tolist()]))
                   for title, opts, p in zip(titles, names, params)},
     }
@@ -345,26 +287,24 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
     summary["gate_trace_rank_difference"] = D.all_equal([torch.tensor([trace], dtype=torch.float64)])
     if main:
         arch.save(out / "arch.json")
-        from hwnas.weights import save_weights
-
         save_weights(net.extract(child, arch), out / "child.safetensors",
                      {"kind": "hwnas-child", "arch": json.dumps(arch.to_dict())})
-        plot_run(out, history, probs_log, names, titles)
+        plot_run(out, run.history, run.probs_log, names, titles)
         (out / "derived.json").write_text(json.dumps(summary, indent=2) + "\n")
-        tb.close()
         print(f"derived architecture: {out / 'arch.json'}\n  choices {' '.join(arch.choices)}, stage widths "
               f"{', '.join(f'{w:g}' for w in arch.space.stage_widths)}\n  predicted latency {child_ms:.4f} ms "
               f"({source})" + (f", budget {cfg.budget_ms:g} ms ({child_ms / cfg.budget_ms:.2f}x)"
                                if cfg.budget_ms is not None else "")
               + f"; {summary['mflops']:.2f} MFLOPs, {summary['mparams']:.4f} M params")
-    return SearchResult(arch, summary, history, out, net)
+    run.close()
+    return SearchResult(arch, summary, run.history, out, net)
 
 
 def _fingerprint(child: Child) -> float:
     return float(sum((i + 1) * (c + 2) for i, c in enumerate(child.widths + child.ops)))
 
 
-def _arch_step(net: EntangledSupernet, maker: PlanMaker, opt_a, batch, device) -> float:
+def arch_step(net: EntangledSupernet, maker: PlanMaker, opt_a, batch, device) -> float:
     """One architecture update on an architecture-split batch; returns its loss."""
     xa, ya = batch[0].to(device, memory_format=torch.channels_last), batch[1].to(device)
     plan, extra = maker.arch_plan()

@@ -16,16 +16,17 @@ measured predictor for real budgets.
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 
 import torch
 
+from hwnas.budget import check_budget, check_budget_value  # noqa: F401  (re-exported)
 from hwnas.costs import op_cost
-from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
 from hwnas.predictors import LatencyPredictor
+from hwnas.predictors.differentiable import fixed_latency, latency_tensors
+from hwnas.predictors.leveled import LeveledPredictor
 from hwnas.spaces import SearchSpace
 
 PROXY_GFLOPS = 2.0
@@ -65,12 +66,6 @@ class LatencyModel:
 
 
 def _tensors(space: SearchSpace, predictor: LatencyPredictor) -> list[torch.Tensor]:
-    try:
-        from hwnas.predictors.differentiable import latency_tensors
-    except ImportError:  # the predictor package's helper has not landed: same definition here
-        def latency_tensors(space, predictor):
-            return [torch.tensor([0.0 if op.kind == "zero" else predictor.predict_op(op) for op in pos.ops])
-                    for pos in space.positions]
     return [torch.as_tensor(t, dtype=torch.float32).detach().cpu().reshape(-1)
             for t in latency_tensors(space, predictor)]
 
@@ -78,15 +73,11 @@ def _tensors(space: SearchSpace, predictor: LatencyPredictor) -> list[torch.Tens
 def load_latency_predictor(space: SearchSpace, predictor_path: str | None, quiet: bool = False,
                            level: float = 1.0) -> tuple[LatencyPredictor, str]:
     """(predictor, where its numbers come from): the file's, or the analytic proxy when ``None``; with a
-    ``level`` other than 1 every prediction is multiplied by it (:mod:`hwnas.search.session_level`).
+    ``level`` other than 1 every prediction is multiplied by it (:func:`leveled`). Load it once, at the edge
+    (the command or the job), and pass the object on.
 
     A table that lacks some of the space's operators prices them with its fallback regressor (a note
     says so unless ``quiet``)."""
-    if level != 1.0:
-        from hwnas.predictors.leveled import LeveledPredictor
-
-        predictor, source = load_latency_predictor(space, predictor_path, quiet)
-        return LeveledPredictor(predictor, level), f"{source} x {level:g} (session level)"
     if predictor_path:
         from hwnas.predictors import load_predictor
 
@@ -98,34 +89,18 @@ def load_latency_predictor(space: SearchSpace, predictor_path: str | None, quiet
                 print(f"note: {missing} of {len(ops)} operators of {space.name} are not in "
                       f"{predictor_path}; its fallback regressor {predictor.fallback_name} predicts them "
                       "(profile them for measured values)", file=sys.stderr)
-        return predictor, str(predictor_path)
+        return leveled(predictor, str(predictor_path), level)
     predictor = AnalyticProxy()
-    return predictor, predictor.device["name"]
+    return leveled(predictor, predictor.device["name"], level)
 
 
-def latency_model(space: SearchSpace, predictor_path: str | None, level: float = 1.0) -> LatencyModel:
-    """Load ``predictor_path`` (or the analytic proxy when ``None``) for ``space``, times ``level``."""
-    predictor, source = load_latency_predictor(space, predictor_path, level=level)
-    try:
-        from hwnas.predictors.differentiable import fixed_latency
-    except ImportError:
-        fixed = predictor.predict_ops(list(space.stem) + list(space.head))
-    else:
-        fixed = fixed_latency(space, predictor)
-    return LatencyModel(_tensors(space, predictor), float(fixed), source)
+def leveled(predictor: LatencyPredictor, source: str, level: float = 1.0) -> tuple[LatencyPredictor, str]:
+    """``predictor`` with every prediction times ``level`` (:mod:`hwnas.search.session_level`), and its source."""
+    if level == 1.0:
+        return predictor, source
+    return LeveledPredictor(predictor, level), f"{source} x {level:g} (session level)"
 
 
-def check_budget_value(value: float | None, what: str = "--budget-ms") -> None:
-    """A budget must be a positive finite number (None: no budget)."""
-    if value is not None and not (isinstance(value, (int, float)) and 0 < value < math.inf):
-        raise HwnasError(f"{what} must be a positive finite number, got {value}")
-
-
-def check_budget(budget_ms: float | None, model: LatencyModel) -> None:
-    """Refuse a budget the fastest architecture of the space cannot meet."""
-    if budget_ms is None:
-        return
-    check_budget_value(budget_ms)
-    if budget_ms < model.min_ms:
-        raise HwnasError(f"budget {budget_ms:g} ms is below the fastest architecture of the space: "
-                         f"minimum achievable latency is {model.min_ms:.4f} ms (latency from {model.source})")
+def latency_model(space: SearchSpace, predictor: LatencyPredictor, source: str) -> LatencyModel:
+    """Per-candidate latencies of ``space`` from a loaded predictor (e.g. :func:`load_latency_predictor`)."""
+    return LatencyModel(_tensors(space, predictor), float(fixed_latency(space, predictor)), source)

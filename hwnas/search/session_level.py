@@ -87,14 +87,11 @@ def measure_session_level(space, predictor: LatencyPredictor, budget_ms: float, 
     return SessionLevel(round(level, 4), models)
 
 
-def level_for_search(cfg) -> float:
+def level_for_search(cfg, space, predictor: LatencyPredictor) -> float:
     """The level a search with ``cfg.relevel`` children runs with: the one its folder was started with when it
-    resumes, else measured now (and written to ``OUT/session_level.json``)."""
+    resumes, else measured now for ``predictor`` (loaded, not levelled) and written to ``OUT/session_level.json``."""
     import json
     import os
-
-    from hwnas.search.latency import load_latency_predictor
-    from hwnas.spaces import get_space
 
     out = cfg.out_dir
     saved = out / "config.json"
@@ -106,8 +103,6 @@ def level_for_search(cfg) -> float:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise HwnasError("re-levelling times models on this machine: measure it in one process "
                          "(hwnas search --relevel N) and pass --latency-level to the distributed run")
-    space = get_space(cfg.space, cfg.space_params)
-    predictor, _ = load_latency_predictor(space, cfg.predictor, quiet=True)
     if "cpu" not in (predictor.device or {}):  # a phone's or a published benchmark's milliseconds
         raise HwnasError(f"{cfg.predictor}: re-levelling times children on this machine, but this predictor is "
                          f"for {predictor.device.get('name', 'another device')!r}, not a CPU it can run on; "

@@ -82,7 +82,7 @@ class OneShotEvaluator:
                 break
 
     def evaluate(self, arch: Architecture) -> float:
-        from hwnas.supernet.entangled import recalibrate_bn
+        from hwnas.supernet.recalibrate import recalibrate_bn
         from hwnas.train import evaluate
 
         model = self.select(self.supernet, arch) or self.supernet

@@ -129,26 +129,3 @@ class Supernet(nn.Module):
     def derive(self) -> Architecture:
         """The most probable candidate at every position, as an architecture."""
         return architecture_of(self.space, self.argmax_choices())
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable, max_batches: int = 20) -> None:
-    """Re-estimate BatchNorm running statistics for the currently active child.
-
-    Resets every BN's statistics and averages them over ``max_batches`` batches
-    in training mode (cumulative average), then puts the model in eval mode.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    for i, batch in enumerate(batches):
-        if i >= max_batches:
-            break
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        model(x.to(next(model.parameters()).device))
-    for bn, m in zip(bns, saved):
-        bn.momentum = m
-    model.eval()
