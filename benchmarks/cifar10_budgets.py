@@ -385,7 +385,7 @@ class Exporter:
         import torch
 
         from hwnas.builder import build_model
-        from hwnas.pipeline import export_trained, stack_images
+        from hwnas.export.trained import export_trained, stack_images
         from hwnas.weights import load_weights
 
         folder = self.out / "models" / name
@@ -408,12 +408,12 @@ class Exporter:
 
     def test_accuracy(self, path: Path) -> float:
         """Top-1 accuracy of a .tflite file on the test images (LiteRT, what anyone re-scoring gets)."""
-        from hwnas.pipeline import tflite_outputs
+        from hwnas.export.parity import run_tflite
 
         if self._test is None:
             xs, ys = zip(*(self.data.test[i] for i in range(len(self.data.test))))
             self._test = (np.stack([x.numpy() for x in xs]).astype(np.float32), np.array(ys))
-        logits = tflite_outputs(path, self._test[0])
+        logits = run_tflite(path, self._test[0])
         return float((logits.argmax(1) == self._test[1]).mean())
 
     def close(self) -> None:
@@ -422,22 +422,15 @@ class Exporter:
             self.conv = None
 
 
-def iqr(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[2] - q[0]
-
-
 def time_interleaved(files: dict[str, Path], rounds: int, seed: int) -> dict[str, dict]:
     """LiteRT, 1 thread, pinned to one core: every file once per round, each round in a fresh random order
     (:func:`hwnas.timing_rounds.times_now`, absolute times: no drift correction)."""
     from hwnas.runners import get_runner
-    from hwnas.timing_rounds import times_now
+    from hwnas.timing_rounds import summarize, times_now
 
     per_round = times_now(files, get_runner("tflite", 1), rounds, seed, progress=False)
     print(f"  timed {len(files)} models x {rounds} rounds", flush=True)
-    return {name: {"measured_ms": round(statistics.median(v), 5), "spread_ms": round(iqr(v), 5),
+    return {name: {"measured_ms": round(summarize(v)[0], 5), "spread_ms": round(summarize(v)[1], 5),
                    "rounds_ms": [round(x, 5) for x in v]} for name, v in per_round.items()}
 
 
@@ -548,11 +541,12 @@ def main(argv=None) -> int:
     if args.job:
         run_job(args, args.job)
         return 0
+    from hwnas.budget import check_budget
     from hwnas.search.band import BandDecoder
     from hwnas.search.config import SearchConfig
     from hwnas.children import child_arch, latency_table
     from hwnas.search.latency import load_latency_predictor
-    from hwnas.search.session_level import LeveledPredictor
+    from hwnas.predictors.leveled import LeveledPredictor
     from hwnas.spaces import get_space
     from hwnas.threads import use_torch_threads
 
@@ -577,9 +571,7 @@ def main(argv=None) -> int:
                              f"ms), got {', '.join(map(str, acc_budgets))} ms")
     band = (SearchConfig.band_low, SearchConfig.band_high)
     for b in budgets:
-        if b < fastest:
-            raise HwnasError(f"budget {b:g} ms is below the fastest child of {space.name} ({fastest:.4f} ms "
-                             f"predicted by {args.predictor})")
+        check_budget(b, fastest, args.predictor, what=space.name, unit="child")
         BandDecoder(table, band[0] * b, band[1] * b)  # refuses a band no child reaches, naming the range
     if getattr(predictor, "fallback_name", None) and getattr(predictor, "fallback", None) is None:
         predictor.enable_fallback()  # MobileNetV2 widths outside the table

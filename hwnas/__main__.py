@@ -1,3 +1,5 @@
+"""``python -m hwnas``: the command line (:func:`hwnas.cli.main`)."""
+
 import os
 import sys
 

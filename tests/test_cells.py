@@ -279,3 +279,13 @@ def test_latency_resource_from_a_lookup_table_covering_cell_operators(tmp_path):
     LookupTable({"name": "fixture"}, None, "onnxruntime", "fp32", 1, entries).save(tmp_path / "partial.json")
     with pytest.raises(HwnasError, match=f"does not cover cell operator {missing.key()}"):
         Resource(net, cfg, load_predictor(tmp_path / "partial.json"))
+
+
+def test_a_cell_run_folder_of_an_earlier_version_is_refused_on_resume(tmp_path, tiny_splits, capsys):
+    (tmp_path / "cell_checkpoint.safetensors").write_bytes(b"old")
+    cfg = CellSearchConfig(space_params=TINY, epochs=1, batch_size=16, max_steps=1, out=str(tmp_path),
+                           progress=False, resume=True)
+    with pytest.raises(HwnasError, match=r"cell_checkpoint.safetensors: a cell search checkpoint of an earlier "
+                                         r"hwnas version.*start again without --resume"):
+        search_cells(cfg, tiny_splits)
+    assert not (tmp_path / "checkpoint.pt").exists()

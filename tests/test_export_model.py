@@ -17,7 +17,8 @@ from hwnas.builder import build_model
 from hwnas.cli import main
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
-from hwnas.pipeline import export_trained, stack_images, tflite_outputs
+from hwnas.export.parity import run_tflite
+from hwnas.export.trained import export_trained, stack_images
 from hwnas.spaces import get_space
 from hwnas.train import train_model
 from hwnas.weights import save_weights
@@ -69,7 +70,7 @@ def test_quantized_models_run_and_agree_with_fp32(exported, trained, data):
         f = result.get("tflite", quant)
         assert f.passed and f.agreement >= 0.9
         # recomputed here from the written file, independently of the recorded number
-        assert (tflite_outputs(f.path, check).argmax(1) == reference).mean() == pytest.approx(f.agreement)
+        assert (run_tflite(f.path, check).argmax(1) == reference).mean() == pytest.approx(f.agreement)
     assert result.get("tflite", "int8").path.stat().st_size < 0.5 * result.get("tflite", "fp32").path.stat().st_size
 
 

@@ -13,18 +13,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from import_graph import _module_names, cycles, module_graph, private_imports, uses_module  # noqa: E402
+from import_graph import (module_files, cycles, layer_of, module_graph, private_imports, upward_imports,  # noqa: E402
+                          uses_module)
 
 PACKAGE = ROOT / "hwnas"
 
 
 def _outside_cli():
-    return {m: p for m, p in _module_names(PACKAGE).items()
+    return {m: p for m, p in module_files(PACKAGE).items()
             if not (m == "hwnas.cli" or m.startswith("hwnas.cli.") or m == "hwnas.__main__")}
 
 
 def test_no_import_cycle():
     assert cycles(module_graph(PACKAGE)) == []
+
+
+def test_imports_point_down_the_layers_of_design_md():
+    graph = module_graph(PACKAGE)
+    assert [m for m in graph if layer_of(m) is None] == []  # every module has its layer
+    assert upward_imports(graph) == []
 
 
 def test_no_private_name_crosses_a_module():
@@ -50,3 +57,4 @@ def test_the_checks_can_fail():
     graph = {"a": {"b": {None}}, "b": {"c": {"_x"}}, "c": {"a": {None}}, "d": {"a": {None}}}
     assert cycles(graph) == [["a", "b", "c"]]
     assert private_imports(graph) == ["b -> c._x"]
+    assert upward_imports({"hwnas.ops": {"hwnas.search.loop": {None}}}) == ["hwnas.ops (1) -> hwnas.search.loop (6)"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hwnas.latency_data import describe_this_device
 from hwnas.pipeline import (
     choose_budget, default_config, find_reference_predictor, load_config, reference_child, validate_config,
 )
+from hwnas.predictors import load_predictor
 from hwnas.predictors.lut import LookupTable
 from hwnas.costs import op_cost
 from hwnas.spaces import get_space
@@ -75,12 +77,12 @@ def test_reference_predictor_is_used_only_for_this_machine(tmp_path):
     this = describe_this_device()
     other = dict(this, cpu="Qualcomm Kryo 585", cores=8)
     _table(space, other).save(tmp_path / "phone-tflite-fp32.json")
-    path, why = find_reference_predictor(space, "tflite", "fp32", 1, tmp_path, this)
+    path, _, why = find_reference_predictor(space, "tflite", "fp32", 1, tmp_path, this)
     assert path is None and "phone-tflite-fp32.json" in why and "Kryo" in why
 
     _table(space, this).save(tmp_path / "here-tflite-fp32.json")
-    path, why = find_reference_predictor(space, "tflite", "fp32", 1, tmp_path, this)
-    assert path == tmp_path / "here-tflite-fp32.json"
+    path, predictor, why = find_reference_predictor(space, "tflite", "fp32", 1, tmp_path, this)
+    assert path == tmp_path / "here-tflite-fp32.json" and predictor.covers(space.unique_ops())
     assert find_reference_predictor(space, "tflite", "int8", 1, tmp_path, this)[0] is None
     assert find_reference_predictor(get_space("proxyless-tiny", {"width_mult": 0.5}), "tflite", "fp32", 1,
                                     tmp_path, this)[0] is None  # does not cover the narrower operators
@@ -90,11 +92,43 @@ def test_auto_budget_scales_the_mobilenetv2_style_reference(tmp_path):
     space = get_space("proxyless-tiny")
     _table(space, describe_this_device()).save(tmp_path / "p.json")
     cfg = validate_config({"latency": {"budget_scale": 1.5}})
-    budget, fastest, slowest, reference = choose_budget(cfg, space, tmp_path / "p.json")
+    predictor = load_predictor(tmp_path / "p.json")
+    budget, fastest, slowest, reference = choose_budget(cfg, space, predictor, "p.json")
     assert fastest < budget < slowest
     ref_arch = reference_child(space)
     assert set(ref_arch.choices) == {"k3_e6"} and ref_arch.space.stage_widths == (1.0,) * space.num_stages
     assert budget == pytest.approx(1.5 * reference, abs=1e-4)
     cfg["latency"]["budget_ms"] = fastest / 2
     with pytest.raises(HwnasError, match="below the fastest architecture"):
-        choose_budget(cfg, space, tmp_path / "p.json")
+        choose_budget(cfg, space, predictor, "p.json")
+
+
+def test_the_main_job_reads_its_predictor_file_once_and_names_its_device(tmp_path, monkeypatch, capsys):
+    """``hwnas run`` with a given predictor: the file is opened once (checked with the inputs, then passed on as an
+    object); the report's header names the device of that table."""
+    import builtins
+    import io
+
+    predictor = ROOT / "predictors" / "amd-epyc-2c-b-tflite-fp32.json"
+    opened = []
+    real_open = io.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, Path)) and Path(file).resolve() == predictor:
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    settings = [f"latency.predictor={json.dumps(str(predictor))}", "search.relevel=0", "search.epochs=2",
+                "search.warmup_epochs=0", "search.child_warmup_epochs=1", "search.max_steps=1", "search.batch_size=16",
+                "data.limit_train=48", "data.limit_val=16", "train.epochs=1", "train.max_steps=1",
+                'export.quant=["fp32"]', "export.onnx=false", "export.check_images=4", "export.calib_images=4"]
+    args = ["run", "--out", str(tmp_path / "run"), "--no-progress"]
+    for pair in settings:
+        args += ["--set", pair]
+    assert main(args) == 0
+    assert len(opened) == 1
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["device"] == "amd-epyc-2c-b" and report["predictor"] == str(predictor)
+    assert "latency on amd-epyc-2c-b (tflite fp32, 1 thread)" in capsys.readouterr().out

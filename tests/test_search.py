@@ -175,3 +175,13 @@ def test_cli_search_sizes_the_classifier_for_the_dataset(tmp_path, capsys):
     assert rc == 0
     assert "searching with num_classes=2" in capsys.readouterr().out
     assert json.loads((out / "arch.json").read_text())["space_params"]["num_classes"] == 2
+
+
+def test_run_search_takes_the_level_and_returns_it_leaving_its_config_alone(tmp_path):
+    cfg = tiny_config(tmp_path / "lv", supernet="entangled", epochs=2, warmup_epochs=0, child_warmup_epochs=1,
+                      max_steps=1)
+    before = cfg.to_dict()
+    result = run_search(cfg, level=1.5)
+    assert cfg.to_dict() == before  # nothing written back into the config
+    assert result.level == 1.5 and result.summary["latency_level"] == 1.5
+    assert json.loads((tmp_path / "lv" / "config.json").read_text())["latency_level"] == 1.5

@@ -14,8 +14,8 @@ from hwnas.search import SearchConfig
 from hwnas.search.band import sample_children_in_band
 from hwnas.children import child_arch, latency_table
 from hwnas.search.latency import load_latency_predictor
-from hwnas.search.session_level import (LEVEL_BAND, LeveledPredictor, level_for_search,
-                                        measure_session_level)
+from hwnas.predictors.leveled import LeveledPredictor
+from hwnas.search.session_level import LEVEL_BAND, level_for_search, measure_session_level
 from hwnas.spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]

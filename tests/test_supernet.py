@@ -144,3 +144,38 @@ def test_each_mode_runs_a_step(mode, order):
     assert torch.isfinite(torch.as_tensor(out["loss"])) and "arch_loss" in out
     assert any(not torch.equal(a, b) for a, b in zip(net.arch_parameters(), before_a))
     assert any(not torch.equal(p, b) for p, b in zip(net.weight_parameters(), before_w))
+
+
+def test_the_three_supernets_speak_one_vocabulary():
+    """set_child / sample_child / child_cost / extract on the separate, entangled and cell supernets: the extracted
+    standalone network computes what the supernet computes with that child set (eval mode)."""
+    from hwnas.cells.space import CellSpace
+    from hwnas.cells.supernet import CellSupernet
+    from hwnas.supernet.entangled import EntangledSupernet
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16)
+    gen = torch.Generator().manual_seed(1)
+    separate = Supernet(get_space("proxyless-tiny", TINY), "proxyless")
+    child = separate.sample_child(gen)
+    assert len(child) == len(separate.mixed) and separate.child_cost(child, "flops") > 0
+    separate.set_child(child)
+    separate.eval()
+    assert torch.allclose(separate.extract(child).eval()(x), separate(x), atol=1e-5)
+
+    entangled = EntangledSupernet(get_space("proxyless-tiny", TINY)).eval()
+    child = entangled.sample_child(gen)
+    assert entangled.child_cost(child, "params") == sum(p.numel() for p in entangled.extract(child).parameters())
+    entangled.set_child(child)
+    assert torch.allclose(entangled.extract(child).eval()(x), entangled(x), atol=1e-5)
+
+    cells = CellSupernet(CellSpace({"layers": 3, "channels": 4, "resolution": 8}), "darts")
+    with torch.no_grad():  # no pooling edges: the supernet's pools carry a BN the standalone cell has not
+        for a in list(cells.alphas_normal) + list(cells.alphas_reduce):
+            a[5:] = -1e9
+    genotype = cells.sample_child(gen)
+    assert cells.child_cost(genotype, "flops") == genotype.cost().flops
+    cells.set_child(genotype)
+    cells.eval()
+    x8 = torch.randn(2, 3, 8, 8)
+    assert torch.allclose(cells.extract(genotype).eval()(x8), cells(x8), atol=1e-5)

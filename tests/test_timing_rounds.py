@@ -18,7 +18,9 @@ from hwnas.latency_data import (
     ModelRow, OpRow, append_op_row, describe_this_device, read_model_rows, read_op_rows, write_device,
 )
 from hwnas.ops import OpSpec
-from hwnas.pipeline import _format_report, prepare_predictor, recommend, validate_config, verdict
+from hwnas.pipeline import prepare_predictor
+from hwnas.run_config import validate_config
+from hwnas.run_report import format_report, recommend, verdict
 from hwnas.predictors import load_predictor
 from hwnas.profiler import calibration_archs, profiled_ops, sample_archs
 from hwnas.spaces import get_space
@@ -155,7 +157,7 @@ def test_main_job_profiles_a_new_machine_interleaved(tmp_path):
         "latency": {"runtime": "onnxruntime", "reference_predictors": str(tmp_path / "none"),
                     "reference_latency_data": str(tmp_path / "none"), "profile_models": 4, "profile_rounds": 2}})
     lines = []
-    path = prepare_predictor(cfg, small_space(), tmp_path / "run", lines.append, progress=False)
+    path, loaded = prepare_predictor(cfg, small_space(), tmp_path / "run", lines.append, progress=False)
     name = describe_this_device()["name"]
     data = tmp_path / "run" / "latency_data"
     ops, models = read_op_rows(data / f"{name}.csv"), read_model_rows(data / f"{name}-models.csv")
@@ -163,12 +165,13 @@ def test_main_job_profiles_a_new_machine_interleaved(tmp_path):
     assert all(r.repeats == 2 for r in ops + models)  # timed in the 2 interleaved rounds
     assert any("timed in 2 interleaved rounds" in line for line in lines)
     predictor = load_predictor(path)
+    assert loaded.runtime == "onnxruntime" and loaded.device == predictor.device
     assert predictor.runtime == "onnxruntime" and predictor.covers(small_space().unique_ops())
     fit, held = predictor.overhead["models"], predictor.overhead["held_out"]
     assert sorted(fit + held) == sorted(m.arch_file for m in models)
     # Resumed: the predictor of this run is reused, nothing profiled again.
     again = []
-    assert prepare_predictor(cfg, small_space(), tmp_path / "run", again.append) == path
+    assert prepare_predictor(cfg, small_space(), tmp_path / "run", again.append)[0] == path
     assert not any("interleaved" in line for line in again)
 
 
@@ -189,12 +192,17 @@ def test_report_judges_every_variant_and_recommends_from_measurements():
         "train_epochs": 1, "mflops": 1.0, "mparams": 0.1, "run_dir": "r", "seconds": {"train": 1.0},
         "total_seconds": 1.0, "export": [{"path": r["file"], "format": "tflite", "quant": r["quant"],
                                           "agreement": 1.0, "passed": True} for r in rows]}
-    report = _format_report(data)
+    report = format_report(data)
     assert "fp32 1.030 ± 0.010 ms = 0.86x budget (within budget), dynamic 1.240 ± 0.010 ms = 1.03x budget " \
            "(within +5%), int8 5.510 ± 0.020 ms = 4.59x budget (OVER budget)" in report
     assert "recommended     fp32 (1.030 ms, the fastest within budget; others: dynamic 1.20x, int8 5.35x" in report
     assert "architecture    k3_e3\n" in report  # no stage widths: a fixed-width space
-    assert "architecture    k3_e3, stage widths 1.25, 2\n" in _format_report({**data, "stage_widths": [1.25, 2.0]})
+    assert "architecture    k3_e3, stage widths 1.25, 2\n" in format_report({**data, "stage_widths": [1.25, 2.0]})
+    # the header names the device of the latency table used, and this machine when it is another one
+    assert report.startswith("hwnas main job: proxyless-tiny on digits; latency on here (tflite fp32, 1 thread)\n")
+    other = format_report({**data, "device": "amd-epyc-2c-b", "machine": "amd-epyc-2c"})
+    assert other.startswith("hwnas main job: proxyless-tiny on digits; latency on amd-epyc-2c-b (tflite fp32, 1 "
+                            "thread), measured on amd-epyc-2c\n")
 
 
 def test_drift_correction_takes_out_the_machines_slow_moments():

@@ -12,7 +12,8 @@ import ast
 from pathlib import Path
 
 
-def _module_names(package_dir: Path) -> dict[str, Path]:
+def module_files(package_dir: Path) -> dict[str, Path]:
+    """{module name: its file} for every .py file of the package."""
     out = {}
     for path in sorted(package_dir.rglob("*.py")):
         parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
@@ -70,7 +71,7 @@ def module_graph(package_dir: Path) -> dict[str, dict[str, set[str | None]]]:
     A package's __init__ re-exporting its submodules is not an edge from a submodule to its package: importing
     `pkg.sub` runs `pkg/__init__`, so edges into a package's own __init__ from inside it are skipped.
     """
-    modules = _module_names(Path(package_dir))
+    modules = module_files(Path(package_dir))
     graph: dict[str, dict[str, set]] = {}
     for module, path in modules.items():
         edges: dict[str, set] = {}
@@ -119,3 +120,38 @@ def private_imports(graph: dict[str, dict]) -> list[str]:
     """'importer -> module._name' for every underscore name one module takes from another."""
     return sorted(f"{m} -> {t}.{n}" for m, edges in graph.items() for t, names in edges.items()
                   for n in names if n and n.startswith("_") and not n.startswith("__"))
+
+
+# The layers of DESIGN.md, lowest first: (title, module prefixes under hwnas/). An import points to the same
+# layer or one below, never up; the longest prefix decides (cells.ops sits low, cells.search high).
+LAYERS = [
+    ("base utilities", ["errors", "jsonfile", "threads", "progress", "plots", "outputs", "budget", "weights"]),
+    ("operators: descriptions, costs, PyTorch blocks", ["ops", "costs", "blocks"]),
+    ("spaces, architectures, children, data", ["spaces", "arch", "children", "builder", "netfile", "data",
+                                                "cells.ops", "cells.space", "cells.genotype", "cells.network",
+                                                "cells.derive"]),
+    ("export and runtimes", ["export", "runners", "modelgraph"]),
+    ("latency data and predictors", ["latency_data", "predictors", "profiler", "timing_rounds", "phones"]),
+    ("supernets and training", ["supernet", "cells.supernet", "train", "tune", "runlog"]),
+    ("search engine, algorithms, strategies", ["search", "cells", "strategies"]),
+    ("the main job", ["pipeline", "run_config", "run_report"]),
+    ("command line", ["cli", "__main__", ""]),
+]
+
+
+def layer_of(module: str) -> int | None:
+    """Index into :data:`LAYERS` of a module (``hwnas.x.y``), None when no prefix names it."""
+    name = module[len("hwnas."):] if module.startswith("hwnas.") else ""
+    best = None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if name == prefix or (prefix and name.startswith(prefix + ".")):
+                if best is None or len(prefix) > best[1]:
+                    best = (index, len(prefix))
+    return None if best is None else best[0]
+
+
+def upward_imports(graph: dict[str, dict]) -> list[str]:
+    """'importer (layer) -> imported (layer)' for every import that points up a layer."""
+    return sorted(f"{m} ({layer_of(m)}) -> {t} ({layer_of(t)})" for m, edges in graph.items() for t in edges
+                  if layer_of(m) is not None and layer_of(t) is not None and layer_of(t) > layer_of(m))

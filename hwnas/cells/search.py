@@ -38,6 +38,7 @@ from hwnas.cells.genotype import Genotype
 from hwnas.cells.ops import PRIMITIVES
 from hwnas.cells.space import CellSpace
 from hwnas.cells.supernet import CellSupernet
+from hwnas.search.config import check_common
 from hwnas.search.engine import CHECKPOINT, Run, loader, temperature
 
 ETA_PRESETS = {"mild": 0.05, "moderate": 0.2, "aggressive": 0.8}
@@ -77,12 +78,7 @@ class CellSearchConfig:
     def check(self) -> None:
         if self.mode not in RULES:
             raise HwnasError(f"the cell space searches in mode darts or snas, not {self.mode!r}")
-        if self.darts_order not in (1, 2):
-            raise HwnasError(f"darts order must be 1 or 2, got {self.darts_order!r}")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise HwnasError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+        check_common(self)
         if self.resource is not None and self.resource not in RESOURCES:
             raise HwnasError(f"resource must be one of {', '.join(RESOURCES)}, got {self.resource!r}")
         if isinstance(self.eta, str) and self.eta not in ETA_PRESETS:
@@ -91,9 +87,6 @@ class CellSearchConfig:
             raise HwnasError(f"eta must not be negative, got {self.eta!r}")
         if self.resource == "latency" and not self.predictor:
             raise HwnasError("resource 'latency' needs a predictor file (--predictor)")
-        for name in ("lr_w", "lr_alpha", "tau_start", "tau_end"):
-            if not getattr(self, name) > 0:
-                raise HwnasError(f"{name} must be positive, got {getattr(self, name)!r}")
 
     @property
     def out_dir(self) -> Path:
@@ -172,7 +165,7 @@ def accuracy(net: CellSupernet, dataset, relaxed: bool, generator: torch.Generat
              batch_size: int = 256) -> float:
     """Validation accuracy of the supernet (``relaxed``: paths combined as in training, BN in
     eval mode, a fresh Gumbel sample per batch for snas) or of the child pinned by
-    :meth:`CellSupernet.fix`."""
+    :meth:`CellSupernet.set_child`."""
     if relaxed:
         net.eval_relaxed()
     else:
@@ -320,11 +313,11 @@ def _finish(cfg, net, splits, history, entropy, out, generator) -> CellSearchRes
     genotypes = genotypes_of(net, meta)
     child_acc = {}
     for rule, genotype in genotypes.items():
-        net.fix(genotype)
+        net.set_child(genotype)
         child_acc[rule] = accuracy(net, splits.val, relaxed=False)
         genotype.meta["child_val_acc_shared_weights"] = round(child_acc[rule], 5)
         genotype.save(out / f"genotype-{rule}-rule.json")
-    net.fix(None)
+    net.set_child(None)
     genotype = genotypes[cfg.mode]
     genotype.save(out / "genotype.json")
     probs = {"primitives": list(PRIMITIVES), "edges": [list(e) for e in net.space.edges],

@@ -15,7 +15,7 @@ from torch import nn
 from hwnas.blocks import BN_EPS, make_edge
 from hwnas.supernet.mixed_op import MixedOp, make_mode
 from hwnas.cells.genotype import Genotype
-from hwnas.cells.network import Cell, CellNetwork, edge_key
+from hwnas.cells.network import Cell, CellNetwork, build_cell_network, edge_key
 from hwnas.cells.ops import PRIMITIVES
 from hwnas.cells.space import CellLayout, CellSpace
 
@@ -94,6 +94,48 @@ class CellSupernet(CellNetwork):
                         chosen[edge_key(j + 2, inp)] = name
             for key, edge in cell.edges.items():
                 edge.set_active(None if genotype is None else chosen.get(key, "zero"))
+
+    # -- the supernet vocabulary (as Supernet and EntangledSupernet speak it): a child is a genotype --------
+    def set_child(self, genotype: Genotype | None) -> None:
+        """Run exactly the genotype's cells with shared weights (:meth:`fix`); ``None`` returns to the supernet."""
+        self.fix(genotype)
+
+    def sample_child(self, generator: torch.Generator | None = None) -> Genotype:
+        """A genotype drawn edge by edge from the architecture distribution (zero drops the edge: the SNAS rule)."""
+        from hwnas.cells.derive import derive_snas
+
+        return Genotype(derive_snas(self.alphas(False), self.space.edges, sample=True, generator=generator),
+                        derive_snas(self.alphas(True), self.space.edges, sample=True, generator=generator),
+                        self.space.params)
+
+    @staticmethod
+    def child_cost(genotype: Genotype, kind: str = "flops", predictor=None) -> float:
+        """The genotype's standalone network's cost: flops|mac|params, or latency from ``predictor``."""
+        if kind == "latency":
+            return float(predictor.predict_ops(genotype.ops()))
+        return float(getattr(genotype.cost(), kind))
+
+    @torch.no_grad()
+    def extract(self, genotype: Genotype) -> nn.Module:
+        """The genotype's standalone network (:func:`hwnas.cells.network.build_cell_network`) holding the
+        supernet's weights; its affine BN starts as the identity, as the search's BN has none (pooling edges keep
+        no BN: a standalone DARTS cell has none there)."""
+        model = build_cell_network(genotype)
+        chosen = {}
+        for cell in self.cells:
+            for j, node_inputs in enumerate(genotype.cell(cell.layout.reduction)):
+                for name, inp in node_inputs:
+                    chosen[(cell.layout.index, edge_key(j + 2, inp))] = PRIMITIVES.index(name)
+        source, state = self.state_dict(), model.state_dict()
+        for key in state:
+            parts = key.split(".")
+            if parts[0] == "cells" and parts[2] == "edges":
+                parts[4:4] = ["candidates", str(chosen[(int(parts[1]), parts[3])])]
+            src = ".".join(parts)
+            if src in source and source[src].shape == state[key].shape:
+                state[key] = source[src]
+        model.load_state_dict(state)
+        return model
 
     def eval_relaxed(self) -> None:
         """Evaluation mode for BN, but mixed ops keep combining paths as in training

@@ -13,10 +13,9 @@ from hwnas.data import DEFAULT_DATASET, load_dataset
 from hwnas.errors import HwnasError
 from hwnas.netfile import build_standalone, load_network
 from hwnas.outputs import check_writable_folder
-from hwnas.pipeline import (
-    MIN_AGREEMENT, QUANTS, FP32_TOLERANCE, default_core, export_trained, latency_table, measure_file,
-    stack_images,
-)
+from hwnas.export.trained import FP32_TOLERANCE, MIN_AGREEMENT, QUANTS, export_trained, stack_images
+from hwnas.run_report import latency_table
+from hwnas.runners.pinning import default_core, measure_file
 from hwnas.threads import TORCH_THREADS, check_threads, use_torch_threads
 
 

@@ -20,16 +20,20 @@ from hwnas.ops import OpSpec
 
 
 def run_onnx(path: str | Path, x: np.ndarray) -> np.ndarray:
+    """Run a .onnx model (batch 1) on each row of ``x`` with ONNX Runtime, one thread; the outputs stacked."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
 
 
 def run_tflite(path: str | Path, x: np.ndarray) -> np.ndarray:
-    """Run a .tflite model on NCHW input ``x``; returns NCHW (or (N, C)) float output."""
+    """Run a .tflite model (batch 1) on each row of NCHW input ``x``; returns NCHW (or (N, C)) float output.
+
+    A quantized input is fed quantized values and a quantized output is dequantized."""
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(path), num_threads=1)
@@ -40,9 +44,12 @@ def run_tflite(path: str | Path, x: np.ndarray) -> np.ndarray:
         scale, zero = inp["quantization"]
         info = np.iinfo(inp["dtype"])
         data = np.clip(np.round(data / scale + zero), info.min, info.max)
-    interp.set_tensor(inp["index"], data.astype(inp["dtype"]))
-    interp.invoke()
-    y = interp.get_tensor(out["index"])
+    rows = []
+    for row in data.astype(inp["dtype"]):
+        interp.set_tensor(inp["index"], row[None])
+        interp.invoke()
+        rows.append(interp.get_tensor(out["index"]))
+    y = np.concatenate(rows)
     if out["dtype"] != np.float32:
         scale, zero = out["quantization"]
         y = (y.astype(np.float32) - zero) * scale

@@ -21,6 +21,20 @@ SUPERNETS = ("entangled", "separate")
 CONTROLS = ("tilt", "absolute", "hinge")
 
 
+def check_common(cfg) -> None:
+    """The checks every gradient search's config shares (chain and cell): DARTS order, epochs, batch size,
+    learning rates and temperatures."""
+    if cfg.darts_order not in (1, 2):
+        raise HwnasError(f"darts order must be 1 or 2, got {cfg.darts_order!r}")
+    for name in ("epochs", "batch_size"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value < 1:
+            raise HwnasError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+    for name in ("lr_w", "lr_alpha", "tau_start", "tau_end"):
+        if not getattr(cfg, name) > 0:
+            raise HwnasError(f"{name} must be positive, got {getattr(cfg, name)!r}")
+
+
 @dataclass
 class SearchConfig:
     """Everything ``run_search`` needs; the CLI fills it from ``hwnas search`` options."""
@@ -82,19 +96,11 @@ class SearchConfig:
     def check(self) -> None:
         if self.mode not in MODES:
             raise HwnasError(f"unknown mode {self.mode!r}; known: {', '.join(MODES)}")
-        if self.darts_order not in (1, 2):
-            raise HwnasError(f"darts order must be 1 or 2, got {self.darts_order!r}")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise HwnasError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+        check_common(self)
         if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.epochs:
             raise HwnasError(f"warm-up epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise HwnasError(f"max steps must be positive, got {self.max_steps!r}")
-        for name in ("lr_w", "lr_alpha", "tau_start", "tau_end"):
-            if not getattr(self, name) > 0:
-                raise HwnasError(f"{name} must be positive, got {getattr(self, name)!r}")
         for name in ("lambda_lat", "eta_flops", "eta_mac", "eta_params", "weight_decay"):
             value = getattr(self, name)
             if value is not None and value < 0:

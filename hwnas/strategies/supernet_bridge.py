@@ -54,7 +54,7 @@ def select_child(supernet: nn.Module, arch: Architecture) -> nn.Module:
 
 def select_path(supernet: nn.Module, arch: Architecture) -> nn.Module:
     """Separate-weights supernet: one candidate per position (its stage widths are the supernet's)."""
-    supernet.set_active(list(arch.choices))
+    supernet.set_child(list(arch.choices))
     return supernet
 
 
@@ -171,7 +171,7 @@ def train_uniform(space: SearchSpace, splits: Splits, steps: int = 200, lr: floa
         net.train()
         bar = progress_bar(total=steps, desc="supernet (uniform paths)", unit="step", enabled=progress, leave=False)
         for x, y in _batches(splits, batch_size, steps):
-            net.set_active([rng.choice(pos.names) for pos in space.positions])
+            net.set_child([rng.choice(pos.names) for pos in space.positions])
             loss = loss_fn(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -180,7 +180,7 @@ def train_uniform(space: SearchSpace, splits: Splits, steps: int = 200, lr: floa
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.close()
-    net.set_active(None)
+    net.set_child(None)
     return net.eval()
 
 

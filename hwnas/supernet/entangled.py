@@ -261,11 +261,28 @@ class EntangledSupernet(nn.Module):
             outs.append(self.blocks[i](x, cand, c_out, mid_mask, out_mask, residual))
         return outs[0] if omix.weights is None else sum(w * o for w, o in zip(omix.weights, outs))
 
-    # -- a standalone child --------------------------------------------------------------
+    # -- the supernet vocabulary (as Supernet and CellSupernet speak it) -----------------------
+    def sample_child(self, generator: torch.Generator | None = None) -> Child:
+        """A child drawn from the (untilted) architecture distribution: a width per stage, a candidate per position."""
+        def draw(logits):
+            return int(torch.multinomial(torch.softmax(logits.detach(), 0), 1, generator=generator))
+
+        return Child(tuple(draw(t) for t in self.theta), tuple(draw(a) for a in self.alpha))
+
+    def child_cost(self, child: Child, kind: str = "flops", table=None) -> float:
+        """The child's cost: analytic ``kind`` (flops|params|mac), or from ``table`` (e.g. a latency table of
+        :func:`hwnas.children.latency_table`)."""
+        from hwnas.children import analytic_table
+
+        return float((table or analytic_table(self.space, kind)).cost(child))
+
     @torch.no_grad()
-    def extract(self, child: Child, arch: Architecture) -> nn.Sequential:
-        """The standalone network of ``arch`` (= ``child``) holding the supernet's crops, slices and BN."""
-        model = build_model(arch)
+    def extract(self, child: Child, arch: Architecture | None = None) -> nn.Sequential:
+        """The standalone network of ``child`` (its architecture ``arch``, made here when not given) holding the
+        supernet's crops, slices and BN."""
+        from hwnas.children import child_arch
+
+        model = build_model(arch or child_arch(self.space, child))
         modules = list(model)
         n_stem = len(self.stem)
         for dst, src in zip(modules[:n_stem], self.stem):

@@ -74,6 +74,30 @@ class Supernet(nn.Module):
         for i, op in enumerate(self.mixed):
             op.set_active(None if choices is None else choices[i])
 
+    # -- the supernet vocabulary (as EntangledSupernet and CellSupernet speak it): a child is its choices ----
+    def set_child(self, child: list[str] | None) -> None:
+        """Run exactly ``child`` (one candidate name per position); ``None`` returns to the supernet."""
+        self.set_active(child)
+
+    def sample_child(self, generator: torch.Generator | None = None) -> list[str]:
+        """A child drawn from the architecture distribution (one draw per position)."""
+        return [op.names[int(torch.multinomial(op.probs().detach(), 1, generator=generator))] for op in self.mixed]
+
+    def child_cost(self, child: list[str], kind: str = "latency") -> float:
+        """The child's cost ``kind`` (flops|mac|params, or latency once :meth:`set_latency` is called)."""
+        return self.cost_of(kind, child)
+
+    @torch.no_grad()
+    def extract(self, child: list[str]) -> nn.Sequential:
+        """The child's standalone network (:func:`hwnas.builder.build_model`) holding the supernet's weights."""
+        from hwnas.builder import build_model
+
+        model = build_model(architecture_of(self.space, child))
+        chosen = [op.candidates[op.names.index(c)] for op, c in zip(self.mixed, child) if c != "zero"]
+        for dst, src in zip(model, list(self.stem) + chosen + list(self.head)):
+            dst.load_state_dict(src.state_dict())
+        return model
+
     # -- parameters ---------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
         return [op.alpha for op in self.mixed]
