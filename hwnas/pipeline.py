@@ -14,7 +14,6 @@ from pathlib import Path
 
 from hwnas.errors import HwnasError
 from hwnas.export.trained import ExportedFile, ExportResult, export_trained, stack_images
-from hwnas.run_config import default_config, load_config, set_field, validate_config  # noqa: F401  (the job's API)
 from hwnas.run_report import RunReport, format_report
 from hwnas.runners.pinning import default_core, measure_file, pinned
 from hwnas.search.latency import check_budget, leveled, load_latency_predictor

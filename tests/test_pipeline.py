@@ -10,9 +10,8 @@ import pytest
 from hwnas.cli import main
 from hwnas.errors import HwnasError
 from hwnas.latency_data import describe_this_device
-from hwnas.pipeline import (
-    choose_budget, default_config, find_reference_predictor, load_config, reference_child, validate_config,
-)
+from hwnas.pipeline import choose_budget, find_reference_predictor, reference_child
+from hwnas.run_config import default_config, load_config, validate_config
 from hwnas.predictors import load_predictor
 from hwnas.predictors.lut import LookupTable
 from hwnas.costs import op_cost

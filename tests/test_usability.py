@@ -102,7 +102,7 @@ def test_shipped_configs_name_no_machine_path():
 
 
 def test_run_set_overrides_config_fields_and_checks_them():
-    from hwnas.pipeline import default_config, set_field
+    from hwnas.run_config import default_config, set_field
 
     cfg = default_config()
     set_field(cfg, "train.epochs=2")

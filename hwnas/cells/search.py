@@ -15,7 +15,10 @@ where ``E[cost] = sum over cells, edges, ops of p(op) x cost(op)`` and
 At the end: the supernet's validation accuracy (darts: softmax-weighted sum;
 snas: Gumbel samples at the final temperature), the genotype by each rule, and
 each child's validation accuracy with the shared weights, no retraining (the
-SNAS search-vs-child gap). Checkpoints every epoch make runs resumable.
+SNAS search-vs-child gap). The run folder, its checkpoint every epoch (resume), the loaders and the
+temperature schedule are the engine's (:mod:`hwnas.search.engine`); the logs are ``history.jsonl`` (epochs)
+and ``entropy.jsonl`` (edge entropy over steps). A folder with the ``cell_checkpoint.safetensors`` of an earlier
+version is refused on resume.
 """
 
 from __future__ import annotations

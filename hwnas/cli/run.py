@@ -9,7 +9,8 @@ same run folder resumes: finished stages are reused. ``--dataset PATH`` and
 from __future__ import annotations
 
 from hwnas.errors import HwnasError
-from hwnas.pipeline import default_config, load_config, run_pipeline, set_field, validate_config
+from hwnas.pipeline import run_pipeline
+from hwnas.run_config import default_config, load_config, set_field, validate_config
 from hwnas.progress import add_progress_argument
 from hwnas.search.latency import check_budget_value
 from hwnas.threads import check_threads

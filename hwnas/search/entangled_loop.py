@@ -1,4 +1,5 @@
-"""The search with the weight-entangled supernet (the default): ``run_entangled_search(config)``.
+"""The search with the weight-entangled supernet (the default): ``run_entangled_search(config, predictor, source,
+level)``, its steps on the engine of :mod:`hwnas.search.engine` (called through :func:`hwnas.search.run_search`).
 
 Schedule, per epoch (all randomness of an epoch seeded from (seed, epoch), so
 ``resume`` continues exactly):
@@ -20,7 +21,7 @@ derived now (the most probable child in the band ``[band_low, band_high] x
 budget``, :mod:`hwnas.search.band`) gets its BatchNorm statistics re-estimated
 on training images and is scored on the validation split (reported only).
 
-Run folder: as :mod:`hwnas.search.loop` (config, metrics, probabilities,
+Run folder: as :mod:`hwnas.search.engine` and :mod:`hwnas.search.loop` (config, metrics, probabilities,
 checkpoint, arch.json, derived.json, plots), plus ``child.safetensors``: the
 derived child's weights taken from the supernet (``hwnas train --init RUN``).
 """

@@ -1,4 +1,5 @@
-"""The gradient search loop: ``run_search(config) -> SearchResult``.
+"""The search with the separate-weights supernet: ``run_separate_search(config, predictor, source, level)``,
+its steps on the engine of :mod:`hwnas.search.engine` (called through :func:`hwnas.search.run_search`).
 
 Per epoch: warm-up epochs train only the weights; later epochs alternate a
 weight step on a training batch and an architecture step on a validation batch
@@ -7,7 +8,7 @@ position) is evaluated on the validation split, a metrics row is appended and a
 checkpoint written, so ``resume=True`` continues exactly: all randomness of an
 epoch (data order, augmentation, gate samples) is seeded from (seed, epoch).
 
-Run folder: ``config.json``, ``metrics.jsonl`` / ``metrics.csv``, ``probs.jsonl``
+Run folder (:mod:`hwnas.search.engine`): ``config.json``, ``metrics.jsonl`` / ``metrics.csv``, ``probs.jsonl``
 (path probabilities over steps), ``checkpoint.pt``, ``arch.json`` (the derived
 architecture), ``derived.json`` (its predicted latency, FLOPs, params, the budget
 and the final probabilities), ``probs.png``, ``curves.png`` and ``tb/`` when
