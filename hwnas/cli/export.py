@@ -28,13 +28,11 @@ def parse_quants(text: str) -> tuple[str, ...]:
 
 
 def measure_exported(result, arch: Architecture | Genotype, runtime: str, threads: int,
-                     predictor_path: str | None, budget_ms: float | None) -> list[dict]:
-    """Time the exported files of ``runtime`` and pair them with the predictor's estimate."""
-    predictor, predicted = None, None
-    if predictor_path:
-        from hwnas.predictors import load_predictor
-
-        predictor = load_predictor(predictor_path, space=arch.space_name)
+                     predictor, budget_ms: float | None, predictor_path: str | None = None) -> list[dict]:
+    """Time the exported files of ``runtime`` and pair them with the estimate of ``predictor`` (loaded, or None;
+    ``predictor_path`` names it in a note)."""
+    predicted = None
+    if predictor is not None:
         ops = arch.ops()
         if getattr(predictor, "fallback_name", None) and predictor.fallback_for(ops):
             print(f"note: some operators of the model are not in {predictor_path}; its fallback regressor "
@@ -78,11 +76,12 @@ def _export(args) -> int:
     arch = load_network(args.arch)
     quants = parse_quants(args.quant)
     out = _check_options(args)
-    if args.predictor and not args.no_measure:
+    predictor = None
+    if args.predictor and not args.no_measure:  # loaded once, before the export's minutes
         from hwnas.predictors import load_predictor, warn_if_other_device
 
         warn_if_other_device(args.predictor)
-        load_predictor(args.predictor, space=arch.space_name)
+        predictor = load_predictor(args.predictor, space=arch.space_name)
     from hwnas.weights import load_weights
 
     model = build_standalone(arch)
@@ -97,7 +96,7 @@ def _export(args) -> int:
                             tolerance=args.tolerance, min_agreement=args.min_agreement, force=args.force)
     if args.no_measure:
         return 0
-    rows = measure_exported(result, arch, args.runtime, args.threads, args.predictor, args.budget_ms)
+    rows = measure_exported(result, arch, args.runtime, args.threads, predictor, args.budget_ms, args.predictor)
     print(latency_table(rows, args.budget_ms))
     return 0
 

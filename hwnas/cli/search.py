@@ -134,7 +134,7 @@ def _run(args) -> tuple[int, dict | None]:
 
 
 def cell_config_from_args(args):
-    """Build the config from ``hwnas search`` options.
+    """The :class:`hwnas.cells.search.CellSearchConfig` of ``hwnas search --space darts-cell`` options.
 
     ``--mode darts|snas``, ``--darts-order``, ``--lr`` (weights), ``--lr-alpha``; the
     resource term: ``--eta-flops/--eta-mac/--eta-params X`` (unit-free here: X times the
