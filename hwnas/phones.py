@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.latency_data import MODEL_FIELDS, ModelRow, read_model_rows, write_device
+from hwnas.latency_data import (MAX_MS, MODEL_FIELDS, ModelRow, check_device_name, read_model_rows,
+                                 write_device)
 from hwnas.spaces import get_space
 
 SPACE = "fbnet-cifar100"
@@ -73,6 +74,11 @@ def read_phone_csv(path: str | Path, space_name: str = SPACE) -> PhoneTable:
     for name in devices:
         if not name.endswith("_ms"):
             raise HwnasError(f"{path}, line 1: latency column {name!r} does not end in '_ms'")
+        check_device_name(device_name(name), f"{path}, line 1, column {name!r}")
+    names = [device_name(name) for name in devices]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice:
+        raise HwnasError(f"{path}, line 1: device {twice!r} has more than one latency column")
     positions = get_space(space_name).positions
     ids, choices, values = [], [], []
     seen: set[int] = set()
@@ -118,8 +124,8 @@ def _parse_ms(name: str, cell: str) -> float:
         value = float(cell)
     except ValueError:
         raise ValueError(f"{name!r} must be a number, got {cell!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name!r} must be a positive finite number, got {cell!r}")
+    if not math.isfinite(value) or not 0 < value <= MAX_MS:
+        raise ValueError(f"{name!r} must be a number of ms in (0, {MAX_MS:g}], got {cell!r}")
     return value
 
 
