@@ -24,6 +24,7 @@ from torch import nn
 
 from hwnas.arch import Architecture
 from hwnas.errors import HwnasError
+from hwnas.jsonfile import read_json
 from hwnas.threads import use_torch_threads
 
 if TYPE_CHECKING:
@@ -273,6 +274,12 @@ def _nonneg_int(v):
     return None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "must be a non-negative integer"
 
 
+def _threads(v):
+    from hwnas.threads import max_threads
+
+    return None if _nonneg_int(v) is None and v <= max_threads() else f"must be an integer from 0 to {max_threads()}"
+
+
 def _pos_num(v):
     return None if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf else \
         "must be a positive number"
@@ -310,12 +317,12 @@ def _quants(v):
 
 
 SCHEMA: dict[str, dict[str, tuple]] = {
-    "run": {"out": ("runs/main", _string), "seed": (0, _nonneg_int), "threads": (1, _nonneg_int)},
+    "run": {"out": ("runs/main", _string), "seed": (0, _nonneg_int), "threads": (1, _threads)},
     "space": {"name": ("proxyless-tiny", _string), "params": ({}, _table)},
     "data": {"dataset": ("digits", _string), "limit_train": (None, _opt_pos_int),
              "limit_val": (None, _opt_pos_int), "workers": (0, _nonneg_int)},
     "latency": {"runtime": ("tflite", _one_of("tflite", "onnxruntime")), "dtype": ("fp32", _one_of("fp32", "int8")),
-                "threads": (1, _pos_int), "budget_ms": ("auto", _budget), "budget_scale": (1.0, _pos_num),
+                "threads": (1, lambda v: _pos_int(v) or _threads(v)), "budget_ms": ("auto", _budget), "budget_scale": (1.0, _pos_num),
                 "predictor": ("auto", _string), "reference_predictors": ("predictors", _string),
                 "reference_latency_data": ("latency_data", _string), "profile_models": (PROFILE_MODELS, _nonneg_int),
                 "profile_rounds": (PROFILE_ROUNDS, _pos_int)},
@@ -325,7 +332,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                "relevel": (6, _nonneg_int)},
     "train": {"epochs": (8, _pos_int), "batch_size": (64, _pos_int), "lr": (0.05, _pos_num),
               "optimizer": ("sgd", _one_of("sgd", "adamw")), "weight_decay": (4e-5, lambda v: None if
-              isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else "must be a number >= 0"),
+              isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf else
+              "must be a finite number >= 0"),
               "label_smoothing": (0.1, lambda v: None if isinstance(v, (int, float)) and 0 <= v < 1
                                   else "must be a number in [0, 1)"),
               "max_steps": (None, _opt_pos_int), "init": ("scratch", _one_of("scratch", "supernet"))},
@@ -728,7 +736,7 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "config.json"
     if saved.exists():
-        before = json.loads(saved.read_text())
+        before = read_json(saved, "run config")
         for section in cfg:
             for key in cfg[section]:
                 if (section, key) != ("run", "threads") and before.get(section, {}).get(key) != cfg[section][key]:

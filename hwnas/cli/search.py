@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 from hwnas.cli.space import add_space_arguments, parse_overrides
@@ -135,9 +136,28 @@ def _run(args) -> tuple[int, dict | None]:
 
 
 def _read_summary(path) -> dict | None:
-    import json
+    from hwnas.jsonfile import read_json
 
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path, "search summary") if path.exists() else None
+
+
+def check_options(args) -> None:
+    """What every strategy needs of the options, checked before any work: finite numbers, a positive
+    --stop-after, a GPU for --device cuda, and no gradient-only option given to another strategy."""
+    from hwnas.search.config import check_cuda
+
+    for name, value in vars(args).items():
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise HwnasError(f"--{name.replace('_', '-')} must be a finite number, got {v!r}")
+    if args.stop_after is not None and args.stop_after < 1:
+        raise HwnasError(f"--stop-after must be a positive number of epochs, got {args.stop_after}")
+    check_cuda(args.device, "--device")
+    if args.strategy != "gradient" or args.space == CELL_SPACE:
+        what = f"--strategy {args.strategy}" if args.strategy != "gradient" else f"--space {CELL_SPACE}"
+        for option, given in (("--relevel", args.relevel != 0), ("--latency-level", args.latency_level != 1.0)):
+            if given:
+                raise HwnasError(f"{option} is for the gradient search of a block space; {what} does not use it")
 
 
 def _search(args) -> int:
@@ -147,6 +167,7 @@ def _search(args) -> int:
     check_threads(args.threads)
     check_budget_value(args.budget_ms)
     check_budget_value(args.budget_mflops, "--budget-mflops")
+    check_options(args)
     if args.predictor:
         from hwnas.predictors import warn_if_other_device
 
