@@ -433,7 +433,8 @@ def _device_mismatch(stored: dict, current: dict, runtime: str) -> str | None:
 
 def find_reference_predictor(space, runtime: str, dtype: str, threads: int, folder: Path,
                              this_device: dict) -> tuple[Path | None, str]:
-    """A committed predictor for this machine and space covering every operator; (path, why)."""
+    """A committed predictor for this machine and space covering every operator; (path, why).
+    ``space`` None: one for any space (a model file's operators are priced with the table's fallback)."""
     from hwnas.predictors import load_predictor, read_header
 
     reasons = []
@@ -446,14 +447,14 @@ def find_reference_predictor(space, runtime: str, dtype: str, threads: int, fold
             except HwnasError:
                 continue
             if head.get("type") != wanted or (head.get("runtime"), head.get("dtype"), head.get("threads")) != \
-                    (runtime, dtype, threads) or head.get("space") not in (None, space.name):
+                    (runtime, dtype, threads) or space and head.get("space") not in (None, space.name):
                 continue
             why = _device_mismatch(head.get("device", {}), this_device, runtime)
             if why:
                 reasons.append(f"{path.name}: {why}")
                 continue
-            predictor = load_predictor(path, space=space.name)
-            if wanted == "lut" and not predictor.covers(space.unique_ops()):
+            predictor = load_predictor(path, space=space and space.name)
+            if wanted == "lut" and space and not predictor.covers(space.unique_ops()):
                 reasons.append(f"{path.name}: does not cover every operator of {space.name}")
                 continue
             return path, f"reference predictor {path} matches this machine"
