@@ -153,8 +153,8 @@ def _extract(archive: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         if target.is_dir():  # another process finished the same archive first
             return target
-        raise HwnasError(f"{archive}: cannot extract ({exc or type(exc).__name__}); the archive is truncated "
-                         "or not a tar archive") from None
+        why = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__  # tarfile: one line per method
+        raise HwnasError(f"{archive}: cannot extract ({why}); the archive is truncated or not a tar archive") from None
     return target
 
 
@@ -197,6 +197,23 @@ def _dataset_root(path: str) -> tuple[Path, str]:
     elif not root.is_dir():
         raise HwnasError(f"{label}: not a folder or a .tar.gz archive")
     return root, label
+
+
+def dataset_fingerprint(name: str) -> str:
+    """A fingerprint of a dataset's content, to tell a resumed run its images changed: the archive's SHA-256,
+    or for a folder a SHA-256 over every file's relative path, size and modification time (``digits``: its name)."""
+    if name == DEFAULT_DATASET:
+        return DEFAULT_DATASET
+    root = Path(name).expanduser()
+    if root.is_file():
+        return _content_hash(root, _cache_dir())
+    if not root.is_dir():
+        raise HwnasError(f"{name}: dataset path does not exist")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def dataset_classes(name: str) -> int:
@@ -248,14 +265,29 @@ class _ImageLoader:
             raise HwnasError(f"{where}: not a readable image ({why})") from None
 
 
+    def check(self, path: str) -> None:
+        """Read the file's image header and check its structure (cheap: not decoded)."""
+        from PIL import Image
+
+        try:
+            with open(path, "rb") as f:
+                Image.open(f).verify()
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
+            where = f"{self.label}: {Path(path).relative_to(self.root)}" if self.archive else path
+            raise HwnasError(f"{where}: not a readable image ({getattr(exc, 'strerror', None) or exc})") from None
+
+
 PROBE_IMAGES = 64  # images decoded up front, spread over the dataset, so a folder of non-images fails at once
 
 
 def _probe_images(dataset, loader: _ImageLoader) -> None:
+    """Before any training: every image's header and structure checked, PROBE_IMAGES of them decoded."""
     samples = dataset.samples
     step = max(1, len(samples) // PROBE_IMAGES)
     for path, _ in samples[::step][:PROBE_IMAGES]:
         loader(path)
+    for path, _ in samples:
+        loader.check(path)
 
 
 def _cifar10(root: Path, label: str, transform):

@@ -32,7 +32,7 @@ from hwnas.arch import Architecture
 from hwnas.builder import build_model
 from hwnas.data import Splits
 from hwnas.errors import HwnasError
-from hwnas.jsonfile import read_jsonl
+from hwnas.runlog import resumed_rows
 from hwnas.weights import check_finite, load_weights, read_weights, save_weights
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -206,11 +206,6 @@ def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, c
     return epoch
 
 
-def _read_history(path: Path, upto: int) -> list[dict]:
-    """Metrics rows of the first ``upto`` epochs (a torn last line of an interrupted write is dropped)."""
-    return [r for r in read_jsonl(path, "a metrics row") if r.get("epoch", 0) <= upto]
-
-
 # -- the loop -------------------------------------------------------------------
 def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs: int | None = None, *,
                 config: TrainConfig | None = None, out_dir: str | Path | None = None, resume: bool = False,
@@ -270,7 +265,7 @@ def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs:
         ckpt = out / CHECKPOINT
         if resume and ckpt.exists():
             start_epoch = _load_checkpoint(ckpt, model, opt, cfg)
-            history = _read_history(out / METRICS, start_epoch)
+            history = resumed_rows(out / METRICS, start_epoch)
             (out / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
             if progress:
                 print(f"resuming from {ckpt} after epoch {start_epoch}/{cfg.epochs}")

@@ -47,6 +47,7 @@ from hwnas.search.cost_tables import Child, analytic_table, child_arch, latency_
 from hwnas.search.latency import load_latency_predictor
 from hwnas.search.loop import _cycle, _evaluate, _loader, _tau
 from hwnas.search.plans import PlanMaker
+from hwnas.runlog import check_inputs, resumed_rows
 from hwnas.search.report import (METRICS, METRICS_CSV, PROBS, TensorBoard, append_jsonl, plot_run, read_jsonl,
                                  write_csv, write_jsonl)
 from hwnas.search.tilt import entropy
@@ -188,10 +189,11 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
     if main:
         out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CHECKPOINT
+    check_inputs(out, cfg.predictor, cfg.dataset, cfg.resume and ckpt.exists(), write=main)
     if cfg.resume and ckpt.exists():
         start = _load(ckpt, net, opt_w, opt_a, maker, cfg)
         if main:
-            history = read_jsonl(out / METRICS, start)
+            history = resumed_rows(out / METRICS, start)
             probs_log = read_jsonl(out / PROBS, start)
             print(f"resuming from {ckpt} after epoch {start}/{cfg.epochs}")
     elif cfg.resume and main:

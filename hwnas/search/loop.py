@@ -35,6 +35,7 @@ from hwnas.search.band import BandDecoder
 from hwnas.search.cost_tables import latency_table
 from hwnas.search.latency import check_budget, latency_model, load_latency_predictor
 from hwnas.search.losses import entropy, resource_loss
+from hwnas.runlog import check_inputs, resumed_rows
 from hwnas.search.report import (METRICS, METRICS_CSV, PROBS, TensorBoard, append_jsonl, plot_run, read_jsonl,
                                  write_csv, write_jsonl)
 from hwnas.search.updates import StepContext, make_step
@@ -162,10 +163,11 @@ def run_search(config: SearchConfig) -> SearchResult:
     if main:
         out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CHECKPOINT
+    check_inputs(out, cfg.predictor, cfg.dataset, cfg.resume and ckpt.exists(), write=main)
     if cfg.resume and ckpt.exists():
         start = _load_checkpoint(ckpt, net, opt_w, opt_a, ctx, cfg)
         if main:
-            history = read_jsonl(out / METRICS, start)
+            history = resumed_rows(out / METRICS, start)
             probs_log = read_jsonl(out / PROBS, start)
             print(f"resuming from {ckpt} after epoch {start}/{cfg.epochs}")
     elif cfg.resume and main:
