@@ -42,6 +42,7 @@ DEVICES = {
     "raspi4_ms": ("raspi4", "Raspberry Pi 4", LUT_SUM, "0.1 microsecond", "tflite"),
     "gold_6226_ms": ("gold_6226", "Intel Xeon Gold 6226 CPU", WHOLE, "1 microsecond", "tflite"),
 }
+OUTLIER_FACTOR = 20  # networks of one space on one device differ by a few times (FBNet: at most 7x), never 20x
 PLACEHOLDERS = ("The source gives neither the runtime, thread count, repeat count nor spread: the "
                 "whole-model rows carry runtime 'adb-tflite' for phones and 'tflite' otherwise, "
                 "threads 1, repeats 1 and spread_ms 0 as placeholders required by the format.")
@@ -185,7 +186,14 @@ def read_whole_model_data(path: str | Path, space_name: str = SPACE) -> tuple[li
     rows = [r for r in read_model_rows(path) if r.space == space_name]
     if not rows:
         raise HwnasError(f"{path}: no whole-model rows of space {space_name}")
-    return [r.choices for r in rows], np.array([r.median_ms for r in rows])
+    ms = np.array([r.median_ms for r in rows])
+    median = float(np.median(ms))
+    for row, value in zip(rows, ms):
+        if not median / OUTLIER_FACTOR <= value <= median * OUTLIER_FACTOR:
+            raise HwnasError(f"{path}: row {row.arch_file} has {value:g} ms, more than {OUTLIER_FACTOR}x away from "
+                             f"the median {median:g} ms of its {len(rows)} rows: not a latency of this device and "
+                             "space; remove or re-measure it")
+    return [r.choices for r in rows], ms
 
 
 # -- evaluation -----------------------------------------------------------------------------

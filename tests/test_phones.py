@@ -184,3 +184,14 @@ def test_impossible_latencies_are_refused_at_import_and_at_fit(tmp_path, capsys,
     err = capsys.readouterr().err
     assert f"line 2: corrupted row: field 'median_ms' must be a number of ms in (0, 60000], got '{cell}'" in err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_an_outlier_row_is_refused_before_fitting(tmp_path, capsys):
+    rows = [ROW0, ROW1] + [f"{i}," + ROW0.split(",", 2)[1] + ",30,56,100,31,17.5,30.2,111.6" for i in range(2, 12)]
+    rows.append("12," + ROW0.split(",", 2)[1] + ",5000,56,100,31,17.5,30.2,111.6")  # 170x the others
+    import_phone_csv(_csv(tmp_path, *rows), tmp_path / "out")
+    assert main(["phones", "fit", str(tmp_path / "out" / "pixel2-models.csv"), "--out", str(tmp_path / "p.json"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "row phones.csv#12 has 5000 ms, more than 20x away from the median 30 ms of its 13 rows" in err
+    assert not (tmp_path / "p.json").exists()
