@@ -102,6 +102,18 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("HWNAS_CACHE", Path.home() / ".cache" / "hwnas")) / "datasets"
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes; HwnasError naming it when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise HwnasError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
 def _content_hash(archive: Path, cache: Path) -> str:
     """SHA-256 of the archive, remembered per (path, size, mtime, ctime, inode) so it is computed once per
     version of the file (ctime changes with any rewrite or replacement, even when the mtime is kept)."""
@@ -114,19 +126,13 @@ def _content_hash(archive: Path, cache: Path) -> str:
             return saved["sha256"]
     except (OSError, ValueError):
         pass
-    digest = hashlib.sha256()
-    try:
-        with open(archive, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise HwnasError(f"{archive}: cannot read ({exc.strerror or exc})") from None
+    digest = file_sha256(archive)
     try:
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps({**key, "sha256": digest.hexdigest()}) + "\n")
+        stamp.write_text(json.dumps({**key, "sha256": digest}) + "\n")
     except OSError:
         pass  # an unwritable cache only costs hashing again next time
-    return digest.hexdigest()
+    return digest
 
 
 def _extract(archive: Path) -> Path:

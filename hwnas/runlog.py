@@ -11,32 +11,19 @@ metrics log agrees with its checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 
+from hwnas.data import dataset_fingerprint, file_sha256
 from hwnas.errors import HwnasError
 from hwnas.jsonfile import read_json, read_jsonl
 
 INPUTS = "inputs.json"
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes; HwnasError naming it when it cannot be read."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise HwnasError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return digest.hexdigest()
-
-
 def input_hashes(predictor: str | Path | None, dataset: str) -> dict:
     """The content fingerprints of a run's inputs: its predictor file (None: the analytic proxy) and dataset."""
-    from hwnas.data import dataset_fingerprint
     from hwnas.predictors import predictor_file
 
     return {"predictor": None if predictor is None else file_sha256(predictor_file(predictor)),
