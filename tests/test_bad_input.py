@@ -377,8 +377,8 @@ def test_fit_refuses_impossible_latencies_naming_the_row(tmp_path, capsys, table
                                                             "space; --strategy evolution does not use it"),
     (["--strategy", "random", "--relevel", "3"], "--relevel is for the gradient search of a block space; "
                                                  "--strategy random does not use it"),
-    (["--relevel", "2", "--latency-level", "1.1"], "give either relevel (measure the level now) or latency level 1.1 (a level measured "
-                                                   "earlier), not both"),
+    (["--relevel", "2", "--latency-level", "1.1"], "give either --relevel 2 (measure the level now) or "
+                                                   "--latency-level 1.1 (a level measured earlier), not both"),
     (["--relevel", "100000000"], "relevel must be an integer from 0 to 1000 (children to time), got 100000000"),
 ])
 def test_search_settings_are_refused_before_any_work(tmp_path, capsys, argv, message):
@@ -414,6 +414,9 @@ def test_run_config_with_an_infinite_weight_decay_is_refused_up_front(tmp_path, 
     assert line == f"hwnas: error: {config}: field 'train.weight_decay' must be a finite number >= 0, got inf"
     config = _write(tmp_path / "c.toml", '[run]\nout = "r"\nthreads = 100000\n')
     assert "field 'run.threads' must be an integer from 0 to" in _error(capsys, ["run", "--config", str(config)])
+    config = _write(tmp_path / "c.toml", '[run]\nout = "r"\n[search]\nrelevel = 100000000\n')
+    assert "field 'search.relevel' must be an integer from 0 to 1000" in _error(capsys, ["run", "--config",
+                                                                                       str(config)])
     assert not (tmp_path / "r").exists()
 
 

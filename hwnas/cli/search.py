@@ -153,6 +153,9 @@ def check_options(args) -> None:
     if args.stop_after is not None and args.stop_after < 1:
         raise HwnasError(f"--stop-after must be a positive number of epochs, got {args.stop_after}")
     check_cuda(args.device, "--device")
+    if args.relevel and args.latency_level != 1.0:  # (the search itself sets the level it measures)
+        raise HwnasError(f"give either --relevel {args.relevel} (measure the level now) or --latency-level "
+                         f"{args.latency_level:g} (a level measured earlier), not both")
     if args.strategy != "gradient" or args.space == CELL_SPACE:
         what = f"--strategy {args.strategy}" if args.strategy != "gradient" else f"--space {CELL_SPACE}"
         for option, given in (("--relevel", args.relevel != 0), ("--latency-level", args.latency_level != 1.0)):

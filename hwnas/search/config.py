@@ -145,9 +145,6 @@ class SearchConfig:
         if not isinstance(self.relevel, int) or not 0 <= self.relevel <= MAX_RELEVEL:
             raise HwnasError(f"relevel must be an integer from 0 to {MAX_RELEVEL} (children to time), "
                              f"got {self.relevel!r}")
-        if self.relevel and self.latency_level != 1.0:
-            raise HwnasError(f"give either relevel (measure the level now) or latency level "
-                             f"{self.latency_level!r} (a level measured earlier), not both")
         if self.stop_after is not None and (not isinstance(self.stop_after, int) or self.stop_after < 1):
             raise HwnasError(f"stop after must be a positive number of epochs, got {self.stop_after!r}")
         if self.relevel and (self.predictor is None or self.budget_ms is None):
