@@ -372,6 +372,7 @@ def test_fit_refuses_impossible_latencies_naming_the_row(tmp_path, capsys, table
     (["--strategy", "rl", "--controller-lr", "nan"], "--controller-lr must be a finite number, got nan"),
     (["--strategy", "evolution", "--penalty-weight", "nan"], "--penalty-weight must be a finite number, got nan"),
     (["--stop-after", "0"], "--stop-after must be a positive number of epochs, got 0"),
+    (["--strategy", "evolution", "--evaluations", "0"], "--evaluations must be at least 1, got 0"),  # no config.json
     (["--stop-after", "-1"], "--stop-after must be a positive number of epochs, got -1"),
     (["--strategy", "evolution", "--latency-level", "1.1"], "--latency-level is for the gradient search of a block "
                                                             "space; --strategy evolution does not use it"),
@@ -421,6 +422,17 @@ def test_run_config_with_an_infinite_weight_decay_is_refused_up_front(tmp_path, 
 
 
 # -- 23.7: output folders that cannot be written, a run folder's config.json that is not JSON ------------------
+@pytest.mark.parametrize("option, message", [
+    (["--cooldown", "nan"], "--cooldown must be a finite number of seconds >= 0, got nan"),
+    (["--max-temp", "inf"], "--max-temp must be a finite number of degrees, got inf"),
+])
+def test_profile_timing_options_are_finite(tmp_path, capsys, monkeypatch, option, message):
+    monkeypatch.chdir(tmp_path)
+    assert _error(capsys, ["profile", "--space", "proxyless-tiny", "--limit", "1", *option]) == \
+        f"hwnas: error: {message}"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_models_dir_that_cannot_be_a_folder_is_refused_before_timing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocker = _write(tmp_path / "file", "x")

@@ -16,6 +16,7 @@ operator, runtime, dtype and threads skipped.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -71,6 +72,10 @@ def check_runner_options(args) -> None:
         check_device_name(args.device)
     if args.repeats < 1:
         raise HwnasError(f"--repeats must be at least 1, got {args.repeats}")
+    if not 0 <= args.cooldown < math.inf:
+        raise HwnasError(f"--cooldown must be a finite number of seconds >= 0, got {args.cooldown}")
+    if args.max_temp is not None and not math.isfinite(args.max_temp):
+        raise HwnasError(f"--max-temp must be a finite number of degrees, got {args.max_temp}")
 
 
 def runner_and_device(args):

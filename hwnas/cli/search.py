@@ -150,6 +150,8 @@ def check_options(args) -> None:
         for v in value if isinstance(value, tuple) else (value,):
             if isinstance(v, float) and not math.isfinite(v):
                 raise HwnasError(f"--{name.replace('_', '-')} must be a finite number, got {v!r}")
+    if args.strategy != "gradient" and args.evaluations < 1:
+        raise HwnasError(f"--evaluations must be at least 1, got {args.evaluations}")
     if args.stop_after is not None and args.stop_after < 1:
         raise HwnasError(f"--stop-after must be a positive number of epochs, got {args.stop_after}")
     check_cuda(args.device, "--device")
