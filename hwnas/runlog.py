@@ -23,11 +23,17 @@ INPUTS = "inputs.json"
 
 
 def input_hashes(predictor: str | Path | None, dataset: str) -> dict:
-    """The content fingerprints of a run's inputs: its predictor file (None: the analytic proxy) and dataset."""
-    from hwnas.predictors import predictor_file
+    """The content fingerprints of a run's inputs: its predictor file (None: the analytic proxy; a table's
+    fallback regressor, whose own file pins its model file's SHA-256, included) and dataset."""
+    from hwnas.predictors import predictor_file, read_header
 
-    return {"predictor": None if predictor is None else file_sha256(predictor_file(predictor)),
-            "dataset": dataset_fingerprint(dataset)}
+    digest = None
+    if predictor is not None:
+        path = predictor_file(predictor)
+        fallback = read_header(path).get("fallback")
+        files = [path] + ([path.parent / fallback] if isinstance(fallback, str) else [])
+        digest = "+".join(file_sha256(f) for f in files if f.exists())
+    return {"predictor": digest, "dataset": dataset_fingerprint(dataset)}
 
 
 def check_inputs(out: Path, predictor: str | Path | None, dataset: str, resume: bool, write: bool = True) -> None:

@@ -505,12 +505,15 @@ def test_search_resume_refuses_a_dataset_whose_images_changed(tmp_path, capsys):
 def test_search_resume_refuses_a_predictor_whose_content_changed(tmp_path, capsys):
     from hwnas.runlog import check_inputs
 
-    pred = _write(tmp_path / "p.json", {"a": 1})
+    header = {"format": "hwnas-predictor", "version": 1, "type": "lut", "fallback": "r.json"}
+    pred = _write(tmp_path / "p.json", {**header, "entries": {"a": 1}})
+    _write(tmp_path / "r.json", {"format": "hwnas-predictor", "version": 1, "type": "regressor"})
     check_inputs(tmp_path / "run", str(pred), "digits", resume=False)
     check_inputs(tmp_path / "run", str(pred), "digits", resume=True)  # unchanged: fine
-    _write(pred, {"a": 2})
-    with pytest.raises(HwnasError, match=r"inputs.json: the run started with another predictor content"):
-        check_inputs(tmp_path / "run", str(pred), "digits", resume=True)
+    for path, content in ((tmp_path / "r.json", {"changed": 1}), (pred, {**header, "entries": {"a": 2}})):
+        _write(path, content)  # the table's fallback regressor, then the table itself
+        with pytest.raises(HwnasError, match=r"inputs.json: the run started with another predictor content"):
+            check_inputs(tmp_path / "run", str(pred), "digits", resume=True)
 
 
 def test_resumed_metrics_rows_one_per_epoch_and_lost_ones_named(tmp_path, capsys):
