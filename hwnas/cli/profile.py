@@ -66,7 +66,7 @@ def add_runner_arguments(parser) -> None:
 
 
 def check_runner_options(args) -> None:
-    """--threads and --repeats, checked before anything is timed."""
+    """--threads, --device, --repeats, --cooldown and --max-temp, checked before anything is timed."""
     check_threads(args.threads, minimum=1)
     if args.device is not None:
         check_device_name(args.device)
