@@ -6,10 +6,10 @@ BIN = $(VENV)/bin
 
 .PHONY: run test install
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,tensorboard]'
 	touch $@
 
 install: $(BIN)/.installed

@@ -102,6 +102,18 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("HWNAS_CACHE", Path.home() / ".cache" / "hwnas")) / "datasets"
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes; HwnasError naming it when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise HwnasError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
 def _content_hash(archive: Path, cache: Path) -> str:
     """SHA-256 of the archive, remembered per (path, size, mtime, ctime, inode) so it is computed once per
     version of the file (ctime changes with any rewrite or replacement, even when the mtime is kept)."""
@@ -114,19 +126,13 @@ def _content_hash(archive: Path, cache: Path) -> str:
             return saved["sha256"]
     except (OSError, ValueError):
         pass
-    digest = hashlib.sha256()
-    try:
-        with open(archive, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise HwnasError(f"{archive}: cannot read ({exc.strerror or exc})") from None
+    digest = file_sha256(archive)
     try:
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps({**key, "sha256": digest.hexdigest()}) + "\n")
+        stamp.write_text(json.dumps({**key, "sha256": digest}) + "\n")
     except OSError:
         pass  # an unwritable cache only costs hashing again next time
-    return digest.hexdigest()
+    return digest
 
 
 def _extract(archive: Path) -> Path:
@@ -153,8 +159,8 @@ def _extract(archive: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         if target.is_dir():  # another process finished the same archive first
             return target
-        raise HwnasError(f"{archive}: cannot extract ({exc or type(exc).__name__}); the archive is truncated "
-                         "or not a tar archive") from None
+        why = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__  # tarfile: one line per method
+        raise HwnasError(f"{archive}: cannot extract ({why}); the archive is truncated or not a tar archive") from None
     return target
 
 
@@ -197,6 +203,23 @@ def _dataset_root(path: str) -> tuple[Path, str]:
     elif not root.is_dir():
         raise HwnasError(f"{label}: not a folder or a .tar.gz archive")
     return root, label
+
+
+def dataset_fingerprint(name: str) -> str:
+    """A fingerprint of a dataset's content, to tell a resumed run its images changed: the archive's SHA-256,
+    or for a folder a SHA-256 over every file's relative path, size and modification time (``digits``: its name)."""
+    if name == DEFAULT_DATASET:
+        return DEFAULT_DATASET
+    root = Path(name).expanduser()
+    if root.is_file():
+        return _content_hash(root, _cache_dir())
+    if not root.is_dir():
+        raise HwnasError(f"{name}: dataset path does not exist")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def dataset_classes(name: str) -> int:
@@ -248,14 +271,37 @@ class _ImageLoader:
             raise HwnasError(f"{where}: not a readable image ({why})") from None
 
 
+    def check(self, path: str) -> None:
+        """Read the file's image header and check its structure (cheap: not decoded)."""
+        from PIL import Image
+
+        try:
+            with open(path, "rb") as f:
+                Image.open(f).verify()
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
+            where = f"{self.label}: {Path(path).relative_to(self.root)}" if self.archive else path
+            raise HwnasError(f"{where}: not a readable image ({getattr(exc, 'strerror', None) or exc})") from None
+
+
 PROBE_IMAGES = 64  # images decoded up front, spread over the dataset, so a folder of non-images fails at once
 
 
-def _probe_images(dataset, loader: _ImageLoader) -> None:
+def _probe_images(dataset, loader: _ImageLoader, stamp: Path | None = None) -> None:
+    """Before any training: every image's header and structure checked (a few seconds for 50,000 images;
+    once per archive: ``stamp``, in its extraction keyed by content, remembers it), PROBE_IMAGES decoded."""
     samples = dataset.samples
     step = max(1, len(samples) // PROBE_IMAGES)
     for path, _ in samples[::step][:PROBE_IMAGES]:
         loader(path)
+    if stamp is not None and stamp.exists():
+        return
+    for path, _ in samples:
+        loader.check(path)
+    if stamp is not None:
+        try:
+            stamp.write_text(f"{len(samples)} images checked\n")
+        except OSError:
+            pass  # an unwritable cache only costs checking again next time
 
 
 def _cifar10(root: Path, label: str, transform):
@@ -295,7 +341,7 @@ def image_dataset(path: str, resolution: int, val_fraction: float = 0.1, seed: i
             val_base = datasets.ImageFolder(str(folder), transform=val_tf, loader=loader)
         except (FileNotFoundError, RuntimeError) as exc:
             raise HwnasError(f"{label}: {exc}") from None
-        _probe_images(train_base, loader)
+        _probe_images(train_base, loader, root / ".images-checked" if loader.archive else None)
         num_classes = len(train_base.classes)
     train_idx, val_idx = _split_indices(len(train_base), val_fraction, seed)
     return Splits(Subset(train_base, _limit(train_idx, limit_train).tolist()),

@@ -9,17 +9,31 @@ from pathlib import Path
 from hwnas.errors import HwnasError
 
 
+def parse_json(text: str, where: str | Path):
+    """``json.loads(text)``; bad JSON, nesting too deep for Python or an integer too long to convert raise
+    :class:`HwnasError` naming ``where``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HwnasError(f"{where}: bad JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise HwnasError(f"{where}: bad JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise HwnasError(f"{where}: bad JSON: {exc}") from None
+
+
 def read_json(path: str | Path, what: str = "file"):
     """The parsed content of ``path``; a missing, unreadable or malformed file raises :class:`HwnasError`."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise HwnasError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise HwnasError(f"{path}: is a folder, expected a {what}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise HwnasError(f"{path}: cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise HwnasError(f"{path}: bad JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    return parse_json(text, path)
 
 
 def read_jsonl(path: str | Path, what: str = "a record", check=None) -> list[dict]:
@@ -48,7 +62,7 @@ def read_jsonl(path: str | Path, what: str = "a record", check=None) -> list[dic
                     raise ValueError("not a JSON object")
                 if check is not None:
                     check(record)
-            except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            except (ValueError, RecursionError) as exc:  # json.JSONDecodeError is a ValueError
                 if lineno == len(lines):
                     warnings.warn(f"{path}, line {lineno}: ignoring an incomplete last line (interrupted write)")
                     break

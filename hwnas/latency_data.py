@@ -52,6 +52,7 @@ OP_FIELDS = [
     "runtime", "dtype", "threads", "median_ms", "spread_ms", "repeats", "iters",
 ]
 MODEL_FIELDS = ["arch_file", "space", "choices", "runtime", "dtype", "threads", "median_ms", "spread_ms", "repeats"]
+MAX_MS = 60_000.0  # one inference of a mobile network never takes a minute: a larger value is a broken row
 _OP_INT_FIELDS = ("c_in", "c_out", "h", "w", "kernel", "stride", "expand", "groups")
 
 
@@ -119,13 +120,15 @@ def _int(rec: dict, name: str) -> int:
     return value
 
 
-def _float(rec: dict, name: str) -> float:
+def _float(rec: dict, name: str, positive: bool = False) -> float:
+    """A field in ms: finite, >= 0 (> 0 with ``positive``) and at most :data:`MAX_MS`."""
     try:
         value = float(rec[name])
     except (TypeError, ValueError):
         raise ValueError(f"field {name!r} must be a number, got {rec[name]!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"field {name!r} must be a finite non-negative number, got {rec[name]!r}")
+    if not (value > 0 if positive else value >= 0) or value > MAX_MS:
+        low = "(0" if positive else "[0"
+        raise ValueError(f"field {name!r} must be a number of ms in {low}, {MAX_MS:g}], got {rec[name]!r}")
     return value
 
 
@@ -143,7 +146,7 @@ def _op_row(rec: dict) -> OpRow:
     if rec["op_key"] != op.key():
         raise ValueError(f"op_key {rec['op_key']!r} does not match the operator fields ({op.key()})")
     return OpRow(op, _choice(rec, "runtime", RUNTIMES), _choice(rec, "dtype", DTYPES), _int(rec, "threads"),
-                 _float(rec, "median_ms"), _float(rec, "spread_ms"), _int(rec, "repeats"), _int(rec, "iters"))
+                 _float(rec, "median_ms", positive=True), _float(rec, "spread_ms"), _int(rec, "repeats"), _int(rec, "iters"))
 
 
 def _model_row(rec: dict) -> ModelRow:
@@ -151,7 +154,7 @@ def _model_row(rec: dict) -> ModelRow:
     if not rec["arch_file"] or not rec["space"] or not choices:
         raise ValueError("fields 'arch_file', 'space' and 'choices' must not be empty")
     return ModelRow(rec["arch_file"], rec["space"], choices, _choice(rec, "runtime", RUNTIMES),
-                    _choice(rec, "dtype", DTYPES), _int(rec, "threads"), _float(rec, "median_ms"),
+                    _choice(rec, "dtype", DTYPES), _int(rec, "threads"), _float(rec, "median_ms", positive=True),
                     _float(rec, "spread_ms"), _int(rec, "repeats"))
 
 
@@ -314,8 +317,21 @@ def default_device_name() -> str:
     return f"{slug}-{os.cpu_count()}c"
 
 
+DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_device_name(name: str, what: str = "--device") -> str:
+    """``name`` when it is a plain slug (letters, digits, ``.``, ``_``, ``-``; no path): it names files."""
+    if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name) or ".." in name:
+        raise HwnasError(f"{what}: device name {name!r} must be a plain name of letters, digits, '.', '_' or "
+                         "'-' (at most 64, no path), e.g. pixel2")
+    return name
+
+
 def describe_this_device(name: str | None = None) -> dict:
     """The description of this machine written beside its latency tables."""
+    if name is not None:
+        check_device_name(name)
     runtimes = {}
     for runtime, dist in (("tflite", "ai-edge-litert"), ("onnxruntime", "onnxruntime")):
         version = _version(dist)

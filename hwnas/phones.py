@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.latency_data import MODEL_FIELDS, ModelRow, read_model_rows, write_device
+from hwnas.latency_data import (MAX_MS, MODEL_FIELDS, ModelRow, check_device_name, read_model_rows,
+                                 write_device)
 from hwnas.spaces import get_space
 
 SPACE = "fbnet-cifar100"
@@ -41,6 +42,7 @@ DEVICES = {
     "raspi4_ms": ("raspi4", "Raspberry Pi 4", LUT_SUM, "0.1 microsecond", "tflite"),
     "gold_6226_ms": ("gold_6226", "Intel Xeon Gold 6226 CPU", WHOLE, "1 microsecond", "tflite"),
 }
+OUTLIER_FACTOR = 20  # networks of one space on one device differ by a few times (FBNet: at most 7x), never 20x
 PLACEHOLDERS = ("The source gives neither the runtime, thread count, repeat count nor spread: the "
                 "whole-model rows carry runtime 'adb-tflite' for phones and 'tflite' otherwise, "
                 "threads 1, repeats 1 and spread_ms 0 as placeholders required by the format.")
@@ -73,6 +75,11 @@ def read_phone_csv(path: str | Path, space_name: str = SPACE) -> PhoneTable:
     for name in devices:
         if not name.endswith("_ms"):
             raise HwnasError(f"{path}, line 1: latency column {name!r} does not end in '_ms'")
+        check_device_name(device_name(name), f"{path}, line 1, column {name!r}")
+    names = [device_name(name) for name in devices]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice:
+        raise HwnasError(f"{path}, line 1: device {twice!r} has more than one latency column")
     positions = get_space(space_name).positions
     ids, choices, values = [], [], []
     seen: set[int] = set()
@@ -118,8 +125,8 @@ def _parse_ms(name: str, cell: str) -> float:
         value = float(cell)
     except ValueError:
         raise ValueError(f"{name!r} must be a number, got {cell!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name!r} must be a positive finite number, got {cell!r}")
+    if not math.isfinite(value) or not 0 < value <= MAX_MS:
+        raise ValueError(f"{name!r} must be a number of ms in (0, {MAX_MS:g}], got {cell!r}")
     return value
 
 
@@ -179,7 +186,14 @@ def read_whole_model_data(path: str | Path, space_name: str = SPACE) -> tuple[li
     rows = [r for r in read_model_rows(path) if r.space == space_name]
     if not rows:
         raise HwnasError(f"{path}: no whole-model rows of space {space_name}")
-    return [r.choices for r in rows], np.array([r.median_ms for r in rows])
+    ms = np.array([r.median_ms for r in rows])
+    median = float(np.median(ms))
+    for row, value in zip(rows, ms):
+        if not median / OUTLIER_FACTOR <= value <= median * OUTLIER_FACTOR:
+            raise HwnasError(f"{path}: row {row.arch_file} has {value:g} ms, more than {OUTLIER_FACTOR}x away from "
+                             f"the median {median:g} ms of its {len(rows)} rows: not a latency of this device and "
+                             "space; remove or re-measure it")
+    return [r.choices for r in rows], ms
 
 
 # -- evaluation -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from hwnas.errors import HwnasError
+from hwnas.jsonfile import read_json
 from hwnas.export.trained import ExportedFile, ExportResult, export_trained, stack_images
 from hwnas.run_report import RunReport, format_report
 from hwnas.runners.pinning import default_core, measure_file, pinned
@@ -31,7 +32,8 @@ def _device_mismatch(stored: dict, current: dict, runtime: str) -> str | None:
 def find_reference_predictor(space, runtime: str, dtype: str, threads: int, folder: Path,
                              this_device: dict) -> tuple[Path | None, object, str]:
     """A committed predictor for this machine and space covering every operator; (path, the loaded predictor,
-    why), or (None, None, why not)."""
+    why), or (None, None, why not). ``space`` None: one for any space (a model file's operators are priced with
+    the table's fallback)."""
     from hwnas.predictors import load_predictor, read_header
 
     reasons = []
@@ -44,14 +46,14 @@ def find_reference_predictor(space, runtime: str, dtype: str, threads: int, fold
             except HwnasError:
                 continue
             if head.get("type") != wanted or (head.get("runtime"), head.get("dtype"), head.get("threads")) != \
-                    (runtime, dtype, threads) or head.get("space") not in (None, space.name):
+                    (runtime, dtype, threads) or space and head.get("space") not in (None, space.name):
                 continue
             why = _device_mismatch(head.get("device", {}), this_device, runtime)
             if why:
                 reasons.append(f"{path.name}: {why}")
                 continue
-            predictor = load_predictor(path, space=space.name)
-            if wanted == "lut" and not predictor.covers(space.unique_ops()):
+            predictor = load_predictor(path, space=space and space.name)
+            if wanted == "lut" and space and not predictor.covers(space.unique_ops()):
                 reasons.append(f"{path.name}: does not cover every operator of {space.name}")
                 continue
             return path, predictor, f"reference predictor {path} matches this machine"
@@ -286,7 +288,7 @@ def _open_run_folder(cfg: dict, fresh: bool) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "config.json"
     if saved.exists():
-        before = json.loads(saved.read_text())
+        before = read_json(saved, "run config")
         for section in cfg:
             for key in cfg[section]:
                 if (section, key) != ("run", "threads") and before.get(section, {}).get(key) != cfg[section][key]:

@@ -29,6 +29,22 @@ def _nonneg_int(v):
     return None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "must be a non-negative integer"
 
 
+def _threads(v):
+    from hwnas.threads import max_threads
+
+    return None if _nonneg_int(v) is None and v <= max_threads() else f"must be an integer from 0 to {max_threads()}"
+
+
+def _pos_threads(v):
+    return _pos_int(v) or _threads(v)
+
+
+def _relevel(v):
+    from hwnas.search.config import MAX_RELEVEL
+
+    return _nonneg_int(v) or (None if v <= MAX_RELEVEL else f"must be an integer from 0 to {MAX_RELEVEL}")
+
+
 def _pos_num(v):
     return None if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf else \
         "must be a positive number"
@@ -66,22 +82,23 @@ def _quants(v):
 
 
 SCHEMA: dict[str, dict[str, tuple]] = {
-    "run": {"out": ("runs/main", _string), "seed": (0, _nonneg_int), "threads": (1, _nonneg_int)},
+    "run": {"out": ("runs/main", _string), "seed": (0, _nonneg_int), "threads": (1, _threads)},
     "space": {"name": ("proxyless-tiny", _string), "params": ({}, _table)},
     "data": {"dataset": ("digits", _string), "limit_train": (None, _opt_pos_int),
              "limit_val": (None, _opt_pos_int), "workers": (0, _nonneg_int)},
     "latency": {"runtime": ("tflite", _one_of("tflite", "onnxruntime")), "dtype": ("fp32", _one_of("fp32", "int8")),
-                "threads": (1, _pos_int), "budget_ms": ("auto", _budget), "budget_scale": (1.0, _pos_num),
+                "threads": (1, _pos_threads), "budget_ms": ("auto", _budget), "budget_scale": (1.0, _pos_num),
                 "predictor": ("auto", _string), "reference_predictors": ("predictors", _string),
                 "reference_latency_data": ("latency_data", _string), "profile_models": (PROFILE_MODELS, _nonneg_int),
                 "profile_rounds": (PROFILE_ROUNDS, _pos_int)},
     "search": {"mode": ("proxyless", _string), "supernet": ("entangled", _one_of("entangled", "separate")),
                "epochs": (4, _pos_int), "warmup_epochs": (1, _nonneg_int), "child_warmup_epochs": (1, _nonneg_int),
                "batch_size": (64, _pos_int), "max_steps": (10, _opt_pos_int), "lr_alpha": (0.02, _pos_num),
-               "relevel": (6, _nonneg_int)},
+               "relevel": (6, _relevel)},
     "train": {"epochs": (8, _pos_int), "batch_size": (64, _pos_int), "lr": (0.05, _pos_num),
               "optimizer": ("sgd", _one_of("sgd", "adamw")), "weight_decay": (4e-5, lambda v: None if
-              isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else "must be a number >= 0"),
+              isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf else
+              "must be a finite number >= 0"),
               "label_smoothing": (0.1, lambda v: None if isinstance(v, (int, float)) and 0 <= v < 1
                                   else "must be a number in [0, 1)"),
               "max_steps": (None, _opt_pos_int), "init": ("scratch", _one_of("scratch", "supernet"))},

@@ -32,8 +32,8 @@ from hwnas.arch import Architecture
 from hwnas.builder import build_model
 from hwnas.data import Splits
 from hwnas.errors import HwnasError
-from hwnas.jsonfile import read_jsonl
-from hwnas.weights import load_weights, read_weights, save_weights
+from hwnas.runlog import resumed_rows
+from hwnas.weights import check_finite, load_weights, read_weights, save_weights
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "weights.safetensors"
@@ -206,11 +206,6 @@ def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, c
     return epoch
 
 
-def _read_history(path: Path, upto: int) -> list[dict]:
-    """Metrics rows of the first ``upto`` epochs (a torn last line of an interrupted write is dropped)."""
-    return [r for r in read_jsonl(path, "a metrics row") if r.get("epoch", 0) <= upto]
-
-
 # -- the loop -------------------------------------------------------------------
 def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs: int | None = None, *,
                 config: TrainConfig | None = None, out_dir: str | Path | None = None, resume: bool = False,
@@ -237,11 +232,14 @@ def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs:
     arch = arch_or_model if isinstance(arch_or_model, Architecture) else None
     model = build_model(arch) if arch is not None else arch_or_model
     if isinstance(init_weights, dict):
+        check_finite(init_weights, "initial weights")
         model.load_state_dict(init_weights)
     elif init_weights is not None and Path(init_weights).is_dir():
         if arch is None:
             raise HwnasError("starting from a supernet needs an Architecture, not a module")
-        model.load_state_dict(supernet_weights(init_weights, arch))
+        state = supernet_weights(init_weights, arch)
+        check_finite(state, init_weights)
+        model.load_state_dict(state)
     elif init_weights is not None:
         load_weights(model, init_weights)
     model.to(memory_format=torch.channels_last)  # ~1.4x faster convolutions on a CPU; undone before returning
@@ -267,7 +265,7 @@ def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs:
         ckpt = out / CHECKPOINT
         if resume and ckpt.exists():
             start_epoch = _load_checkpoint(ckpt, model, opt, cfg)
-            history = _read_history(out / METRICS, start_epoch)
+            history = resumed_rows(out / METRICS, start_epoch)
             (out / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
             if progress:
                 print(f"resuming from {ckpt} after epoch {start_epoch}/{cfg.epochs}")
@@ -296,8 +294,14 @@ def train_model(arch_or_model: Architecture | nn.Module, splits: Splits, epochs:
             loss = criterion(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                where = f"the last good checkpoint ({out / CHECKPOINT}) is kept; " if out is not None and epoch else ""
+                raise HwnasError(f"non-finite loss {loss_value} at epoch {epoch + 1}, step {step + 1}; stopped "
+                                 f"before the weights were updated: {where}lower the learning rate or check the "
+                                 "initial weights and data")
             opt.step()
-            loss_sum += loss.item() * len(y)
+            loss_sum += loss_value * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
             bar.update(1)

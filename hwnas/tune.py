@@ -28,7 +28,7 @@ from hwnas.progress import progress_bar
 from hwnas.arch import Architecture
 from hwnas.data import Splits
 from hwnas.errors import HwnasError
-from hwnas.jsonfile import read_jsonl
+from hwnas.jsonfile import read_json, read_jsonl
 
 DEFAULT_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 TRIALS = "trials.jsonl"
@@ -115,7 +115,7 @@ def run_tune(arch: Architecture, splits: Splits, cfg: TuneConfig, out_dir: str |
     settings = {"arch": arch.to_dict(), "dataset": splits.name, **asdict(cfg)}
     log, settings_path = out / TRIALS, out / SETTINGS
     if resume and settings_path.exists():
-        saved = json.loads(settings_path.read_text())
+        saved = read_json(settings_path, "tuning settings")
         for key in settings:
             if key != "trials" and saved.get(key) != settings[key]:
                 raise HwnasError(f"{settings_path}: the tuning run was started with {key}={saved.get(key)!r}, "

@@ -51,6 +51,14 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     return tensors, meta
 
 
+def check_finite(tensors: dict[str, torch.Tensor], where) -> None:
+    """Refuse weights holding NaN or infinite values (training on from them only spreads the NaN)."""
+    bad = [name for name, value in tensors.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise HwnasError(f"{where}: tensor {bad[0]!r} holds NaN or infinite values ({len(bad)} of {len(tensors)} "
+                         "tensors do); these weights cannot be used")
+
+
 def load_weights(model: nn.Module, path: str | Path) -> dict[str, str]:
     """Load a weights file into ``model`` (names and shapes must match); returns its metadata."""
     tensors, meta = read_weights(path)
@@ -64,5 +72,6 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, str]:
         if value.shape != expected[name].shape:
             raise HwnasError(f"{path}: tensor {name!r} has shape {tuple(value.shape)}, "
                              f"the architecture needs {tuple(expected[name].shape)}")
+    check_finite(tensors, path)
     model.load_state_dict(tensors)
     return meta

@@ -102,21 +102,33 @@ def test_non_finite_budgets_are_refused(tmp_path, capsys, monkeypatch, argv):
 
 
 # -- case 5: threads -----------------------------------------------------------------------------
-@pytest.mark.parametrize("argv, message", [
-    (["search", "--threads", "-1"], "--threads must be 0 (torch's own choice) or more, got -1"),
-    (["search", "--strategy", "rl", "--threads", "-2"], "--threads must be 0 (torch's own choice) or more, got -2"),
-    (["train", "a.json", "--threads", "-1"], "--threads must be 0 (torch's own choice) or more, got -1"),
-    (["tune", "a.json", "--threads", "-1"], "--threads must be 0 (torch's own choice) or more, got -1"),
-    (["run", "--threads", "-1"], "--threads must be 0 (torch's own choice) or more, got -1"),
-    (["export", "a.json", "--weights", "w.safetensors", "--threads", "0"], "--threads must be at least 1, got 0"),
-    (["measure", "missing.tflite", "--threads", "-1"], "--threads must be at least 1, got -1"),
-    (["fit", "--threads", "0"], "--threads must be at least 1, got 0"),
+ANY = "0 (torch's own choice)"
+
+
+@pytest.mark.parametrize("argv, low, value", [
+    (["search", "--threads", "-1"], ANY, "-1"),
+    (["search", "--strategy", "rl", "--threads", "-2"], ANY, "-2"),
+    (["train", "a.json", "--threads", "-1"], ANY, "-1"),
+    (["tune", "a.json", "--threads", "-1"], ANY, "-1"),
+    (["run", "--threads", "-1"], ANY, "-1"),
+    (["export", "a.json", "--weights", "w.safetensors", "--threads", "0"], "1", "0"),
+    (["measure", "missing.tflite", "--threads", "-1"], "1", "-1"),
+    (["fit", "--threads", "0"], "1", "0"),
+    # issue 23.5: more threads than the machine can run (SIGSEGV in train, a 300 s hang in profile)
+    (["train", "a.json", "--threads", "100000"], ANY, "100000"),
+    (["search", "--threads", "100000"], ANY, "100000"),
+    (["profile", "--space", "proxyless-tiny", "--threads", "1000000"], "1", "1000000"),
+    (["measure", "missing.tflite", "--threads", "1000000"], "1", "1000000"),
+    (["run", "--threads", "100000"], ANY, "100000"),
 ])
-def test_bad_thread_counts_are_named(tmp_path, capsys, monkeypatch, argv, message):
+def test_bad_thread_counts_are_named(tmp_path, capsys, monkeypatch, argv, low, value):
+    from hwnas.threads import max_threads
+
     monkeypatch.chdir(tmp_path)
     _write(tmp_path / "a.json", ARCH)
     line = _error(capsys, argv)
-    assert line == f"hwnas: error: {message}"  # not the model file, not a traceback
+    assert line == (f"hwnas: error: --threads must be an integer from {low} to {max_threads()} (4 per core of this "
+                    f"machine), got {value}")  # not the model file, not a traceback
     assert not (tmp_path / "runs").exists() and not (tmp_path / "export").exists()
 
 
@@ -318,3 +330,252 @@ def test_arch_show_takes_a_genotype(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{path}: space darts-cell" in out and "cell0:0->2" in out and "cell1-reduce:pre0" in out
     assert out.splitlines()[-2].startswith("total")
+
+
+# == issue 23: the hostile battery's remaining cases (1, 2, 3, 8, 11, 13 are in test_phones.py,
+# test_predictor_files.py and test_predict_model.py) =============================================================
+def _tables(tmp_path):
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _predictor_data import write_tables
+
+    return write_tables(tmp_path / "ld")
+
+
+# -- 23.4: fit on a whole model at 0 ms, an operator at 1e300 ms ---------------------------------------------
+@pytest.mark.parametrize("table, old, new, field", [
+    ("dev-models.csv", None, "0", "median_ms"),
+    ("dev.csv", None, "1e300", "median_ms"),
+])
+def test_fit_refuses_impossible_latencies_naming_the_row(tmp_path, capsys, table, old, new, field):
+    data = _tables(tmp_path)
+    path = data / table
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[1].split(",")
+    cells[header.index(field)] = new
+    path.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    line = _error(capsys, ["fit", "--device", "dev", "--data", str(data), "--out", str(tmp_path / "p"),
+                           "--methods", "flops-linear", "--no-progress"])
+    assert f"{path}, line 2" in line and f"field 'median_ms' must be a number of ms in (0, 60000], got '{new}'" in line
+    assert not (tmp_path / "p").exists()
+
+
+# -- 23.6, 23.9, 23.14: search settings, refused before any work ------------------------------------------------
+@pytest.mark.parametrize("argv, message", [
+    (["--lr-alpha", "inf"], "--lr-alpha must be a finite number, got inf"),
+    (["--lambda-lat", "nan"], "--lambda-lat must be a finite number, got nan"),
+    (["--lambda-lat", "inf"], "--lambda-lat must be a finite number, got inf"),
+    (["--eta-flops", "nan"], "--eta-flops must be a finite number, got nan"),
+    (["--supernet-type", "separate", "--lambda-lat", "nan"], "--lambda-lat must be a finite number, got nan"),
+    (["--strategy", "rl", "--controller-lr", "nan"], "--controller-lr must be a finite number, got nan"),
+    (["--strategy", "evolution", "--penalty-weight", "nan"], "--penalty-weight must be a finite number, got nan"),
+    (["--stop-after", "0"], "--stop-after must be a positive number of epochs, got 0"),
+    (["--strategy", "evolution", "--evaluations", "0"], "--evaluations must be at least 1, got 0"),  # no config.json
+    (["--stop-after", "-1"], "--stop-after must be a positive number of epochs, got -1"),
+    (["--strategy", "evolution", "--latency-level", "1.1"], "--latency-level is for the gradient search of a block "
+                                                            "space; --strategy evolution does not use it"),
+    (["--strategy", "random", "--relevel", "3"], "--relevel is for the gradient search of a block space; "
+                                                 "--strategy random does not use it"),
+    (["--relevel", "2", "--latency-level", "1.1"], "give either --relevel 2 (measure the level now) or "
+                                                   "--latency-level 1.1 (a level measured earlier), not both"),
+    (["--relevel", "100000000"], "relevel must be an integer from 0 to 1000 (children to time), got 100000000"),
+])
+def test_search_settings_are_refused_before_any_work(tmp_path, capsys, argv, message):
+    out = tmp_path / "s"
+    line = _error(capsys, ["search", *TINY_SEARCH, "--out", str(out), *argv])
+    assert line == f"hwnas: error: {message}"
+    assert not out.exists()  # nothing written: no config.json, no checkpoint
+
+
+def test_search_on_cuda_without_a_gpu_is_refused(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for strategy in ("gradient", "evolution"):
+        line = _error(capsys, ["search", *TINY_SEARCH, "--strategy", strategy, "--device", "cuda",
+                               "--out", str(tmp_path / "s")])
+        assert line == "hwnas: error: --device cuda: torch finds no CUDA GPU on this machine; use auto or cpu"
+    assert not (tmp_path / "s").exists()
+
+
+def test_arch_sample_count_is_bounded(tmp_path, capsys):
+    line = _error(capsys, ["arch", "sample", "--space", "proxyless-tiny", "--n", "100000000", "--out",
+                           str(tmp_path / "a")])
+    assert line == "hwnas: error: --n must be from 1 to 100000 (one file each), got 100000000"
+    assert not (tmp_path / "a").exists()
+
+
+def test_run_config_with_an_infinite_weight_decay_is_refused_up_front(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = _write(tmp_path / "c.toml", '[run]\nout = "r"\n[train]\nweight_decay = inf\n')
+    line = _error(capsys, ["run", "--config", str(config)])
+    assert line == f"hwnas: error: {config}: field 'train.weight_decay' must be a finite number >= 0, got inf"
+    config = _write(tmp_path / "c.toml", '[run]\nout = "r"\nthreads = 100000\n')
+    assert "field 'run.threads' must be an integer from 0 to" in _error(capsys, ["run", "--config", str(config)])
+    config = _write(tmp_path / "c.toml", '[run]\nout = "r"\n[search]\nrelevel = 100000000\n')
+    assert "field 'search.relevel' must be an integer from 0 to 1000" in _error(capsys, ["run", "--config",
+                                                                                       str(config)])
+    assert not (tmp_path / "r").exists()
+
+
+# -- 23.7: output folders that cannot be written, a run folder's config.json that is not JSON ------------------
+@pytest.mark.parametrize("option, message", [
+    (["--cooldown", "nan"], "--cooldown must be a finite number of seconds >= 0, got nan"),
+    (["--max-temp", "inf"], "--max-temp must be a finite number of degrees, got inf"),
+])
+def test_profile_timing_options_are_finite(tmp_path, capsys, monkeypatch, option, message):
+    monkeypatch.chdir(tmp_path)
+    assert _error(capsys, ["profile", "--space", "proxyless-tiny", "--limit", "1", *option]) == \
+        f"hwnas: error: {message}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_models_dir_that_cannot_be_a_folder_is_refused_before_timing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocker = _write(tmp_path / "file", "x")
+    line = _error(capsys, ["profile", "--space", "proxyless-tiny", "--models", "1", "--rounds", "1",
+                           "--models-dir", str(blocker / "md"), "--out", str(tmp_path / "x.csv")])
+    assert line == f"hwnas: error: --models-dir {blocker / 'md'}: {blocker} is a file, not a folder"
+    if os.path.isdir("/proc"):
+        line = _error(capsys, ["measure", "--archs", "1", "--space", "proxyless-tiny", "--models-dir", "/proc/xyz",
+                               "--out", str(tmp_path / "m.csv")])
+        assert "--models-dir /proc/xyz: cannot write in /proc" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no empty x.csv / x.device.json
+
+
+def test_run_folder_with_a_config_that_is_not_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "o" / "config.json", "{not json")
+    line = _error(capsys, ["run", "--out", "o"])
+    assert line == "hwnas: error: o/config.json: bad JSON at line 1, column 2: Expecting property name enclosed in " \
+                   "double quotes"
+
+
+# -- 23.10: training from NaN weights, a loss that turns NaN ----------------------------------------------------
+def test_train_from_nan_weights_is_refused(tmp_path, capsys):
+    import torch
+
+    from hwnas.arch import Architecture
+    from hwnas.builder import build_model
+    from hwnas.weights import save_weights
+
+    _write(tmp_path / "a.json", ARCH)
+    state = build_model(Architecture.load(tmp_path / "a.json")).state_dict()
+    state["0.0.weight"] = torch.full_like(state["0.0.weight"], float("nan"))
+    save_weights(state, tmp_path / "nan.safetensors")
+    line = _error(capsys, ["train", str(tmp_path / "a.json"), "--init", str(tmp_path / "nan.safetensors"),
+                           "--epochs", "1", "--max-steps", "2", "--out", str(tmp_path / "t")])
+    assert f"{tmp_path / 'nan.safetensors'}: tensor '0.0.weight' holds NaN or infinite values" in line
+    assert not (tmp_path / "t" / "weights.safetensors").exists()
+
+
+def test_training_stops_on_a_non_finite_loss(tmp_path):
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from hwnas.arch import Architecture
+    from hwnas.data import Splits
+    from hwnas.train import train_model
+
+    x = torch.full((8, 3, 32, 32), float("nan"))
+    data = TensorDataset(x, torch.zeros(8, dtype=torch.long))
+    arch = Architecture.from_dict(ARCH)
+    with pytest.raises(HwnasError, match="non-finite loss nan at epoch 1, step 1; stopped before the weights"):
+        train_model(arch, Splits(data, data, 10, "nan"), epochs=1, batch_size=4, out_dir=tmp_path / "t",
+                    progress=False)
+    assert not (tmp_path / "t" / "weights.safetensors").exists()
+
+
+# -- 23.12: resume with changed inputs, a cut or repeated metrics log ----------------------------------------------
+def test_search_resume_refuses_a_dataset_whose_images_changed(tmp_path, capsys):
+    data = _images(tmp_path / "d", classes=[str(c) for c in range(10)], n=4)
+    out = tmp_path / "s"
+    argv = ["search", *TINY_SEARCH, "--dataset", str(data), "--out", str(out)]
+    assert main([*argv, "--stop-after", "1"]) == 0
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(data / "3" / "0.png")  # same path, other content
+    os.utime(data / "3" / "0.png", ns=(1, 1))
+    line = _error(capsys, [*argv, "--resume"])
+    assert line.startswith(f"hwnas: error: {out / 'inputs.json'}: the run started with another dataset content")
+    assert [json.loads(r)["epoch"] for r in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_search_resume_refuses_a_predictor_whose_content_changed(tmp_path, capsys):
+    from hwnas.runlog import check_inputs
+
+    header = {"format": "hwnas-predictor", "version": 1, "type": "lut", "fallback": "r.json"}
+    pred = _write(tmp_path / "p.json", {**header, "entries": {"a": 1}})
+    _write(tmp_path / "r.json", {"format": "hwnas-predictor", "version": 1, "type": "regressor"})
+    check_inputs(tmp_path / "run", str(pred), "digits", resume=False)
+    check_inputs(tmp_path / "run", str(pred), "digits", resume=True)  # unchanged: fine
+    for path, content in ((tmp_path / "r.json", {"changed": 1}), (pred, {**header, "entries": {"a": 2}})):
+        _write(path, content)  # the table's fallback regressor, then the table itself
+        with pytest.raises(HwnasError, match=r"inputs.json: the run started with another predictor content"):
+            check_inputs(tmp_path / "run", str(pred), "digits", resume=True)
+
+
+def test_resumed_metrics_rows_one_per_epoch_and_lost_ones_named(tmp_path, capsys):
+    from hwnas.runlog import resumed_rows
+
+    log = tmp_path / "metrics.jsonl"
+    rows = [{"epoch": e, "loss": e / 10} for e in (1, 2, 3)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows + [rows[-1]]))  # a duplicated last line
+    assert resumed_rows(log, 3) == rows
+    assert "dropped 1 repeated row(s) of epoch(s) 3" in capsys.readouterr().err
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]) + '{"epoch": 3, "lo')  # a torn last line
+    with pytest.warns(UserWarning, match="incomplete last line"):
+        assert resumed_rows(log, 3) == rows[:2]
+    err = capsys.readouterr().err
+    assert "has no row for epoch(s) 3 that the checkpoint has finished: those rows are lost" in err
+    log.unlink()
+    assert resumed_rows(log, 3) == []
+    assert f"{log} is missing for epoch(s) 1-3 that the checkpoint has finished" in capsys.readouterr().err
+
+
+def test_train_resume_after_the_metrics_log_was_deleted_says_so(tmp_path, capsys):
+    _write(tmp_path / "a.json", ARCH)
+    assert _train(tmp_path) == 0
+    (tmp_path / "t" / "metrics.jsonl").unlink()
+    capsys.readouterr()
+    assert _train(tmp_path, "--resume") == 0
+    assert "metrics.jsonl is missing for epoch(s) 1 that the checkpoint has finished" in capsys.readouterr().err
+
+
+# -- 23.14: a corrupt image past the ones decoded up front ---------------------------------------------------------
+def test_a_corrupt_image_anywhere_in_the_dataset_fails_before_training(tmp_path, capsys):
+    data = _images(tmp_path / "d", n=70)
+    _write(data / "dog" / "69.png", "not a png")  # not among the 64 decoded up front
+    _write(tmp_path / "a.json", {**ARCH, "space_params": {"num_classes": 2}})
+    line = _error(capsys, ["train", str(tmp_path / "a.json"), "--dataset", str(data), "--epochs", "1",
+                           "--out", str(tmp_path / "t")])
+    assert line.startswith(f"hwnas: error: {data / 'dog' / '69.png'}: not a readable image")
+    assert not (tmp_path / "t").exists()
+
+
+# -- small: --json errors, a text file named .tar.gz ---------------------------------------------------------------
+def test_json_errors_are_a_json_object_on_stdout(tmp_path, capsys):
+    assert main(["search", "--json", "--budget-ms", "inf"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"error": "--budget-ms must be a positive finite number, got inf"}
+    assert main(["measure", "--json", str(tmp_path / "none.tflite")]) == 2
+    assert json.loads(capsys.readouterr().out) == {"error": f"{tmp_path / 'none.tflite'}: no such model file"}
+
+
+def test_a_text_file_named_tar_gz_is_a_one_line_error(tmp_path, cache, capsys):
+    fake = _write(tmp_path / "d.tar.gz", "hello\n")
+    _write(tmp_path / "a.json", ARCH)
+    line = _error(capsys, ["train", str(tmp_path / "a.json"), "--dataset", str(fake), "--out", str(tmp_path / "t")])
+    assert line == f"hwnas: error: {fake}: cannot extract (file could not be opened successfully); the archive is " \
+                   "truncated or not a tar archive"
+
+
+def test_search_config_check_refuses_non_finite_settings():
+    from hwnas.search import SearchConfig
+
+    for field, value in (("lr_alpha", float("inf")), ("lambda_lat", float("nan")), ("weight_decay", float("inf"))):
+        with pytest.raises(HwnasError, match=rf"^{field} must be a finite number, got {value}"):
+            SearchConfig(**{field: value}).check()
+    with pytest.raises(HwnasError, match="stop after must be a positive number of epochs, got 0"):
+        SearchConfig(stop_after=0).check()

@@ -144,3 +144,54 @@ def test_recovered_pixel3_lut_reproduces_its_rows():
     pred = fit_whole_model(get_space("fbnet-cifar100"), choices[:400], y[:400], {"name": "pixel3"}, settings=settings)
     err = np.abs(pred.predict_many_choices(choices) - y)
     assert err.max() < 1e-3  # the rows carry 4 decimals: exact up to their rounding
+
+
+# -- issue 23 ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("column, what", [
+    ("../../../../tmp/x/PWNED_phone_ms", "device name '../../../../tmp/x/PWNED_phone' must be a plain name"),
+    ("/tmp/x/PWNED_abs_ms", "device name '/tmp/x/PWNED_abs' must be a plain name"),
+    ("_ms", "device name '' must be a plain name"),
+    ("pixel2_ms", "device 'pixel2' has more than one latency column"),
+])
+def test_import_refuses_device_names_that_are_not_plain_or_repeat(tmp_path, capsys, monkeypatch, column, what):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "phones.csv"
+    path.write_text("\n".join((HEADER + "," + column, ROW0 + ",5", ROW1 + ",6")) + "\n")
+    assert main(["phones", "import", str(path), "--out", str(tmp_path / "a" / "b" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hwnas: error: {path}, line 1") and what in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["phones.csv"]  # nothing written, inside or outside
+
+
+def test_profile_refuses_a_device_name_with_a_path(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("../../x", "/tmp/x", "a/b"):
+        assert main(["profile", "--space", "proxyless-tiny", "--device", name, "--limit", "1"]) == 2
+        assert f"--device: device name {name!r} must be a plain name" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("cell", ["1e12", "0", "-3"])
+def test_impossible_latencies_are_refused_at_import_and_at_fit(tmp_path, capsys, cell):
+    path = _csv(tmp_path, ROW0, ROW1.rsplit(",", 7)[0] + f",{cell},86,91,29,17.1345,31.1756,97.4796")
+    assert main(["phones", "import", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert f"line 3: corrupted row: 'pixel2_ms' must be a number of ms in (0, 60000], got '{cell}'" in \
+        capsys.readouterr().err
+    import_phone_csv(_csv(tmp_path, ROW0, ROW1), tmp_path / "out")
+    models = tmp_path / "out" / "pixel2-models.csv"
+    models.write_text(models.read_text().replace(",28,0,1\n", f",{cell},0,1\n"))
+    assert main(["phones", "fit", str(models), "--out", str(tmp_path / "p.json"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"line 2: corrupted row: field 'median_ms' must be a number of ms in (0, 60000], got '{cell}'" in err
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_an_outlier_row_is_refused_before_fitting(tmp_path, capsys):
+    rows = [ROW0, ROW1] + [f"{i}," + ROW0.split(",", 2)[1] + ",30,56,100,31,17.5,30.2,111.6" for i in range(2, 12)]
+    rows.append("12," + ROW0.split(",", 2)[1] + ",5000,56,100,31,17.5,30.2,111.6")  # 170x the others
+    import_phone_csv(_csv(tmp_path, *rows), tmp_path / "out")
+    assert main(["phones", "fit", str(tmp_path / "out" / "pixel2-models.csv"), "--out", str(tmp_path / "p.json"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "row phones.csv#12 has 5000 ms, more than 20x away from the median 30 ms of its 13 rows" in err
+    assert not (tmp_path / "p.json").exists()

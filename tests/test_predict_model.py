@@ -162,3 +162,52 @@ def test_a_predictor_of_another_device_is_warned_about(tmp_path, capsys, exporte
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("hwnas: warning: predictor")]
     assert len(warnings) == 1 and "'elsewhere'" in warnings[0]
+
+
+# -- issue 23: predict without --predictor --------------------------------------------------------------
+def test_predict_without_a_predictor_uses_this_machines_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    space = get_space("proxyless-tiny")
+    arch = sample_architecture(space, random.Random(3))
+    arch.save(tmp_path / "a.json")
+    assert main(["predict", "a.json"]) == 2  # no predictors/ here: say how to get one, do not profile
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no tflite fp32 predictor for this machine" in err and "hwnas run" in err
+    assert not (tmp_path / "runs").exists()
+    here = describe_this_device()
+    LookupTable({**here, "cpu": "Some Other CPU"}, None, "tflite", "fp32", 1,
+                {op.key(): 1.0 for op in space.unique_ops()}).save(tmp_path / "predictors" / "other.json")
+    LookupTable(here, None, "tflite", "fp32", 1, {op.key(): 0.01 for op in space.unique_ops()}).save(
+        tmp_path / "predictors" / "mine.json")
+    assert main(["predict", "a.json", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "predictor: reference predictor predictors/mine.json matches this machine" in captured.err
+    result = json.loads(captured.out)
+    assert result["predictor"]["path"] == "predictors/mine.json"
+    assert result["total_ms"] == pytest.approx(0.01 * len(arch.ops()), rel=1e-6)
+
+
+def test_predict_without_a_predictor_takes_the_one_hwnas_run_fitted(tmp_path, capsys, monkeypatch, exported):
+    monkeypatch.chdir(tmp_path)
+    _, files = exported[0]
+    here = describe_this_device()
+    table = LookupTable(here, "proxyless-tiny", "onnxruntime", "fp32", 1,
+                        {op.key(): 0.02 for op in get_space("proxyless-tiny").unique_ops()})
+    table.save(tmp_path / "runs" / "main" / "predictor" / f"{here['name']}-onnxruntime-fp32.json")
+    assert main(["predict", str(files["onnx"])]) == 0
+    captured = capsys.readouterr()
+    assert f"fitted on this machine by `hwnas run` (runs/main/predictor/{here['name']}-onnxruntime-fp32.json)" \
+        in captured.err
+
+
+def test_predict_errors_under_json_are_a_json_object(tmp_path, capsys):
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    two = tmp_path / "two.onnx"
+    two.write_bytes(b"\x08\x07")
+    for bad in (empty, two):  # issue 23.11: not "0 operators recognised, total 0 ms"
+        assert main(["predict", "--json", "--predictor", str(TABLE["onnx"]), str(bad)]) == 2
+        captured = capsys.readouterr()
+        assert json.loads(captured.out) == {"error": f"{bad}: not a readable ONNX model (it holds no graph nodes; "
+                                                     f"{bad.stat().st_size} bytes)"}
+        assert captured.err.startswith("hwnas: error: ") and captured.err.count("\n") == 1

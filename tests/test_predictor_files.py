@@ -215,3 +215,68 @@ def test_cli_fit_with_bad_arguments_is_one_line_error(tmp_path, capsys):
     assert "nope.csv: no such latency file" in capsys.readouterr().err
     assert main(["fit", "--methods", "magic", "--data", str(tmp_path)]) == 2
     assert "unknown method 'magic'" in capsys.readouterr().err
+
+
+# -- issue 23 ---------------------------------------------------------------------------------------------
+def test_predictors_list_shows_a_regressor_it_would_refuse_as_refused(fitted, tmp_path, capsys):
+    import os
+
+    (tmp_path / "changed").mkdir()
+    (tmp_path / "system").mkdir()
+    _, changed = _copy(fitted, tmp_path / "changed")
+    changed.with_suffix(".skops").write_bytes(changed.with_suffix(".skops").read_bytes() + b"x")
+    _, system = _copy(fitted, tmp_path / "system")
+    sio.dump({"*": os.system}, system.with_suffix(".skops"))
+    data = json.loads(system.read_text())
+    data["sha256"] = hashlib.sha256(system.with_suffix(".skops").read_bytes()).hexdigest()
+    system.write_text(json.dumps(data))
+    assert main(["predictors", "list", str(tmp_path), "--json"]) == 0
+    entries = {e["file"]: e for e in json.loads(capsys.readouterr().out)}
+    assert entries["changed/dev-tflite-fp32.json"]["refused"] is None  # the table itself loads
+    assert "SHA-256 does not match" in entries["changed/dev-tflite-fp32-regressor.json"]["refused"]
+    assert "refusing to load untrusted types: posix.system" in entries["system/dev-tflite-fp32-regressor.json"][
+        "refused"]
+    assert main(["predictors", "list", str(tmp_path)]) == 0
+    line = [r for r in capsys.readouterr().out.splitlines() if r.startswith("system/dev-tflite-fp32-regressor")][0]
+    assert "REFUSED: " in line and "posix.system" in line
+
+
+@pytest.mark.parametrize("per_op", [-1.0, -0.5])
+def test_a_large_negative_per_op_term_is_refused(fitted, tmp_path, per_op):
+    for path in _copy(fitted, tmp_path):
+        data = json.loads(path.read_text())
+        data["per_op_ms"] = per_op  # would price networks at minus several ms
+        path.write_text(json.dumps(data))
+        with pytest.raises(HwnasError, match=rf"^{path}: field 'per_op_ms' must be at least -0.1 ms, got {per_op}"):
+            load_predictor(path)
+
+
+def test_a_predictor_is_never_written_with_nan_or_infinity(fit_result, tmp_path):
+    kept = fit_result.lut.overhead
+    fit_result.lut.overhead = {"cv": {"scale": {"mape": float("inf")}}}
+    try:
+        with pytest.raises(HwnasError, match=r"x.json: not written: a value is NaN or infinite \(in overhead.cv."
+                                             r"scale.mape\)"):
+            fit_result.lut.save(tmp_path / "x.json")
+    finally:
+        fit_result.lut.overhead = kept
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_json_nested_too_deeply_or_with_a_huge_integer_is_one_line(tmp_path, capsys):
+    deep = tmp_path / "p" / "deep.json"
+    deep.parent.mkdir()
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(HwnasError, match=rf"^{deep}: bad JSON: nested too deeply"):
+        load_predictor(deep)
+    (tmp_path / "p" / "ok.json").write_text("{}")
+    assert main(["predictors", "list", str(tmp_path / "p")]) == 0  # one bad file does not stop the list
+    assert "nested too deeply" in capsys.readouterr().err
+    arch = tmp_path / "a.json"
+    arch.write_text('{"space": "proxyless-tiny", "space_params": {"x": ' + "[" * 200_000 + "]" * 200_000 + "}}")
+    assert main(["arch", "show", str(arch)]) == 2
+    assert capsys.readouterr().err == f"hwnas: error: {arch}: bad JSON: nested too deeply\n"
+    arch.write_text('{"space": "proxyless-tiny", "space_params": {"resolution": ' + "9" * 5000 + "}}")
+    assert main(["arch", "show", str(arch)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hwnas: error: {arch}: bad JSON: ") and "digits" in err and err.count("\n") == 1

@@ -253,7 +253,7 @@ def search_cells(cfg: CellSearchConfig, splits=None, predictor=None) -> CellSear
                          "resume; start again without --resume or with another --out")
     config = cfg.resume_config()
     run = Run(out, config, list(config), cfg.resume, progress=cfg.progress, metrics="history.jsonl",
-              probs="entropy.jsonl")
+              probs="entropy.jsonl", inputs=(cfg.predictor, cfg.dataset))
 
     def restore(state: dict) -> None:
         net.load_state_dict(state["model"])

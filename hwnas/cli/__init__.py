@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HwnasError as exc:
+        if getattr(args, "json", False):
+            from hwnas.cli.jsonout import print_json
+
+            print_json({"error": str(exc)})
         return _report_error(f"hwnas: error: {exc}")
     except KeyboardInterrupt:
         print("hwnas: interrupted", file=sys.stderr)

@@ -12,9 +12,12 @@ from hwnas.errors import HwnasError
 from hwnas.netfile import load_network
 
 
+MAX_SAMPLES = 100_000
+
+
 def _sample(args) -> int:
-    if args.n < 1:
-        raise HwnasError(f"--n must be at least 1, got {args.n}")
+    if not 1 <= args.n <= MAX_SAMPLES:
+        raise HwnasError(f"--n must be from 1 to {MAX_SAMPLES} (one file each), got {args.n}")
     space = space_from_args(args)
     rng = random.Random(args.seed)
     out = Path(args.out)

@@ -12,7 +12,7 @@ from hwnas.threads import check_threads
 
 
 def _fit(args) -> int:
-    from hwnas.latency_data import RUNTIMES, default_device_name
+    from hwnas.latency_data import RUNTIMES, check_device_name, default_device_name
     from hwnas.predictors.fit import fit_device, output_stem, save
     from hwnas.predictors.regressor import METHODS
 
@@ -28,7 +28,7 @@ def _fit(args) -> int:
     for m in methods or []:
         if m not in METHODS:
             raise HwnasError(f"unknown method {m!r} in --methods; known: {', '.join(METHODS)}")
-    device = args.device or default_device_name()
+    device = check_device_name(args.device) if args.device else default_device_name()
     data_dir = Path(args.data)
     print(f"fitting {device} {args.runtime} {args.dtype} {args.threads} thread(s) from {data_dir}/ ...")
     result = fit_device(data_dir, device, args.runtime, args.dtype, args.threads, args.space,

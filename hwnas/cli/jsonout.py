@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 
 
@@ -23,4 +24,15 @@ def messages_to_stderr(enabled: bool):
 
 
 def print_json(data) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    """``data`` as JSON on stdout; a NaN or infinite number is written as null (JSON has neither)."""
+    print(json.dumps(_finite(data), indent=2, default=str, allow_nan=False))
+
+
+def _finite(data):
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data

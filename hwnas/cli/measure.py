@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from hwnas.cli.jsonout import add_json_argument, messages_to_stderr, print_json
-from hwnas.cli.profile import LATENCY_DIR, add_runner_arguments, check_runner_options, runner_and_device
+from hwnas.cli.profile import (LATENCY_DIR, add_runner_arguments, check_outputs, check_runner_options,
+                               runner_and_device)
 from hwnas.cli.space import add_space_arguments, space_from_args
 from hwnas.errors import HwnasError
 
@@ -58,6 +59,7 @@ def _archs(args) -> dict:
     runner, device = runner_and_device(args)
     out = Path(args.out) if args.out else LATENCY_DIR / f"{device['name']}-models.csv"
     models_dir = Path(args.models_dir) if args.models_dir else LATENCY_DIR / "models" / space.name
+    check_outputs(out, models_dir=models_dir)
     result = measure_archs(space, runner, args.archs, out, device, models_dir, args.dtype, args.seed,
                            progress=not args.no_progress)
     print(f"{result.path}: {result.measured} models measured, {result.skipped} already there "

@@ -25,6 +25,36 @@ def _load(args, space: str | None):
     return predictor
 
 
+RUNTIMES = {"tflite": "tflite", "onnx": "onnxruntime"}  # a model file's format -> the runtime that runs it
+
+
+def this_machines_predictor(space, runtime: str, dtype: str) -> str:
+    """The predictor ``hwnas run`` would use on this machine (its default config): a committed one in
+    predictors/ fitted on this CPU, else the one it fitted earlier in runs/main/predictor/. Says which on
+    stderr; HwnasError saying how to get one when there is none (profiling takes minutes: not done here)."""
+    from pathlib import Path
+
+    from hwnas.latency_data import describe_this_device
+    from hwnas.pipeline import find_reference_predictor
+    from hwnas.predictors.fit import output_stem
+    from hwnas.run_config import default_config
+
+    config = default_config()
+    lat, threads = config["latency"], config["latency"]["threads"]
+    this = describe_this_device()
+    path, _, why = find_reference_predictor(space, runtime, dtype, threads, Path(lat["reference_predictors"]), this)
+    stem = output_stem(this["name"], runtime, dtype, threads, None, "")
+    fitted = Path(config["run"]["out"]) / "predictor" / f"{stem}.json"
+    if path is None and fitted.is_file():
+        path, why = fitted, f"fitted on this machine by `hwnas run` ({fitted})"
+    if path is None:
+        raise HwnasError(f"no {runtime} {dtype} predictor for this machine ({this['name']}): {why}. Get one with "
+                         f"`hwnas run` (profiles this CPU, about 17 minutes, and fits {fitted}) or `hwnas profile` + "
+                         "`hwnas fit`, or name one with --predictor")
+    print(f"hwnas: predictor: {why} (--predictor to use another)", file=sys.stderr)
+    return str(path)
+
+
 def _breakdown(args):
     from hwnas.modelgraph import model_format, read_model
     from hwnas.predictors.breakdown import arch_breakdown, model_breakdown
@@ -34,11 +64,14 @@ def _breakdown(args):
         from hwnas.arch import Architecture
 
         arch = Architecture.load(args.model)
+        args.predictor = args.predictor or this_machines_predictor(arch.space, "tflite", "fp32")
         predictor = _load(args, arch.space_name)
         if isinstance(predictor, LookupTable) and predictor.fallback_name and not args.no_fallback:
             predictor.enable_fallback()
         return arch_breakdown(arch, predictor, args.predictor, args.model)
     graph = read_model(args.model)
+    args.predictor = args.predictor or this_machines_predictor(
+        None, RUNTIMES[graph.format], graph.dtype if graph.dtype in ("fp32", "int8") else "fp32")
     predictor = _load(args, None)
     if isinstance(predictor, LookupTable) and predictor.fallback_name:
         predictor.enable_fallback()
@@ -84,7 +117,8 @@ def _predict(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("predict", help="predict the latency of an architecture or a .tflite/.onnx model, block by block")
     p.add_argument("model", metavar="MODEL", help="architecture JSON file, or a .tflite / .onnx model file")
-    p.add_argument("--predictor", required=True, help="predictor file (e.g. predictors/<device>-tflite-fp32.json)")
+    p.add_argument("--predictor", help="predictor file (e.g. predictors/<device>-tflite-fp32.json; default: this "
+                                       "machine's, found as `hwnas run` finds it, named on stderr)")
     p.add_argument("--no-fallback", action="store_true",
                    help="architecture files, lookup table: fail on an operator missing from the table instead of "
                         "pricing it with the table's fallback regressor (the 'source' column says which priced "

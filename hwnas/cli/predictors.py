@@ -19,7 +19,7 @@ def _list(args) -> int:
               f"{'type':11s} accuracy on whole networks (recorded in the file)")
         for e in entries:
             threads = "-" if e.threads is None else str(e.threads)
-            accuracy = e.accuracy.text() if e.accuracy else "-"
+            accuracy = f"REFUSED: {e.refused}" if e.refused else e.accuracy.text() if e.accuracy else "-"
             print(f"{e.file:{width}s}  {e.device:14s} {e.runtime:11s} {e.dtype:5s} {threads:>3s}  {e.space:16s} "
                   f"{e.type:11s} {accuracy}")
     if not entries:

@@ -16,12 +16,14 @@ operator, runtime, dtype and threads skipped.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from hwnas.cli.space import add_space_arguments, space_from_args
 from hwnas.errors import HwnasError
-from hwnas.latency_data import DTYPES, default_device_name, describe_this_device
+from hwnas.latency_data import DTYPES, check_device_name, default_device_name, describe_this_device
+from hwnas.outputs import check_writable_file, check_writable_folder
 from hwnas.progress import add_progress_argument
 from hwnas.runners import RUNNER_NAMES, TimingPolicy, get_runner
 from hwnas.threads import check_threads
@@ -64,10 +66,16 @@ def add_runner_arguments(parser) -> None:
 
 
 def check_runner_options(args) -> None:
-    """--threads and --repeats, checked before anything is timed."""
+    """--threads, --device, --repeats, --cooldown and --max-temp, checked before anything is timed."""
     check_threads(args.threads, minimum=1)
+    if args.device is not None:
+        check_device_name(args.device)
     if args.repeats < 1:
         raise HwnasError(f"--repeats must be at least 1, got {args.repeats}")
+    if not 0 <= args.cooldown < math.inf:
+        raise HwnasError(f"--cooldown must be a finite number of seconds >= 0, got {args.cooldown}")
+    if args.max_temp is not None and not math.isfinite(args.max_temp):
+        raise HwnasError(f"--max-temp must be a finite number of degrees, got {args.max_temp}")
 
 
 def runner_and_device(args):
@@ -114,10 +122,19 @@ def _run(args) -> int:
         return _run_interleaved(args, space)
     runner, device = runner_and_device(args)
     out = Path(args.out) if args.out else LATENCY_DIR / f"{device['name']}.csv"
+    check_outputs(out)
     result = profile_ops(space, runner, out, device, args.dtype, args.limit, progress=not args.no_progress)
     print(f"{result.path}: {result.measured} operators measured, {result.skipped} already there "
           f"({result.total} in {space.name} on {runner.name} {args.dtype}, {args.threads} thread(s))")
     return 0
+
+
+def check_outputs(*tables: Path, models_dir: Path | None = None) -> None:
+    """The latency tables (and the models' folder) can be written: checked before anything is timed or written."""
+    for table in tables:
+        check_writable_file(table)
+    if models_dir is not None:
+        check_writable_folder(models_dir, "--models-dir")
 
 
 def models_table(ops_csv: Path) -> Path:
@@ -139,6 +156,7 @@ def _run_interleaved(args, space) -> int:
     runner, device = runner_and_device(args)
     out = Path(args.out) if args.out else LATENCY_DIR / f"{device['name']}.csv"
     models_dir = Path(args.models_dir) if args.models_dir else out.parent / "models" / space.name
+    check_outputs(out, models_table(out), models_dir=models_dir)
     result = profile_interleaved(space, runner, device, args.dtype, models, rounds, out, models_table(out),
                                  models_dir, Path(args.cache).expanduser(), seed=args.seed, limit=args.limit,
                                  new_session=args.new_session, progress=not args.no_progress)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 from hwnas.cli.space import add_space_arguments, parse_overrides
@@ -202,9 +203,33 @@ def strategy_run_from_args(args, run_class):
 
 
 def _read_summary(path) -> dict | None:
-    import json
+    from hwnas.jsonfile import read_json
 
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path, "search summary") if path.exists() else None
+
+
+def check_options(args) -> None:
+    """What every strategy needs of the options, checked before any work: finite numbers, a positive
+    --stop-after, a GPU for --device cuda, and no gradient-only option given to another strategy."""
+    from hwnas.search.config import check_cuda
+
+    for name, value in vars(args).items():
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise HwnasError(f"--{name.replace('_', '-')} must be a finite number, got {v!r}")
+    if args.strategy != "gradient" and args.evaluations < 1:
+        raise HwnasError(f"--evaluations must be at least 1, got {args.evaluations}")
+    if args.stop_after is not None and args.stop_after < 1:
+        raise HwnasError(f"--stop-after must be a positive number of epochs, got {args.stop_after}")
+    check_cuda(args.device, "--device")
+    if args.relevel and args.latency_level != 1.0:  # (the search itself sets the level it measures)
+        raise HwnasError(f"give either --relevel {args.relevel} (measure the level now) or --latency-level "
+                         f"{args.latency_level:g} (a level measured earlier), not both")
+    if args.strategy != "gradient" or args.space == CELL_SPACE:
+        what = f"--strategy {args.strategy}" if args.strategy != "gradient" else f"--space {CELL_SPACE}"
+        for option, given in (("--relevel", args.relevel != 0), ("--latency-level", args.latency_level != 1.0)):
+            if given:
+                raise HwnasError(f"{option} is for the gradient search of a block space; {what} does not use it")
 
 
 def _search(args) -> int:
@@ -214,6 +239,7 @@ def _search(args) -> int:
     check_threads(args.threads)
     check_budget_value(args.budget_ms)
     check_budget_value(args.budget_mflops, "--budget-mflops")
+    check_options(args)
     if args.predictor:
         from hwnas.predictors import warn_if_other_device
 

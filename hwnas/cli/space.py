@@ -21,7 +21,7 @@ def parse_overrides(pairs: list[str] | None) -> dict:
         key, value = pair.split("=", 1)
         try:
             overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON (or too deep / too long for Python): the text itself
             overrides[key] = value
     return overrides
 

@@ -38,6 +38,8 @@ def read_onnx(path: Path) -> Graph:
         model = onnx.shape_inference.infer_shapes(model)
     except Exception as exc:  # protobuf decode errors, shape inference errors
         raise HwnasError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    if not model.graph.node:  # an empty file (or a few bytes) parses as an empty model
+        raise HwnasError(f"{path}: not a readable ONNX model (it holds no graph nodes; {path.stat().st_size} bytes)")
     graph = model.graph
     shapes: dict[str, tuple | None] = {}
     for vi in list(graph.input) + list(graph.value_info) + list(graph.output):

@@ -14,7 +14,6 @@ dispatches on ``type``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -53,15 +52,14 @@ def register_type(name: str):
 
 
 def read_header(path: Path) -> dict:
+    from hwnas.jsonfile import read_json
+
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HwnasError(f"{path}: no such predictor file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HwnasError(f"{path}: cannot read predictor ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise HwnasError(f"{path}: not a valid predictor file (bad JSON at line {exc.lineno}: {exc.msg}); "
-                         "it may be truncated or tampered with") from None
+        data = read_json(path, "predictor file")
+    except HwnasError as exc:
+        if "bad JSON" not in str(exc):
+            raise
+        raise HwnasError(f"{exc}; not a valid predictor file (it may be truncated or tampered with)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise HwnasError(f"{path}: not an hwnas predictor file (field 'format' is not {FORMAT!r})")
     if data.get("version") != VERSION:

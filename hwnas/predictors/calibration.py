@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import HwnasError
+from hwnas.predictors.common import MIN_PER_OP_MS
 
 
 def scale_group(op) -> str:
@@ -50,10 +51,11 @@ class Calibration:
     note: str = ""  # set when the overhead was held at its lower bound 0
 
 
-def _lad(X: np.ndarray, y: np.ndarray, scale_cols: list[int], tie: bool) -> np.ndarray:
+def _lad(X: np.ndarray, y: np.ndarray, scale_cols: list[int], tie: bool, per_op: bool = False) -> np.ndarray:
     """Coefficients minimising sum |y - X b| / y (least relative absolute deviation), by linear programming.
 
-    Columns ``scale_cols`` are bounded to SCALE_BOUNDS; with ``tie``, each pays
+    Columns ``scale_cols`` are bounded to SCALE_BOUNDS, the last one (with ``per_op``) below by
+    MIN_PER_OP_MS (what a predictor file may hold); with ``tie``, each pays
     a small L1 penalty for leaving a common scale, so a group the data cannot
     tell apart (e.g. an operator every model has) keeps the common scale.
     """
@@ -75,6 +77,8 @@ def _lad(X: np.ndarray, y: np.ndarray, scale_cols: list[int], tie: bool) -> np.n
     bounds[0] = (0.0, None)  # column 0 is the constant overhead: never negative
     for col in scale_cols:
         bounds[col] = SCALE_BOUNDS
+    if per_op:
+        bounds[p - 1] = (MIN_PER_OP_MS, None)
     result = linprog(cost, A_eq=a_eq, b_eq=np.concatenate([y, np.zeros(k)]), bounds=bounds, method="highs")
     if not result.success:
         raise HwnasError(f"whole-model calibration fit failed: {result.message}")
@@ -92,7 +96,7 @@ def _fit_form(form: str, groups: list[str], G: np.ndarray, counts: np.ndarray, y
     sums = G if form.startswith("group") else total[:, None]
     X = np.column_stack([np.ones(len(y)), sums] + ([counts] if per_op else []))
     scale_cols = list(range(1, 1 + sums.shape[1]))
-    b = _lad(X, y, scale_cols, tie=form.startswith("group"))
+    b = _lad(X, y, scale_cols, tie=form.startswith("group"), per_op=per_op)
     per_op_ms = float(b[-2]) if per_op else 0.0
     overhead = max(0.0, float(b[0]))  # the solver may return -0.0 or -1e-12 at the bound
     note = "overhead held at its lower bound 0 ms" if overhead <= 1e-9 else ""

@@ -46,6 +46,7 @@ class Entry:
     space: str
     type: str
     accuracy: Accuracy | None
+    refused: str | None = None  # why loading this file would be refused (e.g. its model file was changed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,6 +70,19 @@ def recorded_accuracy(data: dict) -> Accuracy | None:
     return None
 
 
+def refusal(data: dict, path: Path) -> str | None:
+    """Why loading the predictor file ``path`` would be refused, as far as its files tell without loading it."""
+    if data.get("type") != "regressor":
+        return None
+    from hwnas.predictors.regressor import check_model_file
+
+    try:
+        check_model_file(data, path)
+    except HwnasError as exc:
+        return str(exc)
+    return None
+
+
 def list_predictors(folder: str | Path) -> tuple[list[Entry], list[str]]:
     """Every predictor file under ``folder`` (recursively) and the .json files that are not predictors."""
     folder = Path(folder)
@@ -84,5 +98,5 @@ def list_predictors(folder: str | Path) -> tuple[list[Entry], list[str]]:
         device = data.get("device") if isinstance(data.get("device"), dict) else {}
         entries.append(Entry(str(path.relative_to(folder)), str(device.get("name", "?")), str(data.get("runtime", "?")),
                              str(data.get("dtype", "?")), data.get("threads"), str(data.get("space") or "any"),
-                             str(data.get("type", "?")), recorded_accuracy(data)))
+                             str(data.get("type", "?")), recorded_accuracy(data), refusal(data, path)))
     return entries, skipped

@@ -48,9 +48,41 @@ def overhead_field(data: dict, path: Path) -> float:
     return value
 
 
+def _non_finite(data, where: str = "") -> str:
+    """The dotted path of the first NaN or infinite number in ``data`` ('' when none)."""
+    if isinstance(data, float) and not np.isfinite(data):
+        return where or "the top level"
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, (list, tuple)) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return ""
+
+
+MIN_PER_OP_MS = -0.1  # fits give a few microseconds either way; below this operators would cost less than nothing
+
+
+def per_op_field(data: dict, path: Path) -> float:
+    """The ``per_op_ms`` field (0 when absent): a finite number >= :data:`MIN_PER_OP_MS`. It is a small
+    per-operator correction; a large negative one would make networks cost negative milliseconds."""
+    value = number(data, "per_op_ms", path, 0.0)
+    if value < MIN_PER_OP_MS:
+        raise HwnasError(f"{path}: field 'per_op_ms' must be at least {MIN_PER_OP_MS:g} ms, got {value!r}; refit "
+                         "the predictor (hwnas fit)")
+    return value
+
+
 def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically (a crash leaves the old file or the new one, never half of one)."""
+    """Write JSON atomically (a crash leaves the old file or the new one, never half of one).
+
+    A NaN or infinite number is refused before anything is written (JSON has none).
+    """
+    try:
+        text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    except ValueError:
+        raise HwnasError(f"{path}: not written: a value is NaN or infinite (in {_non_finite(data)})") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)

@@ -28,7 +28,7 @@ from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
 from hwnas.predictors import LatencyPredictor, load_predictor, register_type
 from hwnas.predictors.calibration import group_scales_field, scale_field, scale_of
-from hwnas.predictors.common import header, number, overhead_field, target_fields, write_json
+from hwnas.predictors.common import header, overhead_field, per_op_field, target_fields, write_json
 
 
 class LookupTable(LatencyPredictor):
@@ -124,5 +124,5 @@ def _load(data: dict, path: Path) -> LookupTable:
         raise HwnasError(f"{path}: field 'overhead' must be an object")
     return LookupTable(data["device"], data.get("space"), runtime, dtype, threads, clean,
                        overhead_field(data, path), overhead, fallback, path,
-                       number(data, "per_op_ms", path, 0.0), scale_field(data, path),
+                       per_op_field(data, path), scale_field(data, path),
                        group_scales_field(data, path))

@@ -38,7 +38,7 @@ from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec
 from hwnas.predictors import LatencyPredictor, register_type
 from hwnas.predictors.calibration import group_scales_field, scale_field, scale_of
-from hwnas.predictors.common import header, number, overhead_field, target_fields, write_json
+from hwnas.predictors.common import header, overhead_field, per_op_field, target_fields, write_json
 from hwnas.predictors.features import FEATURE_NAMES, feature_matrix
 
 # Work terms the linear per-kind model uses (latency ~ a sum of work done).
@@ -255,24 +255,52 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _load_models(model_path: Path, digest: str, json_path: Path) -> dict:
+def _checked_blob(model_path: Path, digest: str, json_path: Path) -> tuple[bytes, list[str]]:
+    """The model file's bytes and the types it holds, when its SHA-256 matches and every type is trusted.
+
+    Nothing in the file is run: skops only lists the types it names.
+    """
     import skops.io as sio
 
     try:
         blob = model_path.read_bytes()
     except FileNotFoundError:
         raise HwnasError(f"{json_path}: its model file {model_path} is missing") from None
+    except OSError as exc:
+        raise HwnasError(f"{model_path}: cannot read ({exc.strerror or exc})") from None
     if hashlib.sha256(blob).hexdigest() != digest:
         raise HwnasError(f"{model_path}: SHA-256 does not match {json_path}; the model file was changed, "
                          "truncated or belongs to another predictor (refit with `hwnas fit`)")
     try:
-        untrusted = set(sio.get_untrusted_types(data=blob))
-        refused = sorted(untrusted - set(TRUSTED_TYPES))
-        if refused:
-            raise HwnasError(f"{model_path}: refusing to load untrusted types: {', '.join(refused)}")
-        models = sio.loads(blob, trusted=sorted(untrusted))
-    except HwnasError:
-        raise
+        untrusted = sorted(set(sio.get_untrusted_types(data=blob)))
+    except Exception as exc:  # noqa: BLE001 - any failure to parse is a broken file
+        raise HwnasError(f"{model_path}: cannot load model ({type(exc).__name__}: {exc})") from None
+    refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if refused:
+        raise HwnasError(f"{model_path}: refusing to load untrusted types: {', '.join(refused)}")
+    return blob, untrusted
+
+
+def _model_file(data: dict, path: Path) -> tuple[Path, str]:
+    """The model file a regressor JSON names beside it, and its SHA-256."""
+    model_file, digest = data.get("model_file"), data.get("sha256")
+    if not isinstance(model_file, str) or "/" in model_file or "\\" in model_file or not isinstance(digest, str):
+        raise HwnasError(f"{path}: fields 'model_file' (a file name beside it) and 'sha256' are required")
+    return path.parent / model_file, digest
+
+
+def check_model_file(data: dict, path: Path) -> None:
+    """Raise HwnasError when the regressor file ``path`` would be refused at load (its model file is missing,
+    changed or holds untrusted types), without loading it."""
+    _checked_blob(*_model_file(data, path), path)
+
+
+def _load_models(model_path: Path, digest: str, json_path: Path) -> dict:
+    import skops.io as sio
+
+    blob, untrusted = _checked_blob(model_path, digest, json_path)
+    try:
+        models = sio.loads(blob, trusted=untrusted)
     except Exception as exc:  # noqa: BLE001 - any failure to parse is a broken file
         raise HwnasError(f"{model_path}: cannot load model ({type(exc).__name__}: {exc})") from None
     if not isinstance(models, dict) or ALL_KINDS not in models:
@@ -290,15 +318,12 @@ def _load(data: dict, path: Path) -> RegressorPredictor:
     if data.get("features") != list(FEATURE_NAMES):
         raise HwnasError(f"{path}: field 'features' does not match this version of hwnas's operator features; "
                          "refit with `hwnas fit`")
-    model_file, digest = data.get("model_file"), data.get("sha256")
-    if not isinstance(model_file, str) or "/" in model_file or "\\" in model_file or not isinstance(digest, str):
-        raise HwnasError(f"{path}: fields 'model_file' (a file name beside it) and 'sha256' are required")
-    models = _load_models(path.parent / model_file, digest, path)
+    models = _load_models(*_model_file(data, path), path)
     overhead = data.get("overhead")
     return RegressorPredictor(data["device"], data.get("space"), runtime, dtype, threads,
                               FittedModels(method, models), overhead_field(data, path),
                               overhead if isinstance(overhead, dict) else None, data.get("cv") or {},
-                              int(data.get("n_rows", 0)), path, number(data, "per_op_ms", path, 0.0),
+                              int(data.get("n_rows", 0)), path, per_op_field(data, path),
                               scale_field(data, path), group_scales_field(data, path))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,12 +19,16 @@ RESUME_KEYS = ("space", "space_params", "dataset", "mode", "darts_order", "epoch
                "supernet", "control", "target_fraction", "band_low", "band_high", "arch_fraction",
                "child_warmup_epochs", "distill", "alpha_init_std", "label_smoothing", "latency_level")
 SUPERNETS = ("entangled", "separate")
+MAX_RELEVEL = 1000  # children timed for the session level (~5 s each)
 CONTROLS = ("tilt", "absolute", "hinge")
 
 
 def check_common(cfg) -> None:
     """The checks every gradient search's config shares (chain and cell): DARTS order, epochs, batch size,
-    learning rates and temperatures."""
+    learning rates and temperatures; every float setting finite."""
+    for name, value in asdict(cfg).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise HwnasError(f"{name} must be a finite number, got {value!r}")
     if cfg.darts_order not in (1, 2):
         raise HwnasError(f"darts order must be 1 or 2, got {cfg.darts_order!r}")
     for name in ("epochs", "batch_size"):
@@ -33,6 +38,15 @@ def check_common(cfg) -> None:
     for name in ("lr_w", "lr_alpha", "tau_start", "tau_end"):
         if not getattr(cfg, name) > 0:
             raise HwnasError(f"{name} must be positive, got {getattr(cfg, name)!r}")
+
+
+def check_cuda(device: str, what: str = "device") -> None:
+    """Refuse ``cuda`` on a machine where torch finds no GPU (before any work, not at the first tensor)."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise HwnasError(f"{what} cuda: torch finds no CUDA GPU on this machine; use auto or cpu")
 
 
 @dataclass
@@ -134,13 +148,17 @@ class SearchConfig:
             raise HwnasError("label smoothing must be in [0, 1) and alpha_init_std >= 0")
         if not 0 < self.latency_level < float("inf"):
             raise HwnasError(f"latency level must be a positive number, got {self.latency_level!r}")
-        if not isinstance(self.relevel, int) or self.relevel < 0:
-            raise HwnasError(f"relevel must be a non-negative integer (children to time), got {self.relevel!r}")
+        if not isinstance(self.relevel, int) or not 0 <= self.relevel <= MAX_RELEVEL:
+            raise HwnasError(f"relevel must be an integer from 0 to {MAX_RELEVEL} (children to time), "
+                             f"got {self.relevel!r}")
+        if self.stop_after is not None and (not isinstance(self.stop_after, int) or self.stop_after < 1):
+            raise HwnasError(f"stop after must be a positive number of epochs, got {self.stop_after!r}")
         if self.relevel and (self.predictor is None or self.budget_ms is None):
             raise HwnasError("re-levelling (--relevel) needs --predictor and --budget-ms: it times children "
                              "predicted near the budget on the predictor's runtime")
         if self.device not in ("auto", "cpu", "cuda"):
             raise HwnasError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        check_cuda(self.device)
         check_threads(self.threads, "threads")
 
     def to_dict(self) -> dict:

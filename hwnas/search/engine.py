@@ -30,7 +30,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from hwnas.errors import HwnasError
-from hwnas.runlog import METRICS, METRICS_CSV, PROBS, TensorBoard, append_jsonl, read_jsonl, write_csv, write_jsonl
+from hwnas.runlog import (METRICS, METRICS_CSV, PROBS, TensorBoard, append_jsonl, check_inputs, read_jsonl,
+                          resumed_rows, write_csv, write_jsonl)
 from hwnas.search import distributed as D
 
 CHECKPOINT = "checkpoint.pt"
@@ -87,12 +88,14 @@ class Run:
     """One search's run folder: resume, logs, checkpoints (see the module docstring).
 
     ``main``: this process writes (rank 0 of a distributed run); ``metrics``/``probs``: the log file names;
-    ``progress``: print the per-epoch line.
+    ``progress``: print the per-epoch line; ``inputs``: (predictor file or None, dataset) whose content a resume
+    must find unchanged (:func:`hwnas.runlog.check_inputs`).
     """
 
     def __init__(self, out: Path, config: dict, resume_keys, resume: bool = False, main: bool = True,
-                 progress: bool = True, checkpoint: str = CHECKPOINT, metrics: str = METRICS, probs: str = PROBS):
-        self.out, self.config, self.resume_keys = Path(out), config, tuple(resume_keys)
+                 progress: bool = True, checkpoint: str = CHECKPOINT, metrics: str = METRICS, probs: str = PROBS,
+                 inputs: tuple | None = None):
+        self.out, self.config, self.resume_keys, self.inputs = Path(out), config, tuple(resume_keys), inputs
         self.resume, self.main, self.progress = resume, main, progress
         self.ckpt, self.metrics, self.probs = self.out / checkpoint, self.out / metrics, self.out / probs
         self.start, self.history, self.probs_log, self.tb = 0, [], [], None
@@ -103,12 +106,14 @@ class Run:
         the logs to its epoch. Returns the first epoch to run."""
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
+        if self.inputs is not None:
+            check_inputs(self.out, *self.inputs, self.resume and self.ckpt.exists(), write=self.main)
         if self.resume and self.ckpt.exists():
             state = self.load_checkpoint()
             restore(state)
             self.start = int(state["epoch"])
             if self.main:
-                self.history = read_jsonl(self.metrics, self.start)
+                self.history = resumed_rows(self.metrics, self.start)
                 self.probs_log = read_jsonl(self.probs, self.start)
                 print(f"resuming from {self.ckpt} after epoch {self.start}/{self.config.get('epochs')}")
         elif self.resume and self.main:

@@ -87,7 +87,8 @@ def run_separate_search(cfg: SearchConfig, predictor, source: str, level: float 
     stepper = make_step(cfg.mode, ctx)
 
     out = cfg.out_dir
-    run = Run(out, dict(cfg.to_dict(), latency_level=level), RESUME_KEYS, cfg.resume, main, cfg.progress)
+    run = Run(out, dict(cfg.to_dict(), latency_level=level), RESUME_KEYS, cfg.resume, main, cfg.progress,
+              inputs=(cfg.predictor, cfg.dataset))
 
     def restore(state: dict) -> None:
         net.load_state_dict(state["model"])

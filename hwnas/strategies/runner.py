@@ -35,7 +35,7 @@ from hwnas.progress import progress_bar
 
 from hwnas.arch import Architecture, architecture_of
 from hwnas.errors import HwnasError
-from hwnas.jsonfile import read_jsonl
+from hwnas.jsonfile import read_json, read_jsonl
 from hwnas.outputs import check_writable_folder
 from hwnas.strategies.base import Strategy
 from hwnas.strategies.evaluators import CostModel, Objective
@@ -247,7 +247,7 @@ class StrategyRun:
 def _check_config(out: Path, config: dict, resume: bool) -> None:
     path = out / CONFIG
     if resume and path.exists():
-        saved = json.loads(path.read_text())
+        saved = read_json(path, "run config")
         changed = [k for k in config if k != "evaluations" and saved.get(k) != config[k]]
         if changed:
             k = changed[0]
