@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -24,16 +25,22 @@ def parse_json(text: str, where: str | Path):
 
 def read_json(path: str | Path, what: str = "file"):
     """The parsed content of ``path``; a missing, unreadable or malformed file raises :class:`HwnasError`."""
+    return read_json_and_digest(path, what)[0]
+
+
+def read_json_and_digest(path: str | Path, what: str = "file"):
+    """(:func:`read_json` of ``path``, the SHA-256 hex digest of the bytes parsed): one read of the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
+        text = raw.decode()
     except FileNotFoundError:
         raise HwnasError(f"{path}: no such {what}") from None
     except IsADirectoryError:
         raise HwnasError(f"{path}: is a folder, expected a {what}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise HwnasError(f"{path}: cannot read ({exc})") from None
-    return parse_json(text, path)
+    return parse_json(text, path), hashlib.sha256(raw).hexdigest()
 
 
 def read_jsonl(path: str | Path, what: str = "a record", check=None) -> list[dict]:

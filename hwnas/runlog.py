@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from hwnas import jsonfile
-from hwnas.data import dataset_fingerprint, file_sha256
+from hwnas.data import dataset_fingerprint
 from hwnas.errors import HwnasError
 from hwnas.jsonfile import read_json
 
@@ -133,24 +133,11 @@ def plot_run(out: Path, history: list[dict], probs: list[dict], names: list[list
 INPUTS = "inputs.json"
 
 
-def input_hashes(predictor: str | Path | None, dataset: str) -> dict:
-    """The content fingerprints of a run's inputs: its predictor file (None: the analytic proxy; a table's
-    fallback regressor, whose own file pins its model file's SHA-256, included) and dataset."""
-    from hwnas.predictors import predictor_file, read_header
-
-    digest = None
-    if predictor is not None:
-        path = predictor_file(predictor)
-        fallback = read_header(path).get("fallback")
-        files = [path] + ([path.parent / fallback] if isinstance(fallback, str) else [])
-        digest = "+".join(file_sha256(f) for f in files if f.exists())
-    return {"predictor": digest, "dataset": dataset_fingerprint(dataset)}
-
-
-def check_inputs(out: Path, predictor: str | Path | None, dataset: str, resume: bool, write: bool = True) -> None:
+def check_inputs(out: Path, predictor: str | None, dataset: str, resume: bool, write: bool = True) -> None:
     """Refuse to resume the run in ``out`` when its predictor's or dataset's content changed since it started;
-    record the content otherwise (``write``: only the process that writes the run folder)."""
-    hashes = input_hashes(predictor, dataset)
+    record the content otherwise (``write``: only the process that writes the run folder). ``predictor``: the
+    loaded predictor's :func:`hwnas.predictors.content_fingerprint`."""
+    hashes = {"predictor": predictor, "dataset": dataset_fingerprint(dataset)}
     path = out / INPUTS
     if resume and path.exists():
         saved = read_json(path, "record of the run's inputs")

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import tarfile
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -12,6 +13,8 @@ from PIL import Image
 from hwnas.cli import main
 from hwnas.data import dataset_classes, image_dataset, load_dataset
 from hwnas.errors import HwnasError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ARCH = {"space": "proxyless-tiny", "choices": ["k3_e3"] * 9}
 TINY_SEARCH = ["--space", "proxyless-tiny", "--set", 'stages=[[24,1,2],[40,1,2],[64,1,2]]', "--epochs", "2",
@@ -503,17 +506,27 @@ def test_search_resume_refuses_a_dataset_whose_images_changed(tmp_path, capsys):
 
 
 def test_search_resume_refuses_a_predictor_whose_content_changed(tmp_path, capsys):
+    """The run records the loaded predictor's content (its file and its fallback regressor's file, read once
+    when loaded); a resume with other content under the same path is refused."""
+    import shutil
+
+    from hwnas.predictors import content_fingerprint, load_predictor
     from hwnas.runlog import check_inputs
 
-    header = {"format": "hwnas-predictor", "version": 1, "type": "lut", "fallback": "r.json"}
-    pred = _write(tmp_path / "p.json", {**header, "entries": {"a": 1}})
-    _write(tmp_path / "r.json", {"format": "hwnas-predictor", "version": 1, "type": "regressor"})
-    check_inputs(tmp_path / "run", str(pred), "digits", resume=False)
-    check_inputs(tmp_path / "run", str(pred), "digits", resume=True)  # unchanged: fine
-    for path, content in ((tmp_path / "r.json", {"changed": 1}), (pred, {**header, "entries": {"a": 2}})):
-        _write(path, content)  # the table's fallback regressor, then the table itself
+    stem = "amd-epyc-2c-b-tflite-fp32"
+    for suffix in (".json", "-regressor.json", "-regressor.skops"):
+        shutil.copy(ROOT / "predictors" / f"{stem}{suffix}", tmp_path / f"{stem}{suffix}")
+    pred = tmp_path / f"{stem}.json"
+
+    def fingerprint():
+        return content_fingerprint(load_predictor(pred))
+
+    check_inputs(tmp_path / "run", fingerprint(), "digits", resume=False)
+    check_inputs(tmp_path / "run", fingerprint(), "digits", resume=True)  # unchanged: fine
+    for path in (tmp_path / f"{stem}-regressor.json", pred):  # the table's fallback regressor, then the table
+        path.write_text(path.read_text() + "\n")
         with pytest.raises(HwnasError, match=r"inputs.json: the run started with another predictor content"):
-            check_inputs(tmp_path / "run", str(pred), "digits", resume=True)
+            check_inputs(tmp_path / "run", fingerprint(), "digits", resume=True)
 
 
 def test_resumed_metrics_rows_one_per_epoch_and_lost_ones_named(tmp_path, capsys):

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from hwnas.predictors import content_fingerprint
 from hwnas.progress import progress_bar
 
 from hwnas.costs import op_cost
@@ -253,7 +254,7 @@ def search_cells(cfg: CellSearchConfig, splits=None, predictor=None) -> CellSear
                          "resume; start again without --resume or with another --out")
     config = cfg.resume_config()
     run = Run(out, config, list(config), cfg.resume, progress=cfg.progress, metrics="history.jsonl",
-              probs="entropy.jsonl", inputs=(cfg.predictor, cfg.dataset))
+              probs="entropy.jsonl", inputs=(content_fingerprint(predictor), cfg.dataset))
 
     def restore(state: dict) -> None:
         net.load_state_dict(state["model"])

@@ -52,10 +52,15 @@ def register_type(name: str):
 
 
 def read_header(path: Path) -> dict:
-    from hwnas.jsonfile import read_json
+    return _read_header(path)[0]
+
+
+def _read_header(path: Path) -> tuple[dict, str]:
+    """(the predictor file's content, the SHA-256 of its bytes), checked to be an hwnas predictor file."""
+    from hwnas.jsonfile import read_json_and_digest
 
     try:
-        data = read_json(path, "predictor file")
+        data, digest = read_json_and_digest(path, "predictor file")
     except HwnasError as exc:
         if "bad JSON" not in str(exc):
             raise
@@ -64,7 +69,7 @@ def read_header(path: Path) -> dict:
         raise HwnasError(f"{path}: not an hwnas predictor file (field 'format' is not {FORMAT!r})")
     if data.get("version") != VERSION:
         raise HwnasError(f"{path}: predictor format version {data.get('version')!r} is not supported ({VERSION})")
-    return data
+    return data, digest
 
 
 def predictor_file(path: str | Path) -> Path:
@@ -107,7 +112,7 @@ def warn_if_other_device(path: str | Path) -> None:
 def load_predictor(path: str | Path, space: str | None = None, device: str | None = None) -> LatencyPredictor:
     """Load a predictor; refuse one fitted for another space (or device name) when ``space`` (``device``) is given."""
     path = predictor_file(path)
-    data = read_header(path)
+    data, digest = _read_header(path)
     kind = data.get("type")
     _import_builtin_types()
     if kind not in _LOADERS:
@@ -119,11 +124,28 @@ def load_predictor(path: str | Path, space: str | None = None, device: str | Non
     if device is not None and pred_device != device:
         raise HwnasError(f"{path}: predictor was fitted for device {pred_device!r}, not {device!r}")
     try:
-        return _LOADERS[kind](data, path)
+        predictor = _LOADERS[kind](data, path)
     except HwnasError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise HwnasError(f"{path}: malformed predictor ({type(exc).__name__}: {exc})") from None
+    predictor.file_sha256 = digest
+    return predictor
+
+
+def content_fingerprint(predictor: LatencyPredictor | None) -> str | None:
+    """What a resumed run compares to know its predictor is the same: the SHA-256 of the file a loaded predictor
+    came from, and of its fallback regressor's file when it names one (None: no predictor, the analytic proxy)."""
+    from hwnas.data import file_sha256
+
+    if predictor is None:
+        return None
+    base = getattr(predictor, "base", predictor)  # a leveled predictor: the wrapped one's files
+    parts = [getattr(base, "file_sha256", None) or type(base).__name__]
+    fallback, path = getattr(base, "fallback_name", None), getattr(base, "path", None)
+    if isinstance(fallback, str) and path is not None and (Path(path).parent / fallback).exists():
+        parts.append(file_sha256(Path(path).parent / fallback))
+    return "+".join(parts)
 
 
 def _import_builtin_types() -> None:

@@ -28,6 +28,7 @@ from hwnas.arch import architecture_of
 from hwnas.children import latency_table
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
+from hwnas.predictors import content_fingerprint
 from hwnas.progress import progress_bar
 from hwnas.runlog import plot_run
 from hwnas.search import distributed as D
@@ -88,7 +89,7 @@ def run_separate_search(cfg: SearchConfig, predictor, source: str, level: float 
 
     out = cfg.out_dir
     run = Run(out, dict(cfg.to_dict(), latency_level=level), RESUME_KEYS, cfg.resume, main, cfg.progress,
-              inputs=(cfg.predictor, cfg.dataset))
+              inputs=(content_fingerprint(predictor), cfg.dataset))
 
     def restore(state: dict) -> None:
         net.load_state_dict(state["model"])
