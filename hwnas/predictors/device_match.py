@@ -1,0 +1,154 @@
+"""Recognise this machine by timing: which committed table's relative costs fit it.
+
+A CPU string names a model, not a machine: two 2-core "AMD EPYC" VMs ran one
+table 1.5-1.9x apart, with k7 relatively cheaper on one of them. A scalar
+(the session level) fixes the first, never the second. So before a committed
+table is used, a fixed set of *anchor* models is timed here, now, and each
+candidate table is judged by what a level cannot fix::
+
+    ratio_i = measured_i / predicted_i        (anchor i, by the candidate's predictor)
+    level   = median_i ratio_i
+    error   = max_i |ratio_i / level - 1|      (the worst anchor after levelling)
+
+The candidate with the smallest error is this machine's table when its error
+is within ``tolerance`` (5%); otherwise none is, and the caller profiles (or
+adapts a table). The anchors are the same for every candidate: ``count``
+children of the space drawn with a fixed seed and spread over its FLOPs range,
+so their measured times are also this machine's timing *fingerprint*
+(:func:`fingerprint`), recorded in the device description beside the CPU string.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hwnas.arch import Architecture
+from hwnas.costs import total_cost
+from hwnas.errors import HwnasError
+
+TOLERANCE = 0.05  # worst anchor's level-corrected error for a table to count as this machine's
+ANCHORS = 8
+ANCHOR_SEED = 20261206
+
+
+def anchor_architectures(space, count: int = ANCHORS, seed: int = ANCHOR_SEED, pool: int = 400) -> list[Architecture]:
+    """``count`` fixed children of ``space`` (stage widths included) at evenly spaced FLOPs quantiles of ``pool``
+    uniform draws: the same anchors on every machine for the same space and seed."""
+    from hwnas.search.cost_tables import Child, base_space, child_arch
+
+    if count < 2:
+        raise HwnasError(f"recognising the machine needs at least 2 anchor models, got {count}")
+    rng = np.random.default_rng(seed)
+    base = base_space(space)
+    n_w = len(space.width_choices) if space.searches_width else 1
+    drawn: dict[Child, float] = {}
+    for _ in range(pool):
+        child = Child(tuple(int(w) for w in rng.integers(0, n_w, size=space.num_stages)),
+                      tuple(int(rng.integers(0, len(p.names))) for p in base.positions))
+        if child not in drawn:
+            drawn[child] = float(total_cost(child_arch(space, child).ops()).flops)
+    ranked = sorted(drawn, key=drawn.get)
+    picks = sorted({round(q * (len(ranked) - 1)) for q in np.linspace(0.0, 1.0, count)})
+    return [child_arch(space, ranked[i]) for i in picks]
+
+
+def time_architectures(archs: list[Architecture], runtime: str, dtype: str = "fp32", threads: int = 1,
+                       rounds: int = 3, seed: int = 0, core: int | None = None, progress: bool = True,
+                       what: str = "time") -> list[list[float]]:
+    """Export every architecture whole (random weights) to ``runtime`` and time them all in ``rounds``
+    interleaved rounds on this machine now, pinned to one core; per architecture, its ms in each round."""
+    from hwnas.profiler import Exporter
+    from hwnas.progress import progress_bar
+    from hwnas.runners import get_runner
+    from hwnas.timing_rounds import times_now
+
+    runner = get_runner(runtime, threads)
+    with tempfile.TemporaryDirectory(prefix="hwnas-time-") as tmp:
+        exporter = Exporter(runner, dtype, Path(tmp), per_op=False)
+        try:
+            files = {f"m{i}": exporter.export(a.ops(), f"m{i}") for i, a in
+                     enumerate(progress_bar(archs, desc=f"{what}: export", unit="model", enabled=progress))}
+        finally:
+            exporter.close()
+        return list(times_now(files, runner, rounds, seed, core, progress).values())
+
+
+@dataclass
+class TableFit:
+    """How one candidate table fits the anchors timed here."""
+
+    name: str
+    level: float  # median measured / predicted
+    error: float  # worst anchor's |ratio / level - 1|
+    ratios: list[float] = field(default_factory=list)
+
+
+@dataclass
+class DeviceMatch:
+    """The anchors timed here and every candidate's fit, best (smallest error) first."""
+
+    anchors: list[dict]  # choices, stage_widths, measured_ms
+    fits: list[TableFit]
+    tolerance: float = TOLERANCE
+
+    @property
+    def best(self) -> TableFit | None:
+        """The best candidate when it is within the tolerance, else None."""
+        return self.fits[0] if self.fits and self.fits[0].error <= self.tolerance else None
+
+    def describe(self) -> str:
+        """One line per candidate, then the verdict."""
+        lines = [f"  {f.name}: level {f.level:.3f}x, worst anchor {f.error:.1%} off after levelling "
+                 f"(ratios {min(f.ratios):.3f}-{max(f.ratios):.3f})" for f in self.fits]
+        if self.best:
+            verdict = (f"this machine is {self.best.name}'s: its worst anchor is {self.best.error:.1%} off "
+                       f"(tolerance {self.tolerance:.0%})")
+        elif self.fits:
+            verdict = (f"no table fits this machine: the nearest, {self.fits[0].name}, is {self.fits[0].error:.1%} "
+                       f"off on its worst anchor (tolerance {self.tolerance:.0%})")
+        else:
+            verdict = "no candidate table"
+        return "\n".join([f"{len(self.anchors)} anchor models timed here:", *lines, verdict])
+
+
+def fit_tables(anchors: list[Architecture], measured_ms: list[float], candidates: dict,
+               tolerance: float = TOLERANCE) -> DeviceMatch:
+    """Judge every candidate predictor (``{name: LatencyPredictor}``) against the anchors' times measured here."""
+    if len(anchors) != len(measured_ms):
+        raise HwnasError(f"{len(anchors)} anchors but {len(measured_ms)} measured times")
+    if any(not (m > 0 and np.isfinite(m)) for m in measured_ms):
+        raise HwnasError(f"anchor times must be positive and finite, got {measured_ms}")
+    fits = []
+    for name, predictor in candidates.items():
+        predicted = [float(predictor.predict_ops(a.ops())) for a in anchors]
+        if any(not (p > 0 and np.isfinite(p)) for p in predicted):
+            raise HwnasError(f"{name}: predicts a non-positive latency for an anchor model ({predicted})")
+        ratios = [m / p for m, p in zip(measured_ms, predicted)]
+        level = statistics.median(ratios)
+        error = max(abs(r / level - 1) for r in ratios)
+        fits.append(TableFit(name, round(level, 4), round(error, 4), [round(r, 4) for r in ratios]))
+    fits.sort(key=lambda f: f.error)
+    timed = [{"choices": list(a.choices), "stage_widths": list(a.space.stage_widths), "measured_ms": round(m, 5)}
+             for a, m in zip(anchors, measured_ms)]
+    return DeviceMatch(timed, fits, tolerance)
+
+
+def recognise(space, candidates: dict, runtime: str, dtype: str = "fp32", threads: int = 1,
+              count: int = ANCHORS, rounds: int = 3, tolerance: float = TOLERANCE,
+              progress: bool = True) -> DeviceMatch:
+    """Time the anchors of ``space`` here and judge every candidate table against them."""
+    anchors = anchor_architectures(space, count)
+    per_round = time_architectures(anchors, runtime, dtype, threads, rounds, progress=progress,
+                                   what="recognise this machine")
+    return fit_tables(anchors, [statistics.median(r) for r in per_round], candidates, tolerance)
+
+
+def fingerprint(match: DeviceMatch, space_name: str, runtime: str, dtype: str, threads: int) -> dict:
+    """The timing fingerprint recorded in a device description: the anchors and their times here."""
+    return {"space": space_name, "runtime": runtime, "dtype": dtype, "threads": threads,
+            "anchor_seed": ANCHOR_SEED, "anchors": match.anchors}
