@@ -29,24 +29,28 @@ def _device_mismatch(stored: dict, current: dict, runtime: str) -> str | None:
     return device_mismatch(stored, current, runtime)
 
 
-def find_reference_predictor(space, runtime: str, dtype: str, threads: int, folder: Path,
-                             this_device: dict) -> tuple[Path | None, object, str]:
-    """A committed predictor for this machine and space covering every operator; (path, the loaded predictor,
-    why), or (None, None, why not). ``space`` None: one for any space (a model file's operators are priced with
+def reference_candidates(space, runtime: str, dtype: str, threads: int, folder: Path,
+                         this_device: dict) -> tuple[list[tuple[Path, object]], str]:
+    """The committed predictors whose recorded CPU (name, cores, runtime version) is this machine's, one per device
+    (its lookup table when that covers every operator of ``space``, else its regressor): ([(path, loaded
+    predictor)], why others were left out). ``space`` None: any space (a model file's operators are priced with
     the table's fallback)."""
     from hwnas.predictors import load_predictor, read_header
 
-    reasons = []
-    candidates = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    reasons, found, devices = [], [], set()
+    paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
     # lookup tables first (measured values), then regressors
     for wanted in ("lut", "regressor"):
-        for path in candidates:
+        for path in paths:
             try:
                 head = read_header(path)
             except HwnasError:
                 continue
             if head.get("type") != wanted or (head.get("runtime"), head.get("dtype"), head.get("threads")) != \
                     (runtime, dtype, threads) or space and head.get("space") not in (None, space.name):
+                continue
+            device = (head.get("device") or {}).get("name")
+            if device in devices:
                 continue
             why = _device_mismatch(head.get("device", {}), this_device, runtime)
             if why:
@@ -56,8 +60,42 @@ def find_reference_predictor(space, runtime: str, dtype: str, threads: int, fold
             if wanted == "lut" and space and not predictor.covers(space.unique_ops()):
                 reasons.append(f"{path.name}: does not cover every operator of {space.name}")
                 continue
-            return path, predictor, f"reference predictor {path} matches this machine"
-    return None, None, "; ".join(reasons) or f"no {runtime} {dtype} {threads}-thread predictor in {folder}/"
+            devices.add(device)
+            found.append((path, predictor))
+    return found, "; ".join(reasons) or f"no {runtime} {dtype} {threads}-thread predictor in {folder}/"
+
+
+def find_reference_predictor(space, runtime: str, dtype: str, threads: int, folder: Path,
+                             this_device: dict) -> tuple[Path | None, object, str]:
+    """The first committed predictor for this machine's CPU (:func:`reference_candidates`) without timing anything:
+    (path, the loaded predictor, why), or (None, None, why not)."""
+    found, why = reference_candidates(space, runtime, dtype, threads, folder, this_device)
+    if not found:
+        return None, None, why
+    path, predictor = found[0]
+    return path, predictor, f"reference predictor {path} matches this machine's CPU"
+
+
+def recognise_machine(space, candidates: list[tuple[Path, object]], lat: dict, run_dir: Path, log,
+                      progress: bool = True):
+    """Which candidate table is this machine's, by timing anchor models (:mod:`hwnas.predictors.device_match`);
+    the verdict is kept in ``run_dir/device_match.json`` so a resumed run does not time again."""
+    from hwnas.predictors.device_match import DeviceMatch, TableFit, recognise
+
+    record = run_dir / "device_match.json"
+    names = sorted(p.name for p, _ in candidates)
+    if record.exists():
+        saved = read_json(record, "record of the machine's recognition")
+        if isinstance(saved, dict) and sorted(f.get("name") for f in saved.get("fits", [])) == names:
+            log(f"predictor: recognition kept from {record}")
+            return DeviceMatch(saved["anchors"], [TableFit(**f) for f in saved["fits"]], saved["tolerance"])
+    log(f"predictor: timing {lat['anchors']} anchor models to tell which of {', '.join(names)} is this machine's")
+    match = recognise(space, {p.name: pred for p, pred in candidates}, lat["runtime"], lat["dtype"], lat["threads"],
+                      count=lat["anchors"], tolerance=lat["recognise_tolerance"], progress=progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"anchors": match.anchors, "fits": [vars(f) for f in match.fits],
+                                  "tolerance": match.tolerance}, indent=2) + "\n")
+    return match
 
 
 def _covering_rows(csv_path: Path, space, runtime: str, dtype: str, threads: int, this_device: dict) -> str | None:
@@ -79,11 +117,16 @@ def _covering_rows(csv_path: Path, space, runtime: str, dtype: str, threads: int
 
 
 def prepare_predictor(cfg: dict, space, run_dir: Path, log, progress: bool = True,
-                      given=None) -> tuple[Path, object]:
+                      given=None) -> tuple[Path, object, str]:
     """Stage 1: the predictor the search uses (given, committed reference, or fitted here): (its file, the loaded
-    predictor). ``given``: the config's predictor, already loaded by :func:`check_inputs`."""
+    predictor, why it was chosen). ``given``: the config's predictor, already loaded by :func:`check_inputs`.
+
+    A committed table recorded on this CPU is used only when timing anchor models here shows its relative costs
+    are this machine's (``latency.recognise``; two machines can share a CPU name); otherwise this machine is
+    profiled into the run folder."""
     from hwnas.latency_data import describe_this_device
     from hwnas.predictors import load_predictor
+    from hwnas.predictors.device_match import fingerprint
     from hwnas.predictors.fit import fit_device, output_stem, save
 
     lat = cfg["latency"]
@@ -91,23 +134,39 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log, progress: bool = Tru
     if lat["predictor"] != "auto":
         path = Path(lat["predictor"])
         log(f"predictor: {path} (from the config)")
-        return path, given if given is not None else load_predictor(path, space=space.name)
+        return path, given if given is not None else load_predictor(path, space=space.name), "from the config"
     this = describe_this_device()
-    path, predictor, why = find_reference_predictor(space, runtime, dtype, threads, Path(lat["reference_predictors"]),
-                                                    this)
-    if path is not None:
-        log(f"predictor: {why}")
-        return path, predictor
+    candidates, why = reference_candidates(space, runtime, dtype, threads, Path(lat["reference_predictors"]), this)
+    not_this_machine = None
+    if candidates and not lat["recognise"]:
+        path, predictor = candidates[0]
+        log(f"predictor: {path} (recorded on this CPU; not checked by timing: latency.recognise = false)")
+        return path, predictor, "recorded on this CPU (not checked by timing)"
+    if candidates:
+        match = recognise_machine(space, candidates, lat, run_dir, log, progress)
+        for line in match.describe().splitlines():
+            log(f"predictor: {line}")
+        if match.best is not None:
+            path, predictor = next(c for c in candidates if c[0].name == match.best.name)
+            return path, predictor, (f"recognised by timing {len(match.anchors)} anchor models: worst "
+                                     f"{match.best.error:.1%} off after levelling")
+        not_this_machine = match.fits[0]
+        why = (f"this CPU's tables are another machine's: the nearest, {not_this_machine.name}, is "
+               f"{not_this_machine.error:.1%} off on its worst anchor")
+        # a machine of its own: another name than the tables', and its timing fingerprint beside the CPU string
+        this = dict(this, name=f"{this['name']}-local",
+                    fingerprint=fingerprint(match, space.name, runtime, dtype, threads))
     log(f"predictor: no committed one to use ({why})")
     # fit from committed tables when they are this machine's and cover the space, else profile here
     ref_csv = Path(lat["reference_latency_data"]) / f"{this['name']}.csv"
-    not_covered = _covering_rows(ref_csv, space, runtime, dtype, threads, this)
+    not_covered = (f"{ref_csv.name} was timed on another machine with this CPU name" if not_this_machine
+                   else _covering_rows(ref_csv, space, runtime, dtype, threads, this))
     fitted_dir = run_dir / "predictor"
     stem = output_stem(this["name"], runtime, dtype, threads, space.name, space.name)
     target = fitted_dir / f"{stem}.json"
     if target.exists():
         log(f"predictor: {target} (fitted earlier in this run)")
-        return target, load_predictor(target, space=space.name)
+        return target, load_predictor(target, space=space.name), "fitted on this machine earlier in this run"
     if not_covered is None:
         data_dir = ref_csv.parent
         log(f"predictor: fitting on the committed tables {ref_csv}")
@@ -120,7 +179,8 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log, progress: bool = Tru
     save(result, fitted_dir, stem)
     log(f"predictor: fitted {target} ({result.n_op_rows} operators, best regressor by cross-validation "
         f"in {fitted_dir})")
-    return target, load_predictor(target, space=space.name)
+    return target, load_predictor(target, space=space.name), (
+        "profiled and fitted on this machine" if not_covered else "fitted on this machine's committed tables")
 
 
 def _profile_here(space, runtime: str, dtype: str, threads: int, data_dir: Path, device: dict, n_models: int,
@@ -326,7 +386,7 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
 
     log(f"[1/6] predictor for {space.name} ({cfg['latency']['runtime']} {cfg['latency']['dtype']}, "
         f"{cfg['latency']['threads']} thread)")
-    path, predictor = prepare_predictor(cfg, space, run_dir, log, progress, given)
+    path, predictor, chosen = prepare_predictor(cfg, space, run_dir, log, progress, given)
     budget, fastest, slowest, reference = choose_budget(cfg, space, predictor, str(path))
     note = (f"auto: {cfg['latency']['budget_scale']:g} x the MobileNetV2-style k3_e6 network at width 1 "
             f"({reference:.3f} ms predicted)" if cfg["latency"]["budget_ms"] == "auto"
@@ -353,7 +413,7 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
         "runtime": cfg["latency"]["runtime"], "dtype": cfg["latency"]["dtype"], "threads": cfg["latency"]["threads"],
         "budget_ms": budget, "budget_note": note, "choices": list(arch.choices),
         "stage_widths": list(arch.space.stage_widths) if space.searches_width else None,
-        "predictor": str(path), "latency_level": level, "predicted_ms": round(predicted, 5), "measured": measured,
+        "predictor": str(path), "predictor_chosen": chosen, "latency_level": level, "predicted_ms": round(predicted, 5), "measured": measured,
         "val_acc": trained.val_acc, "n_val": len(splits.val), "train_epochs": trained.epochs,
         "mflops": cost.flops / 1e6, "mparams": cost.params / 1e6,
         "search_summary": {k: summary.get(k) for k in ("predicted_latency_ms", "within_budget", "band_ms",

@@ -45,6 +45,10 @@ def _relevel(v):
     return _nonneg_int(v) or (None if v <= MAX_RELEVEL else f"must be an integer from 0 to {MAX_RELEVEL}")
 
 
+def _anchors(v):
+    return _pos_int(v) or (None if 2 <= v <= 64 else "must be an integer from 2 to 64")
+
+
 def _pos_num(v):
     return None if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf else \
         "must be a positive number"
@@ -90,7 +94,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                 "threads": (1, _pos_threads), "budget_ms": ("auto", _budget), "budget_scale": (1.0, _pos_num),
                 "predictor": ("auto", _string), "reference_predictors": ("predictors", _string),
                 "reference_latency_data": ("latency_data", _string), "profile_models": (PROFILE_MODELS, _nonneg_int),
-                "profile_rounds": (PROFILE_ROUNDS, _pos_int)},
+                "profile_rounds": (PROFILE_ROUNDS, _pos_int), "recognise": (True, _boolean),
+                "anchors": (8, _anchors), "recognise_tolerance": (0.05, _fraction)},
     "search": {"mode": ("proxyless", _string), "supernet": ("entangled", _one_of("entangled", "separate")),
                "epochs": (4, _pos_int), "warmup_epochs": (1, _nonneg_int), "child_warmup_epochs": (1, _nonneg_int),
                "batch_size": (64, _pos_int), "max_steps": (10, _opt_pos_int), "lr_alpha": (0.02, _pos_num),

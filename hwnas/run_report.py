@@ -75,6 +75,7 @@ def format_report(r: dict) -> str:
         f"  budget          {budget:.3f} ms ({r['budget_note']})",
         f"  architecture    {' '.join(r['choices'])}"
         + (f", stage widths {', '.join(f'{w:g}' for w in r['stage_widths'])}" if r.get("stage_widths") else ""),
+        f"  table           {r['predictor']} ({r['predictor_chosen']})" if r.get("predictor_chosen") else None,
         f"  predicted       {r['predicted_ms']:.3f} ms ({r['predictor']}"
         + (f" x {r['latency_level']:g}, the session level measured before the search)"
            if r.get("latency_level", 1.0) != 1.0 else ")"),
@@ -87,4 +88,4 @@ def format_report(r: dict) -> str:
         f"export/{{{', '.join(Path(f['path']).name for f in r['export'])}}}, report.json",
         f"  time            {r['total_seconds']:.0f} s ({times})",
     ]
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line is not None)

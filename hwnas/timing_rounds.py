@@ -221,6 +221,22 @@ def times_now(files: dict[str, Path], runner: Runner, rounds: int, seed: int = 0
     return per_file
 
 
+def time_architectures(archs: list[Architecture], runner: Runner, dtype: str = "fp32", rounds: int = 3, seed: int = 0,
+                       core: int | None = None, progress: bool = True, what: str = "time") -> list[list[float]]:
+    """Export every architecture whole (random weights) for ``runner`` and time them all now (:func:`times_now`);
+    per architecture, its ms in each round."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hwnas-archs-") as tmp:
+        exporter = Exporter(runner, dtype, Path(tmp), per_op=False)
+        try:
+            files = {f"m{i}": exporter.export(a.ops(), f"m{i}") for i, a in
+                     enumerate(progress_bar(archs, desc=f"{what}: export", unit="model", enabled=progress))}
+        finally:
+            exporter.close()
+        return list(times_now(files, runner, rounds, seed, core, progress).values())
+
+
 DRIFT_WINDOW = 5  # timings on each side that estimate the machine's speed at a moment
 
 

@@ -157,7 +157,8 @@ def test_main_job_profiles_a_new_machine_interleaved(tmp_path):
         "latency": {"runtime": "onnxruntime", "reference_predictors": str(tmp_path / "none"),
                     "reference_latency_data": str(tmp_path / "none"), "profile_models": 4, "profile_rounds": 2}})
     lines = []
-    path, loaded = prepare_predictor(cfg, small_space(), tmp_path / "run", lines.append, progress=False)
+    path, loaded, chosen = prepare_predictor(cfg, small_space(), tmp_path / "run", lines.append, progress=False)
+    assert chosen == "profiled and fitted on this machine"
     name = describe_this_device()["name"]
     data = tmp_path / "run" / "latency_data"
     ops, models = read_op_rows(data / f"{name}.csv"), read_model_rows(data / f"{name}-models.csv")
@@ -173,6 +174,36 @@ def test_main_job_profiles_a_new_machine_interleaved(tmp_path):
     again = []
     assert prepare_predictor(cfg, small_space(), tmp_path / "run", again.append)[0] == path
     assert not any("interleaved" in line for line in again)
+
+    # Committed as this CPU's table: the next run times anchor models before it uses it ...
+    import shutil
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for f in path.parent.iterdir():
+        shutil.copy(f, refs / f.name)
+    cfg2 = validate_config({**cfg, "run": {"out": str(tmp_path / "run2")},
+                            "latency": {**cfg["latency"], "reference_predictors": str(refs), "anchors": 3,
+                                        "recognise_tolerance": 0.9}})
+    log2 = []
+    path2, _, chosen2 = prepare_predictor(cfg2, small_space(), tmp_path / "run2", log2.append, progress=False)
+    assert path2 == refs / path.name and chosen2.startswith("recognised by timing 3 anchor models")
+    record = json.loads((tmp_path / "run2" / "device_match.json").read_text())
+    assert [f["name"] for f in record["fits"]] == [path.name] and len(record["anchors"]) == 3
+    assert any("this machine is" in line for line in log2)
+    kept = []
+    assert prepare_predictor(cfg2, small_space(), tmp_path / "run2", kept.append)[0] == path2
+    assert any("recognition kept" in line for line in kept)
+    # ... and a machine whose anchors do not fit it (here: a tolerance nothing meets) is profiled as its own
+    cfg3 = validate_config({**cfg2, "run": {"out": str(tmp_path / "run3")},
+                            "latency": {**cfg2["latency"], "recognise_tolerance": 1e-9}})
+    log3 = []
+    path3, loaded3, chosen3 = prepare_predictor(cfg3, small_space(), tmp_path / "run3", log3.append, progress=False)
+    assert chosen3 == "profiled and fitted on this machine" and path3.parent == tmp_path / "run3" / "predictor"
+    assert any("tables are another machine's" in line for line in log3)
+    assert loaded3.device["name"] == f"{name}-local"
+    device = json.loads((tmp_path / "run3" / "latency_data" / f"{name}-local.device.json").read_text())
+    assert [a["choices"] for a in device["fingerprint"]["anchors"]] == [a["choices"] for a in record["anchors"]]
 
 
 def test_report_judges_every_variant_and_recommends_from_measurements():

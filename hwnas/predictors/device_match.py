@@ -21,9 +21,7 @@ so their measured times are also this machine's timing *fingerprint*
 from __future__ import annotations
 
 import statistics
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -39,7 +37,7 @@ ANCHOR_SEED = 20261206
 def anchor_architectures(space, count: int = ANCHORS, seed: int = ANCHOR_SEED, pool: int = 400) -> list[Architecture]:
     """``count`` fixed children of ``space`` (stage widths included) at evenly spaced FLOPs quantiles of ``pool``
     uniform draws: the same anchors on every machine for the same space and seed."""
-    from hwnas.search.cost_tables import Child, base_space, child_arch
+    from hwnas.children import Child, base_space, child_arch
 
     if count < 2:
         raise HwnasError(f"recognising the machine needs at least 2 anchor models, got {count}")
@@ -55,27 +53,6 @@ def anchor_architectures(space, count: int = ANCHORS, seed: int = ANCHOR_SEED, p
     ranked = sorted(drawn, key=drawn.get)
     picks = sorted({round(q * (len(ranked) - 1)) for q in np.linspace(0.0, 1.0, count)})
     return [child_arch(space, ranked[i]) for i in picks]
-
-
-def time_architectures(archs: list[Architecture], runtime: str, dtype: str = "fp32", threads: int = 1,
-                       rounds: int = 3, seed: int = 0, core: int | None = None, progress: bool = True,
-                       what: str = "time") -> list[list[float]]:
-    """Export every architecture whole (random weights) to ``runtime`` and time them all in ``rounds``
-    interleaved rounds on this machine now, pinned to one core; per architecture, its ms in each round."""
-    from hwnas.profiler import Exporter
-    from hwnas.progress import progress_bar
-    from hwnas.runners import get_runner
-    from hwnas.timing_rounds import times_now
-
-    runner = get_runner(runtime, threads)
-    with tempfile.TemporaryDirectory(prefix="hwnas-time-") as tmp:
-        exporter = Exporter(runner, dtype, Path(tmp), per_op=False)
-        try:
-            files = {f"m{i}": exporter.export(a.ops(), f"m{i}") for i, a in
-                     enumerate(progress_bar(archs, desc=f"{what}: export", unit="model", enabled=progress))}
-        finally:
-            exporter.close()
-        return list(times_now(files, runner, rounds, seed, core, progress).values())
 
 
 @dataclass
@@ -142,8 +119,11 @@ def recognise(space, candidates: dict, runtime: str, dtype: str = "fp32", thread
               count: int = ANCHORS, rounds: int = 3, tolerance: float = TOLERANCE,
               progress: bool = True) -> DeviceMatch:
     """Time the anchors of ``space`` here and judge every candidate table against them."""
+    from hwnas.runners import get_runner
+    from hwnas.timing_rounds import time_architectures
+
     anchors = anchor_architectures(space, count)
-    per_round = time_architectures(anchors, runtime, dtype, threads, rounds, progress=progress,
+    per_round = time_architectures(anchors, get_runner(runtime, threads), dtype, rounds, progress=progress,
                                    what="recognise this machine")
     return fit_tables(anchors, [statistics.median(r) for r in per_round], candidates, tolerance)
 

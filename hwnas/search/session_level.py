@@ -22,9 +22,7 @@ the level it was started with (``config.json``).
 from __future__ import annotations
 
 import statistics
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from hwnas.errors import HwnasError
 from hwnas.predictors import LatencyPredictor
@@ -50,12 +48,10 @@ def measure_session_level(space, predictor: LatencyPredictor, budget_ms: float, 
                           dtype: str = "fp32", threads: int = 1, count: int = 6, rounds: int = 3, seed: int = 0,
                           core: int | None = None, progress: bool = True) -> SessionLevel:
     """Time ``count`` children predicted near ``budget_ms`` now; the level is median(measured / predicted)."""
-    from hwnas.profiler import Exporter
-    from hwnas.progress import progress_bar
     from hwnas.runners import get_runner
     from hwnas.search.band import sample_children_in_band
     from hwnas.children import child_arch, latency_table
-    from hwnas.timing_rounds import times_now
+    from hwnas.timing_rounds import time_architectures
 
     if count < 1 or rounds < 1:
         raise HwnasError(f"the session level needs at least one child and one round, got {count} and {rounds}")
@@ -67,18 +63,11 @@ def measure_session_level(space, predictor: LatencyPredictor, budget_ms: float, 
                          f"session level (the space reaches {table.min():.4f}-{table.max():.4f} ms)")
     archs = [child_arch(space, c) for c in children]
     predicted = [float(predictor.predict_ops(a.ops())) for a in archs]
-    runner = get_runner(runtime, threads)
-    with tempfile.TemporaryDirectory(prefix="hwnas-level-") as tmp:
-        exporter = Exporter(runner, dtype, Path(tmp), per_op=False)
-        try:
-            files = {f"level{i}": exporter.export(a.ops(), f"level{i}") for i, a in
-                     enumerate(progress_bar(archs, desc="session level: export", unit="model", enabled=progress))}
-        finally:
-            exporter.close()
-        per_file = times_now(files, runner, rounds, seed, core, progress)
+    per_arch = time_architectures(archs, get_runner(runtime, threads), dtype, rounds, seed, core, progress,
+                                  what="session level")
     models = [{"choices": list(a.choices), "stage_widths": list(a.space.stage_widths), "predicted_ms": round(p, 5),
                "measured_ms": round(statistics.median(r), 5), "rounds_ms": [round(v, 5) for v in r]}
-              for a, p, r in zip(archs, predicted, per_file.values())]
+              for a, p, r in zip(archs, predicted, per_arch)]
     level = statistics.median(m["measured_ms"] / m["predicted_ms"] for m in models)
     if not LEVEL_LIMITS[0] <= level <= LEVEL_LIMITS[1]:
         raise HwnasError(f"children predicted near {budget_ms:g} ms measure {level:.2f}x their prediction on this "
