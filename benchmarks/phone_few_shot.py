@@ -178,7 +178,7 @@ def main(argv=None) -> int:
                             choices = [table.choices[i] for i in rows]
                             pred = adapt(space, sources, choices, y[rows], {"name": name})
                             results["draws"][key] = {
-                                "rows": [int(ids[i]) for i in rows], "family": pred.meta["few_shot"]["family"],
+                                "rows": [int(ids[i]) for i in rows], "family": "+".join(["mix"] + pred.meta["few_shot"]["deviations"]),
                                 "few_shot": metrics(y[test], pred.predict_many_choices(test_choices)),
                                 "nnls": metrics(y[test], nnls_mix(sources, choices, y[rows], test_choices))}
                             write_json(out, results)
