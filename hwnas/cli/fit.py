@@ -7,8 +7,43 @@ from pathlib import Path
 from hwnas.errors import HwnasError
 from hwnas.outputs import check_writable_folder
 from hwnas.progress import add_progress_argument
-from hwnas.spaces import DEFAULT_SPACE, PRESETS
+from hwnas.spaces import DEFAULT_SPACE, PRESETS, get_space
 from hwnas.threads import check_threads
+
+
+def _adapt(args) -> int:
+    """``hwnas fit --adapt TABLE --models N``: time N children here, rescale TABLE per operator group."""
+    from hwnas.latency_data import describe_this_device
+    from hwnas.predictors import load_predictor
+    from hwnas.predictors.adapt_table import MIN_MODELS, adapt_table, random_children, time_children
+    from hwnas.predictors.lut import LookupTable
+
+    if args.models < MIN_MODELS:
+        raise HwnasError(f"--models must be at least {MIN_MODELS}, got {args.models}")
+    if args.rounds < 1:
+        raise HwnasError(f"--rounds must be at least 1, got {args.rounds}")
+    table = load_predictor(args.adapt)
+    if not isinstance(table, LookupTable) or table.runtime == "adb-tflite":
+        raise HwnasError(f"{args.adapt}: --adapt needs a CPU lookup table (type lut), got a {table.type_name} file "
+                         f"for {table.device.get('name', '?')!r}")
+    space = get_space(table.space or args.space)
+    out_dir = check_writable_folder(args.out)
+    device = describe_this_device(args.device)
+    out = out_dir / f"{device['name']}-adapted-from-{Path(args.adapt).stem}.json"
+    archs = random_children(space, args.models, args.seed)
+    print(f"adapting {args.adapt} to {device['name']}: timing {len(archs)} children of {space.name} here "
+          f"({table.runtime} {table.dtype}, {table.threads} thread(s), {args.rounds} interleaved rounds)")
+    measured = time_children(archs, table.runtime, table.dtype, table.threads, args.rounds, args.seed,
+                             progress=not args.no_progress)
+    adapted = adapt_table(table, archs, measured, device, str(args.adapt))
+    adapted.save(out)
+    info = adapted.overhead["adapt"]
+    scales = ", ".join(f"{g} {s:.2f}" for g, s in info["scales"].items())
+    best = min(t["loo_mean_abs_rel_error"] for t in info["trials"])
+    print(f"session level {info['session_level']:.3f}x; group scales ({scales}); lambda {info['lambda']:g}, "
+          f"leave-one-out mean error {100 * best:.1f}%")
+    print(f"wrote {out}")
+    return 0
 
 
 def _fit(args) -> int:
@@ -70,5 +105,11 @@ def register(sub) -> None:
     p.add_argument("--methods", help="comma-separated regressor methods to compare (default: all)")
     p.add_argument("--data", default="latency_data", help="folder of latency tables (default latency_data/)")
     p.add_argument("--out", default="predictors", help="output folder (default predictors/)")
+    p.add_argument("--adapt", metavar="TABLE", default=None,
+                   help="instead: adapt this committed lookup table to this machine from --models timed children "
+                        "(writes OUT/<this device>-adapted-from-<table>.json)")
+    p.add_argument("--models", type=int, default=20, help="children timed for --adapt (default 20)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds for --adapt (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the children drawn for --adapt (default 0)")
     add_progress_argument(p)
-    p.set_defaults(func=_fit)
+    p.set_defaults(func=lambda args: _adapt(args) if args.adapt else _fit(args))

@@ -46,6 +46,35 @@ def _fit(args) -> int:
     return 0
 
 
+def _adapt(args) -> int:
+    from hwnas.errors import HwnasError
+    from hwnas.phones import read_phone_csv
+    from hwnas.predictors.few_shot import adapt, check_samples, load_sources
+    from hwnas.spaces import get_space
+
+    out = check_writable_file(args.out)
+    table = read_phone_csv(args.samples, args.space)
+    columns = list(table.latency)
+    column = args.column or (columns[0] if len(columns) == 1 else None)
+    if column not in table.latency:
+        raise HwnasError(f"{args.samples}: {'column ' + repr(column) + ' not found' if column else 'several latency columns'}"
+                         f"; pass --column, one of {', '.join(columns)}")
+    check_samples(len(table.arch_ids), str(args.samples))
+    name = args.name or out.stem
+    sources = load_sources(args.sources, args.space, exclude_name=name, exclude_path=out)
+    device = {"name": name, "description": f"few-shot predictor from {len(table.arch_ids)} measured architectures",
+              "measured": f"column {column} of {Path(args.samples).name}", "source_file": Path(args.samples).name}
+    predictor = adapt(get_space(args.space), sources, table.choices, table.latency[column], device,
+                      where=str(args.samples))
+    predictor.save(out)
+    fs = predictor.meta["few_shot"]
+    shares = ", ".join(f"{k} {v:.2f}" for k, v in fs["shares"].items() if v > 0.005)
+    print(f"{name}: adapted from {fs['samples']} samples ({column}) and {len(fs['sources'])} source tables "
+          f"({', '.join(fs['sources'])}); shares {shares or 'none'}; deviations {', '.join(fs['deviations']) or 'none'}; "
+          f"leave-one-out mean error {100 * fs['loo_mean_abs_rel_error']:.1f}%; wrote {out}")
+    return 0
+
+
 def register(sub) -> None:
     parser = sub.add_parser("phones", help="import public phone latencies of the FBNet space; fit predictors")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -62,3 +91,12 @@ def register(sub) -> None:
     p.add_argument("--space", default="fbnet-cifar100", help="space of the rows (default: fbnet-cifar100)")
     add_progress_argument(p)
     p.set_defaults(func=_fit)
+    p = actions.add_parser("adapt", help="few-shot predictor for a new device from 5-20 measured architectures")
+    p.add_argument("samples", help="CSV in the shared phones format (arch_id,ops,<device>_ms), 5-20 rows")
+    p.add_argument("--out", required=True, help="predictor JSON to write, e.g. predictors/phones/mydevice.json")
+    p.add_argument("--sources", default="predictors/phones",
+                   help="folder (or one file) of known devices' whole_model predictors (default: predictors/phones)")
+    p.add_argument("--column", default=None, help="latency column of the samples (needed when there are several)")
+    p.add_argument("--name", default=None, help="device name (default: the --out file name)")
+    p.add_argument("--space", default="fbnet-cifar100", help="space of the samples (default: fbnet-cifar100)")
+    p.set_defaults(func=_adapt)

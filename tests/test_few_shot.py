@@ -1,0 +1,136 @@
+"""Few-shot predictors for a new device (hwnas.predictors.few_shot, ``hwnas phones adapt``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from hwnas.cli import main
+from hwnas.errors import HwnasError
+from hwnas.predictors import load_predictor
+from hwnas.predictors.few_shot import MIN_SAMPLES, adapt, load_sources
+from hwnas.spaces import get_space
+
+ROOT = Path(__file__).resolve().parents[1]
+PHONES = ROOT / "predictors/phones"
+SPACE = get_space("fbnet-cifar100")
+TARGET = ("pixel3", "raspi4")  # the synthetic new device mixes these two; they are left out of the sources
+
+
+def _random_choices(n: int, seed: int) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    return [[pos.names[rng.integers(len(pos.names))] for pos in SPACE.positions] for _ in range(n)]
+
+
+def _truth(choices) -> np.ndarray:
+    """An exact-sum device: 1.3 x (0.6 pixel3 + 0.4 raspi4) + 0.5 ms."""
+    a, b = (load_predictor(PHONES / f"{name}.json") for name in TARGET)
+    return 1.3 * (0.6 * a.predict_many_choices(choices) + 0.4 * b.predict_many_choices(choices)) + 0.5
+
+
+def _sources(tmp_path: Path) -> Path:
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    for f in PHONES.glob("*.json"):
+        if f.stem not in TARGET:
+            (folder / f.name).write_text(f.read_text())
+    return folder
+
+
+def _samples_csv(path: Path, choices, ms, column="newdev_ms") -> Path:
+    lines = [f"arch_id,ops,{column}"] + [f"{i},{' '.join(c)},{v:.4f}" for i, (c, v) in enumerate(zip(choices, ms))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_adapt_recovers_a_device_mixed_from_known_tables_from_ten_samples():
+    sources = {n: load_predictor(PHONES / f"{n}.json") for n in ("samsung_a50", "gold_6226", "pixel2")}
+    sources.update({n: load_predictor(PHONES / f"{n}.json") for n in TARGET})
+    train, test = _random_choices(10, 1), _random_choices(300, 2)
+    pred = adapt(SPACE, sources, train, _truth(train), {"name": "newdev"})
+    y, p = _truth(test), pred.predict_many_choices(test)
+    assert spearmanr(p, y)[0] > 0.99
+    assert np.mean(np.abs(p / y - 1) <= 0.05) > 0.95
+    shares = pred.meta["few_shot"]["shares"]
+    assert shares["pixel3"] + shares["raspi4"] > 0.7  # the mix found the two tables it was made of
+    assert min(pred.entries.values()) >= 0
+
+
+def test_adapt_without_the_true_sources_still_ranks_well(tmp_path):
+    sources = load_sources(_sources(tmp_path), "fbnet-cifar100")
+    assert not set(TARGET) & set(sources) and len(sources) == 5
+    train, test = _random_choices(20, 3), _random_choices(300, 4)
+    pred = adapt(SPACE, sources, train, _truth(train), {"name": "newdev"})
+    assert spearmanr(pred.predict_many_choices(test), _truth(test))[0] > 0.9
+
+
+def test_adapt_refuses_fewer_samples_than_it_needs():
+    sources = {"pixel2": load_predictor(PHONES / "pixel2.json")}
+    train = _random_choices(MIN_SAMPLES - 1, 5)
+    with pytest.raises(HwnasError, match=f"{MIN_SAMPLES - 1} measured architectures; .* needs at least {MIN_SAMPLES}"):
+        adapt(SPACE, sources, train, _truth(train), {"name": "x"})
+
+
+def test_cli_adapt_writes_a_loadable_file_that_states_samples_and_sources(tmp_path, capsys):
+    choices = _random_choices(12, 6)
+    samples = _samples_csv(tmp_path / "s.csv", choices, _truth(choices))
+    out = tmp_path / "predictors" / "newdev.json"
+    assert main(["phones", "adapt", str(samples), "--sources", str(_sources(tmp_path)), "--out", str(out)]) == 0
+    assert "adapted from 12 samples" in capsys.readouterr().out
+    data = json.loads(out.read_text())  # plain JSON, nothing executable
+    assert data["type"] == "whole_model" and data["device"]["name"] == "newdev"
+    few = data["meta"]["few_shot"]
+    assert few["samples"] == 12 and sorted(few["sources"]) == ["essential_ph_1", "gold_6226", "pixel2",
+                                                                 "samsung_a50", "samsung_s7"]
+    loaded = load_predictor(out, space="fbnet-cifar100")
+    test = _random_choices(50, 7)
+    first = loaded.predict_many_choices(test)
+    loaded.save(tmp_path / "again.json")
+    assert np.allclose(load_predictor(tmp_path / "again.json").predict_many_choices(test), first)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda rows: rows[3].replace("k3_e", "k7_e", 1), "line 4: corrupted row: 'ops' layer"),
+    (lambda rows: rows[5].rsplit(",", 1)[0] + ",fast", "line 6: corrupted row: 'newdev_ms' must be a number, got 'fast'"),
+    (lambda rows: rows[2].rsplit(",", 1)[0] + ",-3", "line 3: corrupted row: 'newdev_ms' must be a positive"),
+])
+def test_cli_adapt_bad_samples_give_one_line_naming_the_row(tmp_path, capsys, edit, message):
+    choices = _random_choices(10, 8)
+    samples = _samples_csv(tmp_path / "s.csv", choices, _truth(choices))
+    rows = samples.read_text().splitlines()
+    index = {"line 4": 3, "line 6": 5, "line 3": 2}[message.split(":")[0]]
+    rows[index] = edit(rows)
+    samples.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "new.json"
+    assert main(["phones", "adapt", str(samples), "--sources", str(PHONES), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and str(samples) in err
+    assert not out.exists()
+
+
+def test_cli_adapt_too_few_rows_is_refused_before_anything_is_written(tmp_path, capsys):
+    choices = _random_choices(3, 9)
+    samples = _samples_csv(tmp_path / "s.csv", choices, _truth(choices))
+    out = tmp_path / "new.json"
+    assert main(["phones", "adapt", str(samples), "--sources", str(PHONES), "--out", str(out)]) == 2
+    assert "3 measured architectures; few-shot adaptation needs at least 5" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_search_runs_end_to_end_on_an_adapted_predictor(tmp_path, capsys):
+    choices = _random_choices(10, 10)
+    samples = _samples_csv(tmp_path / "s.csv", choices, _truth(choices))
+    pred = tmp_path / "newdev.json"
+    assert main(["phones", "adapt", str(samples), "--sources", str(_sources(tmp_path)), "--out", str(pred)]) == 0
+    run = tmp_path / "run"
+    assert main(["search", "--space", "fbnet-cifar100", "--predictor", str(pred), "--budget-ms", "30", "--fast",
+                 "--epochs", "1", "--warmup-epochs", "0", "--max-steps", "1", "--batch-size", "8",
+                 "--limit-train", "16", "--limit-val", "8", "--threads", "1", "--no-progress", "--out", str(run)]) == 0
+    arch = json.loads((run / "arch.json").read_text())
+    predicted = load_predictor(pred).predict_choices(arch["choices"])
+    assert predicted <= 30 * 1.05
+    assert f"predicted latency" in capsys.readouterr().out
