@@ -18,13 +18,11 @@ Reference (SNAS paper, CIFAR-10): DARTS 87.7% -> 54.7%, SNAS 88.5% -> 90.7%.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 from hwnas.cells.draw import draw_genotype, plot_entropy
 from hwnas.cells.genotype import network_cost

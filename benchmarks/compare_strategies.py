@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 from hwnas.arch import architecture_of
 from hwnas.data import load_dataset

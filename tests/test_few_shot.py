@@ -96,7 +96,7 @@ def test_cli_adapt_writes_a_loadable_file_that_states_samples_and_sources(tmp_pa
 @pytest.mark.parametrize("edit, message", [
     (lambda rows: rows[3].replace("k3_e", "k7_e", 1), "line 4: corrupted row: 'ops' layer"),
     (lambda rows: rows[5].rsplit(",", 1)[0] + ",fast", "line 6: corrupted row: 'newdev_ms' must be a number, got 'fast'"),
-    (lambda rows: rows[2].rsplit(",", 1)[0] + ",-3", "line 3: corrupted row: 'newdev_ms' must be a positive"),
+    (lambda rows: rows[2].rsplit(",", 1)[0] + ",-3", "line 3: corrupted row: 'newdev_ms' must be a number of ms in (0, 60000]"),
 ])
 def test_cli_adapt_bad_samples_give_one_line_naming_the_row(tmp_path, capsys, edit, message):
     choices = _random_choices(10, 8)

@@ -8,7 +8,6 @@ same run folder resumes: finished stages are reused. ``--dataset PATH`` and
 
 from __future__ import annotations
 
-from hwnas.errors import HwnasError
 from hwnas.pipeline import run_pipeline
 from hwnas.run_config import default_config, load_config, set_field, validate_config
 from hwnas.progress import add_progress_argument

@@ -27,7 +27,6 @@ leave-one-out trials.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import numpy as np
 from scipy.optimize import nnls
@@ -133,20 +132,9 @@ def time_children(archs, runtime: str, dtype: str, threads: int, rounds: int, se
                   progress: bool = True) -> list[float]:
     """Each child exported whole and timed here in ``rounds`` interleaved rounds (pinned, the runner's clock:
     CPU time for one thread); the median per child."""
-    import tempfile
-
-    from hwnas.profiler import Exporter
-    from hwnas.progress import progress_bar
     from hwnas.runners import get_runner
-    from hwnas.timing_rounds import times_now
+    from hwnas.timing_rounds import time_architectures
 
-    runner = get_runner(runtime, threads)
-    with tempfile.TemporaryDirectory(prefix="hwnas-adapt-") as tmp:
-        exporter = Exporter(runner, dtype, Path(tmp), per_op=False)
-        try:
-            files = {f"child{i}": exporter.export(a.ops(), f"child{i}")
-                     for i, a in enumerate(progress_bar(archs, desc="export", unit="model", enabled=progress))}
-        finally:
-            exporter.close()
-        per_file = times_now(files, runner, rounds, seed, progress=progress)
-    return [statistics.median(v) for v in per_file.values()]
+    per_arch = time_architectures(archs, get_runner(runtime, threads), dtype, rounds, seed, progress=progress,
+                                  what="adapt")
+    return [statistics.median(v) for v in per_arch]

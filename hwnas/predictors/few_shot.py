@@ -63,10 +63,10 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import lsq_linear
 
-from hwnas.arch import _overrides
+from hwnas.arch import space_overrides
 from hwnas.errors import HwnasError
 from hwnas.predictors.features import FEATURE_NAMES, op_features
-from hwnas.predictors.whole_model import Encoding, WholeModelPredictor, _gauge, metrics
+from hwnas.predictors.whole_model import Encoding, WholeModelPredictor, gauge, metrics
 from hwnas.spaces import SearchSpace
 
 MIN_SAMPLES = 5
@@ -235,9 +235,9 @@ def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, 
     if LEVEL_QUANTILE is not None:
         ratio = float(np.quantile(y / (overhead + X @ entries), LEVEL_QUANTILE))
         overhead, entries = overhead * ratio, entries * ratio
-    overhead, entries = _gauge(enc, overhead, entries.copy())
+    overhead, entries = gauge(enc, overhead, entries.copy())
     entries = np.maximum(entries, 0.0)  # a deviation may push an entry of a shared operator set below 0
-    pred = WholeModelPredictor(device, space.name, _overrides(space), overhead, dict(zip(enc.keys, map(float, entries))))
+    pred = WholeModelPredictor(device, space.name, space_overrides(space), overhead, dict(zip(enc.keys, map(float, entries))))
     pred.meta = {"fitted_on_rows": int(len(y)), "settings": {"robust": True, "drift_block": 0, "features": [],
                                                              "alpha": 0.0},
                  "few_shot": {"samples": int(len(y)), "sources": src.names,

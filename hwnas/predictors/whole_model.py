@@ -155,12 +155,12 @@ def fit_additive(enc: Encoding, idx: np.ndarray, y: np.ndarray, robust: bool = F
         if robust:
             w = _huber_weights(y - X @ beta)
     levels = beta[:D.shape[1]]
-    overhead, entries = _gauge(enc, float(levels[-1]), beta[D.shape[1]:].copy())
+    overhead, entries = gauge(enc, float(levels[-1]), beta[D.shape[1]:].copy())
     offsets = levels[blocks] + (overhead - levels[-1])
     return overhead, entries, w, offsets
 
 
-def _gauge(enc: Encoding, overhead: float, entries: np.ndarray) -> tuple[float, np.ndarray]:
+def gauge(enc: Encoding, overhead: float, entries: np.ndarray) -> tuple[float, np.ndarray]:
     """Shift so the cheapest candidate of every position costs 0 (predictions unchanged).
 
     Positions with the same candidate operators share their entries and shift

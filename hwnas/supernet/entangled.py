@@ -36,7 +36,7 @@ from hwnas.blocks import BN_EPS, activation, make_block
 from hwnas.builder import build_model
 from hwnas.errors import HwnasError
 from hwnas.children import Child, base_space
-from hwnas.spaces import SearchSpace, make_divisible
+from hwnas.spaces import SearchSpace
 
 
 @dataclass
