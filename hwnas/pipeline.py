@@ -127,6 +127,7 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log, progress: bool = Tru
     from hwnas.latency_data import describe_this_device
     from hwnas.predictors import load_predictor
     from hwnas.predictors.device_match import fingerprint
+    from hwnas.predictors.lut import LookupTable
     from hwnas.predictors.fit import fit_device, output_stem, save
 
     lat = cfg["latency"]
@@ -156,6 +157,12 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log, progress: bool = Tru
         # a machine of its own: another name than the tables', and its timing fingerprint beside the CPU string
         this = dict(this, name=f"{this['name']}-local",
                     fingerprint=fingerprint(match, space.name, runtime, dtype, threads))
+        nearest = next(c for c in candidates if c[0].name == not_this_machine.name)
+        if lat["adapt_models"] and not_this_machine.error <= lat["adapt_tolerance"] and \
+                isinstance(nearest[1], LookupTable):
+            log(f"predictor: {why}; adapting it to this machine from {lat['adapt_models']} timed children "
+                f"(nearest within {lat['adapt_tolerance']:.0%})")
+            return _adapt_here(space, nearest, lat, this, run_dir, log, progress)
     log(f"predictor: no committed one to use ({why})")
     # fit from committed tables when they are this machine's and cover the space, else profile here
     ref_csv = Path(lat["reference_latency_data"]) / f"{this['name']}.csv"
@@ -181,6 +188,31 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log, progress: bool = Tru
         f"in {fitted_dir})")
     return target, load_predictor(target, space=space.name), (
         "profiled and fitted on this machine" if not_covered else "fitted on this machine's committed tables")
+
+
+def _adapt_here(space, nearest: tuple[Path, object], lat: dict, this: dict, run_dir: Path, log,
+                progress: bool = True) -> tuple[Path, object, str]:
+    """The nearest table rescaled per operator group to ``lat["adapt_models"]`` children timed here
+    (:mod:`hwnas.predictors.adapt_table`); kept in the run folder, so a resumed run reuses it."""
+    from hwnas.predictors import load_predictor
+    from hwnas.predictors.adapt_table import adapt_table, time_children
+    from hwnas.predictors.device_match import anchor_architectures
+
+    source, table = nearest
+    target = run_dir / "predictor" / f"{this['name']}-adapted-from-{source.stem}.json"
+    chosen = f"adapted from {source.name} to this machine with {lat['adapt_models']} children timed here"
+    if target.exists():
+        log(f"predictor: {target} (adapted earlier in this run)")
+        return target, load_predictor(target, space=space.name), chosen
+    children = anchor_architectures(space, lat["adapt_models"], seed=lat["adapt_models"])
+    measured = time_children(children, lat["runtime"], lat["dtype"], lat["threads"], lat["profile_rounds"],
+                             progress=progress)
+    adapted = adapt_table(table, children, measured, this, str(source))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    adapted.save(target)
+    after = [adapted.predict_ops(a.ops()) / m - 1 for a, m in zip(children, measured)]
+    log(f"predictor: adapted {target} (on its {len(children)} children: worst {max(map(abs, after)):.1%} off)")
+    return target, adapted, chosen
 
 
 def _profile_here(space, runtime: str, dtype: str, threads: int, data_dir: Path, device: dict, n_models: int,

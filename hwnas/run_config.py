@@ -49,6 +49,13 @@ def _anchors(v):
     return _pos_int(v) or (None if 2 <= v <= 64 else "must be an integer from 2 to 64")
 
 
+def _adapt_models(v):
+    from hwnas.predictors.adapt_table import MIN_MODELS
+
+    return None if v == 0 else _pos_int(v) or (
+        None if MIN_MODELS <= v <= 200 else f"must be 0 (never adapt) or an integer from {MIN_MODELS} to 200")
+
+
 def _pos_num(v):
     return None if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf else \
         "must be a positive number"
@@ -95,7 +102,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                 "predictor": ("auto", _string), "reference_predictors": ("predictors", _string),
                 "reference_latency_data": ("latency_data", _string), "profile_models": (PROFILE_MODELS, _nonneg_int),
                 "profile_rounds": (PROFILE_ROUNDS, _pos_int), "recognise": (True, _boolean),
-                "anchors": (8, _anchors), "recognise_tolerance": (0.05, _fraction)},
+                "anchors": (8, _anchors), "recognise_tolerance": (0.05, _fraction),
+                "adapt_models": (20, _adapt_models), "adapt_tolerance": (0.15, _fraction)},
     "search": {"mode": ("proxyless", _string), "supernet": ("entangled", _one_of("entangled", "separate")),
                "epochs": (4, _pos_int), "warmup_epochs": (1, _nonneg_int), "child_warmup_epochs": (1, _nonneg_int),
                "batch_size": (64, _pos_int), "max_steps": (10, _opt_pos_int), "lr_alpha": (0.02, _pos_num),

@@ -196,7 +196,7 @@ def test_main_job_profiles_a_new_machine_interleaved(tmp_path):
     assert any("recognition kept" in line for line in kept)
     # ... and a machine whose anchors do not fit it (here: a tolerance nothing meets) is profiled as its own
     cfg3 = validate_config({**cfg2, "run": {"out": str(tmp_path / "run3")},
-                            "latency": {**cfg2["latency"], "recognise_tolerance": 1e-9}})
+                            "latency": {**cfg2["latency"], "recognise_tolerance": 1e-9, "adapt_models": 0}})
     log3 = []
     path3, loaded3, chosen3 = prepare_predictor(cfg3, small_space(), tmp_path / "run3", log3.append, progress=False)
     assert chosen3 == "profiled and fitted on this machine" and path3.parent == tmp_path / "run3" / "predictor"
@@ -204,6 +204,16 @@ def test_main_job_profiles_a_new_machine_interleaved(tmp_path):
     assert loaded3.device["name"] == f"{name}-local"
     device = json.loads((tmp_path / "run3" / "latency_data" / f"{name}-local.device.json").read_text())
     assert [a["choices"] for a in device["fingerprint"]["anchors"]] == [a["choices"] for a in record["anchors"]]
+    # ... or, when the nearest table is near, that table adapted to children timed here
+    cfg4 = validate_config({**cfg2, "run": {"out": str(tmp_path / "run4")},
+                            "latency": {**cfg2["latency"], "recognise_tolerance": 1e-9, "adapt_models": 5,
+                                        "adapt_tolerance": 0.99}})
+    log4 = []
+    path4, loaded4, chosen4 = prepare_predictor(cfg4, small_space(), tmp_path / "run4", log4.append, progress=False)
+    assert chosen4 == f"adapted from {path.name} to this machine with 5 children timed here"
+    assert path4.parent == tmp_path / "run4" / "predictor" and loaded4.device["name"] == f"{name}-local"
+    assert loaded4.overhead["adapt"]["models"] == 5 and loaded4.covers(small_space().unique_ops())
+    assert prepare_predictor(cfg4, small_space(), tmp_path / "run4", [].append)[0] == path4  # resumed: kept
 
 
 def test_report_judges_every_variant_and_recommends_from_measurements():
