@@ -76,6 +76,7 @@ SCALE: list[tuple[str, list[str]]] = [
     (r"^hwnas tune ", ["--trials", "2", "--epochs", "1", "--max-steps", "2", "--limit-train", "64",
                        "--limit-val", "32", "--no-progress"]),
     (r"^hwnas phones fit ", ["--test-from", "300", "--no-progress"]),  # on the first 400 rows, see PREPARE
+    (r"^hwnas fit --adapt", ["--models", "5", "--rounds", "1"]),
 ]
 
 # (pattern, reason): commands not run.
@@ -95,9 +96,22 @@ def _first_rows(path: str, n: int):
     return prepare
 
 
+def _phone_samples(n: int):
+    """A preparation step: ``samples.csv`` in the copy, ``n`` architectures of the shared phone CSV with one
+    device's column (Pixel 3's, as a stand-in for a phone of one's own)."""
+    def prepare(repo: Path) -> None:
+        import csv
+
+        rows = list(csv.DictReader(open(SHARED / "phones" / "fbnet_cifar100_latency.csv")))[:n]
+        text = "arch_id,ops,my_phone_ms\n" + "".join(f"{r['arch_id']},{r['ops']},{r['pixel3_ms']}\n" for r in rows)
+        (repo / "samples.csv").write_text(text)
+    return prepare
+
+
 # (pattern, step run in the copy just before the matching command)
 PREPARE = [(r"^hwnas phones fit latency_data/phones/samsung_a50-models\.csv",
-            _first_rows("latency_data/phones/samsung_a50-models.csv", 400))]
+            _first_rows("latency_data/phones/samsung_a50-models.csv", 400)),
+           (r"^hwnas phones adapt samples\.csv", _phone_samples(10))]
 
 
 @dataclass
