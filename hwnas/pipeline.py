@@ -322,7 +322,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "search": {"mode": ("proxyless", _string), "supernet": ("entangled", _one_of("entangled", "separate")),
                "epochs": (4, _pos_int), "warmup_epochs": (1, _nonneg_int), "child_warmup_epochs": (1, _nonneg_int),
                "batch_size": (64, _pos_int), "max_steps": (10, _opt_pos_int), "lr_alpha": (0.02, _pos_num),
-               "relevel": (6, _nonneg_int)},
+               "relevel": (6, _nonneg_int), "derive": ("evolution", _one_of("evolution", "argmax")),
+               "derive_children": (500, _pos_int)},
     "train": {"epochs": (8, _pos_int), "batch_size": (64, _pos_int), "lr": (0.05, _pos_num),
               "optimizer": ("sgd", _one_of("sgd", "adamw")), "weight_decay": (4e-5, lambda v: None if
               isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else "must be a number >= 0"),
@@ -576,7 +577,7 @@ def _search(cfg: dict, space, predictor: Path, budget: float, run_dir: Path, log
         supernet=s["supernet"],
         warmup_epochs=s["warmup_epochs"], child_warmup_epochs=s["child_warmup_epochs"],
         batch_size=s["batch_size"], max_steps=s["max_steps"],
-        lr_alpha=s["lr_alpha"], limit_train=cfg["data"]["limit_train"], limit_val=cfg["data"]["limit_val"],
+        lr_alpha=s["lr_alpha"], derive=s["derive"], derive_children=s["derive_children"], limit_train=cfg["data"]["limit_train"], limit_val=cfg["data"]["limit_val"],
         seed=cfg["run"]["seed"], out=str(out), resume=True, device="cpu", workers=cfg["data"]["workers"],
         threads=cfg["run"]["threads"], progress=progress))
     return result.arch, result.summary
@@ -649,6 +650,14 @@ class RunReport:
     text: str
 
 
+def _derivation(s: dict) -> str:
+    """How the search chose its child (issue 20), for the report."""
+    if s.get("derivation") == "evolution":
+        return (f"evolution: {s['derive_children_scored']} children of the band scored by the supernet, the "
+                f"winner's supernet accuracy {s['derive_supernet_acc']:.2%}")
+    return "argmax: the most probable child of the band"
+
+
 def _format_report(r: dict) -> str:
     m = {row["quant"]: row for row in r["measured"]}
     budget = r["budget_ms"]
@@ -668,6 +677,7 @@ def _format_report(r: dict) -> str:
         f"  predicted       {r['predicted_ms']:.3f} ms ({r['predictor']}"
         + (f" x {r['latency_level']:g}, the session level measured before the search)"
            if r.get("latency_level", 1.0) != 1.0 else ")"),
+        f"  derivation      {_derivation(r.get('search_summary') or {})}",
         f"  measured        {measured}",
         f"  recommended     {recommend(r['measured'], budget, failed) if r['measured'] else 'nothing measured'}",
         f"  accuracy        {r['val_acc']:.2%} top-1 on {r['n_val']} validation images (PyTorch, "
@@ -782,7 +792,8 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
         "val_acc": trained.val_acc, "n_val": len(splits.val), "train_epochs": trained.epochs,
         "mflops": cost.flops / 1e6, "mparams": cost.params / 1e6,
         "search_summary": {k: summary.get(k) for k in ("predicted_latency_ms", "within_budget", "band_ms",
-                                                       "val_acc_supernet_child")},
+                                                       "val_acc_supernet_child", "derivation",
+                                                       "derive_children_scored", "derive_supernet_acc")},
         "export": exported.to_dict(), "run_dir": str(run_dir), "seconds": seconds,
         "total_seconds": round(time.time() - start, 1),
     }

@@ -321,6 +321,12 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
             break
 
     child, child_ms = derive(net, table, band)
+    from hwnas.search.derive import derive_after_search, derive_summary
+
+    by_acc = None  # issue 20: the child of the band the supernet scores best (cfg.derive == "evolution")
+    if cfg.derive == "evolution" and band is not None and main:
+        by_acc = derive_after_search(cfg, net, table, band, weight_split, arch_split, out)
+        child, child_ms = by_acc.child, by_acc.latency_ms
     arch = child_arch(space, child)
     cost = arch.cost()
     titles, names = decision_names(net)
@@ -336,6 +342,7 @@ def run_entangled_search(cfg: SearchConfig, splits=None) -> SearchResult:
         "min_latency_ms": round(table.min(), 5), "max_latency_ms": round(table.max(), 5),
         "mflops": round(cost.flops / 1e6, 4), "mparams": round(cost.params / 1e6, 5), "mmac": round(cost.mac / 1e6, 4),
         "beta": maker.beta, "val_acc_supernet_child": history[-1]["val_acc"] if history else None,
+        **derive_summary(cfg, by_acc),
         "epochs_done": history[-1]["epoch"] if history else start, "ranks": size,
         "probs": {title: dict(zip(opts, [round(v, 4) for v in torch.softmax(p.detach(), 0).tolist()]))
                   for title, opts, p in zip(titles, names, params)},
