@@ -216,10 +216,10 @@ def register(sub) -> None:
                    help=f"entangled: sandwich epochs (largest + sampled child) before architecture steps (default "
                         f"{FULL['child_warmup_epochs']}, --fast {FAST['child_warmup_epochs']}, fewer when --epochs "
                         "leaves no epoch for architecture steps)")
-    p.add_argument("--derive", choices=("evolution", "argmax"), default="evolution",
-                   help="entangled, with a budget: how the child is chosen after the supernet is trained: evolution "
-                        "(default: children of the band scored by the supernet, hwnas.search.derive) or argmax "
-                        "(the most probable child of the band)")
+    p.add_argument("--derive", choices=("evolution", "argmax"), default="argmax",
+                   help="entangled, with a budget: how the child is chosen after the supernet is trained: argmax "
+                        "(default: the most probable child of the band) or evolution (children of the band scored "
+                        "by the supernet, hwnas.search.derive; docs/search.md says why it is not the default)")
     p.add_argument("--derive-children", type=int, default=500, help="evolution: children scored (default 500)")
     p.add_argument("--arch-fraction", type=float, default=0.2,
                    help="entangled: share of the training images kept for architecture steps (default 0.2)")
