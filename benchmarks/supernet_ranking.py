@@ -63,6 +63,10 @@ def parse_args(argv):
                    help="ranking images beyond the selection split, after train + selection + test (2000)")
     p.add_argument("--bn-images", type=int, default=2048, help="training images to re-estimate BatchNorm (2048)")
     p.add_argument("--train-only", action="store_true", help="train the supernets, score nothing")
+    p.add_argument("--evolve", type=int, default=0, metavar="N",
+                   help="also derive by supernet accuracy at the longest length: N children of the search's band "
+                        "(hwnas.search.derive; scored on 2 BN batches and the first 500 ranking images, the best 5 "
+                        "re-scored as the table's models are); 0: off")
     p.add_argument("--out", default="runs/supernet_ranking")
     args = p.parse_args(argv)
     try:
@@ -231,6 +235,28 @@ def plot(truth: list[dict], scores: dict[int, dict[str, float]], stats: dict, pa
     save_figure(fig, path)
 
 
+def evolve(args, res, bn_set, rank_set, out: Path) -> str:
+    """The child of the band that :func:`hwnas.search.derive.evolve_in_band` picks on this supernet."""
+    from torch.utils.data import Subset
+
+    from hwnas.search.cost_tables import child_arch, latency_table
+    from hwnas.search.derive import evolve_in_band, supernet_scorer
+    from hwnas.search.latency import load_latency_predictor
+
+    net = res.supernet
+    predictor, _ = load_latency_predictor(net.space, args.predictor, level=args.level)
+    table = latency_table(net.space, predictor)
+    low, high = res.summary["band_ms"]
+    small = supernet_scorer(net, bn_set, Subset(rank_set, range(500)), 2, args.batch_size, args.seed)
+    full = supernet_scorer(net, bn_set, rank_set, -(-args.bn_images // args.batch_size), args.batch_size, args.seed)
+    found = evolve_in_band(net, table, low, high, small, full, out / f"derive-{args.lengths[-1]}x.jsonl",
+                           children=args.evolve, seed=args.seed, progress=True)
+    arch = child_arch(net.space, found.child)
+    return (f"evolution over {found.scored} children of the band [{low:.3f}, {high:.3f}] ms: `{' '.join(arch.choices)}` "
+            f"widths {','.join(f'{w:g}' for w in arch.space.stage_widths)}, {found.latency_ms:.3f} ms, supernet "
+            f"accuracy {found.supernet_acc:.2%} (scored as the models above), {found.seconds / 60:.1f} min")
+
+
 def main(argv=None) -> int:
     from hwnas.spaces import get_space
     from hwnas.threads import use_torch_threads
@@ -264,6 +290,8 @@ def main(argv=None) -> int:
                          f"scoring {time.time() - t0:.0f} s (this invocation)")
     if args.train_only:
         return 0
+    if args.evolve:
+        notes[args.lengths[-1]] += "; " + evolve(args, res, bn_set, rank_set, out)
     text, stats = report(args, truth, scores, notes, len(rank_set))
     (out / "table.md").write_text(text)
     plot(truth, scores, stats, out / "ranking.png")
