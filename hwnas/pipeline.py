@@ -275,7 +275,8 @@ def _search(cfg: dict, space, path: Path, predictor, budget: float, run_dir: Pat
         supernet=s["supernet"],
         warmup_epochs=s["warmup_epochs"], child_warmup_epochs=s["child_warmup_epochs"],
         batch_size=s["batch_size"], max_steps=s["max_steps"],
-        lr_alpha=s["lr_alpha"], limit_train=cfg["data"]["limit_train"], limit_val=cfg["data"]["limit_val"],
+        lr_alpha=s["lr_alpha"], derive=s["derive"], derive_children=s["derive_children"],
+        limit_train=cfg["data"]["limit_train"], limit_val=cfg["data"]["limit_val"],
         seed=cfg["run"]["seed"], out=str(out), resume=True, device="cpu", workers=cfg["data"]["workers"],
         threads=cfg["run"]["threads"], progress=progress), predictor=predictor)
     return result.arch, result.summary, result.level
@@ -449,7 +450,8 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
         "val_acc": trained.val_acc, "n_val": len(splits.val), "train_epochs": trained.epochs,
         "mflops": cost.flops / 1e6, "mparams": cost.params / 1e6,
         "search_summary": {k: summary.get(k) for k in ("predicted_latency_ms", "within_budget", "band_ms",
-                                                       "val_acc_supernet_child")},
+                                                       "val_acc_supernet_child", "derivation",
+                                                       "derive_children_scored", "derive_supernet_acc")},
         "export": exported.to_dict(), "run_dir": str(run_dir), "seconds": seconds,
         "total_seconds": round(time.time() - start, 1),
     }

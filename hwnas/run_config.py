@@ -107,7 +107,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "search": {"mode": ("proxyless", _string), "supernet": ("entangled", _one_of("entangled", "separate")),
                "epochs": (4, _pos_int), "warmup_epochs": (1, _nonneg_int), "child_warmup_epochs": (1, _nonneg_int),
                "batch_size": (64, _pos_int), "max_steps": (10, _opt_pos_int), "lr_alpha": (0.02, _pos_num),
-               "relevel": (6, _relevel)},
+               "relevel": (6, _relevel), "derive": ("argmax", _one_of("argmax", "evolution")),
+               "derive_children": (500, _pos_int)},
     "train": {"epochs": (8, _pos_int), "batch_size": (64, _pos_int), "lr": (0.05, _pos_num),
               "optimizer": ("sgd", _one_of("sgd", "adamw")), "weight_decay": (4e-5, lambda v: None if
               isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf else

@@ -56,6 +56,14 @@ class RunReport:
     text: str
 
 
+def derivation(summary: dict) -> str:
+    """How the search chose its child, for the report."""
+    if summary.get("derivation") == "evolution":
+        return (f"evolution: {summary['derive_children_scored']} children of the band scored by the supernet, the "
+                f"winner's supernet accuracy {summary['derive_supernet_acc']:.2%}")
+    return "argmax: the most probable child of the band"
+
+
 def format_report(r: dict) -> str:
     """The report's text from its data (``report.json``): the header names the device of the latency table
     used (and this machine when it is another one)."""
@@ -79,6 +87,7 @@ def format_report(r: dict) -> str:
         f"  predicted       {r['predicted_ms']:.3f} ms ({r['predictor']}"
         + (f" x {r['latency_level']:g}, the session level measured before the search)"
            if r.get("latency_level", 1.0) != 1.0 else ")"),
+        f"  derivation      {derivation(r.get('search_summary') or {})}",
         f"  measured        {measured}",
         f"  recommended     {recommend(r['measured'], budget, failed) if r['measured'] else 'nothing measured'}",
         f"  accuracy        {r['val_acc']:.2%} top-1 on {r['n_val']} validation images (PyTorch, "

@@ -80,7 +80,8 @@ def config_from_args(args):
         warmup_epochs=pick("warmup_epochs"), child_warmup_epochs=pick("child_warmup_epochs"),
         batch_size=pick("batch_size"), max_steps=pick("max_steps"), supernet=args.supernet_type, control=args.control,
         target_fraction=args.target_fraction, band_low=args.band[0], band_high=args.band[1],
-        arch_fraction=args.arch_fraction, distill=not args.no_distill,
+        arch_fraction=args.arch_fraction, distill=not args.no_distill, derive=args.derive,
+        derive_children=args.derive_children,
         limit_train=args.limit_train, limit_val=args.limit_val, seed=args.seed, lr_w=args.lr, lr_alpha=args.lr_alpha,
         lambda_lat=args.lambda_lat, eta_flops=args.eta_flops, eta_mac=args.eta_mac, eta_params=args.eta_params,
         budget_on=args.budget_on, fit_budget=not args.no_fit_budget, device=args.device, out=args.out,
@@ -308,6 +309,11 @@ def register(sub) -> None:
                    help=f"entangled: sandwich epochs (largest + sampled child) before architecture steps (default "
                         f"{FULL['child_warmup_epochs']}, --fast {FAST['child_warmup_epochs']}, fewer when --epochs "
                         "leaves no epoch for architecture steps)")
+    p.add_argument("--derive", choices=("evolution", "argmax"), default="argmax",
+                   help="entangled, with a budget: how the child is chosen after the supernet is trained: argmax "
+                        "(default: the most probable child of the band) or evolution (children of the band scored "
+                        "by the supernet, hwnas.search.derive; docs/search.md says why it is not the default)")
+    p.add_argument("--derive-children", type=int, default=500, help="evolution: children scored (default 500)")
     p.add_argument("--arch-fraction", type=float, default=0.2,
                    help="entangled: share of the training images kept for architecture steps (default 0.2)")
     p.add_argument("--no-distill", action="store_true",

@@ -136,20 +136,26 @@ class BandDecoder:
 
 
 def sample_children_in_band(table: CostTable, low: float, high: float, n: int, seed,
-                            max_draws: int = 2_000_000) -> list[Child]:
-    """Up to ``n`` distinct children drawn uniformly from the whole space (stage widths included) among those
-    whose latency (``table``) lies in ``[low, high]``, by rejection sampling (fewer when ``max_draws`` draws
-    do not find ``n``)."""
+                            max_draws: int = 2_000_000, op_probs=None, width_probs=None) -> list[Child]:
+    """Up to ``n`` distinct children drawn from the whole space (stage widths included) among those whose
+    latency (``table``) lies in ``[low, high]``, by rejection sampling (fewer when ``max_draws`` draws do not
+    find ``n``). Every decision is uniform, or drawn from ``op_probs[i]`` / ``width_probs[s]`` (a prior, e.g.
+    the search's architecture distribution) when given."""
     cells = [t.numpy() for t in table.table]
     head = table.head.numpy()
     n_w, stages = table.num_widths, table.num_stages
     rng = np.random.default_rng(seed)
+
+    def draw(options: int, size, probs):
+        return rng.integers(0, options, size=size) if probs is None else rng.choice(options, size=size, p=probs)
+
     found: dict = {}
     draws = 0
     while len(found) < n and draws < max_draws:
         size = 20000
-        widths = rng.integers(0, n_w, size=(size, stages))
-        ops = np.stack([rng.integers(0, len(c), size=size) for c in cells], 1)
+        widths = (rng.integers(0, n_w, size=(size, stages)) if width_probs is None else
+                  np.stack([draw(n_w, size, width_probs[s]) for s in range(stages)], 1))
+        ops = np.stack([draw(len(c), size, None if op_probs is None else op_probs[i]) for i, c in enumerate(cells)], 1)
         cost = table.fixed + head[widths[:, -1]]
         for i, c in enumerate(cells):
             s = table.stage_of[i]

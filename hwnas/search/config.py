@@ -21,6 +21,7 @@ RESUME_KEYS = ("space", "space_params", "dataset", "mode", "darts_order", "epoch
 SUPERNETS = ("entangled", "separate")
 MAX_RELEVEL = 1000  # children timed for the session level (~5 s each)
 CONTROLS = ("tilt", "absolute", "hinge")
+DERIVATIONS = ("evolution", "argmax")  # how the child is chosen after the supernet is trained (hwnas.search.derive)
 
 
 def check_common(cfg) -> None:
@@ -75,6 +76,10 @@ class SearchConfig:
     alpha_init_std: float = 1e-3  # entangled: architecture logits start at N(0, std)
     label_smoothing: float = 0.1  # entangled: on the largest child's labels
     recalib_batches: int = 10  # entangled: batches to re-estimate BN before a child is scored
+    derive: str = "argmax"  # entangled: argmax (most probable child in the band) | evolution (hwnas.search.derive)
+    derive_children: int = 500  # evolution: children of the band scored by the supernet
+    derive_images: int = 128  # evolution: architecture-split images each child is scored on
+    derive_calib_batches: int = 2  # evolution: batches re-estimating each child's BatchNorm
     batch_size: int = 64
     max_steps: int | None = None  # steps per epoch (None: the whole training split)
     limit_train: int | None = None
@@ -142,6 +147,11 @@ class SearchConfig:
             raise HwnasError(f"arch fraction must be between 0 and 1, got {self.arch_fraction!r}")
         if not isinstance(self.child_warmup_epochs, int) or self.child_warmup_epochs < 0:
             raise HwnasError(f"child warm-up epochs must be a non-negative integer, got {self.child_warmup_epochs!r}")
+        if self.derive not in DERIVATIONS:
+            raise HwnasError(f"derive must be one of {', '.join(DERIVATIONS)}, got {self.derive!r}")
+        for name in ("derive_children", "derive_images", "derive_calib_batches"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise HwnasError(f"{name.replace('_', ' ')} must be a positive integer, got {getattr(self, name)!r}")
         if not isinstance(self.recalib_batches, int) or self.recalib_batches < 1:
             raise HwnasError(f"recalibration batches must be a positive integer, got {self.recalib_batches!r}")
         if not 0 <= self.label_smoothing < 1 or not self.alpha_init_std >= 0:

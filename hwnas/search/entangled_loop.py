@@ -46,6 +46,7 @@ from hwnas.runlog import plot_run
 from hwnas.search import distributed as D
 from hwnas.search.band import BandDecoder
 from hwnas.search.config import RESUME_KEYS, SearchConfig, SearchResult
+from hwnas.search.derive import derive_after_search, derive_summary
 from hwnas.search.engine import PROBS_EVERY, Run, cycle, evaluate, loader, temperature
 from hwnas.search.latency import check_budget
 from hwnas.search.plans import PlanMaker
@@ -266,6 +267,10 @@ def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float
             break
 
     child, child_ms = derive(net, table, band)
+    by_acc = None  # issue 20: the child of the band the supernet scores best (cfg.derive == "evolution")
+    if cfg.derive == "evolution" and band is not None and main:
+        by_acc = derive_after_search(cfg, net, table, band, weight_split, arch_split, out)
+        child, child_ms = by_acc.child, by_acc.latency_ms
     arch = child_arch(space, child)
     cost = arch.cost()
     titles, names = decision_names(net)
@@ -281,6 +286,7 @@ def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float
         "min_latency_ms": round(table.min(), 5), "max_latency_ms": round(table.max(), 5),
         "mflops": round(cost.flops / 1e6, 4), "mparams": round(cost.params / 1e6, 5), "mmac": round(cost.mac / 1e6, 4),
         "beta": maker.beta, "val_acc_supernet_child": run.history[-1]["val_acc"] if run.history else None,
+        **derive_summary(cfg, by_acc),
         "epochs_done": run.last_epoch(), "ranks": size,
         "probs": {title: dict(zip(opts, [round(v, 4) for v in torch.softmax(p.detach(), 0).tolist()]))
                   for title, opts, p in zip(titles, names, params)},

@@ -1,0 +1,307 @@
+"""Does the supernet rank children as stand-alone training does? (issue 20, Deliver 1)
+
+The weight-entangled supernet is trained with the search's own schedule (``hwnas.search.run_search``: largest
+child warm-up, then sandwich + architecture steps at the budget) on the training images of the CIFAR-10
+budgets benchmark (``benchmarks/cifar10_budgets.py``: one permutation fixed by ``--seed`` gives 10,000 train /
+1,000 selection / 4,000 test images), at every length of ``--lengths``: length L runs ``L x --search-epochs``
+epochs of ``--search-steps`` steps with ``L x --search-warmup-epochs`` warm-up epochs (the same schedule
+shape, L times the steps). Every length is its own search folder with its per-epoch checkpoint, so a stopped
+run continues where it was.
+
+Ground truth: the models of an earlier run of the budgets benchmark whose stand-alone test accuracies are known
+(``--truth``, a JSON list of {name, test_acc, predicted_ms, in_band, and either choices + stage_widths or a
+.tflite path}; a .tflite is read back into its architecture with :mod:`hwnas.modelgraph`). A model that is not a
+child of the supernet (MobileNetV2 at a global width multiplier: wider stem and head) is scored as its nearest
+child (same blocks, stage widths with the nearest channel counts) and marked as a proxy.
+
+Every child is scored with inherited weights: its BatchNorm statistics re-estimated on ``--bn-images``
+training images (no augmentation), then accuracy on the ranking images: the 1,000 selection images plus
+``--extra-images`` more taken from the permutation after train + selection + test (disjoint from the test
+images). Scores are appended to ``OUT/scores.jsonl`` as they are made (a rerun skips what is there).
+
+Report: Kendall tau and Spearman rho (scipy.stats) between supernet accuracy and stand-alone test accuracy at
+every length, over the in-band children and over all models, the top-3 overlap, a Markdown table
+(``OUT/table.md``) and a plot (``OUT/ranking.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a file from anywhere
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from hwnas.errors import HwnasError  # noqa: E402
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="the CIFAR-10 training images (.tar.gz or folder)")
+    p.add_argument("--predictor", required=True, help="the latency table the search used (.json)")
+    p.add_argument("--truth", default=None, help="JSON list of the stand-alone models and their test accuracy")
+    p.add_argument("--space", default="proxyless-tiny")
+    p.add_argument("--budget", type=float, default=0.5, help="the search's budget, ms (0.5)")
+    p.add_argument("--level", type=float, default=1.0, help="the search's session level (1.0)")
+    p.add_argument("--lengths", default="1,3", help="supernet lengths, multiples of the search's steps (1,3)")
+    p.add_argument("--search-epochs", type=int, default=6)
+    p.add_argument("--search-warmup-epochs", type=int, default=2)
+    p.add_argument("--search-steps", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0, help="data permutation and search seed (0)")
+    p.add_argument("--train", type=int, default=10000)
+    p.add_argument("--selection", type=int, default=1000)
+    p.add_argument("--test", type=int, default=4000)
+    p.add_argument("--extra-images", type=int, default=2000,
+                   help="ranking images beyond the selection split, after train + selection + test (2000)")
+    p.add_argument("--bn-images", type=int, default=2048, help="training images to re-estimate BatchNorm (2048)")
+    p.add_argument("--train-only", action="store_true", help="train the supernets, score nothing")
+    p.add_argument("--evolve", type=int, default=0, metavar="N",
+                   help="also derive by supernet accuracy at the longest length: N children of the search's band "
+                        "(hwnas.search.derive; scored on 2 BN batches and the first 500 ranking images, the best 5 "
+                        "re-scored as the table's models are); 0: off")
+    p.add_argument("--out", default="runs/supernet_ranking")
+    args = p.parse_args(argv)
+    try:
+        args.lengths = [int(v) for v in args.lengths.split(",")]
+    except ValueError:
+        raise HwnasError(f"--lengths: {args.lengths!r} is not a comma-separated list of integers") from None
+    if not args.lengths or min(args.lengths) < 1:
+        raise HwnasError(f"--lengths must be positive integers, got {args.lengths}")
+    for name in ("search_epochs", "search_steps", "batch_size", "bn_images"):
+        if getattr(args, name) < 1:
+            raise HwnasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    return args
+
+
+def load_data(args, resolution: int):
+    """The budgets benchmark's train split (augmented), and the plain BN and ranking images."""
+    from torch.utils.data import Subset
+
+    from cifar10_budgets import Data
+
+    data = Data(SimpleNamespace(dataset=args.dataset, train=args.train, selection=args.selection,
+                                test=args.test, seed=args.seed), resolution)
+    n = len(data.plain)
+    start = args.train + args.selection + args.test
+    if start + args.extra_images > n:
+        raise HwnasError(f"{args.dataset}: {n} images, too few for {args.extra_images} --extra-images")
+    import numpy as np
+
+    order = np.random.default_rng(args.seed).permutation(n).tolist()
+    assert order[:args.train] == data.indices["train"]  # the same permutation as the budgets benchmark
+    rank_idx = data.indices["selection"] + order[start:start + args.extra_images]
+    bn_idx = data.indices["train"][:args.bn_images]
+    return data, Subset(data.plain, bn_idx), Subset(data.plain, rank_idx)
+
+
+def train_supernet(args, data, length: int):
+    """The supernet of one length (trained now, or loaded from its finished checkpoint)."""
+    from hwnas.search import SearchConfig, run_search
+
+    cfg = SearchConfig(space=args.space, dataset=args.dataset, predictor=args.predictor, budget_ms=args.budget,
+                       latency_level=args.level, epochs=length * args.search_epochs,
+                       warmup_epochs=length * args.search_warmup_epochs, batch_size=args.batch_size,
+                       max_steps=args.search_steps, seed=args.seed, out=str(Path(args.out) / f"supernet-{length}x"),
+                       resume=True, progress=True, device="cpu", threads=1)
+    t0 = time.time()
+    res = run_search(cfg, splits=data.splits())
+    return res, time.time() - t0
+
+
+def load_truth(path: str, space) -> list[dict]:
+    """The stand-alone models: each with its child of the supernet (``proxy``: the nearest child, not the model)."""
+    from hwnas.arch import architecture_of
+    from hwnas.jsonfile import read_json
+    from hwnas.children import child_of
+
+    rows = read_json(path, "ground-truth file")
+    if not isinstance(rows, list) or not rows:
+        raise HwnasError(f"{path}: expected a JSON list of models")
+    for i, row in enumerate(rows):
+        missing = [k for k in ("name", "test_acc", "in_band") if k not in row]
+        if missing:
+            raise HwnasError(f"{path}: model {i} has no field {missing[0]!r}")
+        if "width_mult" in row:  # MobileNetV2: k3_e6 everywhere at the stage widths nearest its channels
+            row["stage_widths"] = nearest_stage_widths(space, row["width_mult"])
+            row["choices"] = ["k3_e6"] * len(space.positions)
+            row["proxy"] = True
+        try:
+            arch = architecture_of(space.at_widths(row["stage_widths"]), row["choices"])
+            row["child"] = child_of(space, arch)
+        except (KeyError, HwnasError) as exc:
+            raise HwnasError(f"{path}: model {row['name']!r}: {exc}") from None
+        row.setdefault("proxy", False)
+    return rows
+
+
+def nearest_stage_widths(space, width_mult: float) -> list[float]:
+    """Per stage, the width choice whose channel count is nearest that of a global ``width_mult``."""
+    from hwnas.spaces import get_space, make_divisible
+
+    wide = get_space(space.name, dict(space.params, width_mult=width_mult, width_choices=[1.0], stage_widths=None))
+    out = []
+    for s, (channels, _, _) in enumerate(space.params["stages"]):
+        target = wide.positions[[p.stage for p in wide.positions].index(s)].ops[0].c_out
+        out.append(min(space.width_choices, key=lambda w: (abs(make_divisible(channels * w) - target), w)))
+    return out
+
+
+def rank_stats(pairs: list[tuple[float, float]]) -> dict:
+    """Kendall tau, Spearman rho (with p-values) and top-3 overlap of (supernet acc, stand-alone acc) pairs."""
+    from scipy.stats import kendalltau, spearmanr
+
+    sup, true = zip(*pairs)
+    tau, p_tau = kendalltau(sup, true)
+    rho, p_rho = spearmanr(sup, true)
+    top = lambda v: set(sorted(range(len(v)), key=lambda i: -v[i])[:3])  # noqa: E731
+    return {"n": len(pairs), "tau": float(tau), "p_tau": float(p_tau), "rho": float(rho), "p_rho": float(p_rho),
+            "top3": len(top(sup) & top(true))}
+
+
+def score_all(args, length: int, net, truth: list[dict], bn_set, rank_set, log: Path) -> dict[str, float]:
+    """Supernet accuracy of every model's child at this length (appended to ``log``; earlier ones kept)."""
+    from hwnas.jsonfile import read_jsonl
+    from hwnas.search.derive import supernet_scorer
+
+    done = {r["name"]: r["supernet_acc"] for r in read_jsonl(log, "a score") if r["length"] == length}
+    score = supernet_scorer(net, bn_set, rank_set, calib_batches=-(-args.bn_images // args.batch_size),
+                            batch_size=args.batch_size, seed=args.seed)
+    for row in truth:
+        if row["name"] in done:
+            continue
+        t0 = time.time()
+        done[row["name"]] = acc = score(row["child"])
+        with open(log, "a") as f:
+            f.write(json.dumps({"length": length, "name": row["name"], "supernet_acc": acc,
+                                "seconds": round(time.time() - t0, 1)}) + "\n")
+        print(f"  {length}x {row['name']}: supernet accuracy {acc:.4f} ({time.time() - t0:.0f} s)", flush=True)
+    return done
+
+
+def report(args, truth: list[dict], scores: dict[int, dict[str, float]], notes: dict[int, str], n_rank: int) -> str:
+    lines = [f"Supernet ranking, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: supernet accuracy on "
+             f"{n_rank} held-out images (BatchNorm re-estimated per child on {args.bn_images} training images) "
+             f"against stand-alone test accuracy (4,000 test images) of {len(truth)} models.", "",
+             "| supernet length | steps | models | Kendall tau (p) | Spearman rho (p) | top-3 overlap | "
+             "supernet's pick: its test acc (rank) |",
+             "|---|---|---|---|---|---|---|"]
+    stats = {}
+    for length, got in scores.items():
+        steps = length * args.search_epochs * args.search_steps
+        for label, rows in (("in band", [r for r in truth if r["in_band"]]), ("all", truth)):
+            st = rank_stats([(got[r["name"]], r["test_acc"]) for r in rows])
+            stats[(length, label)] = st
+            pick = max(rows, key=lambda r: got[r["name"]])
+            rank = 1 + sum(r["test_acc"] > pick["test_acc"] for r in rows)
+            lines.append(f"| {length}x | {steps} | {label} ({st['n']}) | {st['tau']:+.2f} ({st['p_tau']:.2f}) | "
+                         f"{st['rho']:+.2f} ({st['p_rho']:.2f}) | {st['top3']}/3 | {pick['name']}: "
+                         f"{pick['test_acc']:.2%} ({rank} of {len(rows)}) |")
+    lines += ["", "| model | stand-alone test acc | " + " | ".join(f"supernet acc {n}x" for n in scores) + " |",
+              "|---|---|" + "---|" * len(scores)]
+    for r in sorted(truth, key=lambda r: -r["test_acc"]):
+        name = r["name"] + (" (nearest child: proxy)" if r["proxy"] else "")
+        lines.append(f"| {name} | {r['test_acc']:.2%} | "
+                     + " | ".join(f"{scores[n][r['name']]:.2%}" for n in scores) + " |")
+    for length, note in notes.items():
+        lines.append(f"\n{length}x: {note}")
+    return "\n".join(lines) + "\n", stats
+
+
+def plot(truth: list[dict], scores: dict[int, dict[str, float]], stats: dict, path: Path) -> None:
+    from hwnas.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 4.2), squeeze=False)
+    colors = {"searched": "tab:red", "random": "tab:blue", "mbv2": "tab:green"}
+    for ax, (length, got) in zip(axes[0], scores.items()):
+        for kind, color in colors.items():
+            rows = [r for r in truth if r.get("kind") == kind]
+            ax.scatter([100 * got[r["name"]] for r in rows], [100 * r["test_acc"] for r in rows], c=color,
+                       label=kind + (" (nearest child)" if kind == "mbv2" else ""))
+        st = stats[(length, "in band")]
+        ax.set_title(f"supernet {length}x: in band tau {st['tau']:+.2f}, rho {st['rho']:+.2f}")
+        ax.set_xlabel("supernet accuracy, held-out images (%)")
+        ax.set_ylabel("stand-alone test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def evolve(args, res, bn_set, rank_set, out: Path) -> str:
+    """The child of the band that :func:`hwnas.search.derive.evolve_in_band` picks on this supernet."""
+    from torch.utils.data import Subset
+
+    from hwnas.children import child_arch, latency_table
+    from hwnas.search.derive import evolve_in_band, supernet_scorer
+    from hwnas.search.latency import load_latency_predictor
+
+    net = res.supernet
+    predictor, _ = load_latency_predictor(net.space, args.predictor, level=args.level)
+    table = latency_table(net.space, predictor)
+    low, high = res.summary["band_ms"]
+    small = supernet_scorer(net, bn_set, Subset(rank_set, range(500)), 2, args.batch_size, args.seed)
+    full = supernet_scorer(net, bn_set, rank_set, -(-args.bn_images // args.batch_size), args.batch_size, args.seed)
+    found = evolve_in_band(net, table, low, high, small, full, out / f"derive-{args.lengths[-1]}x.jsonl",
+                           children=args.evolve, seed=args.seed, progress=True)
+    arch = child_arch(net.space, found.child)
+    return (f"evolution over {found.scored} children of the band [{low:.3f}, {high:.3f}] ms: `{' '.join(arch.choices)}` "
+            f"widths {','.join(f'{w:g}' for w in arch.space.stage_widths)}, {found.latency_ms:.3f} ms, supernet "
+            f"accuracy {found.supernet_acc:.2%} (scored as the models above), {found.seconds / 60:.1f} min")
+
+
+def main(argv=None) -> int:
+    from hwnas.spaces import get_space
+    from hwnas.threads import use_torch_threads
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    use_torch_threads(1)
+    space = get_space(args.space)
+    truth = load_truth(args.truth, space) if args.truth else None  # checked before any long work
+    if truth is None and not args.train_only:
+        raise HwnasError("--truth is needed to score (or give --train-only)")
+    data, bn_set, rank_set = load_data(args, space.params["resolution"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{data.name}: {len(data.train)} train / {len(rank_set)} ranking / {len(bn_set)} BN images", flush=True)
+    scores, notes = {}, {}
+    for length in args.lengths:
+        res, seconds = train_supernet(args, data, length)
+        print(f"supernet {length}x: {res.summary['epochs_done']} epochs ({seconds / 60:.1f} min this run)", flush=True)
+        if args.train_only:
+            continue
+        t0 = time.time()
+        scores[length] = score_all(args, length, res.supernet, truth, bn_set, rank_set, out / "scores.jsonl")
+        from hwnas.jsonfile import read_jsonl
+
+        epochs = read_jsonl(out / f"supernet-{length}x" / "metrics.jsonl", "an epoch")
+        arch = res.arch
+        notes[length] = (f"argmax child of the band `{' '.join(arch.choices)}` widths "
+                         f"{','.join(f'{w:g}' for w in arch.space.stage_widths)} (its supernet accuracy on the "
+                         f"search's 1,000 selection images after the last epoch: {epochs[-1]['val_acc']:.2%}); "
+                         f"supernet training {sum(e['seconds'] for e in epochs) / 60:.0f} min (sum of epoch times), "
+                         f"scoring {time.time() - t0:.0f} s (this invocation)")
+    if args.train_only:
+        return 0
+    if args.evolve:
+        notes[args.lengths[-1]] += "; " + evolve(args, res, bn_set, rank_set, out)
+    text, stats = report(args, truth, scores, notes, len(rank_set))
+    (out / "table.md").write_text(text)
+    plot(truth, scores, stats, out / "ranking.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except HwnasError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
