@@ -32,7 +32,7 @@ def build_kernel(spec: dict):
         y = x
         if spec.get("pad"):  # explicit padding then a valid convolution, as Keras applications do at stride 2
             y = layers.ZeroPadding2D(spec["pad"])(y)
-        padding = "valid" if spec.get("pad") else "same"
+        padding = spec.get("padding", "valid" if spec.get("pad") else "same")
         if t == "conv":
             y = layers.Conv2D(spec["cout"], spec["k"], spec["s"], padding=padding, groups=spec.get("groups", 1),
                               activation=_act(spec.get("act", "none")))(y)
