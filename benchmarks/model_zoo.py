@@ -38,6 +38,7 @@ ZOO = [
     ("ResNet50", "ResNet50", None, (32, 64, 128, 224)),
     ("DenseNet121", "DenseNet121", None, (32, 64, 128, 224)),
     ("NASNetMobile", "NASNetMobile", None, (32, 96, 224)),
+    ("MobileNet", "MobileNet", 0.75, (32, 96, 160, 224)),
 ]
 
 
@@ -55,15 +56,19 @@ def zoo_specs() -> list[tuple[str, str, dict]]:
     return out
 
 
-def export(cache: Path) -> dict[str, Path]:
+def export(cache: Path, reverse: bool = False) -> dict[str, Path]:
+    """Every zoo network converted once into ``cache`` (a file already there, e.g. from a second export process
+    working from the other end, is skipped); name -> file."""
     from hwnas.errors import HwnasError
     from hwnas.export.tflite import TFLiteConverter
 
     cache.mkdir(parents=True, exist_ok=True)
     files = {}
     todo = [(f, n, s) for f, n, s in zoo_specs() if not (cache / f"{n}.tflite").exists()]
-    with TFLiteConverter(cache / "convert.log") as conv:
-        for i, (_, name, spec) in enumerate(todo):
+    with TFLiteConverter(cache / f"convert{'-reverse' if reverse else ''}.log") as conv:
+        for i, (_, name, spec) in enumerate(todo[::-1] if reverse else todo):
+            if (cache / f"{name}.tflite").exists():
+                continue
             t = time.time()
             try:
                 conv.convert_spec({"app": spec}, cache / f"{name}.tflite")
@@ -92,11 +97,12 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--anchors", type=int, default=30)
     p.add_argument("--export-only", action="store_true")
+    p.add_argument("--reverse", action="store_true", help="export from the end of the list (a second process)")
     p.add_argument("--plot", type=Path)
     p.add_argument("--json", type=Path, help="write every network's numbers here")
     args = p.parse_args(argv)
     start = time.time()
-    files = export(args.cache)
+    files = export(args.cache, args.reverse)
     print(f"{len(files)} networks exported ({time.time() - start:.0f} s)", file=sys.stderr)
     if args.export_only:
         return 0

@@ -66,7 +66,22 @@ def read_rows(path: str | Path) -> list[dict]:
     return rows
 
 
-def profile(out: Path, cache_root: Path, rounds: int, seed: int, progress: bool = True) -> list[dict]:
+ADAPTIVE_WAPE = 15.0  # a kernel type whose cross-validated WAPE is above this gets as many new samples again
+GROUP_OF = {"conv": "conv", "conv1x1": "conv1x1", "gconv": "gconv", "mul_se": "mul_se"}
+
+
+def adaptive_counts(predictor_json: Path) -> dict[str, int]:
+    """Adaptive sampling: per kernel type of a fitted predictor whose best CV WAPE exceeds ADAPTIVE_WAPE, as many
+    new configurations as it was fitted on (drawn with another seed)."""
+    from hwnas.jsonfile import read_json
+
+    types = read_json(predictor_json, "kernel predictor").get("types", {})
+    return {GROUP_OF.get(t, t): info["rows"] for t, info in types.items()
+            if min(info["cv_wape"].values()) > ADAPTIVE_WAPE}
+
+
+def profile(out: Path, cache_root: Path, rounds: int, seed: int, progress: bool = True,
+            counts: dict | None = None) -> list[dict]:
     from hwnas.latency_data import describe_this_device
     from hwnas.runners.tflite import TFLiteRunner
     from hwnas.timing_rounds import cache_folder, file_latencies, time_rounds
@@ -74,7 +89,9 @@ def profile(out: Path, cache_root: Path, rounds: int, seed: int, progress: bool 
     runner = TFLiteRunner(threads=1, policy=POLICY)
     device = describe_this_device()
     cache = cache_folder(cache_root, device, runner)
-    specs = sample_specs(seed)
+    specs = sample_specs(seed, counts)
+    if counts and "empty" not in counts:
+        specs.append({"type": "empty", "h": 1, "c": 1})  # the invoke cost, in this session too
     files = export_specs(specs, cache, progress)
     print(f"time: {len(files)} kernels x {rounds} rounds (log {cache / 'rounds.jsonl'})", file=sys.stderr)
     latency = file_latencies(time_rounds(files, runner, rounds, cache / "rounds.jsonl", seed, progress))
@@ -99,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=Path("runs/kernel-cache"), help="exported kernels and round log")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--adaptive", type=Path, metavar="PREDICTOR.json",
+                   help="sample again (use another --seed and --out) the kernel types this fitted predictor "
+                        f"predicts worst (cross-validated WAPE above {ADAPTIVE_WAPE:g}%%)")
     add_progress_argument(p)
     args = p.parse_args(argv)
     if args.rounds < 1:
@@ -106,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.time()
     try:
-        rows = profile(args.out, args.cache, args.rounds, args.seed, not args.no_progress)
+        counts = adaptive_counts(args.adaptive) if args.adaptive else None
+        if counts:
+            print(f"adaptive sampling: {counts}", file=sys.stderr)
+        rows = profile(args.out, args.cache, args.rounds, args.seed, not args.no_progress, counts)
     except HwnasError as exc:
         print(f"hwnas: error: {exc}", file=sys.stderr)
         return 2
