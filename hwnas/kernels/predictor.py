@@ -138,9 +138,10 @@ class PricedKernel:
     nodes: str
     type: str
     spec: dict
-    ms: float
+    ms: float  # alone (invoke cost subtracted) plus the calibration's in-network cost
     predictor: str
     out_of_range: list[str] = field(default_factory=list)
+    in_elems: float = 0.0
 
 
 @dataclass
@@ -164,6 +165,7 @@ class KernelPredictor:
                  models: dict[str, TypeModel], info: dict, rows: list[dict] | None = None, path: Path | None = None):
         self.device, self.runtime, self.dtype, self.threads = device, runtime, dtype, threads
         self.overhead_ms, self.models, self.info, self.rows, self.path = overhead_ms, models, info, rows or [], path
+        self.calibration: dict | None = None  # hwnas.kernels.calibrate: in-network cost per kernel
 
     def price(self, spec: dict) -> tuple[float, str, list[str]]:
         """(ms this kernel adds to a model, predictor name, features outside the sampled range)."""
@@ -178,7 +180,10 @@ class KernelPredictor:
             v = float(f.get(name, 0.0))
             if v < lo * (1 - RANGE_SLACK) or v > hi * (1 + RANGE_SLACK):
                 outside.append(f"{name}={v:g} outside {lo:g}..{hi:g}")
-        return max(0.0, ms - self.overhead_ms), f"{ktype}:{model.method}", outside
+        ms = max(0.0, ms - self.overhead_ms)
+        if self.calibration:
+            ms += self.calibration["per_kernel_ms"] + self.calibration["ms_per_melem"] * f["in_elems"] / 1e6
+        return ms, f"{ktype}:{model.method}", outside
 
     def predict_graph(self, graph) -> KernelPrediction:
         found = detect(graph)
@@ -186,7 +191,8 @@ class KernelPredictor:
         for k in found.kernels:
             try:
                 ms, name, outside = self.price(k.spec)
-                priced.append(PricedKernel(k.span, kernel_type(k.spec), k.spec, ms, name, outside))
+                priced.append(PricedKernel(k.span, kernel_type(k.spec), k.spec, ms, name, outside,
+                                           features(k.spec)["in_elems"]))
             except KeyError:
                 unpriced.append({"node": k.nodes[0].index, "op": k.nodes[0].op, "name": k.nodes[0].name,
                                  "reason": f"no {kernel_type(k.spec)} kernel predictor in this file",
@@ -207,7 +213,7 @@ class KernelPredictor:
         info = {t: {**self.info[t], "model": {"linear": m.linear, "trees": m.trees}} for t, m in self.models.items()}
         data = {"format": FORMAT, "device": self.device, "runtime": self.runtime, "dtype": self.dtype,
                 "threads": self.threads, "overhead_ms": self.overhead_ms, "types": info,
-                "rows": [{"spec": r["spec"], "ms": r["ms"]} for r in self.rows]}
+                "rows": [{"spec": r["spec"], "ms": r["ms"]} for r in self.rows], "calibration": self.calibration}
         path.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
 
     @classmethod
@@ -220,8 +226,12 @@ class KernelPredictor:
         try:
             models = {t: TypeModel(info["method"], info["features"], info["model"]["linear"], info["model"]["trees"])
                       for t, info in data["types"].items()}
-            return cls(data["device"], data["runtime"], data["dtype"], int(data["threads"]),
-                       float(data["overhead_ms"]), models, data["types"], data.get("rows"), path)
+            predictor = cls(data["device"], data["runtime"], data["dtype"], int(data["threads"]),
+                            float(data["overhead_ms"]), models, data["types"], data.get("rows"), path)
+            predictor.calibration = data.get("calibration")
+            if predictor.calibration is not None:
+                float(predictor.calibration["per_kernel_ms"]), float(predictor.calibration["ms_per_melem"])
+            return predictor
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HwnasError(f"{path}: damaged kernel predictor ({type(exc).__name__}: {exc})") from None
 
