@@ -52,6 +52,9 @@ def print_kernels(r: dict) -> None:
         flag = "  OUT OF RANGE" if k["out_of_range"] else ""
         print(f"{k['nodes']:10s} {(k['type'] + ' ' + dims)[:60]:60s} {k['ms']:9.4f}  {k['predictor']}{flag}")
     print(f"{'overhead':10s} {'(one model invoke)':60s} {r['overhead_ms']:9.4f}")
+    if r["weights_ms"]:
+        print(f"{'weights':10s} {'(weights beyond the caches, read from memory: calibration)':60s} "
+              f"{r['weights_ms']:9.4f}")
     print(f"{'total':10s} {'':60s} {r['total_ms']:9.4f} ms")
     if r["unpriced"]:
         print(f"not priced, given no time ({len(r['unpriced'])}, {r['unpriced_flops_share']:.1%} of the FLOPs):")

@@ -48,10 +48,11 @@ def convert(job: dict) -> str:
         from safetensors.numpy import load_file
 
         weights = load_file(job["weights"])
-    if "kernel" in job or "app" in job:  # hwnas.kernels: one kernel, or a Keras application
-        from hwnas.kernels.keras_kernels import build_app, build_kernel
+    if "kernel" in job or "app" in job or "chain" in job:  # hwnas.kernels: a kernel, a Keras application, a chain
+        from hwnas.kernels.keras_kernels import build_app, build_chain, build_kernel
 
-        model = build_kernel(job["kernel"]) if "kernel" in job else build_app(job["app"])
+        model = build_kernel(job["kernel"]) if "kernel" in job else \
+            build_app(job["app"]) if "app" in job else build_chain(job["chain"])
     elif "cells" in job:
         model = build_keras_cells(job["cells"], weights)
     else:

@@ -81,6 +81,22 @@ def build_kernel(spec: dict):
     return keras.Model(inputs, y)
 
 
+def build_chain(spec: dict):
+    """A sequence of convolutions (``{"h", "cin", "layers": [{"type": "conv"|"dwconv", "cout", "k", "s"}]}``):
+    a synthetic network for calibration, with as many weights as real ones."""
+    import keras
+    from keras import layers
+
+    x = keras.Input((spec["h"], spec["h"], spec["cin"]), batch_size=1)
+    y = x
+    for layer in spec["layers"]:
+        if layer["type"] == "dwconv":
+            y = layers.DepthwiseConv2D(layer["k"], layer["s"], padding="same", activation="relu")(y)
+        else:
+            y = layers.Conv2D(layer["cout"], layer["k"], layer["s"], padding="same", activation="relu")(y)
+    return keras.Model(x, y)
+
+
 def build_app(spec: dict):
     import keras
 

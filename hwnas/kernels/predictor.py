@@ -13,7 +13,8 @@ The choice minimises the cross-validated WAPE (sum of absolute errors / sum of
 latencies: what decides a model's sum; a kernel of 1-2 us is mostly the invoke
 cost that is subtracted anyway). Types with fewer than 10 rows keep ``linear``. Each kernel was timed alone, so
 each paid one model invoke (``overhead_ms``, the ``empty`` kernel's time): a
-model is ``overhead_ms + sum(max(0, kernel - overhead_ms))``.
+model is ``overhead_ms + sum(max(0, kernel - overhead_ms))``, plus the
+in-network costs of :mod:`hwnas.kernels.calibrate` when the file has them.
 
 Saved as one plain JSON file: per type the method, CV scores, sampled feature
 ranges and the model as numbers (linear coefficients; each boosted tree as
@@ -142,12 +143,14 @@ class PricedKernel:
     predictor: str
     out_of_range: list[str] = field(default_factory=list)
     in_elems: float = 0.0
+    params: float = 0.0
 
 
 @dataclass
 class KernelPrediction:
     total_ms: float
     overhead_ms: float
+    weights_ms: float  # the calibration's cost of streaming weights that do not fit in the caches
     kernels: list[PricedKernel]
     unpriced: list[dict]
     unpriced_flops_share: float
@@ -182,7 +185,8 @@ class KernelPredictor:
                 outside.append(f"{name}={v:g} outside {lo:g}..{hi:g}")
         ms = max(0.0, ms - self.overhead_ms)
         if self.calibration:
-            ms += self.calibration["per_kernel_ms"] + self.calibration["ms_per_melem"] * f["in_elems"] / 1e6
+            c = self.calibration
+            ms += c["per_kernel_ms"] + c["ms_per_melem"] * f["in_elems"] / 1e6
         return ms, f"{ktype}:{model.method}", outside
 
     def predict_graph(self, graph) -> KernelPrediction:
@@ -192,7 +196,7 @@ class KernelPredictor:
             try:
                 ms, name, outside = self.price(k.spec)
                 priced.append(PricedKernel(k.span, kernel_type(k.spec), k.spec, ms, name, outside,
-                                           features(k.spec)["in_elems"]))
+                                           features(k.spec)["in_elems"], features(k.spec).get("params", 0.0)))
             except KeyError:
                 unpriced.append({"node": k.nodes[0].index, "op": k.nodes[0].op, "name": k.nodes[0].name,
                                  "reason": f"no {kernel_type(k.spec)} kernel predictor in this file",
@@ -204,8 +208,13 @@ class KernelPredictor:
         for u in unpriced:
             u["flops_share"] = u["flops"] / total
         share = sum(u["flops"] for u in unpriced) / total
-        return KernelPrediction(self.overhead_ms + sum(k.ms for k in priced), self.overhead_ms, priced, unpriced,
-                                share)
+        weights_ms = 0.0
+        if self.calibration:
+            mparams = sum(k.params for k in priced) / 1e6
+            weights_ms = self.calibration.get("ms_per_mparam", 0.0) * \
+                max(0.0, mparams - self.calibration.get("resident_mparams", 0.0))
+        return KernelPrediction(self.overhead_ms + weights_ms + sum(k.ms for k in priced), self.overhead_ms,
+                                weights_ms, priced, unpriced, share)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

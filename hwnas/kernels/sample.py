@@ -138,7 +138,8 @@ def kernel_type(spec: dict) -> str:
 
 
 def features(spec: dict) -> dict[str, float]:
-    """The numbers that decide a kernel's time: its dimensions, multiply-adds, elements read and written."""
+    """The numbers that decide a kernel's time: its dimensions, multiply-adds, elements read and written, and
+    (convolutions, fully connected) its weights ``params``."""
     t = spec["type"]
     h = spec.get("h", 1)
     out_h = math.ceil(h / spec.get("s", 1))
@@ -146,11 +147,13 @@ def features(spec: dict) -> dict[str, float]:
     if t == "conv":
         f["macs"] = out_h * out_h * spec["k"] ** 2 * spec["cin"] * spec["cout"] / spec["groups"]
         f["in_elems"], f["out_elems"] = h * h * spec["cin"], out_h * out_h * spec["cout"]
+        f["params"] = spec["k"] ** 2 * spec["cin"] * spec["cout"] / spec["groups"]
     elif t == "dwconv":
         f["macs"] = out_h * out_h * spec["k"] ** 2 * spec["c"]
         f["in_elems"], f["out_elems"] = h * h * spec["c"], out_h * out_h * spec["c"]
+        f["params"] = spec["k"] ** 2 * spec["c"]
     elif t == "fc":
-        f["macs"] = spec["cin"] * spec["cout"]
+        f["macs"] = f["params"] = spec["cin"] * spec["cout"]
         f["in_elems"], f["out_elems"] = spec["cin"], spec["cout"]
     elif t in ("maxpool", "avgpool"):
         f["in_elems"], f["out_elems"] = h * h * spec["c"], out_h * out_h * spec["c"]
