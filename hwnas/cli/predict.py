@@ -10,6 +10,7 @@ named and given no time.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from hwnas.cli.jsonout import add_json_argument, messages_to_stderr, print_json
 from hwnas.errors import HwnasError
@@ -69,13 +70,27 @@ def _breakdown(args):
         if isinstance(predictor, LookupTable) and predictor.fallback_name and not args.no_fallback:
             predictor.enable_fallback()
         return arch_breakdown(arch, predictor, args.predictor, args.model)
+    from hwnas.cli.predict_kernels import kernel_result, this_machines_kernels
+
     graph = read_model(args.model)
-    args.predictor = args.predictor or this_machines_predictor(
-        None, RUNTIMES[graph.format], graph.dtype if graph.dtype in ("fp32", "int8") else "fp32")
+    kernels = args.kernels or (None if args.predictor else this_machines_kernels(RUNTIMES[graph.format], "fp32"))
+    if args.kernels:
+        return kernel_result(graph, args.kernels, f"kernel predictor {args.kernels} (--kernels)")
+    try:
+        args.predictor = args.predictor or this_machines_predictor(
+            None, RUNTIMES[graph.format], graph.dtype if graph.dtype in ("fp32", "int8") else "fp32")
+    except HwnasError:
+        if kernels is None:
+            raise
+        return kernel_result(graph, kernels, "no operator table for this machine: kernel predictor")
     predictor = _load(args, None)
     if isinstance(predictor, LookupTable) and predictor.fallback_name:
         predictor.enable_fallback()
-    return model_breakdown(graph, predictor, args.predictor)
+    b = model_breakdown(graph, predictor, args.predictor)
+    if kernels is not None and (b.unrecognised or any(r.source != "table" for r in b.blocks)):
+        return kernel_result(graph, kernels, "not a search-space model (nodes outside hwnas operators or operators "
+                                             "missing from the table): priced by the kernel predictor")
+    return b
 
 
 def _print(b) -> None:
@@ -102,6 +117,18 @@ def _predict(args) -> int:
 
     with messages_to_stderr(args.json):
         b = _breakdown(args)
+        if isinstance(b, dict):  # the kernel predictor's answer (hwnas.cli.predict_kernels)
+            from hwnas.cli.predict_kernels import print_kernels
+
+            for warning in b["warnings"]:
+                print(f"hwnas: warning: {warning}", file=sys.stderr)
+            if not args.json:
+                print_kernels(b)
+    if isinstance(b, dict):
+        if args.json:
+            print_json(b)
+        return 0
+    with messages_to_stderr(args.json):
         device = other_device(args.predictor)
         if device:
             b.warnings.insert(0, device)
@@ -123,5 +150,8 @@ def register(sub) -> None:
                    help="architecture files, lookup table: fail on an operator missing from the table instead of "
                         "pricing it with the table's fallback regressor (the 'source' column says which priced "
                         "each block)")
+    p.add_argument("--kernels", type=Path, help="model files: price with this kernel predictor (predictors/kernels/"
+                                                "<device>-tflite-fp32-t1.json; default: this machine's, used for "
+                                                "models that are not from a search space)")
     add_json_argument(p)
     p.set_defaults(func=_predict)

@@ -114,6 +114,15 @@ class TFLiteConverter:
         self.proc.stdin.flush()
         return _reply(self._read(), output)
 
+    def convert_spec(self, spec: dict, output: str | Path) -> Path:
+        """Convert a kernel (``{"kernel": ...}``) or Keras application (``{"app": ...}``) job to fp32 ``output``."""
+        if self.proc is None:
+            self.start()
+        output = Path(output)
+        self.proc.stdin.write(json.dumps({**spec, "output": str(output), "quant": "fp32"}) + "\n")
+        self.proc.stdin.flush()
+        return _reply(self._read(), output)
+
     def close(self) -> None:
         if self.proc is not None:
             self.proc.stdin.close()

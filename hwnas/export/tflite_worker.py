@@ -13,7 +13,9 @@ A job::
      "int8_io": false}                           # int8 input/output tensors (int8 only)
 
 A cell network job has ``"cells": hwnas.cells.network.cell_plan(genotype)``
-instead of ``"ops"`` (weights: the state dict of ``build_cell_network``).
+instead of ``"ops"`` (weights: the state dict of ``build_cell_network``); a
+kernel job ``"kernel": spec`` and an application job ``"app": spec`` (random
+weights; :mod:`hwnas.kernels.keras_kernels`).
 
 Each reply is ``{"ok": true, "output": path}`` or ``{"ok": false, "error": message}``,
 one JSON line on the real stdout (TensorFlow's own chatter is sent to stderr).
@@ -46,7 +48,12 @@ def convert(job: dict) -> str:
         from safetensors.numpy import load_file
 
         weights = load_file(job["weights"])
-    if "cells" in job:
+    if "kernel" in job or "app" in job or "chain" in job:  # hwnas.kernels: a kernel, a Keras application, a chain
+        from hwnas.kernels.keras_kernels import build_app, build_chain, build_kernel
+
+        model = build_kernel(job["kernel"]) if "kernel" in job else \
+            build_app(job["app"]) if "app" in job else build_chain(job["chain"])
+    elif "cells" in job:
         model = build_keras_cells(job["cells"], weights)
     else:
         model = build_keras([OpSpec.from_dict(d) for d in job["ops"]], weights)

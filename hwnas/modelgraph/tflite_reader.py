@@ -98,7 +98,9 @@ def read_tflite(path: Path) -> Graph:
             whole = name == "MEAN" or (opts.filterHeight, opts.filterWidth) == (in_shape[1], in_shape[2])
             if whole and n_out == in_shape[3]:
                 kind = "pool"
-        elif name == "FULLY_CONNECTED" and weights:
+        if name in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):  # window and stride (hwnas.kernels prices local pooling)
+            attrs = {"kernel": (opts.filterHeight, opts.filterWidth), "stride": (opts.strideH, opts.strideW)}
+        if name == "FULLY_CONNECTED" and weights:
             w = shape(weights[0])  # (out, in)
             kind, attrs = "linear", {"c_in": w[1], "c_out": w[0], "act": _act(opts, act_names)}
             types["act"].add(tensors[act_in[0]].type)

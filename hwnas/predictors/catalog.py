@@ -83,6 +83,18 @@ def refusal(data: dict, path: Path) -> str | None:
     return None
 
 
+def _kernel_predictor(path: Path) -> dict | None:
+    """The header of a kernel predictor file (:mod:`hwnas.kernels.predictor`, type ``kernels``), else None."""
+    from hwnas.jsonfile import read_json
+    from hwnas.kernels.predictor import FORMAT
+
+    try:
+        data = read_json(path, "predictor file")
+    except HwnasError:
+        return None
+    return {**data, "type": "kernels"} if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
 def list_predictors(folder: str | Path) -> tuple[list[Entry], list[str]]:
     """Every predictor file under ``folder`` (recursively) and the .json files that are not predictors."""
     folder = Path(folder)
@@ -93,8 +105,10 @@ def list_predictors(folder: str | Path) -> tuple[list[Entry], list[str]]:
         try:
             data = read_header(path)
         except HwnasError as exc:
-            skipped.append(str(exc))
-            continue
+            data = _kernel_predictor(path)
+            if data is None:
+                skipped.append(str(exc))
+                continue
         device = data.get("device") if isinstance(data.get("device"), dict) else {}
         entries.append(Entry(str(path.relative_to(folder)), str(device.get("name", "?")), str(data.get("runtime", "?")),
                              str(data.get("dtype", "?")), data.get("threads"), str(data.get("space") or "any"),

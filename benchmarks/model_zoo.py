@@ -1,0 +1,173 @@
+"""Zoo benchmark: the kernel predictor on real networks that are not from our search spaces (LiteRT fp32, 1 thread).
+
+    python benchmarks/model_zoo.py --predictor predictors/kernels/<device>-tflite-fp32-t1.json \\
+        [--rounds 3] [--plot docs/predictors-zoo-tflite-fp32.png]
+
+Networks: ``keras.applications`` with random weights (MobileNet, MobileNetV2,
+MobileNetV3Small/Large, EfficientNetB0, ResNet50, DenseNet121, NASNetMobile) at
+several widths and input sizes, none of them used to fit the kernel predictors
+(those are fitted on single sampled kernels only). Each is converted to TFLite
+in the TensorFlow worker process (cached under ``--cache``), then all are timed
+in ``--rounds`` interleaved rounds (:mod:`hwnas.timing_rounds`, resumable) with
+``--anchors`` profiled kernels among them: the median of (kernel now / kernel in
+the predictor's table) is this session's speed against the profiling session's,
+and the shares are printed raw and with the predictions scaled by it. Prints
+per family and overall: share within +-10% and +-5%, MAPE, and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# (family, application, alpha or None, input sizes)
+ZOO = [
+    ("MobileNet", "MobileNet", a, (32, 96, 160, 224)) for a in (0.25, 0.5, 1.0)
+] + [
+    ("MobileNetV2", "MobileNetV2", a, (32, 96, 160, 224)) for a in (0.35, 0.5, 1.0)
+] + [
+    ("MobileNetV3Small", "MobileNetV3Small", a, (32, 96, 224)) for a in (0.75, 1.0)
+] + [
+    ("MobileNetV3Large", "MobileNetV3Large", a, (32, 128, 224)) for a in (0.75, 1.0)
+] + [
+    ("EfficientNetB0", "EfficientNetB0", None, (32, 64, 128, 224)),
+    ("ResNet50", "ResNet50", None, (32, 64, 128, 224)),
+    ("DenseNet121", "DenseNet121", None, (32, 64, 128, 224)),
+    ("NASNetMobile", "NASNetMobile", None, (32, 96, 224)),
+    ("MobileNet", "MobileNet", 0.75, (32, 96, 160, 224)),
+]
+
+
+def zoo_specs() -> list[tuple[str, str, dict]]:
+    """(family, file name, application spec) of every zoo network."""
+    out = []
+    for family, app, alpha, sizes in ZOO:
+        for size in sizes:
+            spec = {"app": app, "size": size}
+            name = f"{app}-{size}"
+            if alpha is not None:
+                spec["alpha"] = alpha
+                name = f"{app}-a{alpha}-{size}"
+            out.append((family, name, spec))
+    return out
+
+
+def export(cache: Path, reverse: bool = False) -> dict[str, Path]:
+    """Every zoo network converted once into ``cache`` (a file already there, e.g. from a second export process
+    working from the other end, is skipped); name -> file."""
+    from hwnas.errors import HwnasError
+    from hwnas.export.tflite import TFLiteConverter
+
+    cache.mkdir(parents=True, exist_ok=True)
+    files = {}
+    todo = [(f, n, s) for f, n, s in zoo_specs() if not (cache / f"{n}.tflite").exists()]
+    with TFLiteConverter(cache / f"convert{'-reverse' if reverse else ''}.log") as conv:
+        for i, (_, name, spec) in enumerate(todo[::-1] if reverse else todo):
+            if (cache / f"{name}.tflite").exists():
+                continue
+            t = time.time()
+            try:
+                conv.convert_spec({"app": spec}, cache / f"{name}.tflite")
+                print(f"export {i + 1}/{len(todo)} {name}: {time.time() - t:.1f} s", file=sys.stderr)
+            except HwnasError as exc:
+                print(f"export {name}: FAILED {exc}", file=sys.stderr)
+    for _, name, _ in zoo_specs():
+        if (cache / f"{name}.tflite").exists():
+            files[name] = cache / f"{name}.tflite"
+    return files
+
+
+def shares(pred: list[float], meas: list[float]) -> dict:
+    err = [p / m - 1 for p, m in zip(pred, meas)]
+    return {"n": len(err), "within10": sum(abs(e) <= 0.10 for e in err) / len(err),
+            "within5": sum(abs(e) <= 0.05 for e in err) / len(err),
+            "mape": statistics.mean(abs(e) for e in err) * 100}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--predictor", type=Path, help="kernel predictor JSON (omit with --export-only)")
+    p.add_argument("--cache", type=Path, default=Path("runs/zoo"))
+    p.add_argument("--kernel-cache", type=Path, default=Path("runs/kernel-cache"),
+                   help="the profiled kernels' files (anchors)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--anchors", type=int, default=30)
+    p.add_argument("--export-only", action="store_true")
+    p.add_argument("--reverse", action="store_true", help="export from the end of the list (a second process)")
+    p.add_argument("--plot", type=Path)
+    p.add_argument("--json", type=Path, help="write every network's numbers here")
+    args = p.parse_args(argv)
+    start = time.time()
+    files = export(args.cache, args.reverse)
+    print(f"{len(files)} networks exported ({time.time() - start:.0f} s)", file=sys.stderr)
+    if args.export_only:
+        return 0
+    from hwnas.kernels.predictor import KernelPredictor
+    from hwnas.kernels.profile import POLICY, spec_name
+    from hwnas.latency_data import describe_this_device
+    from hwnas.modelgraph import read_model
+    from hwnas.runners.tflite import TFLiteRunner
+    from hwnas.timing_rounds import cache_folder, file_latencies, time_rounds
+
+    predictor = KernelPredictor.load(args.predictor)
+    runner = TFLiteRunner(threads=1, policy=POLICY)
+    kcache = cache_folder(args.kernel_cache, describe_this_device(), runner)
+    rows = sorted((r for r in predictor.rows if r["ms"] > 0.02), key=lambda r: r["ms"])  # above the clock's grain
+    anchors = {spec_name(r["spec"]): r for r in rows[:: max(1, len(rows) // args.anchors)]}
+    timed = dict(files)
+    timed.update({name: kcache / f"{name}.tflite" for name in anchors if (kcache / f"{name}.tflite").exists()})
+    latency = file_latencies(time_rounds(timed, runner, args.rounds, args.cache / "rounds.jsonl", 0))
+    speed = statistics.median(latency[n][0] / anchors[n]["ms"] for n in anchors if n in latency)
+    print(f"session speed vs the kernel profiling session: {speed:.3f} (median of {len(anchors)} anchor kernels)")
+    family_of = {name: fam for fam, name, _ in zoo_specs()}
+    results = []
+    for name, path in files.items():
+        pred = predictor.predict_graph(read_model(path))
+        results.append({"family": family_of[name], "name": name, "measured_ms": latency[name][0],
+                        "predicted_ms": pred.total_ms, "unpriced": len(pred.unpriced),
+                        "unpriced_flops_share": pred.unpriced_flops_share, "out_of_range": len(pred.out_of_range)})
+    for r in results:
+        print(f"{r['name']:32s} measured {r['measured_ms']:9.3f} predicted {r['predicted_ms']:9.3f} "
+              f"({(r['predicted_ms'] / r['measured_ms'] - 1) * 100:+6.1f}%) unpriced {r['unpriced']} "
+              f"out-of-range {r['out_of_range']}")
+    lines = ["| family | networks | within +-10% | within +-5% | MAPE | within +-10% (session-scaled) | MAPE (scaled) |",
+             "|---|---|---|---|---|---|---|"]
+    groups = sorted({r["family"] for r in results}) + ["all"]
+    for fam in groups:
+        rs = [r for r in results if fam in ("all", r["family"])]
+        raw = shares([r["predicted_ms"] for r in rs], [r["measured_ms"] for r in rs])
+        scaled = shares([r["predicted_ms"] * speed for r in rs], [r["measured_ms"] for r in rs])
+        lines.append(f"| {fam} | {raw['n']} | {raw['within10']:.0%} | {raw['within5']:.0%} | {raw['mape']:.1f}% | "
+                     f"{scaled['within10']:.0%} | {scaled['mape']:.1f}% |")
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps({"speed": speed, "results": results}, indent=1) + "\n")
+    if args.plot:
+        from hwnas.plots import pyplot, save_figure
+
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(6, 5))
+        for fam in groups[:-1]:
+            rs = [r for r in results if r["family"] == fam]
+            ax.scatter([r["measured_ms"] for r in rs], [r["predicted_ms"] for r in rs], s=14, label=fam)
+        lo = min(min(r["measured_ms"], r["predicted_ms"]) for r in results) * 0.8
+        hi = max(max(r["measured_ms"], r["predicted_ms"]) for r in results) * 1.25
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        for f in (0.9, 1.1):
+            ax.plot([lo, hi], [lo * f, hi * f], "k:", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("measured ms (LiteRT fp32, 1 thread)")
+        ax.set_ylabel("predicted ms (kernel predictor)")
+        ax.legend(fontsize=7)
+        save_figure(fig, args.plot)
+    print(f"wall time {time.time() - start:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""``hwnas predict`` on a model that is not from a search space: the kernel predictor's answer, printed or as JSON.
+
+The kernel predictor of this machine is ``predictors/kernels/<device>-tflite-fp32-t1.json``
+(:mod:`hwnas.kernels`); every kernel row names the regressor that priced it,
+features outside the sampled range are flagged, and every node no kernel
+predictor prices is listed with its share of the model's FLOPs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+KERNEL_DIR = Path("predictors/kernels")
+
+
+def this_machines_kernels(runtime: str, dtype: str) -> Path | None:
+    """The committed kernel predictor of this CPU for ``runtime``/``dtype`` at 1 thread, None when there is none."""
+    from hwnas.latency_data import describe_this_device
+
+    path = KERNEL_DIR / f"{describe_this_device()['name']}-{runtime}-{dtype}-t1.json"
+    return path if path.is_file() else None
+
+
+def kernel_result(graph, path: Path, why: str) -> dict:
+    """The kernel prediction of ``graph`` as the dict ``--json`` prints (warnings included)."""
+    from hwnas.kernels.predictor import KernelPredictor
+
+    predictor = KernelPredictor.load(path)
+    pred = predictor.predict_graph(graph)
+    warnings = [why]
+    for k in pred.out_of_range:
+        warnings.append(f"kernel {k.nodes} ({k.type}): {'; '.join(k.out_of_range)} (sampled range): extrapolated")
+    if pred.unpriced:
+        warnings.append(f"{len(pred.unpriced)} node(s) not priced (given no time), "
+                        f"{pred.unpriced_flops_share:.1%} of the model's FLOPs: the total is low by their time")
+    if graph.dtype != predictor.dtype:
+        warnings.append(f"the model is {graph.dtype}, the kernel predictor is for {predictor.dtype}")
+    return {"file": str(graph.path), "kind": graph.format, "path": "kernels", "model_dtype": graph.dtype,
+            "predictor": {"path": str(path), "type": "kernels", "device": predictor.device.get("name"),
+                          "runtime": predictor.runtime, "dtype": predictor.dtype, "threads": predictor.threads},
+            "warnings": warnings, **pred.to_dict()}
+
+
+def print_kernels(r: dict) -> None:
+    p = r["predictor"]
+    print(f"{r['file']}: {r['kind']} {r['model_dtype']} model, {len(r['kernels'])} kernels priced, "
+          f"{len(r['unpriced'])} node(s) not; kernel predictor {p['path']} ({p['device']}, {p['runtime']} "
+          f"{p['dtype']}, {p['threads']} thread)")
+    print(f"{'nodes':10s} {'kernel':60s} {'ms':>9s}  predictor")
+    for k in r["kernels"]:
+        dims = ",".join(f"{key}={v}" for key, v in k["spec"].items() if key != "type")
+        flag = "  OUT OF RANGE" if k["out_of_range"] else ""
+        print(f"{k['nodes']:10s} {(k['type'] + ' ' + dims)[:60]:60s} {k['ms']:9.4f}  {k['predictor']}{flag}")
+    print(f"{'overhead':10s} {'(one model invoke)':60s} {r['overhead_ms']:9.4f}")
+    if r["weights_ms"]:
+        print(f"{'weights':10s} {'(weights beyond the caches, read from memory: calibration)':60s} "
+              f"{r['weights_ms']:9.4f}")
+    print(f"{'total':10s} {'':60s} {r['total_ms']:9.4f} ms")
+    if r["unpriced"]:
+        print(f"not priced, given no time ({len(r['unpriced'])}, {r['unpriced_flops_share']:.1%} of the FLOPs):")
+        for u in r["unpriced"]:
+            print(f"  node {u['node']} {u['op']} {u['name']!r}: {u['reason']} ({u['flops_share']:.2%} of the FLOPs)")

@@ -1,0 +1,296 @@
+"""Kernel predictors: one regressor per kernel type, fitted on profiled kernels; a model's latency from its kernels.
+
+``fit_kernels(rows, device) -> KernelPredictor`` fits every kernel type of a
+kernel CSV (:mod:`hwnas.kernels.profile`), choosing per type by 5-fold
+cross-validated MAPE among
+
+* ``linear``: ms ~ a + b.work (multiply-adds, elements read and written), non-negative b;
+* ``gbr-log``: gradient-boosted trees on log features, log target;
+* ``linear+gbr``: the linear model times a boosted correction of log(measured / linear);
+* ``loglin+gbr``: a power law (log ms linear in the logs of the work terms) times a boosted correction.
+
+The choice minimises the cross-validated WAPE (sum of absolute errors / sum of
+latencies: what decides a model's sum; a kernel of 1-2 us is mostly the invoke
+cost that is subtracted anyway). Types with fewer than 10 rows keep ``linear``. Each kernel was timed alone, so
+each paid one model invoke (``overhead_ms``, the ``empty`` kernel's time): a
+model is ``overhead_ms + sum(max(0, kernel - overhead_ms))``, plus the
+in-network costs of :mod:`hwnas.kernels.calibrate` when the file has them.
+
+Saved as one plain JSON file: per type the method, CV scores, sampled feature
+ranges and the model as numbers (linear coefficients; each boosted tree as
+arrays of split features, thresholds, children and leaf values), so loading
+runs nothing from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hwnas.errors import HwnasError
+from hwnas.jsonfile import read_json
+from hwnas.kernels.detect import detect, node_flops
+from hwnas.kernels.sample import feature_names, features, kernel_type
+
+FORMAT = "hwnas-kernel-predictor"
+WORK = ("macs", "in_elems", "out_elems")
+MIN_ROWS_FOR_TREES = 10
+RANGE_SLACK = 0.05  # a feature this far (relative) beyond the sampled range is reported
+
+
+def _matrix(specs: list[dict], names: tuple[str, ...]) -> np.ndarray:
+    return np.array([[float(features(s).get(n, 0.0)) for n in names] for s in specs])
+
+
+def _work(specs: list[dict], names) -> np.ndarray:
+    cols = [n for n in WORK if n in names]
+    return _matrix(specs, tuple(cols))
+
+
+def _linear_json(est) -> dict:
+    return {"coef": [float(c) for c in np.ravel(est.coef_)], "intercept": float(est.intercept_)}
+
+
+def _linear_predict(d: dict, X: np.ndarray) -> np.ndarray:
+    return X @ np.array(d["coef"]) + d["intercept"]
+
+
+def _trees_json(gbr) -> dict:
+    """A fitted GradientBoostingRegressor (squared error) as plain arrays: nothing but numbers on load."""
+    trees = []
+    for est in gbr.estimators_[:, 0]:
+        t = est.tree_
+        trees.append({"feature": t.feature.tolist(), "threshold": [float(v) for v in t.threshold],
+                      "left": t.children_left.tolist(), "right": t.children_right.tolist(),
+                      "value": [float(v) for v in t.value[:, 0, 0]]})
+    return {"init": float(gbr.init_.constant_[0, 0]), "rate": float(gbr.learning_rate), "trees": trees}
+
+
+def _trees_predict(d: dict, X: np.ndarray) -> np.ndarray:
+    out = np.full(len(X), d["init"])
+    for t in d["trees"]:
+        for i, x in enumerate(X):
+            node = 0
+            while t["left"][node] != -1:
+                node = t["left"][node] if x[t["feature"][node]] <= t["threshold"][node] else t["right"][node]
+            out[i] += d["rate"] * t["value"][node]
+    return out
+
+
+class TypeModel:
+    """The fitted model of one kernel type, as plain numbers (``linear``: coefficients; ``trees``: arrays)."""
+
+    def __init__(self, method: str, names: tuple[str, ...], linear: dict | None = None, trees: dict | None = None):
+        self.method, self.names, self.linear, self.trees = method, tuple(names), linear, trees
+
+    def predict(self, specs: list[dict]) -> np.ndarray:
+        X = np.log1p(_matrix(specs, self.names))
+        if self.method == "loglin+gbr":
+            return np.exp(_linear_predict(self.linear, np.log1p(_work(specs, self.names))) +
+                          _trees_predict(self.trees, X))
+        if self.method == "gbr-log":
+            return np.exp(_trees_predict(self.trees, X))
+        base = np.maximum(_linear_predict(self.linear, _work(specs, self.names)), 1e-4)
+        if self.method == "linear":
+            return base
+        return base * np.exp(np.clip(_trees_predict(self.trees, X), -2, 2))
+
+
+def _gbr(X: np.ndarray, y: np.ndarray) -> dict:
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    return _trees_json(GradientBoostingRegressor(n_estimators=150, max_depth=3, learning_rate=0.07, subsample=0.8,
+                                                 random_state=0).fit(X, y))
+
+
+def _fit(method: str, specs: list[dict], ms: np.ndarray, names) -> TypeModel:
+    from sklearn.linear_model import LinearRegression
+
+    X, W = np.log1p(_matrix(specs, names)), _work(specs, names)
+    if method == "loglin+gbr":
+        linear = _linear_json(LinearRegression().fit(np.log1p(W), np.log(ms)))
+        return TypeModel(method, names, linear, _gbr(X, np.log(ms) - _linear_predict(linear, np.log1p(W))))
+    if method == "gbr-log":
+        return TypeModel(method, names, None, _gbr(X, np.log(ms)))
+    linear = _linear_json(LinearRegression(positive=True).fit(W, ms))
+    if method == "linear":
+        return TypeModel(method, names, linear)
+    return TypeModel(method, names, linear, _gbr(X, np.log(ms / np.maximum(_linear_predict(linear, W), 1e-4))))
+
+
+def _cv_wape(method: str, specs: list[dict], ms: np.ndarray, names) -> float:
+    rng = np.random.default_rng(0)
+    k = min(5, len(specs))
+    folds = rng.permutation(len(specs)) % k
+    err = np.empty(len(specs))
+    for f in range(k):
+        test = folds == f
+        model = _fit(method, [s for s, t in zip(specs, test) if not t], ms[~test], names)
+        err[test] = np.abs(model.predict([s for s, t in zip(specs, test) if t]) - ms[test])
+    return float(err.sum() / ms.sum() * 100)
+
+
+@dataclass
+class PricedKernel:
+    nodes: str
+    type: str
+    spec: dict
+    ms: float  # alone (invoke cost subtracted) plus the calibration's in-network cost
+    predictor: str
+    out_of_range: list[str] = field(default_factory=list)
+    in_elems: float = 0.0
+    params: float = 0.0
+
+
+@dataclass
+class KernelPrediction:
+    total_ms: float
+    overhead_ms: float
+    weights_ms: float  # the calibration's cost of streaming weights that do not fit in the caches
+    kernels: list[PricedKernel]
+    unpriced: list[dict]
+    unpriced_flops_share: float
+
+    @property
+    def out_of_range(self) -> list[PricedKernel]:
+        return [k for k in self.kernels if k.out_of_range]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class KernelPredictor:
+    def __init__(self, device: dict, runtime: str, dtype: str, threads: int, overhead_ms: float,
+                 models: dict[str, TypeModel], info: dict, rows: list[dict] | None = None, path: Path | None = None):
+        self.device, self.runtime, self.dtype, self.threads = device, runtime, dtype, threads
+        self.overhead_ms, self.models, self.info, self.rows, self.path = overhead_ms, models, info, rows or [], path
+        self.calibration: dict | None = None  # hwnas.kernels.calibrate: in-network cost per kernel
+
+    def price(self, spec: dict) -> tuple[float, str, list[str]]:
+        """(ms this kernel adds to a model, predictor name, features outside the sampled range)."""
+        ktype = kernel_type(spec)
+        if ktype not in self.models:
+            raise KeyError(ktype)
+        model = self.models[ktype]
+        ms = float(model.predict([spec])[0])
+        f = features(spec)
+        outside = []
+        for name, (lo, hi) in self.info[ktype]["ranges"].items():
+            v = float(f.get(name, 0.0))
+            if v < lo * (1 - RANGE_SLACK) or v > hi * (1 + RANGE_SLACK):
+                outside.append(f"{name}={v:g} outside {lo:g}..{hi:g}")
+        ms = max(0.0, ms - self.overhead_ms)
+        if self.calibration:
+            c = self.calibration
+            ms += c["per_kernel_ms"] + c["ms_per_melem"] * f["in_elems"] / 1e6
+        return ms, f"{ktype}:{model.method}", outside
+
+    def predict_graph(self, graph) -> KernelPrediction:
+        found = detect(graph)
+        priced, unpriced = [], []
+        for k in found.kernels:
+            try:
+                ms, name, outside = self.price(k.spec)
+                priced.append(PricedKernel(k.span, kernel_type(k.spec), k.spec, ms, name, outside,
+                                           features(k.spec)["in_elems"], features(k.spec).get("params", 0.0)))
+            except KeyError:
+                unpriced.append({"node": k.nodes[0].index, "op": k.nodes[0].op, "name": k.nodes[0].name,
+                                 "reason": f"no {kernel_type(k.spec)} kernel predictor in this file",
+                                 "flops": sum(node_flops(n) for n in k.nodes)})
+        total = found.total_flops or 1.0
+        for u in found.unpriced:
+            unpriced.append({"node": u.node.index, "op": u.node.op, "name": u.node.name, "reason": u.reason,
+                             "flops": u.flops})
+        for u in unpriced:
+            u["flops_share"] = u["flops"] / total
+        share = sum(u["flops"] for u in unpriced) / total
+        weights_ms = 0.0
+        if self.calibration:
+            mparams = sum(k.params for k in priced) / 1e6
+            weights_ms = self.calibration.get("ms_per_mparam", 0.0) * \
+                max(0.0, mparams - self.calibration.get("resident_mparams", 0.0))
+        return KernelPrediction(self.overhead_ms + weights_ms + sum(k.ms for k in priced), self.overhead_ms,
+                                weights_ms, priced, unpriced, share)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        info = {t: {**self.info[t], "model": {"linear": m.linear, "trees": m.trees}} for t, m in self.models.items()}
+        data = {"format": FORMAT, "device": self.device, "runtime": self.runtime, "dtype": self.dtype,
+                "threads": self.threads, "overhead_ms": self.overhead_ms, "types": info,
+                "rows": [{"spec": r["spec"], "ms": r["ms"]} for r in self.rows], "calibration": self.calibration}
+        path.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "KernelPredictor":
+        """A saved predictor (plain JSON: numbers only, nothing is run); HwnasError naming the file and field."""
+        path = Path(path)
+        data = read_json(path, "kernel predictor")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise HwnasError(f"{path}: not an hwnas kernel predictor (field 'format' is not {FORMAT!r})")
+        try:
+            models = {t: TypeModel(info["method"], info["features"], info["model"]["linear"], info["model"]["trees"])
+                      for t, info in data["types"].items()}
+            predictor = cls(data["device"], data["runtime"], data["dtype"], int(data["threads"]),
+                            float(data["overhead_ms"]), models, data["types"], data.get("rows"), path)
+            predictor.calibration = data.get("calibration")
+            if predictor.calibration is not None:
+                float(predictor.calibration["per_kernel_ms"]), float(predictor.calibration["ms_per_melem"])
+            return predictor
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise HwnasError(f"{path}: damaged kernel predictor ({type(exc).__name__}: {exc})") from None
+
+
+def fit_kernels(rows: list[dict], device: dict, log=print) -> KernelPredictor:
+    """One model per kernel type of ``rows`` (see the module docstring)."""
+    empty = [r["ms"] for r in rows if r["type"] == "empty"]
+    if not empty:
+        raise HwnasError("the kernel table has no 'empty' kernel (a model's invoke cost); profile again")
+    overhead = float(np.median(empty))
+    by_type: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["type"] != "empty":
+            by_type.setdefault(kernel_type(r["spec"]), []).append(r)
+    models, info = {}, {}
+    for ktype, rs in sorted(by_type.items()):
+        specs, ms = [r["spec"] for r in rs], np.array([r["ms"] for r in rs])
+        names = feature_names(ktype)
+        methods = ["linear"] + (["gbr-log", "linear+gbr", "loglin+gbr"] if len(rs) >= MIN_ROWS_FOR_TREES else [])
+        cv = {m: _cv_wape(m, specs, ms, names) for m in methods}
+        best = min(cv, key=cv.get)
+        models[ktype] = _fit(best, specs, ms, names)
+        X = _matrix(specs, names)
+        info[ktype] = {"method": best, "features": list(names), "rows": len(rs),
+                       "cv_wape": {m: round(v, 2) for m, v in cv.items()},
+                       "ranges": {n: [float(X[:, j].min()), float(X[:, j].max())] for j, n in enumerate(names)}}
+        log(f"{ktype:10s} {len(rs):4d} rows  " + "  ".join(f"{m} {v:5.1f}%" for m, v in cv.items()) + f"  -> {best}")
+    return KernelPredictor(device, "tflite", "fp32", 1, overhead, models, info, rows)
+
+
+def main(argv=None) -> int:
+    """``python -m hwnas.kernels.predictor KERNELS.csv [MORE.csv ...] OUT.json``: fit and save."""
+    import sys
+
+    from hwnas.kernels.profile import read_rows
+    from hwnas.latency_data import describe_this_device
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2:
+        print("usage: python -m hwnas.kernels.predictor KERNELS.csv [MORE.csv ...] OUT.json", file=sys.stderr)
+        return 2
+    try:
+        predictor = fit_kernels([r for path in args[:-1] for r in read_rows(path)], describe_this_device())
+    except HwnasError as exc:
+        print(f"hwnas: error: {exc}", file=sys.stderr)
+        return 2
+    predictor.save(args[-1])
+    print(f"-> {args[-1]} (overhead {predictor.overhead_ms:.4f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""Kernel configurations sampled over the ranges of mobile networks at 32-224 px, and their feature vectors.
+
+A *spec* is a dict: ``type`` and the dimensions that type has (NHWC, square):
+
+==================  ===========================================================
+conv                ``h`` (input size), ``cin``, ``cout``, ``k``, ``s``, ``groups``
+dwconv              ``h``, ``c``, ``k``, ``s``
+fc                  ``cin``, ``cout``
+maxpool / avgpool   ``h``, ``c``, ``k``, ``s``
+mean                ``h``, ``c`` (global average pooling)
+add / mul           ``h``, ``c``, ``broadcast`` (second input 1 x 1 x c: squeeze-excite)
+relu relu6 hardswish sigmoid   ``h``, ``c``
+concat              ``h``, ``c`` (each input), ``n`` inputs
+pad                 ``h``, ``c``, ``p``
+resize              ``h``, ``c``, ``scale``
+reshape / softmax   ``h``, ``c`` / ``n``
+dynreshape          ``c`` (a reshape with a dynamic batch: SHAPE, STRIDED_SLICE, PACK, RESHAPE)
+empty               nothing (a model's invoke cost)
+==================  ===========================================================
+
+Sizes and channels are drawn log-uniformly; a convolution whose activations or
+multiply-adds exceed what real mobile networks (and ResNet-50, DenseNet-121) have
+at 224 px is drawn again. :func:`features` gives the numbers a regressor sees.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+MAX_ELEMS = 2_000_000  # largest activation (h*h*c) drawn: 112 x 112 x 144 is 1.8 M
+MAX_MACS = 250e6  # largest multiply-add count of one drawn convolution
+UNARY = ("relu", "relu6", "hardswish", "sigmoid")
+# kernel type -> how many configurations to sample (sized for ~20 minutes on a loaded 2-core machine)
+COUNTS = {"conv": 110, "conv1x1": 110, "dwconv": 90, "gconv": 20, "fc": 30, "maxpool": 15, "avgpool": 15,
+          "mean": 25, "add": 20, "mul": 20, "mul_se": 20, "relu": 10, "relu6": 10, "hardswish": 15,
+          "sigmoid": 15, "concat": 20, "pad": 12, "resize": 10, "reshape": 8, "dynreshape": 6,
+          "softmax": 4, "empty": 1}
+
+
+def _log_int(rng: random.Random, low: int, high: int) -> int:
+    return int(round(math.exp(rng.uniform(math.log(low), math.log(high)))))
+
+
+def _channels(rng: random.Random, high: int = 2048) -> int:
+    c = _log_int(rng, 8, high)
+    return c if rng.random() < 0.3 else max(8, c // 8 * 8)  # most real channel counts are multiples of 8
+
+
+def _one(rng: random.Random, group: str) -> dict:
+    h = _log_int(rng, 1, 112)
+    if group in ("conv", "conv1x1", "gconv"):
+        k = 1 if group == "conv1x1" else rng.choice((3, 3, 3, 5, 7))
+        s = rng.choice((1, 1, 2)) if h > 1 else 1
+        cin = 3 if group == "conv" and rng.random() < 0.1 else _channels(rng)
+        cout = _channels(rng)
+        groups = 1
+        if group == "gconv":
+            groups = rng.choice((2, 3, 4, 8))
+            cin, cout = max(groups, cin // groups * groups), max(groups, cout // groups * groups)
+        macs = (h / s) ** 2 * k * k * cin * cout / groups
+        if max(cin, cout) * h * h > MAX_ELEMS or macs > MAX_MACS:
+            return {}
+        return {"type": "conv", "h": h, "cin": cin, "cout": cout, "k": k, "s": s, "groups": groups,
+                "act": rng.choice(("none", "relu", "relu6"))}
+    c = _channels(rng, 2048)
+    if h * h * c > MAX_ELEMS:
+        return {}
+    if group == "dwconv":
+        s = rng.choice((1, 1, 2)) if h > 1 else 1
+        return {"type": "dwconv", "h": h, "c": c, "k": rng.choice((3, 3, 5, 7)), "s": s,
+                "act": rng.choice(("none", "relu6"))}
+    if group == "fc":
+        return {"type": "fc", "cin": _channels(rng, 4096), "cout": rng.choice((10, 100, 1000, _channels(rng)))}
+    if group in ("maxpool", "avgpool"):
+        return {"type": group, "h": max(2, h), "c": c, "k": rng.choice((2, 3)), "s": rng.choice((1, 2))}
+    if group == "mean":
+        return {"type": "mean", "h": h, "c": c}
+    if group in ("add", "mul", "mul_se"):
+        return {"type": "add" if group == "add" else "mul", "h": h, "c": c, "broadcast": group == "mul_se"}
+    if group in UNARY:
+        return {"type": group, "h": h, "c": c}
+    if group == "concat":
+        n = rng.choice((2, 2, 3, 4))
+        return {"type": "concat", "h": h, "c": max(8, c // n), "n": n}
+    if group == "pad":
+        return {"type": "pad", "h": h, "c": c, "p": 1}
+    if group == "resize":
+        return {"type": "resize", "h": min(h, 56), "c": min(c, 256), "scale": 2}
+    if group == "reshape":
+        return {"type": "reshape", "h": h, "c": c}
+    if group == "dynreshape":  # Keras Reshape of a batch-free tensor: SHAPE, STRIDED_SLICE, PACK, RESHAPE
+        return {"type": "dynreshape", "h": 1, "c": c}
+    if group == "empty":  # no kernel at all: what one invoke of a model costs
+        return {"type": "empty", "h": 1, "c": 1}
+    if group == "softmax":
+        return {"type": "softmax", "n": rng.choice((10, 100, 1000, 1001))}
+    raise ValueError(group)
+
+
+def sample_specs(seed: int = 0, counts: dict | None = None) -> list[dict]:
+    """The sampled kernel specs (deterministic for a seed), each drawn until it fits the ranges."""
+    rng = random.Random(seed)
+    specs, seen = [], set()
+    for group, count in (counts or COUNTS).items():
+        made = 0
+        while made < count:
+            spec = _one(rng, group)
+            key = repr(sorted(spec.items()))
+            if spec and key not in seen:
+                seen.add(key)
+                specs.append(spec)
+                made += 1
+    return specs
+
+
+FEATURES = {
+    "conv": ("h", "cin", "cout", "k", "s", "groups", "macs", "in_elems", "out_elems"),
+    "dwconv": ("h", "c", "k", "s", "macs", "in_elems", "out_elems"),
+    "fc": ("cin", "cout", "macs"),
+    "pool": ("h", "c", "k", "s", "in_elems", "out_elems"),
+}
+ELEMENTWISE = ("in_elems", "out_elems")
+
+
+def kernel_type(spec: dict) -> str:
+    """The predictor a spec belongs to (max and average pooling share one, as do the squeeze-excite multiply)."""
+    t = spec["type"]
+    if t in ("maxpool", "avgpool"):
+        return t
+    if t == "mul" and spec.get("broadcast"):
+        return "mul_se"
+    if t == "conv" and spec.get("groups", 1) > 1:
+        return "gconv"
+    if t == "conv" and spec["k"] == 1:
+        return "conv1x1"
+    return t
+
+
+def features(spec: dict) -> dict[str, float]:
+    """The numbers that decide a kernel's time: its dimensions, multiply-adds, elements read and written, and
+    (convolutions, fully connected) its weights ``params``."""
+    t = spec["type"]
+    h = spec.get("h", 1)
+    out_h = math.ceil(h / spec.get("s", 1))
+    f = dict(spec)
+    if t == "conv":
+        f["macs"] = out_h * out_h * spec["k"] ** 2 * spec["cin"] * spec["cout"] / spec["groups"]
+        f["in_elems"], f["out_elems"] = h * h * spec["cin"], out_h * out_h * spec["cout"]
+        f["params"] = spec["k"] ** 2 * spec["cin"] * spec["cout"] / spec["groups"]
+    elif t == "dwconv":
+        f["macs"] = out_h * out_h * spec["k"] ** 2 * spec["c"]
+        f["in_elems"], f["out_elems"] = h * h * spec["c"], out_h * out_h * spec["c"]
+        f["params"] = spec["k"] ** 2 * spec["c"]
+    elif t == "fc":
+        f["macs"] = f["params"] = spec["cin"] * spec["cout"]
+        f["in_elems"], f["out_elems"] = spec["cin"], spec["cout"]
+    elif t in ("maxpool", "avgpool"):
+        f["in_elems"], f["out_elems"] = h * h * spec["c"], out_h * out_h * spec["c"]
+    elif t == "concat":
+        f["in_elems"] = f["out_elems"] = h * h * spec["c"] * spec["n"]
+    elif t == "pad":
+        f["in_elems"], f["out_elems"] = h * h * spec["c"], (h + 2 * spec["p"]) ** 2 * spec["c"]
+    elif t == "resize":
+        f["in_elems"], f["out_elems"] = h * h * spec["c"], (h * spec["scale"]) ** 2 * spec["c"]
+    elif t == "mean":
+        f["in_elems"], f["out_elems"] = h * h * spec["c"], spec["c"]
+    elif t == "softmax":
+        f["in_elems"] = f["out_elems"] = spec["n"]
+    else:  # add, mul, activations, reshape
+        f["in_elems"] = f["out_elems"] = h * h * spec["c"]
+    return f
+
+
+def feature_names(ktype: str) -> tuple[str, ...]:
+    if ktype in ("conv", "conv1x1", "gconv"):
+        return FEATURES["conv"]
+    if ktype in ("dwconv", "fc"):
+        return FEATURES[ktype]
+    if ktype in ("maxpool", "avgpool"):
+        return FEATURES["pool"]
+    return ELEMENTWISE

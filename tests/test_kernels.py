@@ -1,0 +1,112 @@
+"""Kernel-level prediction (hwnas.kernels): fusion rules on a hand-built graph, unpriced nodes reported with their
+share of the FLOPs (never a silent zero), and bad files refused with one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hwnas.cli import main
+from hwnas.kernels.detect import detect
+from hwnas.kernels.predictor import KernelPredictor, fit_kernels
+from hwnas.modelgraph import Graph, Node
+
+
+def _node(index, op, ins, outs, in_shape, out_shape, kind="other", **attrs):
+    return Node(index, op, outs[0], kind, ins, outs, in_shape, out_shape, attrs)
+
+
+def _graph() -> Graph:
+    conv = {"kernel": (3, 3), "stride": (2, 2), "groups": 1, "dilation": (1, 1), "act": "relu6"}
+    nodes = [
+        _node(0, "PAD", ["x"], ["p"], (1, 3, 32, 32), (1, 3, 33, 33), "pad"),
+        _node(1, "CONV_2D", ["p"], ["c"], (1, 3, 33, 33), (1, 16, 16, 16), "conv", **conv),
+        _node(2, "HARD_SWISH", ["c"], ["h"], (1, 16, 16, 16), (1, 16, 16, 16)),
+        _node(3, "MEAN", ["h"], ["m"], (1, 16, 16, 16), (1, 16), "pool"),
+        _node(4, "SHAPE", ["m"], ["s"], (1, 16), (2,)),
+        _node(5, "STRIDED_SLICE", ["s"], ["b"], (2,), ()),
+        _node(6, "PACK", ["b"], ["k"], (), (4,)),
+        _node(7, "RESHAPE", ["m", "k"], ["r"], (1, 16), (1, 16, 1, 1), "reshape"),
+        _node(8, "MUL", ["h", "r"], ["y"], (1, 16, 16, 16), (1, 16, 16, 16)),
+        _node(9, "GATHER", ["y"], ["g"], (1, 16, 16, 16), (1, 8, 16, 16)),
+    ]
+    return Graph(Path("hand.tflite"), "tflite", "fp32", nodes, ["x"], ["g"])
+
+
+def test_fusion_rules_group_pad_into_conv_and_shape_arithmetic_into_one_reshape():
+    found = detect(_graph())
+    kinds = [(k.spec["type"], k.span) for k in found.kernels]
+    assert kinds == [("conv", "0-1"), ("hardswish", "2"), ("mean", "3"), ("dynreshape", "4-7"), ("mul", "8")]
+    conv = found.kernels[0].spec
+    assert (conv["h"], conv["cin"], conv["cout"], conv["k"], conv["s"]) == (32, 3, 16, 3, 2)  # the unpadded input
+    assert found.kernels[4].spec["broadcast"] is True  # squeeze-excite multiply: one input is per channel
+    assert [(u.node.op, u.flops) for u in found.unpriced] == [("GATHER", 8 * 16 * 16)]
+
+
+def _predictor(tmp_path: Path) -> Path:
+    rows = [{"type": "empty", "spec": {"type": "empty", "h": 1, "c": 1}, "ms": 0.01}]
+    for i, c in enumerate((8, 16, 32, 64, 128, 256)):
+        rows.append({"type": "conv", "spec": {"type": "conv", "h": 32, "cin": 3, "cout": c, "k": 3, "s": 2,
+                                               "groups": 1}, "ms": 0.01 + 0.002 * c})
+        for t in ("hardswish", "mean", "dynreshape"):
+            rows.append({"type": t, "spec": {"type": t, "h": 16, "c": c}, "ms": 0.01 + 0.0001 * c * (i + 1)})
+    predictor = fit_kernels(rows, {"name": "test-device"}, log=lambda _: None)
+    path = tmp_path / "kernels.json"
+    predictor.save(path)
+    return path
+
+
+def test_an_unpriced_node_is_reported_with_its_flops_share_never_silently_zero(tmp_path, capsys, monkeypatch):
+    path = _predictor(tmp_path)
+    pred = KernelPredictor.load(path).predict_graph(_graph())
+    unpriced = {u["op"]: u for u in pred.unpriced}
+    assert set(unpriced) == {"GATHER", "MUL"}  # MUL: no mul_se predictor in this file
+    assert "no mul_se kernel predictor" in unpriced["MUL"]["reason"]
+    assert 0 < pred.unpriced_flops_share < 1
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"")
+    # through the CLI: the JSON and the text carry the same unpriced nodes and the warning
+    from hwnas.modelgraph import tflite_reader
+
+    monkeypatch.setattr(tflite_reader, "read_tflite", lambda p: _graph())
+    assert main(["predict", "--json", "--kernels", str(path), str(model)]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert sorted(u["op"] for u in result["unpriced"]) == ["GATHER", "MUL"]
+    assert all(u["flops_share"] > 0 for u in result["unpriced"])
+    assert all(k["predictor"].split(":")[0] == k["type"] for k in result["kernels"])
+    assert result["total_ms"] > result["overhead_ms"]
+    assert "not priced (given no time)" in captured.err
+    assert main(["predict", "--kernels", str(path), str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "GATHER" in out and "of the FLOPs" in out and "hardswish:linear" in out
+
+
+def test_truncated_or_foreign_files_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    path = _predictor(tmp_path)
+    bad = tmp_path / "cut.tflite"
+    bad.write_bytes(b"TFL3\x00\x01")
+    assert main(["predict", "--kernels", str(path), str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hwnas: error: {bad}: not a readable TFLite model") and "\n" not in err
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps({"type": "lut"}))
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"")
+    from hwnas.modelgraph import tflite_reader
+
+    monkeypatch.setattr(tflite_reader, "read_tflite", lambda p: _graph())
+    assert main(["predict", "--kernels", str(foreign), str(model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hwnas: error: {foreign}: not an hwnas kernel predictor (field 'format' is not " \
+                  "'hwnas-kernel-predictor')"
+    data = json.loads(path.read_text())
+    del data["types"]["conv"]["model"]
+    path.write_text(json.dumps(data))
+    assert main(["predict", "--kernels", str(path), str(model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hwnas: error: {path}: damaged kernel predictor (KeyError: 'model')"
+    path.write_text(path.read_text()[:100])  # truncated
+    assert main(["predict", "--kernels", str(path), str(model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hwnas: error: {path}: ") and "\n" not in err
