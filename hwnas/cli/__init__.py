@@ -18,7 +18,7 @@ from hwnas.errors import HwnasError
 # Modules of hwnas.cli, in the order their commands appear in --help.
 COMMAND_MODULES = [
     "space", "arch", "profile", "measure", "fit", "predict", "predictors", "search", "train", "export",
-    "run", "tune", "phones",
+    "run", "tune", "phones", "kernels",
 ]
 
 

@@ -15,7 +15,7 @@ A job::
 A cell network job has ``"cells": hwnas.cells.network.cell_plan(genotype)``
 instead of ``"ops"`` (weights: the state dict of ``build_cell_network``); a
 kernel job ``"kernel": spec`` and an application job ``"app": spec`` (random
-weights; :mod:`hwnas.kernels.keras_kernels`).
+weights; :mod:`hwnas.export.keras_kernels`).
 
 Each reply is ``{"ok": true, "output": path}`` or ``{"ok": false, "error": message}``,
 one JSON line on the real stdout (TensorFlow's own chatter is sent to stderr).
@@ -49,7 +49,7 @@ def convert(job: dict) -> str:
 
         weights = load_file(job["weights"])
     if "kernel" in job or "app" in job or "chain" in job:  # hwnas.kernels: a kernel, a Keras application, a chain
-        from hwnas.kernels.keras_kernels import build_app, build_chain, build_kernel
+        from hwnas.export.keras_kernels import build_app, build_chain, build_kernel
 
         model = build_kernel(job["kernel"]) if "kernel" in job else \
             build_app(job["app"]) if "app" in job else build_chain(job["chain"])

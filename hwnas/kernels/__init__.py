@@ -7,6 +7,6 @@ each kernel has a type (``conv``, ``dwconv``, ``add``, ...) and dimensions
 type, fitted on kernels sampled over the ranges of mobile networks at 32-224 px
 (:mod:`hwnas.kernels.sample`) and timed alone (:mod:`hwnas.kernels.profile`),
 prices them (:mod:`hwnas.kernels.predictor`). The TensorFlow side that builds
-the sampled kernels as Keras models is :mod:`hwnas.kernels.keras_kernels`, run
+the sampled kernels as Keras models is :mod:`hwnas.export.keras_kernels`, run
 only inside the conversion worker process.
 """

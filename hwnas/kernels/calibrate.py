@@ -25,10 +25,8 @@ adds it to every kernel.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -128,20 +126,3 @@ def calibrate(predictor_path: Path, cache: Path, rounds: int) -> dict:
     data["calibration"] = result
     predictor_path.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
     return result
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hwnas.kernels.calibrate", description=__doc__.splitlines()[0])
-    p.add_argument("predictor", type=Path)
-    p.add_argument("--cache", type=Path, default=Path("runs/kernel-calibration"))
-    p.add_argument("--rounds", type=int, default=3)
-    args = p.parse_args(argv)
-    start = time.time()
-    result = calibrate(args.predictor, args.cache, args.rounds)
-    print(json.dumps(result, indent=1))
-    print(f"wall time {time.time() - start:.0f} s", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,7 +25,6 @@ runs nothing from the file.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -269,28 +268,3 @@ def fit_kernels(rows: list[dict], device: dict, log=print) -> KernelPredictor:
                        "ranges": {n: [float(X[:, j].min()), float(X[:, j].max())] for j, n in enumerate(names)}}
         log(f"{ktype:10s} {len(rs):4d} rows  " + "  ".join(f"{m} {v:5.1f}%" for m, v in cv.items()) + f"  -> {best}")
     return KernelPredictor(device, "tflite", "fp32", 1, overhead, models, info, rows)
-
-
-def main(argv=None) -> int:
-    """``python -m hwnas.kernels.predictor KERNELS.csv [MORE.csv ...] OUT.json``: fit and save."""
-    import sys
-
-    from hwnas.kernels.profile import read_rows
-    from hwnas.latency_data import describe_this_device
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) < 2:
-        print("usage: python -m hwnas.kernels.predictor KERNELS.csv [MORE.csv ...] OUT.json", file=sys.stderr)
-        return 2
-    try:
-        predictor = fit_kernels([r for path in args[:-1] for r in read_rows(path)], describe_this_device())
-    except HwnasError as exc:
-        print(f"hwnas: error: {exc}", file=sys.stderr)
-        return 2
-    predictor.save(args[-1])
-    print(f"-> {args[-1]} (overhead {predictor.overhead_ms:.4f} ms)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

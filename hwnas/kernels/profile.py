@@ -15,18 +15,16 @@ the kernel types a fitted predictor predicts worst.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from hwnas.errors import HwnasError
 from hwnas.kernels.sample import sample_specs
-from hwnas.progress import add_progress_argument, progress_bar
+from hwnas.progress import progress_bar
 from hwnas.runners.base import TimingPolicy
 
 POLICY = TimingPolicy(warmup_ms=20, repeats=3, repeat_ms=20, min_iters=5, max_iters=200, retries=1)
@@ -109,34 +107,3 @@ def profile(out: Path, cache_root: Path, rounds: int, seed: int, progress: bool 
         writer.writerows(rows)
     os.replace(tmp, out)
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hwnas.kernels.profile", description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, type=Path, help="kernel CSV to write")
-    p.add_argument("--cache", type=Path, default=Path("runs/kernel-cache"), help="exported kernels and round log")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--adaptive", type=Path, metavar="PREDICTOR.json",
-                   help="sample again (use another --seed and --out) the kernel types this fitted predictor "
-                        f"predicts worst (cross-validated WAPE above {ADAPTIVE_WAPE:g}%%)")
-    add_progress_argument(p)
-    args = p.parse_args(argv)
-    if args.rounds < 1:
-        print(f"hwnas: error: --rounds must be at least 1, got {args.rounds}", file=sys.stderr)
-        return 2
-    start = time.time()
-    try:
-        counts = adaptive_counts(args.adaptive) if args.adaptive else None
-        if counts:
-            print(f"adaptive sampling: {counts}", file=sys.stderr)
-        rows = profile(args.out, args.cache, args.rounds, args.seed, not args.no_progress, counts)
-    except HwnasError as exc:
-        print(f"hwnas: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{len(rows)} kernels -> {args.out}; wall time {time.time() - start:.0f} s", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,73 @@
+"""``hwnas kernels profile|fit|calibrate``: kernel predictors for models that are not from a search space."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from hwnas.errors import HwnasError
+from hwnas.progress import add_progress_argument
+
+
+def _profile(args) -> int:
+    from hwnas.kernels.profile import adaptive_counts, profile
+
+    if args.rounds < 1:
+        raise HwnasError(f"--rounds must be at least 1, got {args.rounds}")
+    start = time.time()
+    counts = adaptive_counts(args.adaptive) if args.adaptive else None
+    if counts:
+        print(f"adaptive sampling: {counts}", file=sys.stderr)
+    rows = profile(args.out, args.cache, args.rounds, args.seed, not args.no_progress, counts)
+    print(f"{len(rows)} kernels -> {args.out}; wall time {time.time() - start:.0f} s", file=sys.stderr)
+    return 0
+
+
+def _fit(args) -> int:
+    from hwnas.kernels.predictor import fit_kernels
+    from hwnas.kernels.profile import read_rows
+    from hwnas.latency_data import describe_this_device
+
+    predictor = fit_kernels([r for path in args.kernels for r in read_rows(path)], describe_this_device())
+    predictor.save(args.out)
+    print(f"-> {args.out} (overhead {predictor.overhead_ms:.4f} ms)")
+    return 0
+
+
+def _calibrate(args) -> int:
+    from hwnas.kernels.calibrate import calibrate
+
+    if args.rounds < 1:
+        raise HwnasError(f"--rounds must be at least 1, got {args.rounds}")
+    start = time.time()
+    print(json.dumps(calibrate(args.predictor, args.cache, args.rounds), indent=1))
+    print(f"wall time {time.time() - start:.0f} s", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    from hwnas.kernels.profile import ADAPTIVE_WAPE
+
+    parser = sub.add_parser("kernels", help="profile sampled kernels, fit and calibrate a kernel predictor")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser("profile", help="time sampled single kernels (LiteRT fp32, 1 thread) into a CSV")
+    p.add_argument("--out", required=True, type=Path, help="kernel CSV to write")
+    p.add_argument("--cache", type=Path, default=Path("runs/kernel-cache"), help="exported kernels and round log")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled configurations (default 0)")
+    p.add_argument("--adaptive", type=Path, metavar="PREDICTOR.json",
+                   help="sample again (use another --seed and --out) the kernel types this fitted predictor "
+                        f"predicts worst (cross-validated WAPE above {ADAPTIVE_WAPE:g}%%)")
+    add_progress_argument(p)
+    p.set_defaults(func=_profile)
+    p = actions.add_parser("fit", help="fit one regressor per kernel type from kernel CSVs")
+    p.add_argument("kernels", nargs="+", help="kernel CSVs written by 'hwnas kernels profile'")
+    p.add_argument("--out", required=True, type=Path, help="kernel predictor JSON to write")
+    p.set_defaults(func=_fit)
+    p = actions.add_parser("calibrate", help="fit the whole-network terms of a kernel predictor (in place)")
+    p.add_argument("predictor", type=Path, help="kernel predictor JSON (rewritten with its calibration)")
+    p.add_argument("--cache", type=Path, default=Path("runs/kernel-calibration"), help="exported networks")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
+    p.set_defaults(func=_calibrate)
