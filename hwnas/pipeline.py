@@ -149,11 +149,11 @@ def prepare_predictor(cfg: dict, space, run_dir: Path, log, progress: bool = Tru
             log(f"predictor: {line}")
         if match.best is not None:
             path, predictor = next(c for c in candidates if c[0].name == match.best.name)
-            return path, predictor, (f"recognised by timing {len(match.anchors)} anchor models: worst "
-                                     f"{match.best.error:.1%} off after levelling")
+            return path, predictor, (f"recognised by timing {len(match.anchors)} anchor models: "
+                                     f"{match.best.error:.1%} off on average after levelling")
         not_this_machine = match.fits[0]
         why = (f"this CPU's tables are another machine's: the nearest, {not_this_machine.name}, is "
-               f"{not_this_machine.error:.1%} off on its worst anchor")
+               f"{not_this_machine.error:.1%} off on average over the anchors")
         # a machine of its own: another name than the tables', and its timing fingerprint beside the CPU string
         this = dict(this, name=f"{this['name']}-local",
                     fingerprint=fingerprint(match, space.name, runtime, dtype, threads))
