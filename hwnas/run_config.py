@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from hwnas.errors import HwnasError
+from hwnas.predictors.device_match import TOLERANCE
 from hwnas.export.trained import FP32_TOLERANCE, MIN_AGREEMENT, QUANTS
 
 PROFILE_MODELS = 40  # whole models timed with the operators on a new machine (half fit the calibration)
@@ -102,7 +103,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                 "predictor": ("auto", _string), "reference_predictors": ("predictors", _string),
                 "reference_latency_data": ("latency_data", _string), "profile_models": (PROFILE_MODELS, _nonneg_int),
                 "profile_rounds": (PROFILE_ROUNDS, _pos_int), "recognise": (True, _boolean),
-                "anchors": (8, _anchors), "recognise_tolerance": (0.05, _fraction),
+                "anchors": (8, _anchors), "recognise_tolerance": (TOLERANCE, _fraction),
                 "adapt_models": (20, _adapt_models), "adapt_tolerance": (0.15, _fraction)},
     "search": {"mode": ("proxyless", _string), "supernet": ("entangled", _one_of("entangled", "separate")),
                "epochs": (4, _pos_int), "warmup_epochs": (1, _nonneg_int), "child_warmup_epochs": (1, _nonneg_int),

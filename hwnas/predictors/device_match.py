@@ -11,7 +11,7 @@ candidate table is judged by what a level cannot fix::
     error   = mean_i |ratio_i / level - 1|     (the anchors' mean error after levelling)
 
 The candidate with the smallest error is this machine's table when its error
-is within ``tolerance`` (5%); otherwise none is, and the caller profiles (or
+is within ``tolerance`` (3%); otherwise none is, and the caller profiles (or
 adapts a table). The mean, not the worst anchor: a table's own error on one
 extreme anchor (measured here: 7 anchors within 1% of their own machine's table,
 the heaviest, 3.4 ms, 10.8% off) must not make its machine a stranger, while
@@ -32,7 +32,8 @@ from hwnas.arch import Architecture
 from hwnas.costs import total_cost
 from hwnas.errors import HwnasError
 
-TOLERANCE = 0.05  # anchors' mean level-corrected error for a table to count as this machine's
+TOLERANCE = 0.03  # anchors' mean level-corrected error for a table to count as this machine's (measured on one
+# 2-core EPYC: its own table 1.3%; the other EPYC's table 4.8% at stage width 1, 6.8% with every width)
 ANCHORS = 8
 ANCHOR_SEED = 20261206
 
