@@ -43,7 +43,7 @@ from hwnas.cells.ops import PRIMITIVES
 from hwnas.cells.space import CellSpace
 from hwnas.cells.supernet import CellSupernet
 from hwnas.search.config import check_common
-from hwnas.search.engine import CHECKPOINT, Run, loader, temperature
+from hwnas.search.engine import CHECKPOINT, Run, loader, restore_training, temperature
 
 ETA_PRESETS = {"mild": 0.05, "moderate": 0.2, "aggressive": 0.8}
 RESOURCES = ("flops", "mac", "params", "latency")
@@ -256,12 +256,7 @@ def search_cells(cfg: CellSearchConfig, splits=None, predictor=None) -> CellSear
     run = Run(out, config, list(config), cfg.resume, progress=cfg.progress, metrics="history.jsonl",
               probs="entropy.jsonl", inputs=(content_fingerprint(predictor), cfg.dataset))
 
-    def restore(state: dict) -> None:
-        net.load_state_dict(state["model"])
-        opt_w.load_state_dict(state["opt_w"])
-        opt_a.load_state_dict(state["opt_a"])
-
-    start = run.open(restore)
+    start = run.open(lambda state: restore_training(state, net, opt_w, opt_a))
     if not run.probs_log:
         run.log_probs(entropy_row(net, 0, 0.0))
 

@@ -188,3 +188,21 @@ class Run:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def chain_run(cfg, level: float, main: bool, predictor) -> Run:
+    """The run folder of a chain search (separate or entangled supernet): its config with the session level,
+    the resume keys, and the predictor's and dataset's content, which a resume must find unchanged."""
+    from hwnas.predictors import content_fingerprint
+    from hwnas.search.config import RESUME_KEYS
+
+    return Run(cfg.out_dir, dict(cfg.to_dict(), latency_level=level), RESUME_KEYS, cfg.resume, main, cfg.progress,
+               inputs=(content_fingerprint(predictor), cfg.dataset))
+
+
+def restore_training(state: dict, net, opt_w, opt_a) -> None:
+    """Load a checkpoint's supernet weights and both optimizers' states (what every search saves)."""
+    net.load_state_dict(state["model"])
+    opt_w.load_state_dict(state["opt_w"])
+    opt_a.load_state_dict(state["opt_a"])
+

@@ -40,14 +40,13 @@ from torch.utils.data import Subset
 from hwnas.children import Child, analytic_table, child_arch, latency_table
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
-from hwnas.predictors import content_fingerprint
 from hwnas.progress import progress_bar
 from hwnas.runlog import plot_run
 from hwnas.search import distributed as D
 from hwnas.search.band import BandDecoder
-from hwnas.search.config import RESUME_KEYS, SearchConfig, SearchResult
+from hwnas.search.config import SearchConfig, SearchResult
 from hwnas.search.derive import derive_after_search, derive_summary
-from hwnas.search.engine import PROBS_EVERY, Run, cycle, evaluate, loader, temperature
+from hwnas.search.engine import PROBS_EVERY, chain_run, cycle, evaluate, loader, restore_training, temperature
 from hwnas.search.latency import check_budget
 from hwnas.search.plans import PlanMaker
 from hwnas.search.tilt import entropy
@@ -153,13 +152,10 @@ def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float
     largest = table.largest_child()
 
     out = cfg.out_dir
-    run = Run(out, dict(cfg.to_dict(), latency_level=level), RESUME_KEYS, cfg.resume, main, cfg.progress,
-              inputs=(content_fingerprint(predictor), cfg.dataset))
+    run = chain_run(cfg, level, main, predictor)
 
     def restore(state: dict) -> None:
-        net.load_state_dict(state["model"])
-        opt_w.load_state_dict(state["opt_w"])
-        opt_a.load_state_dict(state["opt_a"])
+        restore_training(state, net, opt_w, opt_a)
         maker.beta, maker.baseline = float(state["beta"]), state["baseline"]
 
     start = run.open(restore)

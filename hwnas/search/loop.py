@@ -28,13 +28,12 @@ from hwnas.arch import architecture_of
 from hwnas.children import latency_table
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
-from hwnas.predictors import content_fingerprint
 from hwnas.progress import progress_bar
 from hwnas.runlog import plot_run
 from hwnas.search import distributed as D
 from hwnas.search.band import BandDecoder
-from hwnas.search.config import RESUME_KEYS, SearchConfig, SearchResult
-from hwnas.search.engine import PROBS_EVERY, Run, cycle, evaluate, loader, temperature
+from hwnas.search.config import SearchConfig, SearchResult
+from hwnas.search.engine import PROBS_EVERY, chain_run, cycle, evaluate, loader, restore_training, temperature
 from hwnas.search.latency import check_budget, latency_model
 from hwnas.search.losses import entropy, resource_loss
 from hwnas.search.updates import StepContext, make_step
@@ -88,13 +87,10 @@ def run_separate_search(cfg: SearchConfig, predictor, source: str, level: float 
     stepper = make_step(cfg.mode, ctx)
 
     out = cfg.out_dir
-    run = Run(out, dict(cfg.to_dict(), latency_level=level), RESUME_KEYS, cfg.resume, main, cfg.progress,
-              inputs=(content_fingerprint(predictor), cfg.dataset))
+    run = chain_run(cfg, level, main, predictor)
 
     def restore(state: dict) -> None:
-        net.load_state_dict(state["model"])
-        opt_w.load_state_dict(state["opt_w"])
-        opt_a.load_state_dict(state["opt_a"])
+        restore_training(state, net, opt_w, opt_a)
         ctx.baseline = state["baseline"]
 
     start = run.open(restore)
