@@ -110,3 +110,18 @@ def test_truncated_or_foreign_files_are_one_line_errors(tmp_path, capsys, monkey
     assert main(["predict", "--kernels", str(path), str(model)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"hwnas: error: {path}: ") and "\n" not in err
+
+
+def test_kernel_commands_refuse_a_bad_file_before_any_work(tmp_path, capsys):
+    """One line and exit 2, before any export or timing (calibrating times ~40 networks)."""
+    (tmp_path / "k.json").write_text("{}")
+    for argv, message in ((["kernels", "calibrate", str(tmp_path / "none.json"), "--cache", str(tmp_path / "c")],
+                           "no such kernel predictor"),
+                          (["kernels", "calibrate", str(tmp_path / "k.json"), "--cache", str(tmp_path / "c")],
+                           "not an hwnas kernel predictor"),
+                          (["kernels", "fit", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o.json")],
+                           "cannot read the kernel table")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "c").exists() and not (tmp_path / "o.json").exists()

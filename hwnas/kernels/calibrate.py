@@ -73,6 +73,7 @@ def calibrate(predictor_path: Path, cache: Path, rounds: int) -> dict:
     from hwnas.spaces import get_space
     from hwnas.timing_rounds import file_latencies, time_rounds
 
+    predictor = KernelPredictor.load(predictor_path)  # a missing or malformed file: refused before the timing
     cache.mkdir(parents=True, exist_ok=True)
     files = {}
     with TFLiteConverter(cache / "convert.log") as conv:
@@ -92,7 +93,6 @@ def calibrate(predictor_path: Path, cache: Path, rounds: int) -> dict:
             files[f"chain-{i}"] = path
     runner = TFLiteRunner(threads=1, policy=POLICY)
     latency = file_latencies(time_rounds(files, runner, rounds, cache / "rounds.jsonl", 0))
-    predictor = KernelPredictor.load(predictor_path)
     predictor.calibration = None
     measured, predicted, n_kernels, melems, mparams = [], [], [], [], []
     for name, path in files.items():
