@@ -251,6 +251,10 @@ def test_archive_errors_name_the_archive_not_the_cache(tmp_path, cache):
     ('[data]\ndataset = "three"\n', "field 'data.dataset': dataset three has 3 classes, the space has 10"),
     ('[latency]\npredictor = "missing.json"\n', "field 'latency.predictor': missing.json: no such predictor file"),
     ('[latency]\nreference_predictors = "a.json"\n', "field 'latency.reference_predictors': a.json is a file"),
+    ('[latency]\nanchors = 1\n', "field 'latency.anchors' must be an integer from 2 to 64, got 1"),
+    ('[latency]\nadapt_models = 3\n', "field 'latency.adapt_models' must be 0 (never adapt) or an integer from 5"),
+    ('[latency]\nrecognise_tolerance = 0\n', "field 'latency.recognise_tolerance' must be a number between 0 and 1"),
+    ('[search]\nderive = "best"\n', "field 'search.derive' must be one of 'argmax', 'evolution'"),
 ])
 def test_run_config_paths_are_checked_before_profiling(tmp_path, capsys, monkeypatch, section, message):
     monkeypatch.chdir(tmp_path)
