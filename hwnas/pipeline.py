@@ -30,11 +30,11 @@ def _device_mismatch(stored: dict, current: dict, runtime: str) -> str | None:
 
 
 def reference_candidates(space, runtime: str, dtype: str, threads: int, folder: Path,
-                         this_device: dict) -> tuple[list[tuple[Path, object]], str]:
+                         this_device: dict, limit: int | None = None) -> tuple[list[tuple[Path, object]], str]:
     """The committed predictors whose recorded CPU (name, cores, runtime version) is this machine's, one per device
     (its lookup table when that covers every operator of ``space``, else its regressor): ([(path, loaded
-    predictor)], why others were left out). ``space`` None: any space (a model file's operators are priced with
-    the table's fallback)."""
+    predictor)], why others were left out); at most ``limit`` of them (each found is loaded). ``space`` None: any
+    space (a model file's operators are priced with the table's fallback)."""
     from hwnas.predictors import load_predictor, read_header
 
     reasons, found, devices = [], [], set()
@@ -62,6 +62,8 @@ def reference_candidates(space, runtime: str, dtype: str, threads: int, folder: 
                 continue
             devices.add(device)
             found.append((path, predictor))
+            if len(found) == limit:
+                return found, ""
     return found, "; ".join(reasons) or f"no {runtime} {dtype} {threads}-thread predictor in {folder}/"
 
 
@@ -69,7 +71,7 @@ def find_reference_predictor(space, runtime: str, dtype: str, threads: int, fold
                              this_device: dict) -> tuple[Path | None, object, str]:
     """The first committed predictor for this machine's CPU (:func:`reference_candidates`) without timing anything:
     (path, the loaded predictor, why), or (None, None, why not)."""
-    found, why = reference_candidates(space, runtime, dtype, threads, folder, this_device)
+    found, why = reference_candidates(space, runtime, dtype, threads, folder, this_device, limit=1)
     if not found:
         return None, None, why
     path, predictor = found[0]
