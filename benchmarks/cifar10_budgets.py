@@ -71,7 +71,6 @@ if str(ROOT) not in sys.path:  # run as a file from anywhere
 from hwnas.arch import Architecture, architecture_of  # noqa: E402
 from hwnas.errors import HwnasError  # noqa: E402
 
-SEARCH_SEEDS = (0, 1)  # seed 0 at every budget; seed 1 too at the accuracy budgets
 RANDOM_BAND = (0.90, 1.00)  # random children: predicted latency within this fraction of the budget
 HIT_BAND = (0.90, 1.00)  # the budget-hit target: measured / budget
 MAX_DRAWS = 2_000_000  # rejection sampling of random children gives up after this many draws
@@ -110,6 +109,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--search-steps", type=int, default=40,
                    help="search steps per epoch (40; the weight part of --train at batch 128 has 62)")
     p.add_argument("--random", type=int, default=10, help="random children per accuracy budget (10)")
+    p.add_argument("--search-seeds", type=int, default=2,
+                   help="searches (seeds 0..N-1) per accuracy budget, each child trained (2); seed 0 elsewhere")
+    p.add_argument("--train-seeds", type=int, default=1,
+                   help="training seeds of each MobileNetV2 width and of the best random child: the seed "
+                        "spread of one architecture (1)")
+    p.add_argument("--inherited", action="store_true",
+                   help="also train every searched child starting from its supernet's weights (own rows)")
     p.add_argument("--mbv2-ladder", type=int, default=4, help="widths in the first MobileNetV2 ladder (4)")
     p.add_argument("--mbv2-step", type=float, default=0.125, help="MobileNetV2 ladder width step (0.125)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (5)")
@@ -121,7 +127,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--job", default=None, help=argparse.SUPPRESS)  # internal: run one job (a subprocess)
     args = p.parse_args(argv)
     for name in ("train", "selection", "test", "epochs", "batch_size", "search_epochs", "random", "rounds",
-                 "jobs"):
+                 "jobs", "search_seeds", "train_seeds"):
         if getattr(args, name) < 1:
             raise HwnasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.mbv2_ladder < 2:
@@ -319,8 +325,10 @@ def run_job(args, name: str) -> None:
         arch = Architecture.from_dict(spec["arch"])
         data = Data(args, arch.space.params["resolution"])
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed)
-        res = train_model(arch, data.splits(), config=cfg, out_dir=folder / "train", resume=True, progress=False)
+                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                          seed=args.seed + spec.get("train_seed", 0))
+        res = train_model(arch, data.splits(), config=cfg, out_dir=folder / "train", resume=True, progress=False,
+                          init_weights=spec.get("init"))
         test_acc, _ = evaluate(res.model, data.test)
         result = {"selection_acc": res.val_acc, "test_acc_torch": test_acc, "weights": str(res.weights_path),
                   "train_seconds": round(sum(r["seconds"] for r in res.history), 1)}
@@ -406,15 +414,15 @@ class Exporter:
                        progress=lambda *_: None, converter=self.conv)
         return path
 
-    def test_accuracy(self, path: Path) -> float:
-        """Top-1 accuracy of a .tflite file on the test images (LiteRT, what anyone re-scoring gets)."""
+    def test_correct(self, path: Path) -> np.ndarray:
+        """Which test images a .tflite file classifies correctly (LiteRT, what anyone re-scoring gets)."""
         from hwnas.export.parity import run_tflite
 
         if self._test is None:
             xs, ys = zip(*(self.data.test[i] for i in range(len(self.data.test))))
             self._test = (np.stack([x.numpy() for x in xs]).astype(np.float32), np.array(ys))
         logits = run_tflite(path, self._test[0])
-        return float((logits.argmax(1) == self._test[1]).mean())
+        return logits.argmax(1) == self._test[1]
 
     def close(self) -> None:
         if self.conv is not None:
@@ -606,7 +614,7 @@ def main(argv=None) -> int:
 
         # -- searches ----------------------------------------------------------------------------------------
         searches = {f"search-{ms_tag(b)}-seed{s}": {"kind": "search", "budget_ms": b, "seed": s, "level": levels[b]}
-                    for b in budgets for s in SEARCH_SEEDS if s == SEARCH_SEEDS[0] or b in acc_budgets}
+                    for b in budgets for s in range(args.search_seeds if b in acc_budgets else 1)}
         searched: dict[str, dict] = {}
 
         def search_done(name: str, result: dict) -> None:
@@ -622,12 +630,17 @@ def main(argv=None) -> int:
         rows: list[dict] = []  # one per table row; a model (job) may serve several rows
         trainings: dict[str, dict] = {}
 
-        def add(row: dict, name: str, arch: Architecture) -> None:
-            trainings.setdefault(name, {"kind": "train", "arch": arch.to_dict()})
-            rows.append(dict(row, model=name))
+        def add(row: dict, name: str, arch: Architecture, train_seed: int = 0, init: str | None = None) -> None:
+            spec = {"kind": "train", "arch": arch.to_dict()}
+            if train_seed:
+                spec["train_seed"] = train_seed
+            if init:
+                spec["init"] = init
+            trainings.setdefault(name, spec)
+            rows.append(dict(row, model=name, train_seed=train_seed))
 
         for b in budgets:
-            for s in SEARCH_SEEDS:
+            for s in range(args.search_seeds):
                 search = f"search-{ms_tag(b)}-seed{s}"
                 if search not in searches:
                     continue
@@ -636,6 +649,9 @@ def main(argv=None) -> int:
                 arch = Architecture.from_dict(searched[search]["arch"])
                 if b in acc_budgets:
                     add(row, f"searched-{ms_tag(b)}-seed{s}", arch)
+                    if args.inherited:  # the same child, starting from the supernet's weights
+                        add(dict(row, kind="inherited"), f"inherited-{ms_tag(b)}-seed{s}", arch,
+                            init=str(job_dir(out, search) / "search"))
                 else:
                     rows.append(dict(row, model=search, trained=False))
         for b in acc_budgets:
@@ -645,21 +661,37 @@ def main(argv=None) -> int:
             for role in ("at", "over"):
                 if ladder[role] is not None:
                     w = ladder[role]
-                    add({"budget_ms": b, "kind": "mbv2", "width_mult": w, "over_budget": role == "over",
-                         "ladder_ms": ladder["widths"][f"{w:g}"]["measured_ms"]}, f"mbv2-w{w:g}", mbv2(space.name, w))
+                    for t in range(args.train_seeds):
+                        add({"budget_ms": b, "kind": "mbv2", "width_mult": w, "over_budget": role == "over",
+                             "ladder_ms": ladder["widths"][f"{w:g}"]["measured_ms"]},
+                            f"mbv2-w{w:g}" + (f"-t{t}" if t else ""), mbv2(space.name, w), train_seed=t)
         models: dict[str, dict] = {}
 
         def train_done(name: str, result: dict) -> None:
             arch = Architecture.from_dict(trainings[name]["arch"])
             path = exporter.export(name, arch, result["weights"])
-            scored = path.parent / "scored.json"
-            if not scored.exists():
-                write_json(scored, {"test_acc": exporter.test_accuracy(path)})
+            scored, correct = path.parent / "scored.json", path.parent / "test_correct.npy"
+            if not (scored.exists() and correct.exists()):
+                right = exporter.test_correct(path)
+                np.save(correct, right)
+                write_json(scored, {"test_acc": float(right.mean())})
             models[name] = dict(result, test_acc=json.loads(scored.read_text())["test_acc"])
 
         # longest first (widest MobileNetV2, then by predicted latency) so the last slot does not idle long
         order = sorted(trainings, key=lambda n: -predict(Architecture.from_dict(trainings[n]["arch"])))
         run_jobs("train", {n: trainings[n] for n in order}, argv, out, args.jobs, train_done)
+        if args.train_seeds > 1:  # the seed spread of a second architecture: the best random child of each budget
+            extra = []
+            for b in acc_budgets:
+                pool = [r for r in rows if r["kind"] == "random" and r["budget_ms"] == b]
+                best = max(pool, key=lambda r: (models[r["model"]]["selection_acc"], -r["index"]))
+                arch = Architecture.from_dict(trainings[best["model"]]["arch"])
+                for t in range(1, args.train_seeds):
+                    add({"budget_ms": b, "kind": "random", "index": best["index"]}, f"{best['model']}-t{t}", arch,
+                        train_seed=t)
+                    extra.append(f"{best['model']}-t{t}")
+            run_jobs("train (seeds of the best random child)", {n: trainings[n] for n in extra}, argv, out,
+                     args.jobs, train_done)
         clock.lap("train")
     finally:
         exporter.close()
@@ -694,14 +726,16 @@ def main(argv=None) -> int:
                      test_se=math.sqrt(m["test_acc"] * (1 - m["test_acc"]) / len(data.test)),
                      train_seconds=m["train_seconds"])
         results.append(r)
-    for b in acc_budgets:  # the best random child, chosen on the selection images only
-        pool = [r for r in results if r["kind"] == "random" and r["budget_ms"] == b]
+    for b in acc_budgets:  # the best random child, chosen on the selection images only (first training seed)
+        pool = [r for r in results if r["kind"] == "random" and r["budget_ms"] == b and not r.get("train_seed")]
         best = max(pool, key=lambda r: (r["selection_acc"], -r["index"]))
         for r in pool:
             r["best_random"] = r is best
     with open(out / "results.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in results)
-    table_text = write_table(results, budgets, acc_budgets, args, data, clock, Path(args.table))
+    pairs = {b: comparisons(results, b) for b in acc_budgets}
+    write_json(out / "comparisons.json", [c for b in acc_budgets for c in pairs[b]])
+    table_text = write_table(results, budgets, acc_budgets, args, data, clock, Path(args.table), pairs)
     if acc_budgets:  # the budget-hit table alone has no accuracies to plot or models to publish
         plot(results, acc_budgets, out / "accuracy_vs_latency.png")
         publish_models(results, Path(args.models_dir), data, args)
@@ -715,12 +749,102 @@ def main(argv=None) -> int:
 
 # -- outputs ------------------------------------------------------------------------------------------------
 def label(r: dict) -> str:
+    seed = f", training seed {r['train_seed']}" if r.get("train_seed") else ""
     if r["kind"] == "searched":
         return f"searched (search seed {r['seed']})"
+    if r["kind"] == "inherited":
+        return f"searched, from supernet weights (search seed {r['seed']})"
     if r["kind"] == "random":
-        return f"random {r['index']}" + (" **(best on selection)**" if r.get("best_random") else "")
+        return f"random {r['index']}" + (" **(best on selection)**" if r.get("best_random") else "") + seed
     return (f"MobileNetV2 width {r['width_mult']:g}" + (" (over budget)" if r["over_budget"] else "")
-            + f" (ladder: {r['ladder_ms']:.3f} ms)")
+            + f" (ladder: {r['ladder_ms']:.3f} ms)" + seed)
+
+
+def test_correct(r: dict) -> np.ndarray:
+    """The per-image correctness of a row's model on the test images (saved when it was scored)."""
+    return np.load(Path(r["file"]).parent / "test_correct.npy", allow_pickle=False)
+
+
+def comparisons(results: list[dict], budget: float) -> list[dict]:
+    """The paired comparisons at one budget: the searched children (mean over search seeds) against
+    MobileNetV2 at / over the budget (mean over training seeds), the best-on-selection random child, and the
+    average random child; the inherited-weights children against the same children trained from scratch."""
+    from hwnas.paired import mcnemar, paired_bootstrap
+
+    at = [r for r in results if r["budget_ms"] == budget and "test_acc" in r]
+    searched = [r for r in at if r["kind"] == "searched"]
+    inherited = [r for r in at if r["kind"] == "inherited"]
+    randoms = [r for r in at if r["kind"] == "random" and not r.get("train_seed")]
+    best = [r for r in randoms if r.get("best_random")]
+    best_seeds = [r for r in at if r["kind"] == "random" and best and r["index"] == best[0]["index"]]
+    mbv2_at = [r for r in at if r["kind"] == "mbv2" and not r["over_budget"]]
+    mbv2_over = [r for r in at if r["kind"] == "mbv2" and r["over_budget"]]
+
+    def name(group: list[dict], what: str) -> str:
+        return f"{what} ({len(group)} model{'s' if len(group) > 1 else ''})"
+
+    pairs = []
+    if searched:
+        a = name(searched, "searched, mean of search seeds")
+        for group, what in ((mbv2_at, f"MobileNetV2 width {mbv2_at[0]['width_mult']:g}" if mbv2_at else ""),
+                            (mbv2_over, f"MobileNetV2 width {mbv2_over[0]['width_mult']:g} (over budget)"
+                             if mbv2_over else ""),
+                            (best, f"best of {len(randoms)} random (on selection)"),
+                            (best_seeds, "the same random child, mean of training seeds"),
+                            (randoms, f"average of {len(randoms)} random")):
+            if group and not (what.startswith("the same") and len(best_seeds) < 2):
+                pairs.append((a, searched, name(group, what), group))
+    if inherited:
+        pairs.append((name(inherited, "supernet weights, mean"), inherited, name(searched, "from scratch, mean"),
+                      searched))
+    out = []
+    for a_name, a, b_name, b in pairs:
+        res = paired_bootstrap([test_correct(r) for r in a], [test_correct(r) for r in b])
+        only_a, only_b, p_mcnemar = mcnemar(test_correct(a[0]), test_correct(b[0]))
+        out.append({"budget_ms": budget, "a": a_name, "b": b_name, "a_models": [r["model"] for r in a],
+                    "b_models": [r["model"] for r in b], "a_acc": float(np.mean([r["test_acc"] for r in a])),
+                    "b_acc": float(np.mean([r["test_acc"] for r in b])), "diff": res.diff, "low": res.low,
+                    "high": res.high, "p_bootstrap": res.p, "mcnemar_first": [only_a, only_b, p_mcnemar],
+                    "images": res.images})
+    return out
+
+
+def comparison_lines(results: list[dict], budget: float, pairs: list[dict]) -> list[str]:
+    """Markdown: the paired comparisons, the searched children's percentile among the random ones, and the
+    training-seed spread of every architecture trained with several seeds."""
+    lines = ["", f"Paired comparisons at {budget:g} ms (the same {pairs[0]['images'] if pairs else 0} test images; "
+             "difference of mean accuracy, 95% bootstrap interval over images, two-sided p; McNemar on the "
+             "first model of each side):", "",
+             "| A | B | A acc | B acc | A - B (points) | 95% interval | p (bootstrap) | McNemar: only A / only B, p |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in pairs:
+        only_a, only_b, p = c["mcnemar_first"]
+        lines.append(f"| {c['a']} | {c['b']} | {c['a_acc']:.2%} | {c['b_acc']:.2%} | {100 * c['diff']:+.2f} | "
+                     f"[{100 * c['low']:+.2f}, {100 * c['high']:+.2f}] | {c['p_bootstrap']:.4f} | "
+                     f"{only_a} / {only_b}, {p:.4f} |")
+    at = [r for r in results if r["budget_ms"] == budget and "test_acc" in r]
+    randoms = sorted(r["test_acc"] for r in at if r["kind"] == "random" and not r.get("train_seed"))
+    searched = [r for r in at if r["kind"] == "searched"]
+    if randoms and searched:
+        ranks = ", ".join(f"seed {r['seed']} {100 * np.mean([x < r['test_acc'] for x in randoms]):.0f}%"
+                          for r in sorted(searched, key=lambda r: r["seed"]))
+        lines += ["", f"Searched children's percentile among the {len(randoms)} random children (share of random "
+                  f"children below, test accuracy; random: {randoms[0]:.2%}-{randoms[-1]:.2%}, mean "
+                  f"{np.mean(randoms):.2%}): {ranks}."]
+    by_arch: dict[str, list[dict]] = {}
+    for r in at:
+        if r["kind"] in ("mbv2", "random"):
+            key = f"MobileNetV2 width {r['width_mult']:g}" if r["kind"] == "mbv2" else f"random {r['index']}"
+            by_arch.setdefault(key, []).append(r)
+    spread = [(k, v) for k, v in by_arch.items() if len(v) > 1]
+    if spread:
+        parts = []
+        for k, v in spread:
+            accs = [r["test_acc"] for r in sorted(v, key=lambda r: r["train_seed"])]
+            parts.append(f"{k}: {', '.join(f'{a:.2%}' for a in accs)} (range {100 * (max(accs) - min(accs)):.2f} "
+                         "points)")
+        lines += ["", "Training-seed spread (one architecture, several training seeds): " + "; ".join(parts) + "."]
+    return lines
 
 
 def cpu_name() -> str:
@@ -733,7 +857,8 @@ def cpu_name() -> str:
     return "unknown CPU"
 
 
-def write_table(results: list[dict], budgets, acc_budgets, args, data: Data, clock: Clock, path: Path) -> str:
+def write_table(results: list[dict], budgets, acc_budgets, args, data: Data, clock: Clock, path: Path,
+                pairs: dict[float, list[dict]]) -> str:
     n_test = len(data.test)
     lines = [f"CIFAR-10 budgets benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_name()}, "
              f"predictor `{Path(args.predictor).name}`; {len(data.train)} train / {len(data.selection)} selection / "
@@ -754,12 +879,14 @@ def write_table(results: list[dict], budgets, acc_budgets, args, data: Data, clo
                   "epochs from scratch with one recipe):", "",
                   "| model | test acc | selection acc | measured ms | predicted ms | MFLOPs | M params |",
                   "|---|---|---|---|---|---|---|"]
-        order = {"searched": 0, "random": 1, "mbv2": 2}
+        order = {"searched": 0, "inherited": 1, "random": 2, "mbv2": 3}
         for r in sorted((r for r in results if r["budget_ms"] == b and "test_acc" in r),
-                        key=lambda r: (order[r["kind"]], r.get("seed", 0), r.get("index", 0), r.get("width_mult"))):
+                        key=lambda r: (order[r["kind"]], r.get("seed", 0), r.get("index", 0), r.get("width_mult"),
+                                       r.get("train_seed", 0))):
             lines.append(f"| {label(r)} | {r['test_acc']:.2%} ± {r['test_se']:.2%} | {r['selection_acc']:.2%} | "
                          f"{r['measured_ms']:.3f} ± {r['spread_ms']:.3f} | {r['predicted_ms']:.3f} | "
                          f"{r['mflops']:.2f} | {r['mparams']:.3f} |")
+        lines += comparison_lines(results, b, pairs.get(b, []))
     lines += ["", f"Elapsed (wall, all invocations): {clock.summary()}."]
     text = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -772,7 +899,8 @@ def plot(results: list[dict], acc_budgets, path: Path) -> None:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    styles = {"searched": ("*", "tab:red", 14, "searched"), "random": ("o", "tab:gray", 6, "random (in band)"),
+    styles = {"searched": ("*", "tab:red", 14, "searched"),
+              "inherited": ("P", "tab:orange", 10, "searched, from supernet weights"), "random": ("o", "tab:gray", 6, "random (in band)"),
               "best": ("o", "black", 8, "best random (on selection)"), "mbv2": ("s", "tab:blue", 7, "MobileNetV2")}
     seen = set()
     for r in results:
@@ -802,9 +930,10 @@ def publish_models(results: list[dict], folder: Path, data: Data, args) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     listed = []
     for r in sorted((r for r in results if "test_acc" in r), key=lambda r: (r["budget_ms"], r["model"])):
-        name = f"{r['kind']}-{ms_tag(r['budget_ms'])}" + (f"-seed{r['seed']}" if r["kind"] == "searched" else
-                                                           f"-{r['index']:02d}" if r["kind"] == "random" else
-                                                           f"-w{r['width_mult']:g}")
+        name = f"{r['kind']}-{ms_tag(r['budget_ms'])}" + (f"-seed{r['seed']}" if r["kind"] in ("searched", "inherited")
+                                                           else f"-{r['index']:02d}" if r["kind"] == "random" else
+                                                           f"-w{r['width_mult']:g}") + (
+            f"-t{r['train_seed']}" if r.get("train_seed") else "")
         shutil.copyfile(r["file"], folder / f"{name}.tflite")
         listed.append(f"| `{name}.tflite` | {label(r)} | {r['budget_ms']:g} | {r['test_acc']:.2%} | "
                       f"{r['measured_ms']:.3f} |")

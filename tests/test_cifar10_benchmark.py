@@ -50,6 +50,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
             "--accuracy-budgets", "12%", "--train", "80", "--selection", "20", "--test", "20", "--epochs", "1",
             "--batch-size", "16", "--search-epochs", "2", "--search-warmup-epochs", "1", "--search-steps", "2",
             "--random", "2", "--mbv2-ladder", "2", "--rounds", "1", "--jobs", "2", "--relevel", "1", "--out", str(out),
+            "--train-seeds", "2", "--inherited",
             "--models-dir", str(models)]
     tool = load_script()
     assert tool.main(argv) == 0
@@ -72,24 +73,45 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
         assert low - 1e-4 <= r["predicted_ms"] * r["level"] <= high + 1e-4
         assert r["measured_ms"] > 0
     accuracy = [r for r in rows if "test_acc" in r]
-    assert sorted(r["kind"] for r in accuracy) == ["mbv2", "mbv2", "random", "random", "searched", "searched"]
+    # 2 searched + their 2 inherited-weights twins, 2 random + the best one's second training seed,
+    # 2 MobileNetV2 widths x 2 training seeds
+    assert sorted(r["kind"] for r in accuracy) == ["inherited"] * 2 + ["mbv2"] * 4 + ["random"] * 3 + ["searched"] * 2
     assert sum(r.get("best_random", False) for r in accuracy) == 1
+    best = next(r for r in accuracy if r.get("best_random"))
+    assert [r["train_seed"] for r in accuracy if r["kind"] == "random" and r["index"] == best["index"]] == [0, 1]
+    inherited = {r["seed"]: r for r in accuracy if r["kind"] == "inherited"}
+    for r in accuracy:
+        if r["kind"] == "searched":  # same child, other starting weights: a separate model
+            assert inherited[r["seed"]]["choices"] == r["choices"] and inherited[r["seed"]]["model"] != r["model"]
+        correct = np.load(Path(r["file"]).parent / "test_correct.npy")
+        assert correct.shape == (20,) and correct.mean() == pytest.approx(r["test_acc"])
+    pairs = json.loads((out / "comparisons.json").read_text())
+    assert {c["b"].split(" (")[0] for c in pairs} >= {"best of 2 random", "average of 2 random"}
+    for c in pairs:
+        assert c["images"] == 20 and 0 < c["p_bootstrap"] <= 1 and c["low"] <= c["diff"] <= c["high"]
+        a = np.mean([np.load(out / "models" / m / "test_correct.npy").mean() for m in c["a_models"]])
+        assert c["a_acc"] == pytest.approx(a)
     for r in accuracy:
         assert r["test_se"] == pytest.approx((r["test_acc"] * (1 - r["test_acc"]) / 20) ** 0.5)
         assert r["test_acc"] == pytest.approx(r["test_acc_torch"], abs=0.051)  # LiteRT vs PyTorch: <= 1 image
-    mbv2 = sorted((r for r in accuracy if r["kind"] == "mbv2"), key=lambda r: r["width_mult"])
+    mbv2 = sorted((r for r in accuracy if r["kind"] == "mbv2" and not r["train_seed"]), key=lambda r: r["width_mult"])
+    assert sorted((r["width_mult"], r["train_seed"]) for r in accuracy if r["kind"] == "mbv2") == sorted(
+        (r["width_mult"], t) for r in mbv2 for t in (0, 1))
     assert [r["over_budget"] for r in mbv2] == [False, True]
     assert mbv2[0]["ladder_ms"] <= mbv2[0]["budget_ms"] < mbv2[1]["ladder_ms"]
     assert mbv2[1]["width_mult"] - mbv2[0]["width_mult"] == pytest.approx(0.125)  # adjacent ladder widths
 
     table = (out / "table.md").read_text()
     assert "Budget hit" in table and "best on selection" in table and "measured / budget" in table
+    assert "Paired comparisons at" in table and "percentile among the 2 random" in table
+    assert "Training-seed spread" in table
     assert (out / "accuracy_vs_latency.png").stat().st_size > 0
-    assert len(list(models.glob("*.tflite"))) == 6
+    assert len(list(models.glob("*.tflite"))) == 11
     readme = (models / "README.md").read_text()
     assert "CIFAR_MEAN" in readme and '"airplane", "automobile"' in readme
     assert len((models / "test_images.txt").read_text().split()) == 20
-    for phase in ("search: 3 jobs", "train: 6 jobs", "== phase session level", "== phase timing"):
+    for phase in ("search: 3 jobs", "train: 10 jobs", "train (seeds of the best random child): 1 jobs",
+                  "== phase session level", "== phase timing"):
         assert phase in first
 
     results = sorted((out / "jobs").glob("*/result.json"))
@@ -97,7 +119,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     assert tool.main(argv) == 0
     again = capsys.readouterr().out
     assert "search: 3 jobs, 3 done earlier, 0 to run" in again
-    assert "train: 6 jobs, 6 done earlier, 0 to run" in again
+    assert "train: 10 jobs, 10 done earlier, 0 to run" in again
     assert "timing: done earlier" in again
     assert [p.stat().st_mtime_ns for p in results] == stamps
 

@@ -125,7 +125,8 @@ def private_imports(graph: dict[str, dict]) -> list[str]:
 # The layers of DESIGN.md, lowest first: (title, module prefixes under hwnas/). An import points to the same
 # layer or one below, never up; the longest prefix decides (cells.ops sits low, cells.search high).
 LAYERS = [
-    ("base utilities", ["errors", "jsonfile", "threads", "progress", "plots", "outputs", "budget", "weights"]),
+    ("base utilities", ["errors", "jsonfile", "threads", "progress", "plots", "outputs", "budget", "weights",
+                        "paired"]),
     ("operators: descriptions, costs, PyTorch blocks", ["ops", "costs", "blocks"]),
     ("spaces, architectures, children, data", ["spaces", "arch", "children", "builder", "netfile", "data",
                                                 "cells.ops", "cells.space", "cells.genotype", "cells.network",
