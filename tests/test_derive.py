@@ -227,3 +227,16 @@ def test_the_search_derives_by_a_proxy_and_the_report_names_it(tmp_path):
     assert len(records) == 12 and max(r["score"] for r in records) == pytest.approx(summary["derive_score"], abs=1e-5)
     assert derivation(summary) == (f"flops: evolution over 12 children of the band scored by the zero-cost proxy "
                                    f"flops, the winner's {summary['derive_score']:.4g} MFLOPs")
+
+
+def test_the_main_job_config_takes_every_derivation():
+    from hwnas.errors import HwnasError
+    from hwnas.run_config import default_config, validate_config
+
+    for how in ("argmax", "evolution", "flops", "params", "mac", "synflow"):
+        cfg = default_config()
+        cfg["search"]["derive"] = how
+        assert validate_config(cfg)["search"]["derive"] == how
+    cfg["search"]["derive"] = "zen"
+    with pytest.raises(HwnasError, match="search.derive"):
+        validate_config(cfg)
