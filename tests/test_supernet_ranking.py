@@ -69,7 +69,8 @@ def test_run_e_tflite_files_read_back_into_the_same_networks():
 
     space = get_space("proxyless-tiny")
     for row in bench.load_truth(str(TRUTH), space)[:4]:
-        ops = [b.candidates[0] for b in recognise(read_model(ROOT / "docs" / "cifar10" / "models" / row["tflite"])).blocks]
+        model = read_model(ROOT / "docs" / "cifar10" / "models" / row["tflite"])
+        ops = [b.candidates[0] for b in recognise(model).blocks]
         found = bench.child_of_ops(space, ops)
         assert _ops(child_arch(space, found).ops()) == _ops(child_arch(space, row["child"]).ops()), row["name"]
     assert bench.child_of_ops(space, ops[:-1]) is None

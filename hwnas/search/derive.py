@@ -15,9 +15,10 @@ weight-entangled supernet (``net=None``: of the space of ``table``, uniform prio
 ``score(child)`` / ``rescore(child)`` return the supernet accuracy of a child (see :func:`supernet_scorer`:
 BatchNorm statistics re-estimated for that child, then accuracy on held-out images), or a zero-cost proxy
 (:mod:`hwnas.search.proxies`; :func:`proxy_child` needs no supernet at all). Every scored child is appended to
-the log (JSON lines: choices, stage widths, predicted ms, score, which scoring) as soon as it is scored. All random choices come from one generator seeded by ``seed`` and the scores are
-deterministic, so a rerun after an interruption replays the same children and takes the logged scores instead
-of scoring them again (a last line cut by a kill is dropped). Only children inside the band are returned.
+the log (JSON lines: choices, stage widths, predicted ms, score, which scoring) as soon as it is scored. All
+random choices come from one generator seeded by ``seed`` and the scores are deterministic, so a rerun after
+an interruption replays the same children and takes the logged scores instead of scoring them again (a last
+line cut by a kill is dropped). Only children inside the band are returned.
 """
 
 from __future__ import annotations
