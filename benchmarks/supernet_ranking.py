@@ -19,9 +19,15 @@ training images (no augmentation), then accuracy on the ranking images: the 1,00
 ``--extra-images`` more taken from the permutation after train + selection + test (disjoint from the test
 images). Scores are appended to ``OUT/scores.jsonl`` as they are made (a rerun skips what is there).
 
-Report: Kendall tau and Spearman rho (scipy.stats) between supernet accuracy and stand-alone test accuracy at
-every length, over the in-band children and over all models, the top-3 overlap, a Markdown table
-(``OUT/table.md``) and a plot (``OUT/ranking.png``).
+Zero-cost proxies rank the same models beside the supernet (:mod:`hwnas.search.proxies`: MFLOPs, params, memory
+access, synflow at initialisation; and the truth file's predicted ms), computed on the network that was trained
+(MobileNetV2 at its own width multiplier, not its nearest child). ``--proxies-only`` ranks by the proxies alone:
+no dataset, no supernet training (seconds); ``--supernet-scores`` adds the supernet rows of an earlier run
+(its ``OUT/scores.jsonl``) to that table.
+
+Report: Kendall tau and Spearman rho (scipy.stats) between each ranker (supernet accuracy at every length, every
+proxy) and stand-alone test accuracy, over the in-band children and over all models, the top-3 overlap, a
+Markdown table (``OUT/table.md``) and a plot (``OUT/ranking.png``).
 """
 
 from __future__ import annotations
@@ -44,8 +50,12 @@ from hwnas.errors import HwnasError  # noqa: E402
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, help="the CIFAR-10 training images (.tar.gz or folder)")
-    p.add_argument("--predictor", required=True, help="the latency table the search used (.json)")
+    p.add_argument("--dataset", default=None, help="the CIFAR-10 training images (.tar.gz or folder)")
+    p.add_argument("--predictor", default=None, help="the latency table the search used (.json)")
+    p.add_argument("--proxies-only", action="store_true",
+                   help="rank the --truth models by the zero-cost proxies alone (no dataset, no supernet training)")
+    p.add_argument("--supernet-scores", default=None, metavar="JSONL",
+                   help="with --proxies-only: also rank by the supernet scores of an earlier run (its scores.jsonl)")
     p.add_argument("--truth", default=None, help="JSON list of the stand-alone models and their test accuracy")
     p.add_argument("--space", default="proxyless-tiny")
     p.add_argument("--budget", type=float, default=0.5, help="the search's budget, ms (0.5)")
@@ -73,6 +83,10 @@ def parse_args(argv):
         args.lengths = [int(v) for v in args.lengths.split(",")]
     except ValueError:
         raise HwnasError(f"--lengths: {args.lengths!r} is not a comma-separated list of integers") from None
+    if not args.proxies_only and (args.dataset is None or args.predictor is None):
+        raise HwnasError("--dataset and --predictor are needed to train the supernet (or give --proxies-only)")
+    if args.supernet_scores and not args.proxies_only:
+        raise HwnasError("--supernet-scores goes with --proxies-only (a training run scores its own supernets)")
     if not args.lengths or min(args.lengths) < 1:
         raise HwnasError(f"--lengths must be positive integers, got {args.lengths}")
     for name in ("search_epochs", "search_steps", "batch_size", "bn_images"):
@@ -142,15 +156,74 @@ def load_truth(path: str, space) -> list[dict]:
     return rows
 
 
-def nearest_stage_widths(space, width_mult: float) -> list[float]:
-    """Per stage, the width choice whose channel count is nearest that of a global ``width_mult``."""
-    from hwnas.spaces import get_space, make_divisible
+def mobilenetv2(space, width_mult: float):
+    """The MobileNetV2-style network of the budgets benchmark: k3_e6 everywhere at a global ``width_mult``."""
+    from hwnas.arch import architecture_of
+    from hwnas.spaces import get_space
 
     wide = get_space(space.name, dict(space.params, width_mult=width_mult, width_choices=[1.0], stage_widths=None))
+    return architecture_of(wide, ["k3_e6"] * len(wide.positions))
+
+
+def nearest_stage_widths(space, width_mult: float) -> list[float]:
+    """Per stage, the width choice whose channel count is nearest that of a global ``width_mult``."""
+    from hwnas.spaces import make_divisible
+
+    wide = mobilenetv2(space, width_mult).space
     out = []
     for s, (channels, _, _) in enumerate(space.params["stages"]):
         target = wide.positions[[p.stage for p in wide.positions].index(s)].ops[0].c_out
         out.append(min(space.width_choices, key=lambda w: (abs(make_divisible(channels * w) - target), w)))
+    return out
+
+
+def child_of_ops(space, ops) -> "Child | None":
+    """The child of ``space`` whose network has exactly the operators ``ops`` (e.g. a .tflite read back with
+    :mod:`hwnas.modelgraph`; stem and head included), or None. Where two children are the same network (a zero
+    position that could sit in two places of a stage, two width choices rounded to the same channel count), the
+    first is returned: the narrower width, the zero last."""
+    import itertools
+
+    from hwnas.children import Child
+
+    def key(op):
+        return (op.kind, op.c_in, op.c_out, op.kernel, op.stride, op.expand, op.h)
+
+    want = [key(op) for op in ops]
+    for widths in itertools.product(range(len(space.width_choices)), repeat=space.num_stages):
+        at = space.at_widths([space.width_choices[w] for w in widths])
+        if [key(op) for op in at.stem] != want[:len(at.stem)] or [key(op) for op in at.head] != want[-len(at.head):]:
+            continue
+        picks = _match(at.positions, want[len(at.stem):len(want) - len(at.head)], key)
+        if picks is not None:
+            return Child(widths, tuple(picks))
+    return None
+
+
+def _match(positions, rest: list, key) -> list[int] | None:
+    """Candidate indices of ``positions`` whose non-zero operators are exactly ``rest`` (an operator before a zero)."""
+    if not positions:
+        return [] if not rest else None
+    pos = positions[0]
+    options = [c for c, op in enumerate(pos.ops) if not op.is_identity and rest and key(op) == rest[0]][:1]
+    options += [c for c, op in enumerate(pos.ops) if op.kind == "zero"][:1]
+    for c in options:
+        tail = _match(positions[1:], rest if pos.ops[c].kind == "zero" else rest[1:], key)
+        if tail is not None:
+            return [c] + tail
+    return None
+
+
+def proxy_scores(space, truth: list[dict], seed: int = 0) -> dict[str, dict[str, float]]:
+    """Every zero-cost ranker's value for every model (on the network trained: MobileNetV2 at its width)."""
+    from hwnas.children import child_arch
+    from hwnas.search.proxies import PROXIES, UNITS, proxy_of
+
+    out = {"predicted ms": {r["name"]: r["predicted_ms"] for r in truth}}
+    archs = {r["name"]: mobilenetv2(space, r["width_mult"]) if "width_mult" in r else child_arch(space, r["child"])
+             for r in truth}
+    for name in PROXIES:
+        out[UNITS[name]] = {model: proxy_of(arch, name, seed) for model, arch in archs.items()}
     return out
 
 
@@ -186,52 +259,76 @@ def score_all(args, length: int, net, truth: list[dict], bn_set, rank_set, log: 
     return done
 
 
-def report(args, truth: list[dict], scores: dict[int, dict[str, float]], notes: dict[int, str], n_rank: int) -> str:
-    lines = [f"Supernet ranking, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: supernet accuracy on "
-             f"{n_rank} held-out images (BatchNorm re-estimated per child on {args.bn_images} training images) "
-             f"against stand-alone test accuracy (4,000 test images) of {len(truth)} models.", "",
-             "| supernet length | steps | models | Kendall tau (p) | Spearman rho (p) | top-3 overlap | "
-             "supernet's pick: its test acc (rank) |",
-             "|---|---|---|---|---|---|---|"]
+def supernet_label(args, length: int) -> str:
+    return f"supernet {length}x ({length * args.search_epochs * args.search_steps} steps)"
+
+
+def read_supernet_scores(args, path: str, truth: list[dict]) -> dict[str, dict[str, float]]:
+    """The supernet rankers of an earlier run's scores.jsonl (every model of ``truth`` must be there)."""
+    from hwnas.jsonfile import read_jsonl
+
+    got: dict[int, dict[str, float]] = {}
+    for r in read_jsonl(path, "a score"):
+        got.setdefault(int(r["length"]), {})[r["name"]] = float(r["supernet_acc"])
+    for length, scores in got.items():
+        missing = [t["name"] for t in truth if t["name"] not in scores]
+        if missing:
+            raise HwnasError(f"{path}: no {length}x score for model {missing[0]!r}")
+    return {supernet_label(args, length): got[length] for length in sorted(got)}
+
+
+def report(args, truth: list[dict], rankers: dict[str, dict[str, float]], notes: dict[str, str],
+           header: str) -> tuple[str, dict]:
+    """The ranking table (every ranker, in band and over all models) and the per-model values."""
+    lines = [header, "",
+             "| ranker | models | Kendall tau (p) | Spearman rho (p) | top-3 overlap | its pick: test acc (rank) |",
+             "|---|---|---|---|---|---|"]
     stats = {}
-    for length, got in scores.items():
-        steps = length * args.search_epochs * args.search_steps
+    for ranker, got in rankers.items():
         for label, rows in (("in band", [r for r in truth if r["in_band"]]), ("all", truth)):
             st = rank_stats([(got[r["name"]], r["test_acc"]) for r in rows])
-            stats[(length, label)] = st
+            stats[(ranker, label)] = st
             pick = max(rows, key=lambda r: got[r["name"]])
             rank = 1 + sum(r["test_acc"] > pick["test_acc"] for r in rows)
-            lines.append(f"| {length}x | {steps} | {label} ({st['n']}) | {st['tau']:+.2f} ({st['p_tau']:.2f}) | "
-                         f"{st['rho']:+.2f} ({st['p_rho']:.2f}) | {st['top3']}/3 | {pick['name']}: "
+            lines.append(f"| {ranker} | {label} ({st['n']}) | {st['tau']:+.2f} ({st['p_tau']:.4f}) | "
+                         f"{st['rho']:+.2f} ({st['p_rho']:.4f}) | {st['top3']}/3 | {pick['name']}: "
                          f"{pick['test_acc']:.2%} ({rank} of {len(rows)}) |")
-    lines += ["", "| model | stand-alone test acc | " + " | ".join(f"supernet acc {n}x" for n in scores) + " |",
-              "|---|---|" + "---|" * len(scores)]
+    lines += ["", "| model | stand-alone test acc | " + " | ".join(rankers) + " |",
+              "|---|---|" + "---|" * len(rankers)]
     for r in sorted(truth, key=lambda r: -r["test_acc"]):
-        name = r["name"] + (" (nearest child: proxy)" if r["proxy"] else "")
-        lines.append(f"| {name} | {r['test_acc']:.2%} | "
-                     + " | ".join(f"{scores[n][r['name']]:.2%}" for n in scores) + " |")
-    for length, note in notes.items():
-        lines.append(f"\n{length}x: {note}")
+        nearest = r["proxy"] and any(ranker.startswith("supernet") for ranker in rankers)
+        name = r["name"] + (" (supernet: nearest child)" if nearest else "")
+        lines.append(f"| {name} | {r['test_acc']:.2%} | " + " | ".join(
+            f"{got[r['name']]:.2%}" if ranker.startswith("supernet") else f"{got[r['name']]:.4g}"
+            for ranker, got in rankers.items()) + " |")
+    for ranker, note in notes.items():
+        lines.append(f"\n{ranker}: {note}")
     return "\n".join(lines) + "\n", stats
 
 
-def plot(truth: list[dict], scores: dict[int, dict[str, float]], stats: dict, path: Path) -> None:
+def plot(truth: list[dict], rankers: dict[str, dict[str, float]], stats: dict, path: Path) -> None:
+    """One panel per ranker: its value against stand-alone test accuracy."""
     from hwnas.plots import pyplot, save_figure
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 4.2), squeeze=False)
+    cols = min(4, len(rankers))
+    rows_n = -(-len(rankers) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.8 * rows_n), squeeze=False)
     colors = {"searched": "tab:red", "random": "tab:blue", "mbv2": "tab:green"}
-    for ax, (length, got) in zip(axes[0], scores.items()):
+    for ax in axes.flat[len(rankers):]:
+        ax.set_visible(False)
+    for ax, (ranker, got) in zip(axes.flat, rankers.items()):
+        scale = 100 if ranker.startswith("supernet") else 1
         for kind, color in colors.items():
             rows = [r for r in truth if r.get("kind") == kind]
-            ax.scatter([100 * got[r["name"]] for r in rows], [100 * r["test_acc"] for r in rows], c=color,
-                       label=kind + (" (nearest child)" if kind == "mbv2" else ""))
-        st = stats[(length, "in band")]
-        ax.set_title(f"supernet {length}x: in band tau {st['tau']:+.2f}, rho {st['rho']:+.2f}")
-        ax.set_xlabel("supernet accuracy, held-out images (%)")
-        ax.set_ylabel("stand-alone test accuracy (%)")
+            ax.scatter([scale * got[r["name"]] for r in rows], [100 * r["test_acc"] for r in rows], c=color,
+                       label=kind + (" (nearest child)" if kind == "mbv2" and scale == 100 else ""), s=18)
+        st = stats[(ranker, "in band")]
+        ax.set_title(f"{ranker}\nin band tau {st['tau']:+.2f}, rho {st['rho']:+.2f}", fontsize=9)
+        ax.set_xlabel(ranker + (" accuracy (%)" if scale == 100 else ""), fontsize=8)
+        ax.set_ylabel("stand-alone test accuracy (%)", fontsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     save_figure(fig, path)
 
 
@@ -267,6 +364,8 @@ def main(argv=None) -> int:
     truth = load_truth(args.truth, space) if args.truth else None  # checked before any long work
     if truth is None and not args.train_only:
         raise HwnasError("--truth is needed to score (or give --train-only)")
+    if args.proxies_only:
+        return rank_by_proxies(args, space, truth)
     data, bn_set, rank_set = load_data(args, space.params["resolution"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -283,7 +382,7 @@ def main(argv=None) -> int:
 
         epochs = read_jsonl(out / f"supernet-{length}x" / "metrics.jsonl", "an epoch")
         arch = res.arch
-        notes[length] = (f"argmax child of the band `{' '.join(arch.choices)}` widths "
+        notes[supernet_label(args, length)] = (f"argmax child of the band `{' '.join(arch.choices)}` widths "
                          f"{','.join(f'{w:g}' for w in arch.space.stage_widths)} (its supernet accuracy on the "
                          f"search's 1,000 selection images after the last epoch: {epochs[-1]['val_acc']:.2%}); "
                          f"supernet training {sum(e['seconds'] for e in epochs) / 60:.0f} min (sum of epoch times), "
@@ -291,12 +390,35 @@ def main(argv=None) -> int:
     if args.train_only:
         return 0
     if args.evolve:
-        notes[args.lengths[-1]] += "; " + evolve(args, res, bn_set, rank_set, out)
-    text, stats = report(args, truth, scores, notes, len(rank_set))
+        notes[supernet_label(args, args.lengths[-1])] += "; " + evolve(args, res, bn_set, rank_set, out)
+    rankers = {supernet_label(args, length): got for length, got in scores.items()}
+    rankers.update(proxy_scores(space, truth, args.seed))
+    header = (f"Supernet ranking, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: supernet accuracy on "
+              f"{len(rank_set)} held-out images (BatchNorm re-estimated per child on {args.bn_images} training "
+              f"images) and zero-cost proxies against stand-alone test accuracy of {len(truth)} models.")
+    return write_report(args, truth, rankers, notes, header, out)
+
+
+def write_report(args, truth, rankers, notes, header, out: Path) -> int:
+    text, stats = report(args, truth, rankers, notes, header)
     (out / "table.md").write_text(text)
-    plot(truth, scores, stats, out / "ranking.png")
+    plot(truth, rankers, stats, out / "ranking.png")
     print(text)
     return 0
+
+
+def rank_by_proxies(args, space, truth: list[dict]) -> int:
+    """``--proxies-only``: the table of the zero-cost rankers (and an earlier run's supernet scores)."""
+    t0 = time.time()
+    rankers = read_supernet_scores(args, args.supernet_scores, truth) if args.supernet_scores else {}
+    rankers.update(proxy_scores(space, truth, args.seed))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = (f"Ranking by zero-cost proxies, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
+              f"{len(truth)} models of {Path(args.truth).name} against their stand-alone test accuracy"
+              + (f"; supernet scores from {Path(args.supernet_scores).name}" if args.supernet_scores else "")
+              + f" ({time.time() - t0:.1f} s).")
+    return write_report(args, truth, rankers, {}, header, out)
 
 
 if __name__ == "__main__":

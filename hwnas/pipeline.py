@@ -453,7 +453,8 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
         "mflops": cost.flops / 1e6, "mparams": cost.params / 1e6,
         "search_summary": {k: summary.get(k) for k in ("predicted_latency_ms", "within_budget", "band_ms",
                                                        "val_acc_supernet_child", "derivation",
-                                                       "derive_children_scored", "derive_supernet_acc")},
+                                                       "derive_children_scored", "derive_supernet_acc",
+                                                       "derive_score", "derive_score_unit")},
         "export": exported.to_dict(), "run_dir": str(run_dir), "seconds": seconds,
         "total_seconds": round(time.time() - start, 1),
     }

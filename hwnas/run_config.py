@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hwnas.errors import HwnasError
 from hwnas.predictors.device_match import TOLERANCE
+from hwnas.search.config import DERIVATIONS
 from hwnas.export.trained import FP32_TOLERANCE, MIN_AGREEMENT, QUANTS
 
 PROFILE_MODELS = 40  # whole models timed with the operators on a new machine (half fit the calibration)
@@ -108,7 +109,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "search": {"mode": ("proxyless", _string), "supernet": ("entangled", _one_of("entangled", "separate")),
                "epochs": (4, _pos_int), "warmup_epochs": (1, _nonneg_int), "child_warmup_epochs": (1, _nonneg_int),
                "batch_size": (64, _pos_int), "max_steps": (10, _opt_pos_int), "lr_alpha": (0.02, _pos_num),
-               "relevel": (6, _relevel), "derive": ("argmax", _one_of("argmax", "evolution")),
+               "relevel": (6, _relevel), "derive": ("argmax", _one_of(*DERIVATIONS)),
                "derive_children": (500, _pos_int)},
     "train": {"epochs": (8, _pos_int), "batch_size": (64, _pos_int), "lr": (0.05, _pos_num),
               "optimizer": ("sgd", _one_of("sgd", "adamw")), "weight_decay": (4e-5, lambda v: None if

@@ -58,9 +58,13 @@ class RunReport:
 
 def derivation(summary: dict) -> str:
     """How the search chose its child, for the report."""
-    if summary.get("derivation") == "evolution":
+    how = summary.get("derivation")
+    if how == "evolution":
         return (f"evolution: {summary['derive_children_scored']} children of the band scored by the supernet, the "
                 f"winner's supernet accuracy {summary['derive_supernet_acc']:.2%}")
+    if how not in (None, "argmax"):
+        return (f"{how}: evolution over {summary['derive_children_scored']} children of the band scored by the "
+                f"zero-cost proxy {how}, the winner's {summary['derive_score']:.4g} {summary['derive_score_unit']}")
     return "argmax: the most probable child of the band"
 
 

@@ -56,10 +56,10 @@ def test_evolution_scores_only_children_inside_the_band_and_returns_the_best(set
     assert all(low <= r["predicted_ms"] <= high for r in records)
     assert len({(tuple(r["widths"]), tuple(r["ops"])) for r in records if r["which"] == "small"}) == 30
     rescored = [r for r in records if r["which"] == "rescore"]
-    best = max(rescored, key=lambda r: r["supernet_acc"])
-    assert found.supernet_acc == best["supernet_acc"] and list(found.child.ops) == best["ops"]
-    small_best = sorted((r["supernet_acc"] for r in records if r["which"] == "small"), reverse=True)[:3]
-    assert sorted(r["supernet_acc"] for r in records[:30] if (r["widths"], r["ops"]) in
+    best = max(rescored, key=lambda r: r["score"])
+    assert found.supernet_acc == best["score"] and list(found.child.ops) == best["ops"]
+    small_best = sorted((r["score"] for r in records if r["which"] == "small"), reverse=True)[:3]
+    assert sorted(r["score"] for r in records[:30] if (r["widths"], r["ops"]) in
                   [(q["widths"], q["ops"]) for q in rescored])[::-1] == small_best  # the top 3 were re-scored
 
 
@@ -108,3 +108,135 @@ def test_argmax_derivation_keeps_the_most_probable_child_and_evolution_stays_in_
     assert 0.93 * budget <= summary["predicted_latency_ms"] <= 0.97 * budget
     assert 0 <= summary["derive_supernet_acc"] <= 1
     assert len((tmp_path / "evo" / "derive.jsonl").read_text().splitlines()) == 1 + 6 + summary["derive_rescored"]
+
+
+def test_argmax_reproduces_the_child_recorded_before_the_proxy_derivations(tmp_path):
+    """The child of this small fixed search, recorded from main at db5b5d0 (before issue 20's proxies)."""
+    table = latency_table(get_space("proxyless-tiny", SMALL), AnalyticProxy())
+    budget = table.min() + 0.4 * (table.max() - table.min())
+    assert budget == pytest.approx(1.19651082, abs=1e-7)
+    result = run_search(_config(tmp_path, budget_ms=budget, derive="argmax"))
+    assert (result.arch.choices, list(result.arch.space.stage_widths)) == (["k3_e6", "k5_e3", "k5_e3"], [1.0, 2.0])
+    assert result.summary["predicted_latency_ms"] == pytest.approx(1.12189, abs=1e-5)
+
+
+KILLED = """
+import sys, time
+from hwnas.children import latency_table
+from hwnas.search.derive import evolve_in_band
+from hwnas.search.latency import AnalyticProxy
+from hwnas.spaces import get_space
+sys.path.insert(0, {tests!r})
+from test_derive import SMALL, _scorers, _band
+table = latency_table(get_space("proxyless-tiny", SMALL), AnalyticProxy())
+small, big = _scorers([])
+def slow(child):
+    time.sleep(0.05)
+    return small(child)
+evolve_in_band(None, table, *_band(table), slow, big, sys.argv[1], children=40, population=8, parents=4, top=3)
+"""
+
+
+def _band(table):
+    low = table.min() + 0.3 * (table.max() - table.min())
+    return low, low * 1.1
+
+
+def test_the_log_resumes_after_kill_9_of_a_real_derivation(tmp_path):
+    """A derivation in another process killed with SIGKILL mid-way, then run again here: the same winner, the
+    children logged before the kill are not scored again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import warnings
+    from pathlib import Path
+
+    table = latency_table(get_space("proxyless-tiny", SMALL), AnalyticProxy())
+    kw = dict(children=40, population=8, parents=4, top=3)
+    calls = []
+    small, big = _scorers(calls)
+    full = evolve_in_band(None, table, *_band(table), small, big, tmp_path / "full.jsonl", **kw)
+    log = tmp_path / "killed.jsonl"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-c", KILLED.format(tests=str(root / "tests")), str(log)],
+                            env=dict(os.environ, PYTHONPATH=str(root)))
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 12:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the derivation ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    logged = [line for line in log.read_text().split("\n")[1:] if line.endswith("}")]
+    assert 11 <= len(logged) < 40
+    calls.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a line cut by the kill is reported and dropped
+        resumed = evolve_in_band(None, table, *_band(table), small, big, log, **kw)
+    assert (resumed.child, resumed.score, resumed.scored) == (full.child, full.score, full.scored)
+    assert len(calls) == 40 + 3 - len(logged)  # the logged scores were taken from the log
+    assert log.read_text() == (tmp_path / "full.jsonl").read_text()
+
+
+def test_proxy_child_needs_no_supernet_and_picks_the_highest_proxy_in_the_band(tmp_path):
+    from hwnas.children import analytic_table
+    from hwnas.search.derive import proxy_child
+
+    table = latency_table(get_space("proxyless-tiny", SMALL), AnalyticProxy())
+    low, high = _band(table)
+    found = proxy_child(table, low, high, "flops", seed=1, children=40, log=tmp_path / "flops.jsonl")
+    flops = analytic_table(table.space, "flops")
+    records = [json.loads(line) for line in (tmp_path / "flops.jsonl").read_text().splitlines()][1:]
+    assert len(records) == 40 == found.scored and found.rescored == 0 and found.scorer == "flops"
+    assert all(low <= r["predicted_ms"] <= high and r["which"] == "flops" for r in records)
+    assert found.score == pytest.approx(flops.cost(found.child) / 1e6)
+    assert found.score == max(r["score"] for r in records) and low <= found.latency_ms <= high
+    again = proxy_child(table, low, high, "flops", seed=1, children=40)
+    assert (again.child, again.log) == (found.child, None)
+    by_params = proxy_child(table, low, high, "params", seed=1, children=40)
+    assert by_params.score == pytest.approx(analytic_table(table.space, "params").cost(by_params.child) / 1e6)
+
+
+def test_synflow_grows_with_width_and_depth():
+    from hwnas.arch import architecture_of
+    from hwnas.search.proxies import proxy_of
+
+    space = get_space("proxyless-tiny", SMALL)
+    narrow = architecture_of(space.at_widths([1.0, 1.0]), ["k3_e3", "k3_e3", "zero"])
+    wide = architecture_of(space.at_widths([2.0, 2.0]), ["k5_e6", "k5_e6", "k5_e6"])
+    assert proxy_of(wide, "synflow") > proxy_of(narrow, "synflow") > 0
+    assert proxy_of(narrow, "synflow", seed=3) == proxy_of(narrow, "synflow", seed=3)
+    with pytest.raises(Exception, match="unknown proxy 'zen'"):
+        proxy_of(narrow, "zen")
+
+
+def test_the_search_derives_by_a_proxy_and_the_report_names_it(tmp_path):
+    from hwnas.run_report import derivation
+
+    table = latency_table(get_space("proxyless-tiny", SMALL), AnalyticProxy())
+    budget = table.min() + 0.4 * (table.max() - table.min())
+    result = run_search(_config(tmp_path, budget_ms=budget, derive="flops", derive_children=12))
+    summary = result.summary
+    assert summary["derivation"] == "flops" and summary["derive_children_scored"] == 12
+    assert summary["derive_score"] == pytest.approx(summary["mflops"], abs=1e-4)
+    assert 0.93 * budget <= summary["predicted_latency_ms"] <= 0.97 * budget
+    records = [json.loads(line) for line in (tmp_path / "derive.jsonl").read_text().splitlines()][1:]
+    assert len(records) == 12 and max(r["score"] for r in records) == pytest.approx(summary["derive_score"], abs=1e-5)
+    assert derivation(summary) == (f"flops: evolution over 12 children of the band scored by the zero-cost proxy "
+                                   f"flops, the winner's {summary['derive_score']:.4g} MFLOPs")
+
+
+def test_the_main_job_config_takes_every_derivation():
+    from hwnas.errors import HwnasError
+    from hwnas.run_config import default_config, validate_config
+
+    for how in ("argmax", "evolution", "flops", "params", "mac", "synflow"):
+        cfg = default_config()
+        cfg["search"]["derive"] = how
+        assert validate_config(cfg)["search"]["derive"] == how
+    cfg["search"]["derive"] = "zen"
+    with pytest.raises(HwnasError, match="search.derive"):
+        validate_config(cfg)

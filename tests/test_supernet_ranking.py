@@ -60,3 +60,60 @@ def test_a_truth_file_without_accuracies_is_refused_naming_it(tmp_path):
     bad.write_text(json.dumps([{"name": "x", "in_band": True}]))
     with pytest.raises(HwnasError, match=r"truth.json: model 0 has no field 'test_acc'"):
         bench.load_truth(str(bad), get_space("proxyless-tiny"))
+
+
+def test_run_e_tflite_files_read_back_into_the_same_networks():
+    from hwnas.modelgraph import read_model
+    from hwnas.modelgraph.recognise import recognise
+    from hwnas.children import child_arch
+
+    space = get_space("proxyless-tiny")
+    for row in bench.load_truth(str(TRUTH), space)[:4]:
+        model = read_model(ROOT / "docs" / "cifar10" / "models" / row["tflite"])
+        ops = [b.candidates[0] for b in recognise(model).blocks]
+        found = bench.child_of_ops(space, ops)
+        assert _ops(child_arch(space, found).ops()) == _ops(child_arch(space, row["child"]).ops()), row["name"]
+    assert bench.child_of_ops(space, ops[:-1]) is None
+
+
+def test_run_d_models_are_at_their_predicted_latency_flops_and_params():
+    """Run D's truth (docs/cifar10.md "Run D": read back from the .tflite files of commit a846182) against that
+    table's predicted ms (intel-xeon-2c), MFLOPs and M params."""
+    from hwnas.children import child_arch, latency_table
+    from hwnas.search.latency import load_latency_predictor
+
+    space = get_space("proxyless-tiny")
+    truth = bench.load_truth(str(ROOT / "benchmarks" / "supernet_ranking_run_d.json"), space)
+    assert len(truth) == 14 and sum(r["in_band"] for r in truth) == 12
+    predictor, _ = load_latency_predictor(space, str(ROOT / "predictors" / "intel-xeon-2c-tflite-fp32.json"))
+    table = latency_table(space, predictor)
+    flops = {"searched (search seed 0)": 18.06, "random 2": 22.27, "random 9": 15.34, "MobileNetV2 width 1.375": 25.28}
+    for row in truth:
+        if not row["proxy"]:
+            assert table.cost(row["child"]) == pytest.approx(row["predicted_ms"], abs=6e-4), row["name"]
+        arch = bench.mobilenetv2(space, row["width_mult"]) if row["proxy"] else child_arch(space, row["child"])
+        if row["name"] in flops:
+            assert arch.cost().flops / 1e6 == pytest.approx(flops[row["name"]], abs=0.006)
+
+
+def test_proxies_only_ranks_run_e_without_a_dataset(tmp_path, capsys):
+    code = bench.main(["--proxies-only", "--truth", str(TRUTH), "--supernet-scores",
+                       str(ROOT / "benchmarks" / "supernet_ranking_run_e_scores.jsonl"), "--out", str(tmp_path)])
+    table = (tmp_path / "table.md").read_text()
+    assert code == 0 and (tmp_path / "ranking.png").exists()
+    assert "| MFLOPs | in band (12) | +0.58 (0.0088) | +0.75 (0.0051) | 2/3 |" in table
+    assert "| MFLOPs | all (14) | +0.65 (0.0008) |" in table
+    assert "| supernet 1x (180 steps) | in band (12) | +0.05 (0.8366) |" in table  # the run's own table
+    assert "| supernet 2x (360 steps) | in band (12) | +0.21 (0.3807) |" in table
+    assert "| MobileNetV2 width 1.25 (supernet: nearest child) | 68.35% | 38.57% | 44.73% | 0.5 | 22.37 |" in table
+
+
+def test_proxies_only_refuses_scores_without_every_model(tmp_path):
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text(json.dumps({"length": 1, "name": "random 0", "supernet_acc": 0.4}) + "\n")
+    with pytest.raises(HwnasError, match=r"scores.jsonl: no 1x score for model 'searched \(search seed 0\)'"):
+        bench.main(["--proxies-only", "--truth", str(TRUTH), "--supernet-scores", str(scores), "--out",
+                    str(tmp_path / "out")])
+    with pytest.raises(HwnasError, match="--dataset and --predictor are needed"):
+        bench.main(["--truth", str(TRUTH), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

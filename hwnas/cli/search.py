@@ -18,7 +18,7 @@ from hwnas.data import DEFAULT_DATASET
 from hwnas.errors import HwnasError
 from hwnas.outputs import check_writable_folder
 from hwnas.spaces import DEFAULT_SPACE
-from hwnas.search.config import CONTROLS, SUPERNETS
+from hwnas.search.config import CONTROLS, DERIVATIONS, SUPERNETS
 from hwnas.supernet.mixed_op import MODES
 from hwnas.threads import TORCH_THREADS, TORCH_THREADS_HELP, check_threads, use_torch_threads
 
@@ -309,11 +309,13 @@ def register(sub) -> None:
                    help=f"entangled: sandwich epochs (largest + sampled child) before architecture steps (default "
                         f"{FULL['child_warmup_epochs']}, --fast {FAST['child_warmup_epochs']}, fewer when --epochs "
                         "leaves no epoch for architecture steps)")
-    p.add_argument("--derive", choices=("evolution", "argmax"), default="argmax",
+    p.add_argument("--derive", choices=DERIVATIONS, default="argmax",
                    help="entangled, with a budget: how the child is chosen after the supernet is trained: argmax "
-                        "(default: the most probable child of the band) or evolution (children of the band scored "
-                        "by the supernet, hwnas.search.derive; docs/search.md says why it is not the default)")
-    p.add_argument("--derive-children", type=int, default=500, help="evolution: children scored (default 500)")
+                        "(default: the most probable child of the band), evolution (children of the band scored "
+                        "by the supernet, hwnas.search.derive) or the same evolution scored by a zero-cost proxy "
+                        "(flops, params, mac, synflow: hwnas.search.proxies, seconds); docs/search.md compares them")
+    p.add_argument("--derive-children", type=int, default=500,
+                   help="evolution or proxy: children scored (default 500)")
     p.add_argument("--arch-fraction", type=float, default=0.2,
                    help="entangled: share of the training images kept for architecture steps (default 0.2)")
     p.add_argument("--no-distill", action="store_true",

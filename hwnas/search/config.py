@@ -21,7 +21,9 @@ RESUME_KEYS = ("space", "space_params", "dataset", "mode", "darts_order", "epoch
 SUPERNETS = ("entangled", "separate")
 MAX_RELEVEL = 1000  # children timed for the session level (~5 s each)
 CONTROLS = ("tilt", "absolute", "hinge")
-DERIVATIONS = ("evolution", "argmax")  # how the child is chosen after the supernet is trained (hwnas.search.derive)
+# how the child is chosen after the supernet is trained (hwnas.search.derive): the proxies score by
+# hwnas.search.proxies
+DERIVATIONS = ("argmax", "evolution", "flops", "params", "mac", "synflow")
 
 
 def check_common(cfg) -> None:
@@ -76,7 +78,7 @@ class SearchConfig:
     alpha_init_std: float = 1e-3  # entangled: architecture logits start at N(0, std)
     label_smoothing: float = 0.1  # entangled: on the largest child's labels
     recalib_batches: int = 10  # entangled: batches to re-estimate BN before a child is scored
-    derive: str = "argmax"  # entangled: argmax (most probable child in the band) | evolution (hwnas.search.derive)
+    derive: str = "argmax"  # entangled: argmax (most probable child in the band) | evolution | a proxy (derive.py)
     derive_children: int = 500  # evolution: children of the band scored by the supernet
     derive_images: int = 128  # evolution: architecture-split images each child is scored on
     derive_calib_batches: int = 2  # evolution: batches re-estimating each child's BatchNorm

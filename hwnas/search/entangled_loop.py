@@ -263,8 +263,8 @@ def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float
             break
 
     child, child_ms = derive(net, table, band)
-    by_acc = None  # issue 20: the child of the band the supernet scores best (cfg.derive == "evolution")
-    if cfg.derive == "evolution" and band is not None and main:
+    by_acc = None  # issue 20: the child of the band with the best supernet accuracy (evolution) or proxy
+    if cfg.derive != "argmax" and band is not None and main:
         by_acc = derive_after_search(cfg, net, table, band, weight_split, arch_split, out)
         child, child_ms = by_acc.child, by_acc.latency_ms
     arch = child_arch(space, child)
