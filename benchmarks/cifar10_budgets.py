@@ -114,6 +114,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--train-seeds", type=int, default=1,
                    help="training seeds of each MobileNetV2 width and of the best random child: the seed "
                         "spread of one architecture (1)")
+    p.add_argument("--proxy", default=None,
+                   help="also derive children with no supernet by a zero-cost proxy (flops, params, mac, synflow): "
+                        "hwnas.search.derive.proxy_child in the search's band, one per --search-seeds seed (own rows)")
+    p.add_argument("--proxy-children", type=int, default=2000, help="children scored per proxy derivation (2000)")
     p.add_argument("--inherited", action="store_true",
                    help="also train every searched child starting from its supernet's weights (own rows)")
     p.add_argument("--mbv2-ladder", type=int, default=4, help="widths in the first MobileNetV2 ladder (4)")
@@ -134,6 +138,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise HwnasError(f"--mbv2-ladder must be at least 2, got {args.mbv2_ladder}")
     if not 0 < args.mbv2_step <= 1:
         raise HwnasError(f"--mbv2-step must be in (0, 1], got {args.mbv2_step}")
+    if args.proxy is not None:
+        from hwnas.search.proxies import PROXIES
+
+        if args.proxy not in PROXIES:
+            raise HwnasError(f"--proxy must be one of {', '.join(PROXIES)}, got {args.proxy!r}")
+    if args.proxy_children < 1:
+        raise HwnasError(f"--proxy-children must be at least 1, got {args.proxy_children}")
     if args.relevel < 0:
         raise HwnasError(f"--relevel must be 0 or more, got {args.relevel}")
     if args.search_steps < 1:
@@ -655,6 +666,17 @@ def main(argv=None) -> int:
                 else:
                     rows.append(dict(row, model=search, trained=False))
         for b in acc_budgets:
+            for s in range(args.search_seeds if args.proxy else 0):  # no supernet: the proxy's best in the band
+                from hwnas.search.config import SearchConfig
+                from hwnas.search.derive import proxy_child
+
+                band = (SearchConfig.band_low * b, SearchConfig.band_high * b)
+                found = proxy_child(leveled[b], *band, proxy=args.proxy, seed=s, children=args.proxy_children,
+                                    log=out / f"proxy-{args.proxy}-{ms_tag(b)}-seed{s}.jsonl")
+                add({"budget_ms": b, "kind": "proxy", "seed": s, "proxy": args.proxy, "band_ms": list(band),
+                     "level": levels[b], "proxy_score": found.score, "proxy_children": found.scored,
+                     "derive_seconds": round(found.seconds, 1)},
+                    f"proxy-{args.proxy}-{ms_tag(b)}-seed{s}", child_arch(space, found.child))
             for i, arch in enumerate(randoms[b]):
                 add({"budget_ms": b, "kind": "random", "index": i}, f"random{i:02d}-{ms_tag(b)}", arch)
             ladder = ladders[b]
@@ -754,6 +776,8 @@ def label(r: dict) -> str:
         return f"searched (search seed {r['seed']})"
     if r["kind"] == "inherited":
         return f"searched, from supernet weights (search seed {r['seed']})"
+    if r["kind"] == "proxy":
+        return f"{r['proxy']} proxy, no supernet (seed {r['seed']})"
     if r["kind"] == "random":
         return f"random {r['index']}" + (" **(best on selection)**" if r.get("best_random") else "") + seed
     return (f"MobileNetV2 width {r['width_mult']:g}" + (" (over budget)" if r["over_budget"] else "")
@@ -783,9 +807,14 @@ def comparisons(results: list[dict], budget: float) -> list[dict]:
     def name(group: list[dict], what: str) -> str:
         return f"{what} ({len(group)} model{'s' if len(group) > 1 else ''})"
 
+    proxy = [r for r in at if r["kind"] == "proxy"]
     pairs = []
-    if searched:
-        a = name(searched, "searched, mean of search seeds")
+    methods = [(searched, name(searched, "searched, mean of search seeds"))]
+    if proxy:
+        methods.append((proxy, name(proxy, f"{proxy[0]['proxy']} proxy, mean of seeds")))
+    for method, a in methods:
+        if not method:
+            continue
         for group, what in ((mbv2_at, f"MobileNetV2 width {mbv2_at[0]['width_mult']:g}" if mbv2_at else ""),
                             (mbv2_over, f"MobileNetV2 width {mbv2_over[0]['width_mult']:g} (over budget)"
                              if mbv2_over else ""),
@@ -793,7 +822,9 @@ def comparisons(results: list[dict], budget: float) -> list[dict]:
                             (best_seeds, "the same random child, mean of training seeds"),
                             (randoms, f"average of {len(randoms)} random")):
             if group and not (what.startswith("the same") and len(best_seeds) < 2):
-                pairs.append((a, searched, name(group, what), group))
+                pairs.append((a, method, name(group, what), group))
+    if proxy and searched:
+        pairs.append((methods[1][1], proxy, methods[0][1], searched))
     if inherited:
         pairs.append((name(inherited, "supernet weights, mean"), inherited, name(searched, "from scratch, mean"),
                       searched))
@@ -824,10 +855,11 @@ def comparison_lines(results: list[dict], budget: float, pairs: list[dict]) -> l
                      f"{only_a} / {only_b}, {p:.4f} |")
     at = [r for r in results if r["budget_ms"] == budget and "test_acc" in r]
     randoms = sorted(r["test_acc"] for r in at if r["kind"] == "random" and not r.get("train_seed"))
-    searched = [r for r in at if r["kind"] == "searched"]
+    searched = [r for r in at if r["kind"] in ("searched", "proxy")]
     if randoms and searched:
-        ranks = ", ".join(f"seed {r['seed']} {100 * np.mean([x < r['test_acc'] for x in randoms]):.0f}%"
-                          for r in sorted(searched, key=lambda r: r["seed"]))
+        ranks = ", ".join(f"{r['kind'] if r['kind'] == 'searched' else r['proxy'] + ' proxy'} seed {r['seed']} "
+                          f"{100 * np.mean([x < r['test_acc'] for x in randoms]):.0f}%"
+                          for r in sorted(searched, key=lambda r: (r["kind"] != "searched", r["seed"])))
         lines += ["", f"Searched children's percentile among the {len(randoms)} random children (share of random "
                   f"children below, test accuracy; random: {randoms[0]:.2%}-{randoms[-1]:.2%}, mean "
                   f"{np.mean(randoms):.2%}): {ranks}."]
@@ -879,7 +911,7 @@ def write_table(results: list[dict], budgets, acc_budgets, args, data: Data, clo
                   "epochs from scratch with one recipe):", "",
                   "| model | test acc | selection acc | measured ms | predicted ms | MFLOPs | M params |",
                   "|---|---|---|---|---|---|---|"]
-        order = {"searched": 0, "inherited": 1, "random": 2, "mbv2": 3}
+        order = {"searched": 0, "inherited": 1, "proxy": 2, "random": 3, "mbv2": 4}
         for r in sorted((r for r in results if r["budget_ms"] == b and "test_acc" in r),
                         key=lambda r: (order[r["kind"]], r.get("seed", 0), r.get("index", 0), r.get("width_mult"),
                                        r.get("train_seed", 0))):
@@ -900,7 +932,8 @@ def plot(results: list[dict], acc_budgets, path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles = {"searched": ("*", "tab:red", 14, "searched"),
-              "inherited": ("P", "tab:orange", 10, "searched, from supernet weights"), "random": ("o", "tab:gray", 6, "random (in band)"),
+              "inherited": ("P", "tab:orange", 10, "searched, from supernet weights"),
+              "proxy": ("D", "tab:green", 8, "proxy-derived, no supernet"), "random": ("o", "tab:gray", 6, "random (in band)"),
               "best": ("o", "black", 8, "best random (on selection)"), "mbv2": ("s", "tab:blue", 7, "MobileNetV2")}
     seen = set()
     for r in results:
@@ -930,7 +963,7 @@ def publish_models(results: list[dict], folder: Path, data: Data, args) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     listed = []
     for r in sorted((r for r in results if "test_acc" in r), key=lambda r: (r["budget_ms"], r["model"])):
-        name = f"{r['kind']}-{ms_tag(r['budget_ms'])}" + (f"-seed{r['seed']}" if r["kind"] in ("searched", "inherited")
+        name = f"{r['kind']}-{ms_tag(r['budget_ms'])}" + (f"-seed{r['seed']}" if r["kind"] in ("searched", "inherited", "proxy")
                                                            else f"-{r['index']:02d}" if r["kind"] == "random" else
                                                            f"-w{r['width_mult']:g}") + (
             f"-t{r['train_seed']}" if r.get("train_seed") else "")

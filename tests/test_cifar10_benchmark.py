@@ -50,7 +50,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
             "--accuracy-budgets", "12%", "--train", "80", "--selection", "20", "--test", "20", "--epochs", "1",
             "--batch-size", "16", "--search-epochs", "2", "--search-warmup-epochs", "1", "--search-steps", "2",
             "--random", "2", "--mbv2-ladder", "2", "--rounds", "1", "--jobs", "2", "--relevel", "1", "--out", str(out),
-            "--train-seeds", "2", "--inherited",
+            "--train-seeds", "2", "--inherited", "--proxy", "flops", "--proxy-children", "30",
             "--models-dir", str(models)]
     tool = load_script()
     assert tool.main(argv) == 0
@@ -75,7 +75,13 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     accuracy = [r for r in rows if "test_acc" in r]
     # 2 searched + their 2 inherited-weights twins, 2 random + the best one's second training seed,
     # 2 MobileNetV2 widths x 2 training seeds
-    assert sorted(r["kind"] for r in accuracy) == ["inherited"] * 2 + ["mbv2"] * 4 + ["random"] * 3 + ["searched"] * 2
+    assert sorted(r["kind"] for r in accuracy) == (["inherited"] * 2 + ["mbv2"] * 4 + ["proxy"] * 2 + ["random"] * 3
+                                                   + ["searched"] * 2)
+    for r in accuracy:
+        if r["kind"] == "proxy":  # no supernet: the proxy's best child inside the search's band
+            low, high = r["band_ms"]
+            assert low - 1e-4 <= r["predicted_ms"] * r["level"] <= high + 1e-4
+            assert r["proxy_score"] == pytest.approx(r["mflops"], rel=0.01) and r["proxy_children"] == 30
     assert sum(r.get("best_random", False) for r in accuracy) == 1
     best = next(r for r in accuracy if r.get("best_random"))
     assert [r["train_seed"] for r in accuracy if r["kind"] == "random" and r["index"] == best["index"]] == [0, 1]
@@ -87,6 +93,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
         assert correct.shape == (20,) and correct.mean() == pytest.approx(r["test_acc"])
     pairs = json.loads((out / "comparisons.json").read_text())
     assert {c["b"].split(" (")[0] for c in pairs} >= {"best of 2 random", "average of 2 random"}
+    assert any(c["a"].startswith("flops proxy") and c["b"].startswith("searched") for c in pairs)
     for c in pairs:
         assert c["images"] == 20 and 0 < c["p_bootstrap"] <= 1 and c["low"] <= c["diff"] <= c["high"]
         a = np.mean([np.load(out / "models" / m / "test_correct.npy").mean() for m in c["a_models"]])
@@ -106,11 +113,11 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     assert "Paired comparisons at" in table and "percentile among the 2 random" in table
     assert "Training-seed spread" in table
     assert (out / "accuracy_vs_latency.png").stat().st_size > 0
-    assert len(list(models.glob("*.tflite"))) == 11
+    assert len(list(models.glob("*.tflite"))) == 13
     readme = (models / "README.md").read_text()
     assert "CIFAR_MEAN" in readme and '"airplane", "automobile"' in readme
     assert len((models / "test_images.txt").read_text().split()) == 20
-    for phase in ("search: 3 jobs", "train: 10 jobs", "train (seeds of the best random child): 1 jobs",
+    for phase in ("search: 3 jobs", "train: 12 jobs", "train (seeds of the best random child): 1 jobs",
                   "== phase session level", "== phase timing"):
         assert phase in first
 
@@ -119,7 +126,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     assert tool.main(argv) == 0
     again = capsys.readouterr().out
     assert "search: 3 jobs, 3 done earlier, 0 to run" in again
-    assert "train: 10 jobs, 10 done earlier, 0 to run" in again
+    assert "train: 12 jobs, 12 done earlier, 0 to run" in again
     assert "timing: done earlier" in again
     assert [p.stat().st_mtime_ns for p in results] == stamps
 
