@@ -102,7 +102,7 @@ def margin(results: dict, summ: dict, name: str) -> float:
 
 def choose_settings(results: dict, summaries: dict) -> dict:
     """device -> the setting with the largest summed margin over the other devices; "new device": over all."""
-    names = sorted({name for summ in summaries.values() for name in summ})
+    names = list(dict.fromkeys(name for summ in summaries.values() for name in summ))  # the CSV's order
     score = lambda setting, others: sum(margin(results, summaries[setting], o) for o in others)
     out = {name: max(summaries, key=lambda st: score(st, [o for o in names if o != name])) for name in names}
     out["new device"] = max(summaries, key=lambda st: score(st, names))
