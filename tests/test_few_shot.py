@@ -68,6 +68,29 @@ def test_adapt_without_the_true_sources_still_ranks_well(tmp_path):
     assert spearmanr(pred.predict_many_choices(test), _truth(test))[0] > 0.9
 
 
+def _arithmetic_truth(choices) -> np.ndarray:
+    """A device unlike every source mix: its time follows each stage's multiply-adds (later stages dearer)."""
+    from hwnas.predictors.features import FEATURE_NAMES, op_features
+    flops = FEATURE_NAMES.index("flops")
+    return np.array([0.3 + sum(op_features(op)[flops] * 1e-6 * (1 + 0.3 * pos.stage)
+                               for pos, name in zip(SPACE.positions, c) for op in [pos.ops[pos.names.index(name)]])
+                     for c in choices])
+
+
+def test_adapt_follows_a_device_whose_time_is_its_arithmetic_with_a_per_stage_term():
+    sources = {n: load_predictor(PHONES / f"{n}.json") for n in ("pixel2", "samsung_a50", "samsung_s7", "pixel3")}
+    train, test = _random_choices(20, 11), _random_choices(300, 12)
+    y = _arithmetic_truth(test)
+    mix_only = adapt(SPACE, sources, train, _arithmetic_truth(train), {"name": "x"}, ratio=0.0)  # no deviation earns it
+    pred = adapt(SPACE, sources, train, _arithmetic_truth(train), {"name": "x"})
+    few = pred.meta["few_shot"]
+    assert few["deviations"] and mix_only.meta["few_shot"]["deviations"] == []
+    assert 1 <= len(few["ensemble"]) <= 5 and few["ensemble"][0]["deviations"] == few["deviations"]
+    within = lambda p: np.mean(np.abs(p.predict_many_choices(test) / y - 1) <= 0.10)
+    assert spearmanr(pred.predict_many_choices(test), y)[0] > 0.97
+    assert within(pred) > within(mix_only) + 0.1
+
+
 def test_adapt_refuses_fewer_samples_than_it_needs():
     sources = {"pixel2": load_predictor(PHONES / "pixel2.json")}
     train = _random_choices(MIN_SAMPLES - 1, 5)

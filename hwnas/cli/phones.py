@@ -70,7 +70,8 @@ def _adapt(args) -> int:
     fs = predictor.meta["few_shot"]
     shares = ", ".join(f"{k} {v:.2f}" for k, v in fs["shares"].items() if v > 0.005)
     print(f"{name}: adapted from {fs['samples']} samples ({column}) and {len(fs['sources'])} source tables "
-          f"({', '.join(fs['sources'])}); shares {shares or 'none'}; deviations {', '.join(fs['deviations']) or 'none'}; "
+          f"({', '.join(fs['sources'])}); shares {shares or 'none'}; deviations {', '.join(fs['deviations']) or 'none'} "
+          f"(a mean of {len(fs['ensemble'])} tables); "
           f"leave-one-out mean error {100 * fs['loo_mean_abs_rel_error']:.1f}%; wrote {out}")
     return 0
 

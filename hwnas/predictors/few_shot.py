@@ -17,12 +17,17 @@ used), the new device's table is modelled as
 * **Deviations** for a device that behaves unlike every mix of the sources:
   ``b_j[k]`` are structural bases over the operators, each scaled to mean 1
   over the samples, with coefficients ``d_j`` pulled toward 0 by
-  ``alpha_d |d|^2``. The candidates (16): ``stage<s>``, the consensus entry of
-  k when k lies in stage s, else 0 (a relative scale of one stage); and analytic
-  counts of k: 1x1-conv and depthwise multiply-adds, depthwise work at kernel 5,
-  the expanded activation, the input and output sizes, 1 per non-identity
-  layer, 1 per grouped layer, 1 per projection shortcut. The consensus is the
-  mean of the normalized source tables ``e_s / m_s``.
+  ``alpha_d |d|^2``. A candidate term is one basis or a group of them (18
+  terms): ``stage<s>``, the consensus entry of k when k lies in stage s, else 0
+  (a relative scale of one stage); analytic counts of k: 1x1-conv and
+  depthwise multiply-adds, depthwise work at kernel 5, the expanded
+  activation, the input and output sizes, 1 per non-identity layer, 1 per
+  grouped layer, 1 per projection shortcut; and two groups of one basis per
+  stage: ``stage_scales`` (every stage's relative scale at once) and
+  ``flops_per_stage`` (the multiply-adds of k when k lies in stage s: a
+  device whose time follows the arithmetic, as a server CPU's does, unlike
+  the phones' tables). The consensus is the mean of the normalized source
+  tables ``e_s / m_s``.
 
 Each candidate model is a bounded least-squares problem on the relative
 latencies ``y_i / ybar`` (``w >= 0``), the penalties entered as extra rows
@@ -34,11 +39,19 @@ network phone measurements contain disturbed runs.
 each sample predicted from the others):
 
 1. the mix alone, ``alpha_w`` from {0.01, 0.1, 1, 10};
-2. greedily, one deviation at a time (the best of the 16 bases x ``alpha_d``
+2. greedily, one deviation at a time (the best of the 18 terms x ``alpha_d``
    in {0.01, 0.1, 1}), kept only when it cuts the leave-one-out error to below
-   ``RATIO`` = 0.6 times the current one. A noisy device (a phone measured in
+   ``RATIO`` times the current one. A noisy device (a phone measured in
    whole milliseconds) rarely earns that, an exact per-layer sum often does. At
    most one deviation per 5 samples beyond the first 5, and 2 in all.
+3. **Ensemble**: the final table is the mean of the ``ENSEMBLE`` trials with
+   the lowest leave-one-out error among those with as many deviations as the
+   one picked (other penalties, other terms of the same size) whose error
+   the same rule would not call worse (at most 1 / ``RATIO`` times the
+   picked one's). Averaging tables that the samples cannot tell apart
+   steadies the ranking; trials with more deviations than the samples earned
+   are never averaged in (on the whole-millisecond phones they cost up to
+   0.06 Spearman), nor clearly worse ones (an exact mix stays exact).
 
 A model whose shares sum to less than 0.2 (it ignores the sources and predicts
 a near-constant) is never taken. Fewer than 5 samples are refused: the mix
@@ -46,13 +59,19 @@ alone fits a level and S shares, and leave-one-out needs samples to spare.
 
 **Level.** Disturbances only add time, and phones drift over a campaign, so
 the final table is rescaled so that 35% of the samples lie below its
-prediction (rank order unchanged). The constants (0.6, 0.35, the grids) were
-chosen on the leave-one-device-out benchmark ``benchmarks/phone_few_shot.py``.
+prediction (rank order unchanged).
+
+**Constants.** ``RATIO`` and ``ENSEMBLE`` are the setting that meets the
+issue's targets best summed over the seven devices of ../shared/phones in the
+leave-one-device-out benchmark ``benchmarks/phone_few_shot.py`` (which judges
+each device with the setting best on the other six). The level quantile 0.35
+and the grids were chosen earlier on the same benchmark, not by that nested
+rule.
 
 The result is an ordinary ``whole_model`` predictor file (entries gauged as
 there, no correction), with ``meta.few_shot`` recording the number of samples,
-the sources and their shares, the deviations chosen and every leave-one-out
-trial.
+the sources and their (ensemble mean) shares, the deviations picked, the
+ensemble's members and every leave-one-out trial.
 """
 
 from __future__ import annotations
@@ -75,10 +94,11 @@ MAX_DEVIATIONS = 2
 SAMPLES_PER_DEVIATION = 5  # one deviation term per 5 samples beyond the first 5
 MIX_ALPHAS = (0.01, 0.1, 1.0, 10.0)
 DEVIATION_ALPHAS = (0.01, 0.1, 1.0)
-RATIO = 0.6  # a richer family must cut the leave-one-out error to below this share of the current one's
+RATIO = 0.75  # a richer family must cut the leave-one-out error to below this share of the current one's
 OUTLIER = 0.10  # relative residuals below this are never down-weighted
 LEVEL_PENALTY = 1e-3  # ridge weight on the free level c (relative units)
 LEVEL_QUANTILE = 0.35  # the final level: a share 0.35 of the samples lies below the prediction
+ENSEMBLE = 5  # the final table: the mean of the best trials (leave-one-out) with as many deviations as the picked one
 STRUCT = ("pw_flops", "dw_flops", "dw_k5", "mid_elems", "in_elems", "out_elems")
 
 
@@ -132,20 +152,22 @@ def load_sources(path: str | Path, space: str, exclude_name: str | None = None,
 
 
 def deviation_bases(enc: Encoding, consensus: np.ndarray) -> dict[str, np.ndarray]:
-    """Every candidate deviation basis: name -> value per operator (see the module docstring)."""
-    out = {}
-    for j, stage in enumerate(enc.stages):
-        out[f"stage{stage}"] = np.zeros(len(enc.keys))
-    for pos, cols in zip(enc.positions, enc.col):
-        out[f"stage{pos.stage}"][cols] = consensus[cols]
-    rows = np.zeros((len(enc.keys), len(STRUCT) + 3))
+    """Every candidate deviation term: name -> its bases (operators x columns; see the module docstring)."""
+    stage_of = np.zeros(len(enc.keys), dtype=int)
+    rows = np.zeros((len(enc.keys), len(STRUCT) + 4))
     for pos, cols in zip(enc.positions, enc.col):
         for op, k in zip(pos.ops, cols):
             f = op_features(op)
+            stage_of[k] = enc.stages.index(pos.stage)
             rows[k] = [f[FEATURE_NAMES.index(s)] for s in STRUCT] + [
-                0.0 if op.is_identity else 1.0, float(op.groups > 1), float(op.kind == "skip" and not op.is_identity)]
+                0.0 if op.is_identity else 1.0, float(op.groups > 1), float(op.kind == "skip" and not op.is_identity),
+                f[FEATURE_NAMES.index("flops")]]
+    in_stage = np.stack([stage_of == j for j in range(len(enc.stages))], axis=1).astype(float)
+    out = {f"stage{stage}": (consensus * in_stage[:, j])[:, None] for j, stage in enumerate(enc.stages)}
     for j, name in enumerate(list(STRUCT) + ["layers", "grouped_layers", "projection_shortcuts"]):
-        out[name] = rows[:, j]
+        out[name] = rows[:, j:j + 1]
+    out["stage_scales"] = consensus[:, None] * in_stage  # every stage's relative scale, one column each
+    out["flops_per_stage"] = rows[:, -1:] * in_stage  # multiply-adds of each stage, one column each
     return out
 
 
@@ -202,8 +224,11 @@ def check_samples(n: int, where: str = "samples") -> None:
 
 
 def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, y, device: dict,
-          where: str = "samples") -> WholeModelPredictor:
-    """Fit the new device's ``whole_model`` predictor from measured ``choices`` / ``y`` (ms) and source tables."""
+          where: str = "samples", ratio: float = RATIO, ensemble: int = ENSEMBLE) -> WholeModelPredictor:
+    """Fit the new device's ``whole_model`` predictor from measured ``choices`` / ``y`` (ms) and source tables.
+
+    ``ratio`` and ``ensemble``: the constants :data:`RATIO` and :data:`ENSEMBLE` (the benchmark varies them).
+    """
     y = np.asarray(y, dtype=np.float64)
     check_samples(len(y), where)
     enc = Encoding(space)
@@ -211,7 +236,7 @@ def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, 
     src = Sources.of(enc, sources)
     consensus = (src.E / (src.O + X @ src.E).mean(axis=0)).mean(axis=1)
     candidates = deviation_bases(enc, consensus)
-    stack = lambda names: np.stack([candidates[n] for n in names], axis=1) if names else np.zeros((len(enc.keys), 0))
+    stack = lambda names: np.hstack([candidates[n] for n in names]) if names else np.zeros((len(enc.keys), 0))
     trials = []
 
     def trial(terms, alpha_w, alpha_d):
@@ -227,14 +252,19 @@ def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, 
         best = min((trial(picked["deviations"] + [name], picked["alpha_w"], a)
                     for name in candidates if name not in picked["deviations"] for a in DEVIATION_ALPHAS),
                    key=lambda t: t["loo_mean_abs_rel_error"])
-        if best["loo_mean_abs_rel_error"] >= RATIO * picked["loo_mean_abs_rel_error"]:
+        if best["loo_mean_abs_rel_error"] >= ratio * picked["loo_mean_abs_rel_error"]:
             break
         picked = best
-    bases = stack(picked["deviations"])
-    overhead, entries, shares = _solve(X, y, src, bases, picked["alpha_w"], picked["alpha_d"])
+    level = [t for t in trials if len(t["deviations"]) == len(picked["deviations"])
+             and t["loo_mean_abs_rel_error"] * ratio <= picked["loo_mean_abs_rel_error"]]
+    members = sorted(level, key=lambda t: t["loo_mean_abs_rel_error"])[:ensemble] or [picked]
+    fits = [_solve(X, y, src, stack(t["deviations"]), t["alpha_w"], t["alpha_d"]) for t in members]
+    overhead = float(np.mean([f[0] for f in fits]))
+    entries = np.mean([f[1] for f in fits], axis=0)
+    shares = np.mean([f[2] for f in fits], axis=0)
     if LEVEL_QUANTILE is not None:
-        ratio = float(np.quantile(y / (overhead + X @ entries), LEVEL_QUANTILE))
-        overhead, entries = overhead * ratio, entries * ratio
+        scale = float(np.quantile(y / (overhead + X @ entries), LEVEL_QUANTILE))
+        overhead, entries = overhead * scale, entries * scale
     overhead, entries = gauge(enc, overhead, entries.copy())
     entries = np.maximum(entries, 0.0)  # a deviation may push an entry of a shared operator set below 0
     pred = WholeModelPredictor(device, space.name, space_overrides(space), overhead, dict(zip(enc.keys, map(float, entries))))
@@ -244,6 +274,7 @@ def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, 
                               "shares": {n: round(float(v), 4) for n, v in zip(src.names, shares)},
                               "deviations": picked["deviations"], "alpha_w": picked["alpha_w"],
                               "alpha_d": picked["alpha_d"], "loo_mean_abs_rel_error": picked["loo_mean_abs_rel_error"],
+                              "ratio": ratio, "ensemble": [{k: t[k] for k in ("deviations", "alpha_w", "alpha_d")} for t in members],
                               "trials": trials, "method": "hwnas.predictors.few_shot (see its docstring)"},
                  "train_fit": metrics(y, pred.predict_many_choices(choices)),
                  "gauge": "the cheapest candidate of every position is 0 ms; the rest is overhead_ms"}
