@@ -189,7 +189,7 @@ class KernelPredictor:
         return ms, f"{ktype}:{model.method}", outside
 
     def predict_graph(self, graph) -> KernelPrediction:
-        found = detect(graph)
+        found, flops = (detect(graph), node_flops) if graph.format != "onnx" else _onnx_kernels(graph)
         priced, unpriced = [], []
         for k in found.kernels:
             try:
@@ -199,7 +199,7 @@ class KernelPredictor:
             except KeyError:
                 unpriced.append({"node": k.nodes[0].index, "op": k.nodes[0].op, "name": k.nodes[0].name,
                                  "reason": f"no {kernel_type(k.spec)} kernel predictor in this file",
-                                 "flops": sum(node_flops(n) for n in k.nodes)})
+                                 "flops": sum(flops(n) for n in k.nodes)})
         total = found.total_flops or 1.0
         for u in found.unpriced:
             unpriced.append({"node": u.node.index, "op": u.node.op, "name": u.node.name, "reason": u.reason,
@@ -244,7 +244,14 @@ class KernelPredictor:
             raise HwnasError(f"{path}: damaged kernel predictor ({type(exc).__name__}: {exc})") from None
 
 
-def fit_kernels(rows: list[dict], device: dict, log=print) -> KernelPredictor:
+def _onnx_kernels(graph):
+    """ONNX Runtime's kernels of an ONNX graph (its fusion rules and layout changes) and its FLOPs counter."""
+    from hwnas.kernels.onnx_detect import detect_onnx, onnx_node_flops
+
+    return detect_onnx(graph), onnx_node_flops
+
+
+def fit_kernels(rows: list[dict], device: dict, log=print, runtime: str = "tflite") -> KernelPredictor:
     """One model per kernel type of ``rows`` (see the module docstring)."""
     empty = [r["ms"] for r in rows if r["type"] == "empty"]
     if not empty:
@@ -267,4 +274,4 @@ def fit_kernels(rows: list[dict], device: dict, log=print) -> KernelPredictor:
                        "cv_wape": {m: round(v, 2) for m, v in cv.items()},
                        "ranges": {n: [float(X[:, j].min()), float(X[:, j].max())] for j, n in enumerate(names)}}
         log(f"{ktype:10s} {len(rs):4d} rows  " + "  ".join(f"{m} {v:5.1f}%" for m, v in cv.items()) + f"  -> {best}")
-    return KernelPredictor(device, "tflite", "fp32", 1, overhead, models, info, rows)
+    return KernelPredictor(device, runtime, "fp32", 1, overhead, models, info, rows)
