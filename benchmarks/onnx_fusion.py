@@ -2,19 +2,21 @@
 
     python benchmarks/onnx_fusion.py [--rounds 5] [--cache runs/onnx-fusion]
 
-For each pair: the node types left in ORT's optimised graph, and the pair timed
-as one model against its two parts timed alone (interleaved rounds, CPU time;
-each part alone pays one model invoke, so the parts' sum subtracts one empty
-model). A pair that costs about its first part (or ORT leaves one node) is
-fused; one that costs about the sum of its parts is two kernels. The rules in
+Each pair sits between two 1x1 convs (so its input and output are in ORT's
+blocked NCHWc layout, as inside a network): the node types left in ORT's optimised graph,
+and the pair's time against its two parts, each part timed after the same stem
+(interleaved rounds, CPU time; the two convs alone subtracted). A pair that costs
+about its first part is fused; one that costs about the sum of its parts is
+two kernels. The node counts of exported torchvision networks before and after
+ORT's optimiser are printed too. The rules in
 :data:`hwnas.kernels.onnx_detect.FUSION_RULES` follow these figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import sys
-import tempfile
 from pathlib import Path
 
 CONV = {"type": "conv", "h": 28, "cin": 64, "cout": 64, "k": 3, "s": 1, "groups": 1, "act": "none"}
@@ -29,53 +31,43 @@ PAIRS = {
     "conv+add (residual)": [CONV, {"type": "add", **EW, "broadcast": False}],
     "swish (Sigmoid, Mul)": [{"type": "sigmoid", **EW}, {"type": "mul", **EW, "broadcast": False}],
     "bn+relu (no conv before)": [{"type": "bn", **EW}, {"type": "relu", **EW}],
-    "hardsigmoid+mul (SE gate)": [{"type": "hardsigmoid", "h": 1, "c": 64},
-                                  {"type": "mul", "h": 1, "c": 64, "broadcast": False}],
+    "conv+hardsigmoid (SE gate)": [{**CONV, "h": 1, "k": 1}, {"type": "hardsigmoid", "h": 1, "c": 64}],
+    "maxpool+relu": [{"type": "maxpool", "h": 28, "c": 64, "k": 3, "s": 1}, {"type": "relu", "h": 26, "c": 64}],
     "fc+relu": [{"type": "fc", "cin": 1024, "cout": 1000}, {"type": "relu", "h": 1, "c": 1000}],
 }
 
 
-def _second_input_is_first(spec: dict) -> dict:
-    return {**spec, "self": True}
+def _stem(spec: dict) -> dict | None:
+    """A 1x1 conv put before and after a 4-D kernel (None for fully connected): the kernel's input and output are
+    then in ORT's blocked NCHWc layout, as inside a network, and the models differ only in the pair."""
+    if spec["type"] == "fc":
+        return None
+    c = spec.get("cin", spec.get("c"))
+    return {"type": "conv", "h": spec["h"], "cin": c, "cout": c, "k": 1, "s": 1, "groups": 1, "act": "none"}
 
 
-def optimised_ops(path: Path) -> list[str]:
-    """The node types of ONNX Runtime's optimised graph of ``path`` (the runner's settings)."""
-    import onnx
-    import onnxruntime as ort
-
-    from hwnas.runners.onnxruntime import OnnxRuntimeRunner
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "opt.onnx"
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.optimized_model_filepath = str(out)
-        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        assert OnnxRuntimeRunner.name == "onnxruntime"
-        return [n.op_type for n in onnx.load(str(out)).graph.node]
-
-
-def _pair_model(specs: list[dict]):
-    """The pair as one graph; a two-input second node (add, mul) takes the first node's output twice, or the
-    graph input for a residual add after a conv."""
+def _model(specs: list[dict], stem: dict | None):
+    """``stem``, ``specs`` and ``stem`` again in a chain; a two-input add or mul takes, besides the previous output, the input of
+    the chain (the stem's output): a residual add after a conv, x * sigmoid(x) after a sigmoid."""
     import onnx
     from onnx import TensorProto, helper
 
     from hwnas.kernels.onnx_kernels import OPSET, _body, _Builder, input_shapes
 
     b = _Builder(0)
-    y = _body(b, specs[0], "x")
-    second = specs[1]
-    if second["type"] in ("add", "mul") and not second.get("broadcast"):
-        other = "x" if specs[0]["type"] == "conv" else y
-        z = b.node("Add" if second["type"] == "add" else "Mul", [y, other])[0]
-    else:
-        z = _body(b, second, y)
+    x = _body(b, stem, "x") if stem else "x"
+    y = x
+    for spec in specs:
+        if spec["type"] in ("add", "mul") and not spec.get("broadcast"):
+            y = b.node("Add" if spec["type"] == "add" else "Mul", [y, x])[0]
+        else:
+            y = _body(b, spec, y)
+    if stem:  # and a 1x1 conv after: ORT leaves a HardSwish unfused when its output is the graph's output
+        y = _body(b, stem, y)
+    first = stem or specs[0]
     graph = helper.make_graph(b.nodes, "pair", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                              input_shapes(specs[0])["x"])],
-                              [helper.make_tensor_value_info(z, TensorProto.FLOAT, None)], b.inits)
+                                                                              input_shapes(first)["x"])],
+                              [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)], b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
     return onnx.shape_inference.infer_shapes(model)
@@ -85,36 +77,51 @@ def main(argv=None) -> int:
     import onnx
 
     from hwnas.kernels.onnx_kernels import kernel_model
-    from hwnas.kernels.profile import POLICY, spec_name
+    from hwnas.kernels.onnx_profile import optimised_ops
+    from hwnas.kernels.profile import POLICY
     from hwnas.runners.onnxruntime import OnnxRuntimeRunner
     from hwnas.timing_rounds import file_latencies, time_rounds
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--cache", type=Path, default=Path("runs/onnx-fusion"))
+    p.add_argument("--zoo", type=Path, default=Path("runs/zoo-onnx"),
+                   help="exported torchvision networks (benchmarks/model_zoo_onnx.py): their node counts before and "
+                        "after ORT's optimiser are printed too")
     args = p.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     files = {}
-    empty = {"type": "empty", "h": 1, "c": 1}
-    for spec in [empty] + [s for pair in PAIRS.values() for s in pair]:
-        files[spec_name(spec)] = args.cache / f"{spec_name(spec)}.onnx"
-        onnx.save(kernel_model(spec), files[spec_name(spec)])
     for i, (label, pair) in enumerate(PAIRS.items()):
-        files[f"pair{i}"] = args.cache / f"pair{i}.onnx"
-        onnx.save(_pair_model(pair), files[f"pair{i}"])
+        stem = _stem(pair[0])
+        for tag, specs in (("pair", pair), ("a", pair[:1]), ("b", pair[1:]), ("stem", [])):
+            if tag == "b" and pair[1]["type"] in ("add", "mul") and not pair[1].get("broadcast") and not stem:
+                continue
+            if specs or stem:
+                files[f"{tag}{i}"] = args.cache / f"{tag}{i}.onnx"
+                onnx.save(_model(specs, stem if tag != "b" or stem else None), files[f"{tag}{i}"])
+    files["empty"] = args.cache / "empty.onnx"
+    onnx.save(kernel_model({"type": "empty", "h": 1, "c": 1}), files["empty"])
     runner = OnnxRuntimeRunner(threads=1, policy=POLICY)
     latency = file_latencies(time_rounds(files, runner, args.rounds, args.cache / "rounds.jsonl", 0))
-    e = latency[spec_name(empty)][0]
-    print(f"empty model: {e:.4f} ms")
-    print("| pair | ORT's optimised graph | pair ms | parts ms (sum - one invoke) | verdict |")
+    ms = {name: v[0] for name, v in latency.items()}
+    print(f"empty model: {ms['empty']:.4f} ms")
+    print("| pair (after a 1x1 conv stem) | ORT's optimised graph | pair ms | parts ms (a + b) | verdict |")
     print("|---|---|---:|---:|---|")
     for i, (label, pair) in enumerate(PAIRS.items()):
-        a, b = (latency[spec_name(s)][0] for s in pair)
-        both = latency[f"pair{i}"][0]
+        base = ms.get(f"stem{i}", ms["empty"])
+        both, a = ms[f"pair{i}"] - base, ms[f"a{i}"] - base
+        b = ms[f"b{i}"] - base if f"b{i}" in ms else float("nan")
         ops = [o for o in optimised_ops(files[f"pair{i}"]) if not o.startswith("Reorder")]
-        fused = len(ops) == 1 or both < a + 0.35 * (b - e)
-        print(f"| {label} | {', '.join(optimised_ops(files[f'pair{i}']))} | {both:.4f} | {a:.4f} + {b:.4f} - {e:.4f}"
-              f" = {a + b - e:.4f} | {'one kernel' if fused else 'two kernels'} |")
+        fused = both < a + 0.35 * b
+        print(f"| {label} | {', '.join(ops)} | {both:.4f} | {a:.4f} + {b:.4f} = {a + b:.4f} | "
+              f"{'one kernel' if fused else 'two kernels'} |")
+    for name in ("resnet18-64", "mobilenet_v3_small-w1.0-96", "efficientnet_b0-64", "densenet121-64",
+                 "shufflenet_v2_x0_5-96"):
+        path = args.zoo / f"{name}.onnx"
+        if path.exists():
+            before = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+            after = collections.Counter(optimised_ops(path))
+            print(f"{name}: exported {dict(before)}\n    ORT runs {dict(after)}")
     return 0
 
 

@@ -45,6 +45,11 @@ def _one_onnx(rng: random.Random, group: str) -> dict:
         spec = _one(rng, group)
         if spec.get("type") in ("maxpool", "avgpool") and spec["h"] < spec["k"]:
             return {}  # no padding here: the window must fit (ORT crashes on an empty output)
+        for key in ("c", "cin", "cout"):  # convolutions: channels in multiples of 8, as in every torchvision
+            if spec.get("type") in ("conv", "dwconv") and spec.get(key, 3) > 3:  # network (ORT runs a depthwise
+                spec[key] = max(8, spec[key] // 8 * 8)  # conv of 18 or 95 channels in another, slower layout)
+        if spec.get("groups", 1) > 1 and (spec["cin"] % spec["groups"] or spec["cout"] % spec["groups"]):
+            return {}
         return spec
     h = _log_int(rng, 1, 112)
     c = max(8, _log_int(rng, 8, 2048) // 8 * 8)
