@@ -41,6 +41,10 @@ def _fit(args) -> int:
 
 def _calibrate(args) -> int:
     from hwnas.kernels.calibrate import calibrate
+    from hwnas.kernels.predictor import KernelPredictor
+
+    if KernelPredictor.load(args.predictor).runtime == "onnxruntime":  # a bad file: refused here, before any work
+        from hwnas.kernels.onnx_calibrate import calibrate
 
     if args.rounds < 1:
         raise HwnasError(f"--rounds must be at least 1, got {args.rounds}")

@@ -11,7 +11,7 @@ append-only round log, resumable, drift-corrected, CPU time). Inside a network
 most blocked-layout kernels meet no layout change, so each kernel's time is
 stored without the reorders its lone model paid (``ms``; as timed:
 ``alone_ms``), priced by the sampled ``reorder_in`` / ``reorder_out`` kernels
-(a straight line in the elements moved); :mod:`hwnas.kernels.onnx_detect` adds a
+(interpolated in the elements moved); :mod:`hwnas.kernels.onnx_detect` adds a
 reorder kernel where a network really has one. The CSV is written once every
 round is done; the same columns as the LiteRT one (:func:`hwnas.kernels.profile.read_rows`) plus three.
 """
@@ -76,17 +76,23 @@ def build_specs(specs: list[dict], cache: Path, progress: bool = True) -> tuple[
     return files, layout
 
 
-def reorder_lines(specs: list[dict], latency: dict, overhead: float) -> dict[str, tuple[float, float]]:
-    """Per layout change: (ms per element, ms per call beyond the invoke) fitted on the sampled reorder kernels."""
-    lines = {}
+def reorder_costs(specs: list[dict], latency: dict, overhead: float) -> dict[str, tuple[list, list]]:
+    """Per layout change: its sampled (elements, ms beyond the invoke) points, sorted, made non-decreasing."""
+    costs = {}
     for kind in REORDERS:
-        pts = [(features(s)["in_elems"], latency[spec_name(s)][0]) for s in specs if s["type"] == kind]
-        if len(pts) < 2:
-            lines[kind] = (0.0, 0.0)
-            continue
-        slope, intercept = np.polyfit([p[0] for p in pts], [p[1] for p in pts], 1)
-        lines[kind] = (max(0.0, float(slope)), max(0.0, float(intercept) - overhead))
-    return lines
+        pts = sorted((features(s)["in_elems"], max(0.0, latency[spec_name(s)][0] - overhead))
+                     for s in specs if s["type"] == kind)
+        costs[kind] = ([p[0] for p in pts], list(np.maximum.accumulate([p[1] for p in pts])))
+    return costs
+
+
+def reorder_ms(costs: dict, kind: str, elems: float) -> float:
+    """The ms of one layout change of ``elems`` elements: interpolated between the sampled ones (a straight
+    line misses the step where the tensors leave the caches), proportional beyond the largest."""
+    x, y = costs[kind]
+    if not elems or not x:
+        return 0.0
+    return float(np.interp(elems, x, y)) if elems <= x[-1] else y[-1] * elems / x[-1]
 
 
 def profile(out: Path, cache_root: Path, rounds: int, seed: int, progress: bool = True,
@@ -106,14 +112,14 @@ def profile(out: Path, cache_root: Path, rounds: int, seed: int, progress: bool 
     print(f"time: {len(files)} kernels x {rounds} rounds (log {cache / 'rounds.jsonl'})", file=sys.stderr)
     latency = file_latencies(time_rounds(files, runner, rounds, cache / "rounds.jsonl", seed, progress))
     overhead = latency[spec_name({"type": "empty", "h": 1, "c": 1})][0]
-    lines = reorder_lines(specs, latency, overhead)
-    print("layout changes: " + ", ".join(f"{k} {a * 1e6:.3f} ms per M elements + {b:.4f} ms"
-                                         for k, (a, b) in lines.items()), file=sys.stderr)
+    costs = reorder_costs(specs, latency, overhead)
+    print("layout changes of 50 k / 500 k elements: " + ", ".join(
+        f"{k} {reorder_ms(costs, k, 5e4):.4f} / {reorder_ms(costs, k, 5e5):.4f} ms" for k in REORDERS), file=sys.stderr)
     rows = []
     for spec in specs:
         name = spec_name(spec)
         ms, iqr, _ = latency[name]
-        paid = sum(lines[k][0] * layout[name][k] + (lines[k][1] if layout[name][k] else 0.0) for k in REORDERS)
+        paid = sum(reorder_ms(costs, k, layout[name][k]) for k in REORDERS)
         rows.append({"type": spec["type"], "spec": json.dumps(spec, sort_keys=True),
                      "ms": f"{max(overhead, ms - paid):.6f}", "iqr_ms": f"{iqr:.6f}", "rounds": rounds,
                      "alone_ms": f"{ms:.6f}", "reorder_in_elems": layout[name]["reorder_in"],
