@@ -33,7 +33,7 @@ def _fit(args) -> int:
     from hwnas.latency_data import describe_this_device
 
     predictor = fit_kernels([r for path in args.kernels for r in read_rows(path)], describe_this_device(),
-                            runtime=args.runtime)
+                            runtime=args.runtime, relative=args.runtime == "onnxruntime")
     predictor.save(args.out)
     print(f"-> {args.out} (overhead {predictor.overhead_ms:.4f} ms)")
     return 0

@@ -121,7 +121,7 @@ def _fit(method: str, specs: list[dict], ms: np.ndarray, names) -> TypeModel:
     return TypeModel(method, names, linear, _gbr(X, np.log(ms / np.maximum(_linear_predict(linear, W), 1e-4))))
 
 
-def _cv_wape(method: str, specs: list[dict], ms: np.ndarray, names) -> float:
+def _cv_wape(method: str, specs: list[dict], ms: np.ndarray, names, relative: bool = False) -> float:
     rng = np.random.default_rng(0)
     k = min(5, len(specs))
     folds = rng.permutation(len(specs)) % k
@@ -130,7 +130,7 @@ def _cv_wape(method: str, specs: list[dict], ms: np.ndarray, names) -> float:
         test = folds == f
         model = _fit(method, [s for s, t in zip(specs, test) if not t], ms[~test], names)
         err[test] = np.abs(model.predict([s for s, t in zip(specs, test) if t]) - ms[test])
-    return float(err.sum() / ms.sum() * 100)
+    return float(np.mean(err / ms) * 100) if relative else float(err.sum() / ms.sum() * 100)
 
 
 @dataclass
@@ -251,8 +251,10 @@ def _onnx_kernels(graph):
     return detect_onnx(graph), onnx_node_flops
 
 
-def fit_kernels(rows: list[dict], device: dict, log=print, runtime: str = "tflite") -> KernelPredictor:
-    """One model per kernel type of ``rows`` (see the module docstring)."""
+def fit_kernels(rows: list[dict], device: dict, log=print, runtime: str = "tflite",
+                relative: bool = False) -> KernelPredictor:
+    """One model per kernel type of ``rows`` (see the module docstring); ``relative``: chosen by the sum of the
+    cross-validated WAPE and MAPE (small kernels weigh as much as large ones: ONNX Runtime)."""
     empty = [r["ms"] for r in rows if r["type"] == "empty"]
     if not empty:
         raise HwnasError("the kernel table has no 'empty' kernel (a model's invoke cost); profile again")
@@ -267,7 +269,8 @@ def fit_kernels(rows: list[dict], device: dict, log=print, runtime: str = "tflit
         names = feature_names(ktype)
         methods = ["linear"] + (["gbr-log", "linear+gbr", "loglin+gbr"] if len(rs) >= MIN_ROWS_FOR_TREES else [])
         cv = {m: _cv_wape(m, specs, ms, names) for m in methods}
-        best = min(cv, key=cv.get)
+        score = {m: cv[m] + _cv_wape(m, specs, ms, names, True) for m in methods} if relative else cv
+        best = min(score, key=score.get)
         models[ktype] = _fit(best, specs, ms, names)
         X = _matrix(specs, names)
         info[ktype] = {"method": best, "features": list(names), "rows": len(rs),
