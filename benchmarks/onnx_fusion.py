@@ -52,18 +52,18 @@ def _model(specs: list[dict], stem: dict | None):
     import onnx
     from onnx import TensorProto, helper
 
-    from hwnas.kernels.onnx_kernels import OPSET, _body, _Builder, input_shapes
+    from hwnas.kernels.onnx_kernels import OPSET, add_kernel, GraphBuilder, input_shapes
 
-    b = _Builder(0)
-    x = _body(b, stem, "x") if stem else "x"
+    b = GraphBuilder(0)
+    x = add_kernel(b, stem, "x") if stem else "x"
     y = x
     for spec in specs:
         if spec["type"] in ("add", "mul") and not spec.get("broadcast"):
             y = b.node("Add" if spec["type"] == "add" else "Mul", [y, x])[0]
         else:
-            y = _body(b, spec, y)
+            y = add_kernel(b, spec, y)
     if stem:  # and a 1x1 conv after: ORT leaves a HardSwish unfused when its output is the graph's output
-        y = _body(b, stem, y)
+        y = add_kernel(b, stem, y)
     first = stem or specs[0]
     graph = helper.make_graph(b.nodes, "pair", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                               input_shapes(first)["x"])],

@@ -29,9 +29,9 @@ def chain_model(chain: dict):
     import onnx
     from onnx import TensorProto, helper
 
-    from hwnas.kernels.onnx_kernels import OPSET, _body, _Builder
+    from hwnas.kernels.onnx_kernels import OPSET, add_kernel, GraphBuilder
 
-    b = _Builder(0)
+    b = GraphBuilder(0)
     x, h, c = "x", chain["h"], chain["cin"]
     for layer in chain["layers"]:
         if layer["type"] == "dwconv":
@@ -40,7 +40,7 @@ def chain_model(chain: dict):
             spec = {"type": "conv", "h": h, "cin": c, "cout": layer["cout"], "k": layer["k"], "s": layer["s"],
                     "groups": 1, "act": "relu"}
             c = layer["cout"]
-        x = _body(b, spec, x)
+        x = add_kernel(b, spec, x)
         h = -(-h // layer["s"])
     graph = helper.make_graph(b.nodes, "chain", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, [1, chain["cin"], chain["h"], chain["h"]])],

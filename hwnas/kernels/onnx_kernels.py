@@ -22,11 +22,12 @@ split           ``h``, ``c`` (input), ``n`` outputs along the channels
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
 
-from hwnas.kernels.sample import _log_int, _one, MAX_ELEMS
+from hwnas.kernels.sample import MAX_ELEMS, draw_spec
 
 OPSET = 17
 NCHWC = "com.microsoft.nchwc"
@@ -40,9 +41,13 @@ ONNX_COUNTS = {"conv": 110, "conv1x1": 110, "dwconv": 90, "gconv": 25, "fc": 30,
 ONNX_ONLY = ("hardsigmoid", "swish", "bn", "transpose", "split", "reorder_in", "reorder_out")
 
 
+def _log_int(rng: random.Random, low: int, high: int) -> int:
+    return int(round(math.exp(rng.uniform(math.log(low), math.log(high)))))
+
+
 def _one_onnx(rng: random.Random, group: str) -> dict:
     if group not in ONNX_ONLY:
-        spec = _one(rng, group)
+        spec = draw_spec(rng, group)
         if spec.get("type") in ("maxpool", "avgpool") and spec["h"] < spec["k"]:
             return {}  # no padding here: the window must fit (ORT crashes on an empty output)
         for key in ("c", "cin", "cout"):  # convolutions: channels in multiples of 8, as in every torchvision
@@ -80,7 +85,7 @@ def sample_onnx_specs(seed: int = 0, counts: dict | None = None) -> list[dict]:
     return specs
 
 
-class _Builder:
+class GraphBuilder:
     """Nodes and random initializers of one small graph."""
 
     def __init__(self, seed: int):
@@ -125,7 +130,7 @@ def _pads(k: int) -> list[int]:
     return [k // 2] * 4
 
 
-def _body(b: _Builder, spec: dict, x: str) -> str:
+def add_kernel(b: GraphBuilder, spec: dict, x: str) -> str:
     t, h, c = spec["type"], spec.get("h", 1), spec.get("c", 1)
     if t == "conv":
         k, g = spec["k"], spec.get("groups", 1)
@@ -194,8 +199,8 @@ def kernel_model(spec: dict, seed: int = 0):
     import onnx
     from onnx import TensorProto, helper
 
-    b = _Builder(seed)
-    out = _body(b, spec, "x")
+    b = GraphBuilder(seed)
+    out = add_kernel(b, spec, "x")
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in input_shapes(spec).items()]
     graph = helper.make_graph(b.nodes, "kernel", inputs, [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
                               b.inits)

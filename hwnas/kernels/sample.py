@@ -180,3 +180,9 @@ def feature_names(ktype: str) -> tuple[str, ...]:
     if ktype in ("maxpool", "avgpool"):
         return FEATURES["pool"]
     return ELEMENTWISE
+
+
+def draw_spec(rng: random.Random, group: str) -> dict:
+    """One configuration of ``group`` drawn from ``rng``, ``{}`` when it falls outside the ranges (draw again);
+    the ONNX Runtime sampling (:mod:`hwnas.kernels.onnx_kernels`) draws the shared kernel types with it."""
+    return _one(rng, group)
