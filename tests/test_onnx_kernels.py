@@ -66,11 +66,14 @@ def test_ort_fusion_rules_and_layout_changes_on_a_hand_built_graph(tmp_path):
     found = detect_onnx(read_model(path))
     kinds = [(k.spec["type"], k.span) for k in found.kernels]
     assert kinds == [("reorder_in", "0"), ("conv", "0-1"), ("conv", "2-4"), ("swish", "5-6"), ("mean", "7"),
-                     ("conv", "8-9"), ("reorder_out", "10"), ("reorder_out", "10"), ("mul", "10"),
-                     ("transpose", "11-13"), ("reorder_in", "15"), ("conv", "15"), ("reorder_out", "15")]
+                     ("conv", "8-9"), ("hardsigmoid", "9"), ("reorder_out", "10"), ("reorder_out", "10"),
+                     ("mul", "10"), ("transpose", "11-13"), ("reorder_in", "15"), ("conv", "15"),
+                     ("reorder_out", "15")]
     residual, gate = found.kernels[2].spec, found.kernels[5].spec
     assert residual["residual"] and residual["act"] == "relu" and gate["act"] == "hardsigmoid"
-    assert found.kernels[8].spec["broadcast"] is True  # the squeeze-excite multiply
+    # a fused hard-sigmoid is one node for ORT but still a pass over the output: priced on its own, marked fused
+    assert found.kernels[6].spec == {"type": "hardsigmoid", "h": 1, "c": 32, "fused": True}
+    assert found.kernels[9].spec["broadcast"] is True  # the squeeze-excite multiply
     assert [(u.node.op, u.flops) for u in found.unpriced] == [("Erf", 32 * 8 * 8)]
     # the layout changes are the ones ORT itself inserts (its optimised graph of the same file)
     from hwnas.kernels.onnx_profile import optimised_ops
@@ -89,7 +92,7 @@ def _predictor(tmp_path: Path, drop: str = "") -> Path:
         rows.append({"type": "conv", "spec": {"type": "conv", "h": 8, "cin": c, "cout": 16, "k": 1, "s": 1,
                                                "groups": 1}, "ms": 0.006 + 0.0001 * c})
         rows.append({"type": "mul", "spec": {"type": "mul", "h": 8, "c": c, "broadcast": True}, "ms": 0.006 + 1e-5 * c})
-        for t in ("swish", "mean", "transpose", "reorder_in", "reorder_out"):
+        for t in ("swish", "mean", "transpose", "reorder_in", "reorder_out", "hardsigmoid"):
             if t != drop:
                 rows.append({"type": t, "spec": {"type": t, "h": 8, "c": c}, "ms": 0.006 + 1e-5 * c * (i + 1)})
     path = tmp_path / "kernels.json"

@@ -4,7 +4,8 @@ Fusion rules (:data:`FUSION_RULES`) were read from ORT's optimised graphs of
 torchvision networks and timed (``benchmarks/onnx_fusion.py``; docs/predictors.md,
 "Kernel predictors on ONNX Runtime"): a ``Conv`` absorbs the residual ``Add`` that
 follows it and the activation after that (Relu, Clip, HardSwish, HardSigmoid,
-Sigmoid); batch norm after a conv is already folded by the exporter, one that is
+Sigmoid; one node, but all except Relu still cost about their own pass over the
+output, so they are priced as an element-wise kernel marked ``fused``); batch norm after a conv is already folded by the exporter, one that is
 not (DenseNet) becomes a 1 x 1 depthwise conv with its Relu; ``Sigmoid`` then
 ``Mul`` of the same tensor (swish) is one ``QuickGelu``; ``Gemm`` absorbs a Relu;
 channel shuffle (Reshape, Transpose, Reshape) is one transpose kernel; slices of
@@ -44,6 +45,7 @@ FUSION_RULES = [
     {"name": "hardsigmoid+mul", "nodes": ("HardSigmoid", "Mul"), "fused": False,
      "why": "ORT leaves both nodes (a squeeze-excite gate not after a conv)"},
 ]
+FREE_ACTS = ("none", "relu")  # fused into the conv at no measurable cost; relu6, hardswish, sigmoid cost a pass
 ACTS = {"Relu": "relu", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid", "Sigmoid": "sigmoid"}
 RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 FREE = ("Identity", "Dropout")
@@ -272,6 +274,10 @@ def detect_onnx(graph: Graph) -> Kernels:
             elif mode == "plain" and blocked.get(t, False):
                 reorder("reorder_out", t, kernel)
         result.kernels.append(kernel)
+        act = kernel.spec.get("act", "none") if kernel.spec["type"] in ("conv", "dwconv") else "none"
+        if act not in FREE_ACTS:  # fused, yet still a pass over the output (benchmarks/onnx_fusion.py)
+            o = kernel.nodes[0].out_shape
+            result.kernels.append(Kernel({"type": act, "h": o[2], "c": o[1], "fused": True}, kernel.nodes[-1:]))
         for t in outs:
             blocked[t] = mode in ("nchwc", "stem")
     for t in graph.outputs:

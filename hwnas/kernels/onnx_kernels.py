@@ -55,6 +55,8 @@ def _one_onnx(rng: random.Random, group: str) -> dict:
                 spec[key] = max(8, spec[key] // 8 * 8)  # conv of 18 or 95 channels in another, slower layout)
         if spec.get("groups", 1) > 1 and (spec["cin"] % spec["groups"] or spec["cout"] % spec["groups"]):
             return {}
+        if spec.get("type") in ("conv", "dwconv"):  # the conv alone: a fused activation other than relu is
+            spec["act"] = "none"  # priced as its own element-wise kernel (hwnas.kernels.onnx_detect)
         return spec
     h = _log_int(rng, 1, 112)
     c = max(8, _log_int(rng, 8, 2048) // 8 * 8)
