@@ -27,7 +27,7 @@ import random
 
 import numpy as np
 
-from hwnas.kernels.sample import MAX_ELEMS, draw_spec
+from hwnas.kernels.sample import MAX_ELEMS, draw_spec, sample_specs
 
 OPSET = 17
 NCHWC = "com.microsoft.nchwc"
@@ -73,18 +73,7 @@ def _one_onnx(rng: random.Random, group: str) -> dict:
 
 def sample_onnx_specs(seed: int = 0, counts: dict | None = None) -> list[dict]:
     """The sampled ONNX Runtime kernel specs (deterministic for a seed)."""
-    rng = random.Random(seed)
-    specs, seen = [], set()
-    for group, count in (counts or ONNX_COUNTS).items():
-        made = 0
-        while made < count:
-            spec = _one_onnx(rng, group)
-            key = repr(sorted(spec.items()))
-            if spec and key not in seen:
-                seen.add(key)
-                specs.append(spec)
-                made += 1
-    return specs
+    return sample_specs(seed, counts or ONNX_COUNTS, draw=_one_onnx)
 
 
 class GraphBuilder:
