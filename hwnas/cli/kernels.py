@@ -14,6 +14,8 @@ from hwnas.progress import add_progress_argument
 def _profile(args) -> int:
     from hwnas.kernels.profile import adaptive_counts, profile
 
+    if args.runtime == "onnxruntime":
+        from hwnas.kernels.onnx_profile import profile
     if args.rounds < 1:
         raise HwnasError(f"--rounds must be at least 1, got {args.rounds}")
     start = time.time()
@@ -30,7 +32,8 @@ def _fit(args) -> int:
     from hwnas.kernels.profile import read_rows
     from hwnas.latency_data import describe_this_device
 
-    predictor = fit_kernels([r for path in args.kernels for r in read_rows(path)], describe_this_device())
+    predictor = fit_kernels([r for path in args.kernels for r in read_rows(path)], describe_this_device(),
+                            runtime=args.runtime, relative=args.runtime == "onnxruntime")
     predictor.save(args.out)
     print(f"-> {args.out} (overhead {predictor.overhead_ms:.4f} ms)")
     return 0
@@ -38,6 +41,10 @@ def _fit(args) -> int:
 
 def _calibrate(args) -> int:
     from hwnas.kernels.calibrate import calibrate
+    from hwnas.kernels.predictor import KernelPredictor
+
+    if KernelPredictor.load(args.predictor).runtime == "onnxruntime":  # a bad file: refused here, before any work
+        from hwnas.kernels.onnx_calibrate import calibrate
 
     if args.rounds < 1:
         raise HwnasError(f"--rounds must be at least 1, got {args.rounds}")
@@ -47,12 +54,17 @@ def _calibrate(args) -> int:
     return 0
 
 
+RUNTIMES = ("tflite", "onnxruntime")
+
+
 def register(sub) -> None:
     from hwnas.kernels.profile import ADAPTIVE_WAPE
 
     parser = sub.add_parser("kernels", help="profile sampled kernels, fit and calibrate a kernel predictor")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = actions.add_parser("profile", help="time sampled single kernels (LiteRT fp32, 1 thread) into a CSV")
+    p = actions.add_parser("profile", help="time sampled single kernels (LiteRT or ONNX Runtime, fp32, 1 thread) "
+                                           "into a CSV")
+    p.add_argument("--runtime", choices=RUNTIMES, default="tflite", help="runtime to profile (default tflite)")
     p.add_argument("--out", required=True, type=Path, help="kernel CSV to write")
     p.add_argument("--cache", type=Path, default=Path("runs/kernel-cache"), help="exported kernels and round log")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
@@ -64,6 +76,7 @@ def register(sub) -> None:
     p.set_defaults(func=_profile)
     p = actions.add_parser("fit", help="fit one regressor per kernel type from kernel CSVs")
     p.add_argument("kernels", nargs="+", help="kernel CSVs written by 'hwnas kernels profile'")
+    p.add_argument("--runtime", choices=RUNTIMES, default="tflite", help="runtime the CSVs were timed on")
     p.add_argument("--out", required=True, type=Path, help="kernel predictor JSON to write")
     p.set_defaults(func=_fit)
     p = actions.add_parser("calibrate", help="fit the whole-network terms of a kernel predictor (in place)")

@@ -151,7 +151,8 @@ def register(sub) -> None:
                         "pricing it with the table's fallback regressor (the 'source' column says which priced "
                         "each block)")
     p.add_argument("--kernels", type=Path, help="model files: price with this kernel predictor (predictors/kernels/"
-                                                "<device>-tflite-fp32-t1.json; default: this machine's, used for "
-                                                "models that are not from a search space)")
+                                                "<device>-tflite-fp32-t1.json or -onnxruntime-fp32-t1.json; default: "
+                                                "this machine's for the file's runtime, used for models that are "
+                                                "not from a search space)")
     add_json_argument(p)
     p.set_defaults(func=_predict)

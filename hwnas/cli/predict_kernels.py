@@ -1,6 +1,7 @@
 """``hwnas predict`` on a model that is not from a search space: the kernel predictor's answer, printed or as JSON.
 
-The kernel predictor of this machine is ``predictors/kernels/<device>-tflite-fp32-t1.json``
+The kernel predictor of this machine is ``predictors/kernels/<device>-<runtime>-fp32-t1.json`` (runtime
+``tflite`` for ``.tflite`` files, ``onnxruntime`` for ``.onnx``)
 (:mod:`hwnas.kernels`); every kernel row names the regressor that priced it,
 features outside the sampled range are flagged, and every node no kernel
 predictor prices is listed with its share of the model's FLOPs.
@@ -33,6 +34,9 @@ def kernel_result(graph, path: Path, why: str) -> dict:
     if pred.unpriced:
         warnings.append(f"{len(pred.unpriced)} node(s) not priced (given no time), "
                         f"{pred.unpriced_flops_share:.1%} of the model's FLOPs: the total is low by their time")
+    runtime = {"tflite": "tflite", "onnx": "onnxruntime"}.get(graph.format)
+    if predictor.runtime != runtime:
+        warnings.append(f"the model is {graph.format}, the kernel predictor is for {predictor.runtime}")
     if graph.dtype != predictor.dtype:
         warnings.append(f"the model is {graph.dtype}, the kernel predictor is for {predictor.dtype}")
     return {"file": str(graph.path), "kind": graph.format, "path": "kernels", "model_dtype": graph.dtype,

@@ -121,7 +121,7 @@ def _fit(method: str, specs: list[dict], ms: np.ndarray, names) -> TypeModel:
     return TypeModel(method, names, linear, _gbr(X, np.log(ms / np.maximum(_linear_predict(linear, W), 1e-4))))
 
 
-def _cv_wape(method: str, specs: list[dict], ms: np.ndarray, names) -> float:
+def _cv_wape(method: str, specs: list[dict], ms: np.ndarray, names, relative: bool = False) -> float:
     rng = np.random.default_rng(0)
     k = min(5, len(specs))
     folds = rng.permutation(len(specs)) % k
@@ -130,7 +130,7 @@ def _cv_wape(method: str, specs: list[dict], ms: np.ndarray, names) -> float:
         test = folds == f
         model = _fit(method, [s for s, t in zip(specs, test) if not t], ms[~test], names)
         err[test] = np.abs(model.predict([s for s, t in zip(specs, test) if t]) - ms[test])
-    return float(err.sum() / ms.sum() * 100)
+    return float(np.mean(err / ms) * 100) if relative else float(err.sum() / ms.sum() * 100)
 
 
 @dataclass
@@ -189,7 +189,7 @@ class KernelPredictor:
         return ms, f"{ktype}:{model.method}", outside
 
     def predict_graph(self, graph) -> KernelPrediction:
-        found = detect(graph)
+        found, flops = (detect(graph), node_flops) if graph.format != "onnx" else _onnx_kernels(graph)
         priced, unpriced = [], []
         for k in found.kernels:
             try:
@@ -199,7 +199,7 @@ class KernelPredictor:
             except KeyError:
                 unpriced.append({"node": k.nodes[0].index, "op": k.nodes[0].op, "name": k.nodes[0].name,
                                  "reason": f"no {kernel_type(k.spec)} kernel predictor in this file",
-                                 "flops": sum(node_flops(n) for n in k.nodes)})
+                                 "flops": sum(flops(n) for n in k.nodes)})
         total = found.total_flops or 1.0
         for u in found.unpriced:
             unpriced.append({"node": u.node.index, "op": u.node.op, "name": u.node.name, "reason": u.reason,
@@ -244,8 +244,17 @@ class KernelPredictor:
             raise HwnasError(f"{path}: damaged kernel predictor ({type(exc).__name__}: {exc})") from None
 
 
-def fit_kernels(rows: list[dict], device: dict, log=print) -> KernelPredictor:
-    """One model per kernel type of ``rows`` (see the module docstring)."""
+def _onnx_kernels(graph):
+    """ONNX Runtime's kernels of an ONNX graph (its fusion rules and layout changes) and its FLOPs counter."""
+    from hwnas.kernels.onnx_detect import detect_onnx, onnx_node_flops
+
+    return detect_onnx(graph), onnx_node_flops
+
+
+def fit_kernels(rows: list[dict], device: dict, log=print, runtime: str = "tflite",
+                relative: bool = False) -> KernelPredictor:
+    """One model per kernel type of ``rows`` (see the module docstring); ``relative``: chosen by the sum of the
+    cross-validated WAPE and MAPE (small kernels weigh as much as large ones: ONNX Runtime)."""
     empty = [r["ms"] for r in rows if r["type"] == "empty"]
     if not empty:
         raise HwnasError("the kernel table has no 'empty' kernel (a model's invoke cost); profile again")
@@ -260,11 +269,12 @@ def fit_kernels(rows: list[dict], device: dict, log=print) -> KernelPredictor:
         names = feature_names(ktype)
         methods = ["linear"] + (["gbr-log", "linear+gbr", "loglin+gbr"] if len(rs) >= MIN_ROWS_FOR_TREES else [])
         cv = {m: _cv_wape(m, specs, ms, names) for m in methods}
-        best = min(cv, key=cv.get)
+        score = {m: cv[m] + _cv_wape(m, specs, ms, names, True) for m in methods} if relative else cv
+        best = min(score, key=score.get)
         models[ktype] = _fit(best, specs, ms, names)
         X = _matrix(specs, names)
         info[ktype] = {"method": best, "features": list(names), "rows": len(rs),
                        "cv_wape": {m: round(v, 2) for m, v in cv.items()},
                        "ranges": {n: [float(X[:, j].min()), float(X[:, j].max())] for j, n in enumerate(names)}}
         log(f"{ktype:10s} {len(rs):4d} rows  " + "  ".join(f"{m} {v:5.1f}%" for m, v in cv.items()) + f"  -> {best}")
-    return KernelPredictor(device, "tflite", "fp32", 1, overhead, models, info, rows)
+    return KernelPredictor(device, runtime, "fp32", 1, overhead, models, info, rows)

@@ -98,14 +98,15 @@ def _one(rng: random.Random, group: str) -> dict:
     raise ValueError(group)
 
 
-def sample_specs(seed: int = 0, counts: dict | None = None) -> list[dict]:
-    """The sampled kernel specs (deterministic for a seed), each drawn until it fits the ranges."""
+def sample_specs(seed: int = 0, counts: dict | None = None, draw=None) -> list[dict]:
+    """The sampled kernel specs (deterministic for a seed), each drawn until it fits the ranges (``draw(rng,
+    group)``: another runtime's drawing, e.g. :func:`hwnas.kernels.onnx_kernels.sample_onnx_specs`)."""
     rng = random.Random(seed)
     specs, seen = [], set()
     for group, count in (counts or COUNTS).items():
         made = 0
         while made < count:
-            spec = _one(rng, group)
+            spec = (draw or _one)(rng, group)
             key = repr(sorted(spec.items()))
             if spec and key not in seen:
                 seen.add(key)
@@ -180,3 +181,9 @@ def feature_names(ktype: str) -> tuple[str, ...]:
     if ktype in ("maxpool", "avgpool"):
         return FEATURES["pool"]
     return ELEMENTWISE
+
+
+def draw_spec(rng: random.Random, group: str) -> dict:
+    """One configuration of ``group`` drawn from ``rng``, ``{}`` when it falls outside the ranges (draw again);
+    the ONNX Runtime sampling (:mod:`hwnas.kernels.onnx_kernels`) draws the shared kernel types with it."""
+    return _one(rng, group)

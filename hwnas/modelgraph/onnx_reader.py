@@ -36,6 +36,8 @@ def read_onnx(path: Path) -> Graph:
     try:
         model = onnx.load(str(path))
         model = onnx.shape_inference.infer_shapes(model)
+        if any(_shape(vi) is None for vi in model.graph.value_info):
+            model = onnx.shape_inference.infer_shapes(fold_shape_arithmetic(model))
     except Exception as exc:  # protobuf decode errors, shape inference errors
         raise HwnasError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     if not model.graph.node:  # an empty file (or a few bytes) parses as an empty model
@@ -70,6 +72,44 @@ def read_onnx(path: Path) -> Graph:
                           [o for o in node.output if o], shapes.get(act_in[0]), out_shape, attrs))
     return Graph(path, "onnx", "fp32", nodes, [vi.name for vi in graph.input if vi.name not in constants],
                  [vi.name for vi in graph.output])
+
+
+SHAPE_OPS = ("Shape", "Gather", "Add", "Sub", "Mul", "Div", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice",
+             "Constant", "Identity", "Floor", "Ceil")
+
+
+def fold_shape_arithmetic(model):
+    """``model`` with its arithmetic on static shapes (Shape, Gather, Div ... as a traced ``x.size()`` or
+    ``chunk`` writes it) computed into initializers, as ONNX Runtime folds it when it loads the model; ONNX
+    shape inference alone leaves what follows (e.g. a Slice's output) without a shape."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    dims = {vi.name: _shape(vi) for vi in list(graph.input) + list(graph.value_info)}
+    folded, keep = set(), []
+    for node in graph.node:
+        ins = [i for i in node.input if i]
+        try:
+            if node.op_type == "Shape" and dims.get(ins[0]) is not None and not node.attribute:
+                outs = [np.array(dims[ins[0]], np.int64)]
+            elif node.op_type in SHAPE_OPS and all(i in values for i in ins) and \
+                    all(values[i].size <= 64 for i in ins):
+                outs = ReferenceEvaluator(node).run(None, {i: values[i] for i in ins})
+            else:
+                keep.append(node)
+                continue
+        except Exception:  # an op the reference cannot run here: leave the node to shape inference
+            keep.append(node)
+            continue
+        values.update(zip(node.output, (np.asarray(o) for o in outs)))
+        folded.update(node.output)
+    needed = {i for n in keep for i in n.input if i in folded}
+    del graph.node[:]
+    graph.node.extend(keep)
+    graph.initializer.extend(numpy_helper.from_array(values[t], t) for t in sorted(needed))
+    return model
 
 
 def _scalar(values: dict, name: str | None) -> float | None:
@@ -115,6 +155,8 @@ def _classify(op: str, attrs: dict, ins: list[str], act_in: list[str], out_shape
     if op == "MatMul" and len(ins) > 1 and ins[1] not in act_in and shapes.get(ins[1]) and len(shapes[ins[1]]) == 2:
         c_in, c_out = shapes[ins[1]]
         return "linear", {"c_in": c_in, "c_out": c_out, "act": "none"}
+    if op in ("MaxPool", "AveragePool"):  # a local window (hwnas.kernels prices it)
+        return "other", {"kernel": tuple(attrs.get("kernel_shape", ())), "stride": tuple(attrs.get("strides", (1, 1)))}
     if op == "Pad":
         return "pad", {}
     if op in LAYOUT:

@@ -1,0 +1,145 @@
+"""Zoo benchmark on ONNX Runtime: the kernel predictor on torchvision networks (CPU EP, fp32, 1 thread).
+
+    python benchmarks/model_zoo_onnx.py --export-only
+    python benchmarks/model_zoo_onnx.py --predictor predictors/kernels/<device>-onnxruntime-fp32-t1.json \\
+        [--rounds 3] [--plot docs/predictors-zoo-<device>-onnxruntime-fp32.png]
+
+Networks: ``torchvision.models`` with random weights (MobileNetV2 / V3 small /
+V3 large at several widths, MnasNet, ShuffleNetV2, SqueezeNet, ResNet-18/50,
+EfficientNet-B0, DenseNet-121) at 32-224 px, none of them used to fit the kernel
+predictor (fitted on single sampled kernels only). Each is exported once with
+``torch.onnx.export(dynamo=False)`` (cached under ``--cache``), then all are timed
+in ``--rounds`` interleaved rounds (:mod:`hwnas.timing_rounds`, resumable, CPU
+time). Prints every network and, per family and overall, the share within
++-10% and +-5% and the MAPE as a Markdown table (:func:`model_zoo.shares`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_zoo import shares  # noqa: E402  (the LiteRT zoo's scoring, shared)
+
+# (family, torchvision builder, keyword arguments, input sizes)
+ZOO = [("MobileNetV2", "mobilenet_v2", {"width_mult": w}, (32, 96, 160, 224)) for w in (0.5, 0.75, 1.0)] + [
+    ("MobileNetV3Small", "mobilenet_v3_small", {"width_mult": w}, (32, 96, 224)) for w in (0.75, 1.0)] + [
+    ("MobileNetV3Large", "mobilenet_v3_large", {"width_mult": w}, (32, 128, 224)) for w in (0.75, 1.0)] + [
+    ("MnasNet", f"mnasnet{a}", {}, (32, 96, 224)) for a in ("0_5", "1_0")] + [
+    ("ShuffleNetV2", f"shufflenet_v2_x{a}", {}, (32, 96, 224)) for a in ("0_5", "1_0")] + [
+    ("SqueezeNet", f"squeezenet1_{a}", {}, (64, 96, 224)) for a in ("0", "1")] + [
+    ("ResNet", f"resnet{d}", {}, (32, 64, 128, 224)) for d in (18, 50)] + [
+    ("EfficientNetB0", "efficientnet_b0", {}, (32, 64, 128, 224)),
+    ("DenseNet121", "densenet121", {}, (32, 64, 128, 224)),
+]
+
+
+def zoo_specs() -> list[tuple[str, str, str, dict, int]]:
+    """(family, file name, builder, keyword arguments, size) of every zoo network."""
+    out = []
+    for family, builder, kwargs, sizes in ZOO:
+        tag = "".join(f"-w{v}" for v in kwargs.values())
+        out += [(family, f"{builder}{tag}-{size}", builder, kwargs, size) for size in sizes]
+    return out
+
+
+def export(cache: Path) -> dict[str, Path]:
+    """Every zoo network exported once into ``cache`` (random weights, eval mode, opset 17); name -> file."""
+    import torch
+    import torchvision
+
+    torch.set_num_threads(1)
+    cache.mkdir(parents=True, exist_ok=True)
+    specs = zoo_specs()
+    for i, (_, name, builder, kwargs, size) in enumerate(specs):
+        path = cache / f"{name}.onnx"
+        if path.exists():
+            continue
+        t = time.time()
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, builder)(weights=None, **kwargs).eval()
+        tmp = cache / f"tmp-{name}.onnx"
+        with torch.no_grad():
+            torch.onnx.export(model, torch.randn(1, 3, size, size), str(tmp), dynamo=False, opset_version=17)
+        tmp.replace(path)
+        print(f"export {i + 1}/{len(specs)} {name}: {time.time() - t:.1f} s", file=sys.stderr)
+    return {name: cache / f"{name}.onnx" for _, name, *_ in specs}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--predictor", type=Path, help="ONNX Runtime kernel predictor JSON (omit with --export-only)")
+    p.add_argument("--cache", type=Path, default=Path("runs/zoo-onnx"))
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--export-only", action="store_true")
+    p.add_argument("--plot", type=Path)
+    p.add_argument("--json", type=Path, help="write every network's numbers here")
+    args = p.parse_args(argv)
+    start = time.time()
+    predictor = None
+    if not args.export_only:
+        from hwnas.kernels.predictor import KernelPredictor
+
+        predictor = KernelPredictor.load(args.predictor)  # a bad file: refused before the export and timing
+    files = export(args.cache)
+    print(f"{len(files)} networks exported ({time.time() - start:.0f} s)", file=sys.stderr)
+    if predictor is None:
+        return 0
+    from hwnas.kernels.profile import POLICY
+    from hwnas.modelgraph import read_model
+    from hwnas.runners.onnxruntime import OnnxRuntimeRunner
+    from hwnas.timing_rounds import file_latencies, time_rounds
+
+    runner = OnnxRuntimeRunner(threads=1, policy=POLICY)
+    latency = file_latencies(time_rounds(files, runner, args.rounds, args.cache / "rounds.jsonl", 0))
+    family_of = {name: fam for fam, name, *_ in zoo_specs()}
+    results = []
+    for name, path in files.items():
+        pred = predictor.predict_graph(read_model(path))
+        results.append({"family": family_of[name], "name": name, "measured_ms": latency[name][0],
+                        "iqr_ms": latency[name][1], "predicted_ms": pred.total_ms, "unpriced": len(pred.unpriced),
+                        "unpriced_flops_share": pred.unpriced_flops_share, "out_of_range": len(pred.out_of_range)})
+    for r in results:
+        print(f"{r['name']:36s} measured {r['measured_ms']:9.3f} predicted {r['predicted_ms']:9.3f} "
+              f"({(r['predicted_ms'] / r['measured_ms'] - 1) * 100:+6.1f}%) unpriced {r['unpriced']} "
+              f"out-of-range {r['out_of_range']}")
+    lines = ["| family | networks | within +-10% | within +-5% | MAPE |", "|---|---:|---:|---:|---:|"]
+    groups = sorted({r["family"] for r in results}) + ["all"]
+    for fam in groups:
+        rs = [r for r in results if fam in ("all", r["family"])]
+        s = shares([r["predicted_ms"] for r in rs], [r["measured_ms"] for r in rs])
+        bold = "**" if fam == "all" else ""
+        lines.append(f"| {bold}{fam}{bold} | {bold}{s['n']}{bold} | {bold}{s['within10']:.0%}{bold} | "
+                     f"{bold}{s['within5']:.0%}{bold} | {bold}{s['mape']:.1f}%{bold} |")
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps({"results": results}, indent=1) + "\n")
+    if args.plot:
+        from hwnas.plots import pyplot, save_figure
+
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(6, 5))
+        for fam in groups[:-1]:
+            rs = [r for r in results if r["family"] == fam]
+            ax.scatter([r["measured_ms"] for r in rs], [r["predicted_ms"] for r in rs], s=14, label=fam)
+        lo = min(min(r["measured_ms"], r["predicted_ms"]) for r in results) * 0.8
+        hi = max(max(r["measured_ms"], r["predicted_ms"]) for r in results) * 1.25
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        for f in (0.9, 1.1):
+            ax.plot([lo, hi], [lo * f, hi * f], "k:", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("measured ms (ONNX Runtime CPU, fp32, 1 thread)")
+        ax.set_ylabel("predicted ms (kernel predictor)")
+        ax.legend(fontsize=7)
+        save_figure(fig, args.plot)
+    print(f"wall time {time.time() - start:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Kernel prediction on ONNX Runtime (hwnas.kernels.onnx_detect): fusion rules and layout changes on a hand-built
+ONNX graph (checked against ORT's own optimised graph), an unpriced node reported with its FLOPs share (never a
+silent zero), and bad files refused with one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwnas.cli import main
+from hwnas.kernels.onnx_detect import detect_onnx
+from hwnas.kernels.predictor import fit_kernels
+from hwnas.modelgraph import read_model
+
+onnx = pytest.importorskip("onnx")
+
+
+def _hand_built(path: Path) -> Path:
+    """conv+relu, conv+add+relu (residual), swish, squeeze-excite (pool, conv+hardsigmoid, broadcast mul),
+    channel shuffle, an Erf (no predictor), a last conv."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = []
+
+    def w(name, *shape):
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name))
+        return name
+
+    def const(name, values):
+        inits.append(numpy_helper.from_array(np.array(values, np.int64), name))
+        return name
+
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", w("w0", 32, 32, 3, 3), w("b0", 32)], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("Relu", ["c1"], ["r1"]),
+        n("Conv", ["r1", w("w1", 32, 32, 1, 1), w("b1", 32)], ["c2"], kernel_shape=[1, 1]),
+        n("Add", ["c2", "r1"], ["a1"]),
+        n("Relu", ["a1"], ["r2"]),
+        n("Sigmoid", ["r2"], ["s1"]),
+        n("Mul", ["r2", "s1"], ["sw"]),
+        n("GlobalAveragePool", ["sw"], ["g"]),
+        n("Conv", ["g", w("w2", 32, 32, 1, 1), w("b2", 32)], ["gc"], kernel_shape=[1, 1]),
+        n("HardSigmoid", ["gc"], ["gate"], alpha=1 / 6, beta=0.5),
+        n("Mul", ["sw", "gate"], ["se"]),
+        n("Reshape", ["se", const("s5", [1, 2, 16, 8, 8])], ["rs"]),
+        n("Transpose", ["rs"], ["tr"], perm=[0, 2, 1, 3, 4]),
+        n("Reshape", ["tr", const("s4", [1, 32, 8, 8])], ["shuf"]),
+        n("Erf", ["shuf"], ["e"]),
+        n("Conv", ["e", w("w3", 16, 32, 1, 1), w("b3", 16)], ["y"], kernel_shape=[1, 1]),
+    ]
+    graph = helper.make_graph(nodes, "hand", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_ort_fusion_rules_and_layout_changes_on_a_hand_built_graph(tmp_path):
+    path = _hand_built(tmp_path / "hand.onnx")
+    found = detect_onnx(read_model(path))
+    kinds = [(k.spec["type"], k.span) for k in found.kernels]
+    assert kinds == [("reorder_in", "0"), ("conv", "0-1"), ("conv", "2-4"), ("swish", "5-6"), ("mean", "7"),
+                     ("conv", "8-9"), ("hardsigmoid", "9"), ("reorder_out", "10"), ("reorder_out", "10"),
+                     ("mul", "10"), ("transpose", "11-13"), ("reorder_in", "15"), ("conv", "15"),
+                     ("reorder_out", "15")]
+    residual, gate = found.kernels[2].spec, found.kernels[5].spec
+    assert residual["residual"] and residual["act"] == "relu" and gate["act"] == "hardsigmoid"
+    # a fused hard-sigmoid is one node for ORT but still a pass over the output: priced on its own, marked fused
+    assert found.kernels[6].spec == {"type": "hardsigmoid", "h": 1, "c": 32, "fused": True}
+    assert found.kernels[9].spec["broadcast"] is True  # the squeeze-excite multiply
+    assert [(u.node.op, u.flops) for u in found.unpriced] == [("Erf", 32 * 8 * 8)]
+    # the layout changes are the ones ORT itself inserts (its optimised graph of the same file)
+    from hwnas.kernels.onnx_profile import optimised_ops
+
+    ops = optimised_ops(path)
+    for kind, op in (("reorder_in", "ReorderInput"), ("reorder_out", "ReorderOutput")):
+        assert sum(t == kind for t, _ in kinds) == ops.count(op)
+    assert "Add" not in ops and "Relu" not in ops and "HardSigmoid" not in ops  # fused into the convs
+
+
+def _predictor(tmp_path: Path, drop: str = "") -> Path:
+    rows = [{"type": "empty", "spec": {"type": "empty", "h": 1, "c": 1}, "ms": 0.005}]
+    for i, c in enumerate((16, 32, 64, 128, 256, 512)):
+        rows.append({"type": "conv", "spec": {"type": "conv", "h": 8, "cin": c, "cout": 32, "k": 3, "s": 1,
+                                               "groups": 1}, "ms": 0.01 + 0.001 * c})
+        rows.append({"type": "conv", "spec": {"type": "conv", "h": 8, "cin": c, "cout": 16, "k": 1, "s": 1,
+                                               "groups": 1}, "ms": 0.006 + 0.0001 * c})
+        rows.append({"type": "mul", "spec": {"type": "mul", "h": 8, "c": c, "broadcast": True}, "ms": 0.006 + 1e-5 * c})
+        for t in ("swish", "mean", "transpose", "reorder_in", "reorder_out", "hardsigmoid"):
+            if t != drop:
+                rows.append({"type": t, "spec": {"type": t, "h": 8, "c": c}, "ms": 0.006 + 1e-5 * c * (i + 1)})
+    path = tmp_path / "kernels.json"
+    fit_kernels(rows, {"name": "test-device"}, log=lambda _: None, runtime="onnxruntime").save(path)
+    return path
+
+
+def test_an_unpriced_onnx_node_is_reported_never_silently_zero(tmp_path, capsys):
+    model = _hand_built(tmp_path / "hand.onnx")
+    path = _predictor(tmp_path, drop="transpose")  # a kernel type missing from the predictor file
+    assert main(["predict", "--kernels", str(path), str(model), "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["kind"] == "onnx" and out["predictor"]["runtime"] == "onnxruntime"
+    unpriced = {u["op"]: u for u in out["unpriced"]}
+    assert set(unpriced) == {"Erf", "Reshape"}
+    assert unpriced["Erf"]["flops"] == 32 * 8 * 8 and unpriced["Erf"]["flops_share"] > 0
+    assert "no transpose kernel predictor" in unpriced["Reshape"]["reason"]
+    assert out["unpriced_flops_share"] == pytest.approx(sum(u["flops_share"] for u in out["unpriced"]))
+    assert "2 node(s) not priced" in captured.err
+    assert out["total_ms"] == pytest.approx(out["overhead_ms"] + sum(k["ms"] for k in out["kernels"]))
+    assert all(k["predictor"].startswith(k["type"]) for k in out["kernels"])
+    assert main(["predict", "--kernels", str(path), str(model)]) == 0  # the table says the same
+    text = capsys.readouterr().out
+    assert "not priced, given no time (2" in text and "Erf" in text
+
+
+def test_bad_onnx_or_predictor_files_are_one_line_errors(tmp_path, capsys):
+    model = _hand_built(tmp_path / "hand.onnx")
+    path = _predictor(tmp_path)
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(model.read_bytes()[:200])
+    assert main(["predict", "--kernels", str(path), str(cut)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hwnas: error: {cut}: not a readable ONNX model") and "\n" not in err
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps({"format": "hwnas-lut", "rows": []}))
+    assert main(["predict", "--kernels", str(foreign), str(model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hwnas: error: {foreign}: not an hwnas kernel predictor (field 'format' is not " \
+                  "'hwnas-kernel-predictor')"
+    path.write_text(path.read_text()[:150])  # truncated
+    assert main(["predict", "--kernels", str(path), str(model), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().startswith(f"hwnas: error: {path}: ") and "\n" not in captured.err.strip()
+    assert json.loads(captured.out)["error"].startswith(f"{path}: ")  # --json: the same line as a JSON error
