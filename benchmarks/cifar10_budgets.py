@@ -32,6 +32,16 @@ exported and timed now (:mod:`hwnas.search.session_level`); that budget's search
 predictions times median(measured / predicted), so they aim at milliseconds as this machine measures them today
 (``OUT/levels.json``). The MobileNetV2 ladder needs none: it is sized by measurement.
 
+Issue 20's additions (each adds rows; none changes the results above): ``--search-seeds N`` searches per
+accuracy budget; ``--train-seeds N`` training seeds of each MobileNetV2 width and of the best random child (the
+training-seed spread of two architectures); ``--inherited``: each searched child also trained from its
+supernet's weights; ``--proxy flops``: children derived with no supernet by a zero-cost proxy
+(:func:`hwnas.search.derive.proxy_child`, in the search's band), one per search seed; ``--searches-last``: the
+models that need no search are trained before the searches. Every model's per-image test correctness is kept
+(``test_correct.npy``), and each budget's table ends with paired comparisons (:mod:`hwnas.paired`: bootstrap over
+the test images of the difference of mean accuracy, exact McNemar), the searched children's percentile among
+the random ones, and the training-seed spread (``OUT/comparisons.json``).
+
 Timing: after all training, every exported model is timed with LiteRT, 1 thread, pinned to one core, in
 ``--rounds`` rounds, each in a fresh random order, nothing else of the benchmark running: latency = median of
 the round medians, spread = their IQR.
@@ -118,6 +128,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="also derive children with no supernet by a zero-cost proxy (flops, params, mac, synflow): "
                         "hwnas.search.derive.proxy_child in the search's band, one per --search-seeds seed (own rows)")
     p.add_argument("--proxy-children", type=int, default=2000, help="children scored per proxy derivation (2000)")
+    p.add_argument("--searches-last", action="store_true",
+                   help="train the models that need no search (proxy, random, MobileNetV2) before the searches run")
     p.add_argument("--inherited", action="store_true",
                    help="also train every searched child starting from its supernet's weights (own rows)")
     p.add_argument("--mbv2-ladder", type=int, default=4, help="widths in the first MobileNetV2 ladder (4)")
@@ -623,23 +635,11 @@ def main(argv=None) -> int:
         ladders = {b: mbv2_ladder(args, space.name, b, predict, exporter, out) for b in acc_budgets}
         clock.lap("mbv2 ladder")
 
-        # -- searches ----------------------------------------------------------------------------------------
-        searches = {f"search-{ms_tag(b)}-seed{s}": {"kind": "search", "budget_ms": b, "seed": s, "level": levels[b]}
-                    for b in budgets for s in range(args.search_seeds if b in acc_budgets else 1)}
-        searched: dict[str, dict] = {}
-
-        def search_done(name: str, result: dict) -> None:
-            searched[name] = result
-            spec = searches[name]
-            if spec["budget_ms"] not in acc_budgets:  # budget hit only: the architecture's latency, untrained
-                exporter.export(name, Architecture.from_dict(result["arch"]), None)
-
-        run_jobs("search", searches, argv, out, args.jobs, search_done)
-        clock.lap("search")
-
-        # -- trainings ---------------------------------------------------------------------------------------
+        # -- the trainings that need no search: proxy children, random children, MobileNetV2 widths ----------
         rows: list[dict] = []  # one per table row; a model (job) may serve several rows
         trainings: dict[str, dict] = {}
+        priority: dict[str, tuple] = {}  # training order: derived children and MobileNetV2 first, random last
+        rank = {"proxy": 0, "searched": 0, "mbv2": 1, "inherited": 2, "random": 3}
 
         def add(row: dict, name: str, arch: Architecture, train_seed: int = 0, init: str | None = None) -> None:
             spec = {"kind": "train", "arch": arch.to_dict()}
@@ -648,23 +648,9 @@ def main(argv=None) -> int:
             if init:
                 spec["init"] = init
             trainings.setdefault(name, spec)
+            priority.setdefault(name, (rank[row["kind"]], train_seed, -predict(arch)))
             rows.append(dict(row, model=name, train_seed=train_seed))
 
-        for b in budgets:
-            for s in range(args.search_seeds):
-                search = f"search-{ms_tag(b)}-seed{s}"
-                if search not in searches:
-                    continue
-                row = {"budget_ms": b, "kind": "searched", "seed": s, "search": search, "level": levels[b],
-                       "search_seconds": searched[search]["seconds"], "band_ms": searched[search]["band_ms"]}
-                arch = Architecture.from_dict(searched[search]["arch"])
-                if b in acc_budgets:
-                    add(row, f"searched-{ms_tag(b)}-seed{s}", arch)
-                    if args.inherited:  # the same child, starting from the supernet's weights
-                        add(dict(row, kind="inherited"), f"inherited-{ms_tag(b)}-seed{s}", arch,
-                            init=str(job_dir(out, search) / "search"))
-                else:
-                    rows.append(dict(row, model=search, trained=False))
         for b in acc_budgets:
             for s in range(args.search_seeds if args.proxy else 0):  # no supernet: the proxy's best in the band
                 from hwnas.search.config import SearchConfig
@@ -699,9 +685,43 @@ def main(argv=None) -> int:
                 write_json(scored, {"test_acc": float(right.mean())})
             models[name] = dict(result, test_acc=json.loads(scored.read_text())["test_acc"])
 
-        # longest first (widest MobileNetV2, then by predicted latency) so the last slot does not idle long
-        order = sorted(trainings, key=lambda n: -predict(Architecture.from_dict(trainings[n]["arch"])))
-        run_jobs("train", {n: trainings[n] for n in order}, argv, out, args.jobs, train_done)
+        def ordered(names) -> dict[str, dict]:
+            return {n: trainings[n] for n in sorted(names, key=lambda n: priority[n])}
+
+        if args.searches_last:
+            run_jobs("train (no search needed)", ordered(trainings), argv, out, args.jobs, train_done)
+
+        # -- searches ----------------------------------------------------------------------------------------
+        searches = {f"search-{ms_tag(b)}-seed{s}": {"kind": "search", "budget_ms": b, "seed": s, "level": levels[b]}
+                    for b in budgets for s in range(args.search_seeds if b in acc_budgets else 1)}
+        searched: dict[str, dict] = {}
+
+        def search_done(name: str, result: dict) -> None:
+            searched[name] = result
+            spec = searches[name]
+            if spec["budget_ms"] not in acc_budgets:  # budget hit only: the architecture's latency, untrained
+                exporter.export(name, Architecture.from_dict(result["arch"]), None)
+
+        run_jobs("search", searches, argv, out, args.jobs, search_done)
+        clock.lap("search")
+
+        # -- the searched children's trainings, then every training not done yet -----------------------------
+        for b in budgets:
+            for s in range(args.search_seeds):
+                search = f"search-{ms_tag(b)}-seed{s}"
+                if search not in searches:
+                    continue
+                row = {"budget_ms": b, "kind": "searched", "seed": s, "search": search, "level": levels[b],
+                       "search_seconds": searched[search]["seconds"], "band_ms": searched[search]["band_ms"]}
+                arch = Architecture.from_dict(searched[search]["arch"])
+                if b in acc_budgets:
+                    add(row, f"searched-{ms_tag(b)}-seed{s}", arch)
+                    if args.inherited:  # the same child, starting from the supernet's weights
+                        add(dict(row, kind="inherited"), f"inherited-{ms_tag(b)}-seed{s}", arch,
+                            init=str(job_dir(out, search) / "search"))
+                else:
+                    rows.append(dict(row, model=search, trained=False))
+        run_jobs("train", ordered(trainings), argv, out, args.jobs, train_done)
         if args.train_seeds > 1:  # the seed spread of a second architecture: the best random child of each budget
             extra = []
             for b in acc_budgets:

@@ -51,6 +51,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
             "--batch-size", "16", "--search-epochs", "2", "--search-warmup-epochs", "1", "--search-steps", "2",
             "--random", "2", "--mbv2-ladder", "2", "--rounds", "1", "--jobs", "2", "--relevel", "1", "--out", str(out),
             "--train-seeds", "2", "--inherited", "--proxy", "flops", "--proxy-children", "30",
+            "--searches-last",
             "--models-dir", str(models)]
     tool = load_script()
     assert tool.main(argv) == 0
@@ -117,7 +118,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     readme = (models / "README.md").read_text()
     assert "CIFAR_MEAN" in readme and '"airplane", "automobile"' in readme
     assert len((models / "test_images.txt").read_text().split()) == 20
-    for phase in ("search: 3 jobs", "train: 12 jobs", "train (seeds of the best random child): 1 jobs",
+    for phase in ("train (no search needed): 8 jobs", "search: 3 jobs", "train: 12 jobs, 8 done earlier, 4 to run", "train (seeds of the best random child): 1 jobs",
                   "== phase session level", "== phase timing"):
         assert phase in first
 
