@@ -31,9 +31,30 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnas.kernels.predictor import GROUPS, scale_group
+
 CALIBRATION = {"proxyless-tiny": 6, "proxyless-cifar": 4, "fbnet-cifar100": 3, "proxyless-mobile": 3}
 RESIDENT_MPARAMS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 CHAINS = 16  # synthetic convolution chains with many weights (small inputs, wide layers)
+# Real networks for calibration: keras.applications at widths and input sizes that the zoo benchmark
+# (benchmarks/model_zoo.py) does not have, so that no zoo network is ever fitted on.
+REAL_NETWORKS = [
+    {"app": "MobileNet", "alpha": 0.25, "size": 128}, {"app": "MobileNet", "alpha": 0.5, "size": 64},
+    {"app": "MobileNet", "alpha": 1.0, "size": 128}, {"app": "MobileNet", "alpha": 0.75, "size": 48},
+    {"app": "MobileNetV2", "alpha": 0.75, "size": 64}, {"app": "MobileNetV2", "alpha": 0.35, "size": 128},
+    {"app": "MobileNetV2", "alpha": 1.3, "size": 96}, {"app": "MobileNetV2", "alpha": 0.5, "size": 48},
+    {"app": "MobileNetV3Small", "alpha": 1.0, "size": 64}, {"app": "MobileNetV3Small", "alpha": 0.75, "size": 160},
+    {"app": "MobileNetV3Small", "alpha": 1.0, "size": 128, "minimalistic": True},
+    {"app": "MobileNetV3Large", "alpha": 1.0, "size": 64}, {"app": "MobileNetV3Large", "alpha": 0.75, "size": 160},
+    {"app": "EfficientNetB0", "size": 96}, {"app": "EfficientNetB1", "size": 48},
+    {"app": "ResNet50", "size": 96}, {"app": "DenseNet121", "size": 96}, {"app": "NASNetMobile", "size": 64},
+]
+
+
+def real_name(spec: dict) -> str:
+    """A calibration network's file name (``MobileNetV2-a0.75-64``, ``MobileNetV3Small-a1.0-128-min``)."""
+    alpha = f"-a{spec['alpha']}" if "alpha" in spec else ""
+    return f"{spec['app']}{alpha}-{spec['size']}" + ("-min" if spec.get("minimalistic") else "")
 
 
 def chain_specs(count: int = CHAINS, seed: int = 5) -> list[dict]:
@@ -63,65 +84,96 @@ def chain_specs(count: int = CHAINS, seed: int = 5) -> list[dict]:
     return out
 
 
-def calibrate(predictor_path: Path, cache: Path, rounds: int) -> dict:
+def export_networks(cache: Path) -> dict[str, Path]:
+    """The calibration networks (search-space networks, chains, :data:`REAL_NETWORKS`) converted once into
+    ``cache`` (files there are reused); name -> file."""
     from hwnas.export.tflite import TFLiteConverter
+    from hwnas.profiler import arch_file_name, calibration_archs
+    from hwnas.spaces import get_space
+
+    cache.mkdir(parents=True, exist_ok=True)
+    jobs = {}
+    for space_name, count in CALIBRATION.items():
+        for arch in calibration_archs(get_space(space_name), count, seed=11):
+            jobs[f"{space_name}-{arch_file_name(arch).removesuffix('.json')}"] = arch
+    for i, spec in enumerate(chain_specs()):
+        jobs[f"chain-{i}"] = {"chain": spec}
+    for spec in REAL_NETWORKS:
+        jobs[real_name(spec)] = {"app": spec}
+    todo = [name for name in jobs if not (cache / f"{name}.tflite").exists()]
+    if todo:
+        with TFLiteConverter(cache / "convert.log") as conv:
+            for i, name in enumerate(todo):
+                path, tmp = cache / f"{name}.tflite", cache / f"tmp-{name}.tflite"
+                job = jobs[name]
+                conv.convert_spec(job, tmp) if isinstance(job, dict) else conv.convert(job.ops(), tmp)
+                tmp.replace(path)
+                print(f"export {i + 1}/{len(todo)} {name}", file=sys.stderr)
+    return {name: cache / f"{name}.tflite" for name in jobs}
+
+
+# bounds of the fitted terms: per kernel (ms, may be negative: a kernel timed alone pays more fixed cost than
+# the empty model's invoke), per million elements read, per million weights beyond the resident ones,
+# and the relative in-network change of each group's alone-timed milliseconds
+BOUNDS = {"per_kernel_ms": (-0.01, 0.01), "ms_per_melem": (0.0, 1.0), "ms_per_mparam": (0.0, 1.0),
+          **{f"scale_{g}": (-0.6, 1.0) for g in GROUPS}}
+
+
+def network_terms(prediction, resident: float) -> dict[str, float]:
+    """The calibration terms of one uncalibrated prediction (:meth:`KernelPredictor.predict_graph`)."""
+    t = {"per_kernel_ms": float(len(prediction.kernels)),
+         "ms_per_melem": sum(k.in_elems for k in prediction.kernels) / 1e6,
+         "ms_per_mparam": max(0.0, sum(k.params for k in prediction.kernels) / 1e6 - resident)}
+    for g in GROUPS:
+        t[f"scale_{g}"] = sum(k.ms for k in prediction.kernels if scale_group(k.type) == g)
+    return t
+
+
+def fit_terms(predictions: list, measured: np.ndarray, log=print) -> dict:
+    """Bounded least squares in relative error of ``measured - predicted`` on the terms of :func:`network_terms`,
+    ``resident_mparams`` chosen from a grid by the median absolute relative error."""
+    from scipy.optimize import lsq_linear
+
+    predicted = np.array([p.total_ms for p in predictions])
+    names = list(BOUNDS)
+    best = None
+    for resident in RESIDENT_MPARAMS:
+        terms = np.array([[network_terms(p, resident)[n] for n in names] for p in predictions])
+        fit = lsq_linear(terms / measured[:, None], (measured - predicted) / measured,
+                         bounds=([BOUNDS[n][0] for n in names], [BOUNDS[n][1] for n in names]))
+        after = predicted + terms @ fit.x
+        mape = float(np.median(np.abs(after / measured - 1)) * 100)  # median: robust to a few extreme chains
+        log(f"resident {resident:5.2f} M weights: median APE {mape:.2f}%  "
+            + " ".join(f"{n} {v:.4g}" for n, v in zip(names, fit.x)))
+        if best is None or mape < best[0]:
+            best = (mape, resident, fit.x, after)
+    _, resident, coef, after = best
+    result = {n: float(v) for n, v in zip(names, coef)}
+    result["scale"] = {g: result.pop(f"scale_{g}") for g in GROUPS}
+    result.update({"resident_mparams": resident, "models": len(predictions),
+                   "mape_before": float(np.mean(np.abs(predicted / measured - 1)) * 100),
+                   "mape_after": float(np.mean(np.abs(after / measured - 1)) * 100),
+                   "within10_after": float(np.mean(np.abs(after / measured - 1) <= 0.1))})
+    return result
+
+
+def calibrate(predictor_path: Path, cache: Path, rounds: int) -> dict:
     from hwnas.kernels.predictor import KernelPredictor
     from hwnas.kernels.profile import POLICY
     from hwnas.modelgraph import read_model
-    from hwnas.profiler import arch_file_name, calibration_archs
     from hwnas.runners.tflite import TFLiteRunner
-    from hwnas.spaces import get_space
     from hwnas.timing_rounds import file_latencies, time_rounds
 
     predictor = KernelPredictor.load(predictor_path)  # a missing or malformed file: refused before the timing
-    cache.mkdir(parents=True, exist_ok=True)
-    files = {}
-    with TFLiteConverter(cache / "convert.log") as conv:
-        for space_name, count in CALIBRATION.items():
-            for arch in calibration_archs(get_space(space_name), count, seed=11):
-                name = f"{space_name}-{arch_file_name(arch).removesuffix('.json')}"
-                path = cache / f"{name}.tflite"
-                if not path.exists():
-                    conv.convert(arch.ops(), path)
-                    print(f"export {name}", file=sys.stderr)
-                files[name] = path
-        for i, spec in enumerate(chain_specs()):
-            path = cache / f"chain-{i}.tflite"
-            if not path.exists():
-                conv.convert_spec({"chain": spec}, path)
-                print(f"export chain-{i}", file=sys.stderr)
-            files[f"chain-{i}"] = path
+    files = export_networks(cache)
     runner = TFLiteRunner(threads=1, policy=POLICY)
     latency = file_latencies(time_rounds(files, runner, rounds, cache / "rounds.jsonl", 0))
     predictor.calibration = None
-    measured, predicted, n_kernels, melems, mparams = [], [], [], [], []
-    for name, path in files.items():
-        pred = predictor.predict_graph(read_model(path))
-        measured.append(latency[name][0])
-        predicted.append(pred.total_ms)
-        n_kernels.append(len(pred.kernels))
-        melems.append(sum(k.in_elems for k in pred.kernels) / 1e6)
-        mparams.append(sum(k.params for k in pred.kernels) / 1e6)
-    measured, predicted = np.array(measured), np.array(predicted)
-    from scipy.optimize import nnls
-
-    best = None
-    for resident in RESIDENT_MPARAMS:  # weights up to this many millions stay in the caches
-        terms = np.stack([n_kernels, melems, np.maximum(0.0, np.array(mparams) - resident)], axis=1)
-        coef, _ = nnls(terms / measured[:, None], (measured - predicted) / measured)
-        after = predicted + terms @ coef
-        mape = float(np.median(np.abs(after / measured - 1)) * 100)  # median: robust to a few extreme chains
-        print(f"resident {resident:5.2f} M weights: median APE {mape:.2f}%  coefficients "
-              f"{np.round(coef, 4).tolist()}", file=sys.stderr)
-        if best is None or mape < best[0]:
-            best = (mape, resident, coef, after)
-    _, resident, coef, after = best
-    result = {"chains": len(chain_specs()), "per_kernel_ms": float(coef[0]), "ms_per_melem": float(coef[1]),
-              "ms_per_mparam": float(coef[2]), "resident_mparams": resident, "models": len(files),
-              "spaces": CALIBRATION, "rounds": rounds,
-              "mape_before": float(np.mean(np.abs(predicted / measured - 1)) * 100),
-              "mape_after": float(np.mean(np.abs(after / measured - 1)) * 100),
-              "within10_after": float(np.mean(np.abs(after / measured - 1) <= 0.1))}
+    predictions = [predictor.predict_graph(read_model(path)) for path in files.values()]
+    measured = np.array([latency[name][0] for name in files])
+    result = fit_terms(predictions, measured, log=lambda line: print(line, file=sys.stderr))
+    result.update({"chains": len(chain_specs()), "spaces": CALIBRATION,
+                   "real_networks": [real_name(s) for s in REAL_NETWORKS], "rounds": rounds})
     data = json.loads(predictor_path.read_text())
     data["calibration"] = result
     predictor_path.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
