@@ -1,25 +1,28 @@
-"""Whole-model calibration of a kernel predictor, on search-space networks (never on the zoo it is judged on).
+"""Whole-model calibration of a kernel predictor, on networks that are not in the zoo it is judged on.
 
-    python -m hwnas.kernels.calibrate predictors/kernels/<device>-tflite-fp32-t1.json [--rounds 3]
+    hwnas kernels calibrate predictors/kernels/<device>-tflite-fp32-t1.json [--rounds 3]
 
 A kernel timed alone keeps its input, output and weights in the caches from
 one call to the next; inside a network every kernel reads what the previous
-one wrote, and reads weights that other kernels pushed out of the caches. Measured on this CPU, a
-sum of kernels timed alone misses a few microseconds per kernel, more for
-large activations. So whole networks of the search spaces (:data:`CALIBRATION`,
-``hwnas.profiler.calibration_archs``: different networks from the zoo) are
-exported with synthetic convolution chains (:func:`chain_specs`, some of them
-weight-bound), timed in interleaved rounds, and
+one wrote, and reads weights that other kernels pushed out of the caches. So
+whole networks are timed: search-space networks (:data:`CALIBRATION`,
+``hwnas.profiler.calibration_archs``), synthetic convolution chains
+(:func:`chain_specs`, some of them weight-bound) and real networks
+(:data:`REAL_NETWORKS`: ``keras.applications`` at widths and input sizes the
+zoo benchmark does not have), in interleaved rounds, and
 
     measured - predicted ~ per_kernel_ms x kernels + ms_per_melem x (elements read, millions)
+                           + ms_per_mweight x (weights read, millions)
                            + ms_per_mparam x max(0, weights - resident_mparams) (millions)
+                           + sum over groups g of scale[g] x (predicted ms of the group's kernels)
 
-(the last term: a network whose weights do not fit in the caches streams them
-from memory at every inference; ``resident_mparams`` is chosen from a grid by
-the median absolute relative error, which a few extreme chains do not sway)
-
-is fitted (non-negative least squares, in relative error) and stored in the
-predictor file (field ``calibration``); :class:`hwnas.kernels.predictor.KernelPredictor`
+(groups: conv, conv1x1, dwconv, other; the weights term: a network whose
+weights do not fit in the caches streams them from memory at every inference;
+``resident_mparams`` is chosen from a grid by the median absolute relative
+error, which a few extreme chains do not sway) is fitted by bounded least
+squares in relative error (:data:`BOUNDS`; the subset of terms with the lowest
+leave-one-network-out error, :data:`TERM_SETS`) and stored in the predictor file
+(field ``calibration``); :class:`hwnas.kernels.predictor.KernelPredictor`
 adds it to every kernel.
 """
 
@@ -105,6 +108,8 @@ def export_networks(cache: Path) -> dict[str, Path]:
         with TFLiteConverter(cache / "convert.log") as conv:
             for i, name in enumerate(todo):
                 path, tmp = cache / f"{name}.tflite", cache / f"tmp-{name}.tflite"
+                if path.exists():  # written meanwhile by a second export process
+                    continue
                 job = jobs[name]
                 conv.convert_spec(job, tmp) if isinstance(job, dict) else conv.convert(job.ops(), tmp)
                 tmp.replace(path)
@@ -113,29 +118,39 @@ def export_networks(cache: Path) -> dict[str, Path]:
 
 
 # bounds of the fitted terms: per kernel (ms, may be negative: a kernel timed alone pays more fixed cost than
-# the empty model's invoke), per million elements read, per million weights beyond the resident ones,
-# and the relative in-network change of each group's alone-timed milliseconds
-BOUNDS = {"per_kernel_ms": (-0.01, 0.01), "ms_per_melem": (0.0, 1.0), "ms_per_mparam": (0.0, 1.0),
+# the empty model's invoke), per million elements read, per million weights read (a kernel's weights are
+# not in the caches inside a network), per million weights of the network beyond the resident ones, and
+# the relative in-network change of each group's alone-timed milliseconds
+BOUNDS = {"per_kernel_ms": (-0.01, 0.01), "ms_per_melem": (0.0, 1.0), "ms_per_mweight": (0.0, 1.0),
+          "ms_per_mparam": (0.0, 1.0),
           **{f"scale_{g}": (-0.6, 1.0) for g in GROUPS}}
 
 
 def network_terms(prediction, resident: float) -> dict[str, float]:
     """The calibration terms of one uncalibrated prediction (:meth:`KernelPredictor.predict_graph`)."""
+    mparams = sum(k.params for k in prediction.kernels) / 1e6
     t = {"per_kernel_ms": float(len(prediction.kernels)),
          "ms_per_melem": sum(k.in_elems for k in prediction.kernels) / 1e6,
-         "ms_per_mparam": max(0.0, sum(k.params for k in prediction.kernels) / 1e6 - resident)}
+         "ms_per_mweight": mparams, "ms_per_mparam": max(0.0, mparams - resident)}
     for g in GROUPS:
         t[f"scale_{g}"] = sum(k.ms for k in prediction.kernels if scale_group(k.type) == g)
     return t
 
 
-def fit_terms(predictions: list, measured: np.ndarray, log=print) -> dict:
-    """Bounded least squares in relative error of ``measured - predicted`` on the terms of :func:`network_terms`,
-    ``resident_mparams`` chosen from a grid by the median absolute relative error."""
+SCALES = tuple(f"scale_{g}" for g in GROUPS)
+# the term sets tried; the one with the lowest leave-one-network-out MAPE is kept
+TERM_SETS = {"kernels+elements+weights beyond": ("per_kernel_ms", "ms_per_melem", "ms_per_mparam"),
+             "+ weights read": ("per_kernel_ms", "ms_per_melem", "ms_per_mweight", "ms_per_mparam"),
+             "+ weights read + group factors": tuple(BOUNDS)}
+
+
+def fit_terms(predictions: list, measured: np.ndarray, names: tuple[str, ...] = tuple(BOUNDS), log=print) -> dict:
+    """Bounded least squares in relative error of ``measured - predicted`` on the terms ``names`` of
+    :func:`network_terms` (the others 0), ``resident_mparams`` chosen from a grid by the median absolute
+    relative error."""
     from scipy.optimize import lsq_linear
 
     predicted = np.array([p.total_ms for p in predictions])
-    names = list(BOUNDS)
     best = None
     for resident in RESIDENT_MPARAMS:
         terms = np.array([[network_terms(p, resident)[n] for n in names] for p in predictions])
@@ -148,12 +163,39 @@ def fit_terms(predictions: list, measured: np.ndarray, log=print) -> dict:
         if best is None or mape < best[0]:
             best = (mape, resident, fit.x, after)
     _, resident, coef, after = best
-    result = {n: float(v) for n, v in zip(names, coef)}
+    result = {n: 0.0 for n in BOUNDS}
+    result.update({n: float(v) for n, v in zip(names, coef)})
     result["scale"] = {g: result.pop(f"scale_{g}") for g in GROUPS}
     result.update({"resident_mparams": resident, "models": len(predictions),
                    "mape_before": float(np.mean(np.abs(predicted / measured - 1)) * 100),
                    "mape_after": float(np.mean(np.abs(after / measured - 1)) * 100),
                    "within10_after": float(np.mean(np.abs(after / measured - 1) <= 0.1))})
+    return result
+
+
+def _apply(fit: dict, prediction) -> float:
+    t = network_terms(prediction, fit["resident_mparams"])
+    coef = {**{n: fit[n] for n in BOUNDS if n in fit}, **{f"scale_{g}": v for g, v in fit["scale"].items()}}
+    return prediction.total_ms + sum(coef[n] * t[n] for n in coef)
+
+
+def select_terms(predictions: list, measured: np.ndarray, log=print) -> dict:
+    """:func:`fit_terms` with the term set of :data:`TERM_SETS` whose leave-one-network-out MAPE is lowest; the
+    result carries that out-of-sample MAPE and share within +-10% (``loo_mape``, ``loo_within10``)."""
+    best = None
+    for label, names in TERM_SETS.items():
+        err = []
+        for i in range(len(predictions)):
+            keep = [j for j in range(len(predictions)) if j != i]
+            fit = fit_terms([predictions[j] for j in keep], measured[keep], names, log=lambda _: None)
+            err.append(_apply(fit, predictions[i]) / measured[i] - 1)
+        err = np.abs(np.array(err))
+        log(f"terms {label}: leave-one-out MAPE {err.mean() * 100:.2f}%, within +-10% {np.mean(err <= 0.1):.0%}")
+        if best is None or err.mean() < best[0]:
+            best = (err.mean(), label, names, err)
+    _, label, names, err = best
+    result = fit_terms(predictions, measured, names, log)
+    result.update({"terms": label, "loo_mape": float(err.mean() * 100), "loo_within10": float(np.mean(err <= 0.1))})
     return result
 
 
@@ -171,7 +213,7 @@ def calibrate(predictor_path: Path, cache: Path, rounds: int) -> dict:
     predictor.calibration = None
     predictions = [predictor.predict_graph(read_model(path)) for path in files.values()]
     measured = np.array([latency[name][0] for name in files])
-    result = fit_terms(predictions, measured, log=lambda line: print(line, file=sys.stderr))
+    result = select_terms(predictions, measured, log=lambda line: print(line, file=sys.stderr))
     result.update({"chains": len(chain_specs()), "spaces": CALIBRATION,
                    "real_networks": [real_name(s) for s in REAL_NETWORKS], "rounds": rounds})
     data = json.loads(predictor_path.read_text())

@@ -192,7 +192,7 @@ class KernelPredictor:
         if self.calibration:
             c = self.calibration
             ms += ms * c.get("scale", {}).get(scale_group(ktype), 0.0) + c["per_kernel_ms"] + \
-                c["ms_per_melem"] * f["in_elems"] / 1e6
+                c["ms_per_melem"] * f["in_elems"] / 1e6 + c.get("ms_per_mweight", 0.0) * f.get("params", 0.0) / 1e6
         return ms, f"{ktype}:{model.method}", outside
 
     def predict_graph(self, graph) -> KernelPrediction:

@@ -80,9 +80,10 @@ def adaptive_counts(predictor_json: Path) -> dict[str, int]:
             if min(info["cv_wape"].values()) > ADAPTIVE_WAPE}
 
 
-def model_specs(paths: list[Path]) -> list[dict]:
+def model_specs(paths: list[Path], limit: int | None = None, seed: int = 0) -> list[dict]:
     """The distinct kernel specs of real model files (their kernels as :func:`hwnas.kernels.detect.detect` cuts
-    them), to be profiled alone: samples where real networks have their kernels; HwnasError on a bad file."""
+    them), to be profiled alone: samples where real networks have their kernels (at most ``limit``, drawn at
+    random with ``seed``); HwnasError on a bad file."""
     from hwnas.kernels.detect import detect
     from hwnas.modelgraph import read_model
 
@@ -93,6 +94,11 @@ def model_specs(paths: list[Path]) -> list[dict]:
             if key not in seen:
                 seen.add(key)
                 specs.append(dict(k.spec))
+    if limit is not None and len(specs) > limit:
+        import random
+
+        keep = set(random.Random(seed).sample(range(len(specs)), limit))
+        specs = [s for i, s in enumerate(specs) if i in keep]
     return specs
 
 
