@@ -120,11 +120,16 @@ def test_kernel_commands_refuse_a_bad_file_before_any_work(tmp_path, capsys):
                           (["kernels", "calibrate", str(tmp_path / "k.json"), "--cache", str(tmp_path / "c")],
                            "not an hwnas kernel predictor"),
                           (["kernels", "fit", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o.json")],
-                           "cannot read the kernel table")):
+                           "cannot read the kernel table"),
+                          (["kernels", "profile", "--out", str(tmp_path / "o.csv"), "--cache", str(tmp_path / "c"),
+                            "--from-models", str(tmp_path / "none.tflite")], "no such model file"),
+                          (["kernels", "profile", "--out", str(tmp_path / "o.csv"), "--cache", str(tmp_path / "c"),
+                            "--from-models", str(tmp_path / "none.tflite"), "--max-kernels", "0"],
+                           "--max-kernels must be at least 1")):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
-    assert not (tmp_path / "c").exists() and not (tmp_path / "o.json").exists()
+    assert not (tmp_path / "c").exists() and not (tmp_path / "o.json").exists() and not (tmp_path / "o.csv").exists()
 
 
 def test_model_specs_are_the_distinct_kernels_of_real_models(tmp_path, monkeypatch):
