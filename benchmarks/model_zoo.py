@@ -116,13 +116,15 @@ def main(argv=None) -> int:
     predictor = KernelPredictor.load(args.predictor)
     runner = TFLiteRunner(threads=1, policy=POLICY)
     kcache = cache_folder(args.kernel_cache, describe_this_device(), runner)
-    rows = sorted((r for r in predictor.rows if r["ms"] > 0.02), key=lambda r: r["ms"])  # above the clock's grain
+    rows = sorted((r for r in predictor.rows if r["ms"] > 0.02  # above the clock's grain, still in the cache
+                   and (kcache / f"{spec_name(r['spec'])}.tflite").exists()), key=lambda r: r["ms"])
     anchors = {spec_name(r["spec"]): r for r in rows[:: max(1, len(rows) // args.anchors)]}
     timed = dict(files)
-    timed.update({name: kcache / f"{name}.tflite" for name in anchors if (kcache / f"{name}.tflite").exists()})
+    timed.update({name: kcache / f"{name}.tflite" for name in anchors})
     latency = file_latencies(time_rounds(timed, runner, args.rounds, args.cache / "rounds.jsonl", 0))
-    speed = statistics.median(latency[n][0] / anchors[n]["ms"] for n in anchors if n in latency)
-    print(f"session speed vs the kernel profiling session: {speed:.3f} (median of {len(anchors)} anchor kernels)")
+    speed = statistics.median(latency[n][0] / anchors[n]["ms"] for n in anchors) if anchors else 1.0
+    print(f"session speed vs the kernel profiling session: {speed:.3f} (median of {len(anchors)} anchor kernels"
+          f"{'' if anchors else ': none in ' + str(kcache)})")
     family_of = {name: fam for fam, name, _ in zoo_specs()}
     results = []
     for name, path in files.items():

@@ -120,8 +120,48 @@ def test_kernel_commands_refuse_a_bad_file_before_any_work(tmp_path, capsys):
                           (["kernels", "calibrate", str(tmp_path / "k.json"), "--cache", str(tmp_path / "c")],
                            "not an hwnas kernel predictor"),
                           (["kernels", "fit", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o.json")],
-                           "cannot read the kernel table")):
+                           "cannot read the kernel table"),
+                          (["kernels", "profile", "--out", str(tmp_path / "o.csv"), "--cache", str(tmp_path / "c"),
+                            "--from-models", str(tmp_path / "none.tflite")], "no such model file"),
+                          (["kernels", "profile", "--out", str(tmp_path / "o.csv"), "--cache", str(tmp_path / "c"),
+                            "--from-models", str(tmp_path / "none.tflite"), "--max-kernels", "0"],
+                           "--max-kernels must be at least 1")):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
-    assert not (tmp_path / "c").exists() and not (tmp_path / "o.json").exists()
+    assert not (tmp_path / "c").exists() and not (tmp_path / "o.json").exists() and not (tmp_path / "o.csv").exists()
+
+
+def test_model_specs_are_the_distinct_kernels_of_real_models(tmp_path, monkeypatch):
+    from hwnas.kernels import profile
+    from hwnas.modelgraph import tflite_reader
+
+    monkeypatch.setattr(tflite_reader, "read_tflite", lambda p: _graph())
+    for name in ("a.tflite", "b.tflite"):
+        (tmp_path / name).write_bytes(b"")
+    specs = profile.model_specs([tmp_path / "a.tflite", tmp_path / "b.tflite"])  # the same graph twice
+    assert [s["type"] for s in specs] == ["conv", "hardswish", "mean", "dynreshape", "mul"]
+    assert specs[0]["h"] == 32  # the convolution on its unpadded input, as detect() cuts it
+
+
+def test_calibration_scales_each_group_and_old_files_keep_their_meaning(tmp_path):
+    import numpy as np
+
+    from hwnas.kernels.calibrate import fit_terms
+
+    predictor = KernelPredictor.load(_predictor(tmp_path))
+    base = predictor.predict_graph(_graph())
+    conv = base.kernels[0].ms
+    predictor.calibration = {"per_kernel_ms": 0.0, "ms_per_melem": 0.0}  # a file from before the group factors
+    assert predictor.predict_graph(_graph()).total_ms == base.total_ms
+    predictor.calibration["scale"] = {"conv": 0.5}
+    assert abs(predictor.predict_graph(_graph()).kernels[0].ms - 1.5 * conv) < 1e-12
+    # fitted on networks whose convolutions run 40% slower inside than alone, the conv factor is found
+    predictor.calibration = None
+    preds = [predictor.predict_graph(_graph()) for _ in range(3)]
+    for i, p in enumerate(preds):  # three networks with different shares of conv time
+        p.kernels[0].ms *= i + 1
+        p.total_ms = p.overhead_ms + sum(k.ms for k in p.kernels)
+    measured = np.array([p.total_ms + 0.4 * p.kernels[0].ms for p in preds])
+    fit = fit_terms(preds, measured, log=lambda _: None)
+    assert abs(fit["scale"]["conv"] - 0.4) < 0.02 and fit["mape_after"] < 0.5 < fit["mape_before"]

@@ -10,8 +10,8 @@ directly so that the converter cannot fuse them into anything.
 
 from __future__ import annotations
 
-APPS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "ResNet50",
-        "DenseNet121", "NASNetMobile")
+APPS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "EfficientNetB1",
+        "ResNet50", "DenseNet121", "NASNetMobile")
 
 
 def _act(name: str):

@@ -1,25 +1,28 @@
-"""Whole-model calibration of a kernel predictor, on search-space networks (never on the zoo it is judged on).
+"""Whole-model calibration of a kernel predictor, on networks that are not in the zoo it is judged on.
 
-    python -m hwnas.kernels.calibrate predictors/kernels/<device>-tflite-fp32-t1.json [--rounds 3]
+    hwnas kernels calibrate predictors/kernels/<device>-tflite-fp32-t1.json [--rounds 3]
 
 A kernel timed alone keeps its input, output and weights in the caches from
 one call to the next; inside a network every kernel reads what the previous
-one wrote, and reads weights that other kernels pushed out of the caches. Measured on this CPU, a
-sum of kernels timed alone misses a few microseconds per kernel, more for
-large activations. So whole networks of the search spaces (:data:`CALIBRATION`,
-``hwnas.profiler.calibration_archs``: different networks from the zoo) are
-exported with synthetic convolution chains (:func:`chain_specs`, some of them
-weight-bound), timed in interleaved rounds, and
+one wrote, and reads weights that other kernels pushed out of the caches. So
+whole networks are timed: search-space networks (:data:`CALIBRATION`,
+``hwnas.profiler.calibration_archs``), synthetic convolution chains
+(:func:`chain_specs`, some of them weight-bound) and real networks
+(:data:`REAL_NETWORKS`: ``keras.applications`` at widths and input sizes the
+zoo benchmark does not have), in interleaved rounds, and
 
     measured - predicted ~ per_kernel_ms x kernels + ms_per_melem x (elements read, millions)
+                           + ms_per_mweight x (weights read, millions)
                            + ms_per_mparam x max(0, weights - resident_mparams) (millions)
+                           + sum over groups g of scale[g] x (predicted ms of the group's kernels)
 
-(the last term: a network whose weights do not fit in the caches streams them
-from memory at every inference; ``resident_mparams`` is chosen from a grid by
-the median absolute relative error, which a few extreme chains do not sway)
-
-is fitted (non-negative least squares, in relative error) and stored in the
-predictor file (field ``calibration``); :class:`hwnas.kernels.predictor.KernelPredictor`
+(groups: conv, conv1x1, dwconv, other; the weights term: a network whose
+weights do not fit in the caches streams them from memory at every inference;
+``resident_mparams`` is chosen from a grid by the median absolute relative
+error, which a few extreme chains do not sway) is fitted by bounded least
+squares in relative error (:data:`BOUNDS`; the subset of terms with the lowest
+leave-one-network-out error, :data:`TERM_SETS`) and stored in the predictor file
+(field ``calibration``); :class:`hwnas.kernels.predictor.KernelPredictor`
 adds it to every kernel.
 """
 
@@ -31,9 +34,30 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnas.kernels.predictor import GROUPS, scale_group
+
 CALIBRATION = {"proxyless-tiny": 6, "proxyless-cifar": 4, "fbnet-cifar100": 3, "proxyless-mobile": 3}
 RESIDENT_MPARAMS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 CHAINS = 16  # synthetic convolution chains with many weights (small inputs, wide layers)
+# Real networks for calibration: keras.applications at widths and input sizes that the zoo benchmark
+# (benchmarks/model_zoo.py) does not have, so that no zoo network is ever fitted on.
+REAL_NETWORKS = [
+    {"app": "MobileNet", "alpha": 0.25, "size": 128}, {"app": "MobileNet", "alpha": 0.5, "size": 64},
+    {"app": "MobileNet", "alpha": 1.0, "size": 128}, {"app": "MobileNet", "alpha": 0.75, "size": 48},
+    {"app": "MobileNetV2", "alpha": 0.75, "size": 64}, {"app": "MobileNetV2", "alpha": 0.35, "size": 128},
+    {"app": "MobileNetV2", "alpha": 1.3, "size": 96}, {"app": "MobileNetV2", "alpha": 0.5, "size": 48},
+    {"app": "MobileNetV3Small", "alpha": 1.0, "size": 64}, {"app": "MobileNetV3Small", "alpha": 0.75, "size": 160},
+    {"app": "MobileNetV3Small", "alpha": 1.0, "size": 128, "minimalistic": True},
+    {"app": "MobileNetV3Large", "alpha": 1.0, "size": 64}, {"app": "MobileNetV3Large", "alpha": 0.75, "size": 160},
+    {"app": "EfficientNetB0", "size": 96}, {"app": "EfficientNetB1", "size": 48},
+    {"app": "ResNet50", "size": 96}, {"app": "DenseNet121", "size": 96}, {"app": "NASNetMobile", "size": 64},
+]
+
+
+def real_name(spec: dict) -> str:
+    """A calibration network's file name (``MobileNetV2-a0.75-64``, ``MobileNetV3Small-a1.0-128-min``)."""
+    alpha = f"-a{spec['alpha']}" if "alpha" in spec else ""
+    return f"{spec['app']}{alpha}-{spec['size']}" + ("-min" if spec.get("minimalistic") else "")
 
 
 def chain_specs(count: int = CHAINS, seed: int = 5) -> list[dict]:
@@ -63,65 +87,135 @@ def chain_specs(count: int = CHAINS, seed: int = 5) -> list[dict]:
     return out
 
 
-def calibrate(predictor_path: Path, cache: Path, rounds: int) -> dict:
+def export_networks(cache: Path) -> dict[str, Path]:
+    """The calibration networks (search-space networks, chains, :data:`REAL_NETWORKS`) converted once into
+    ``cache`` (files there are reused); name -> file."""
     from hwnas.export.tflite import TFLiteConverter
+    from hwnas.profiler import arch_file_name, calibration_archs
+    from hwnas.spaces import get_space
+
+    cache.mkdir(parents=True, exist_ok=True)
+    jobs = {}
+    for space_name, count in CALIBRATION.items():
+        for arch in calibration_archs(get_space(space_name), count, seed=11):
+            jobs[f"{space_name}-{arch_file_name(arch).removesuffix('.json')}"] = arch
+    for i, spec in enumerate(chain_specs()):
+        jobs[f"chain-{i}"] = {"chain": spec}
+    for spec in REAL_NETWORKS:
+        jobs[real_name(spec)] = {"app": spec}
+    todo = [name for name in jobs if not (cache / f"{name}.tflite").exists()]
+    if todo:
+        with TFLiteConverter(cache / "convert.log") as conv:
+            for i, name in enumerate(todo):
+                path, tmp = cache / f"{name}.tflite", cache / f"tmp-{name}.tflite"
+                if path.exists():  # written meanwhile by a second export process
+                    continue
+                job = jobs[name]
+                conv.convert_spec(job, tmp) if isinstance(job, dict) else conv.convert(job.ops(), tmp)
+                tmp.replace(path)
+                print(f"export {i + 1}/{len(todo)} {name}", file=sys.stderr)
+    return {name: cache / f"{name}.tflite" for name in jobs}
+
+
+# bounds of the fitted terms: per kernel (ms, may be negative: a kernel timed alone pays more fixed cost than
+# the empty model's invoke), per million elements read, per million weights read (a kernel's weights are
+# not in the caches inside a network), per million weights of the network beyond the resident ones, and
+# the relative in-network change of each group's alone-timed milliseconds
+BOUNDS = {"per_kernel_ms": (-0.01, 0.01), "ms_per_melem": (0.0, 1.0), "ms_per_mweight": (0.0, 1.0),
+          "ms_per_mparam": (0.0, 1.0),
+          **{f"scale_{g}": (-0.6, 1.0) for g in GROUPS}}
+
+
+def network_terms(prediction, resident: float) -> dict[str, float]:
+    """The calibration terms of one uncalibrated prediction (:meth:`KernelPredictor.predict_graph`)."""
+    mparams = sum(k.params for k in prediction.kernels) / 1e6
+    t = {"per_kernel_ms": float(len(prediction.kernels)),
+         "ms_per_melem": sum(k.in_elems for k in prediction.kernels) / 1e6,
+         "ms_per_mweight": mparams, "ms_per_mparam": max(0.0, mparams - resident)}
+    for g in GROUPS:
+        t[f"scale_{g}"] = sum(k.ms for k in prediction.kernels if scale_group(k.type) == g)
+    return t
+
+
+SCALES = tuple(f"scale_{g}" for g in GROUPS)
+# the term sets tried; the one with the lowest leave-one-network-out MAPE is kept
+TERM_SETS = {"kernels+elements+weights beyond": ("per_kernel_ms", "ms_per_melem", "ms_per_mparam"),
+             "+ weights read": ("per_kernel_ms", "ms_per_melem", "ms_per_mweight", "ms_per_mparam"),
+             "+ weights read + group factors": tuple(BOUNDS)}
+
+
+def fit_terms(predictions: list, measured: np.ndarray, names: tuple[str, ...] = tuple(BOUNDS), log=print) -> dict:
+    """Bounded least squares in relative error of ``measured - predicted`` on the terms ``names`` of
+    :func:`network_terms` (the others 0), ``resident_mparams`` chosen from a grid by the median absolute
+    relative error."""
+    from scipy.optimize import lsq_linear
+
+    predicted = np.array([p.total_ms for p in predictions])
+    best = None
+    for resident in RESIDENT_MPARAMS:
+        terms = np.array([[network_terms(p, resident)[n] for n in names] for p in predictions])
+        fit = lsq_linear(terms / measured[:, None], (measured - predicted) / measured,
+                         bounds=([BOUNDS[n][0] for n in names], [BOUNDS[n][1] for n in names]))
+        after = predicted + terms @ fit.x
+        mape = float(np.median(np.abs(after / measured - 1)) * 100)  # median: robust to a few extreme chains
+        log(f"resident {resident:5.2f} M weights: median APE {mape:.2f}%  "
+            + " ".join(f"{n} {v:.4g}" for n, v in zip(names, fit.x)))
+        if best is None or mape < best[0]:
+            best = (mape, resident, fit.x, after)
+    _, resident, coef, after = best
+    result = {n: 0.0 for n in BOUNDS}
+    result.update({n: float(v) for n, v in zip(names, coef)})
+    result["scale"] = {g: result.pop(f"scale_{g}") for g in GROUPS}
+    result.update({"resident_mparams": resident, "models": len(predictions),
+                   "mape_before": float(np.mean(np.abs(predicted / measured - 1)) * 100),
+                   "mape_after": float(np.mean(np.abs(after / measured - 1)) * 100),
+                   "within10_after": float(np.mean(np.abs(after / measured - 1) <= 0.1))})
+    return result
+
+
+def _apply(fit: dict, prediction) -> float:
+    t = network_terms(prediction, fit["resident_mparams"])
+    coef = {**{n: fit[n] for n in BOUNDS if n in fit}, **{f"scale_{g}": v for g, v in fit["scale"].items()}}
+    return prediction.total_ms + sum(coef[n] * t[n] for n in coef)
+
+
+def select_terms(predictions: list, measured: np.ndarray, log=print) -> dict:
+    """:func:`fit_terms` with the term set of :data:`TERM_SETS` whose leave-one-network-out MAPE is lowest; the
+    result carries that out-of-sample MAPE and share within +-10% (``loo_mape``, ``loo_within10``)."""
+    best = None
+    for label, names in TERM_SETS.items():
+        err = []
+        for i in range(len(predictions)):
+            keep = [j for j in range(len(predictions)) if j != i]
+            fit = fit_terms([predictions[j] for j in keep], measured[keep], names, log=lambda _: None)
+            err.append(_apply(fit, predictions[i]) / measured[i] - 1)
+        err = np.abs(np.array(err))
+        log(f"terms {label}: leave-one-out MAPE {err.mean() * 100:.2f}%, within +-10% {np.mean(err <= 0.1):.0%}")
+        if best is None or err.mean() < best[0]:
+            best = (err.mean(), label, names, err)
+    _, label, names, err = best
+    result = fit_terms(predictions, measured, names, log)
+    result.update({"terms": label, "loo_mape": float(err.mean() * 100), "loo_within10": float(np.mean(err <= 0.1))})
+    return result
+
+
+def calibrate(predictor_path: Path, cache: Path, rounds: int) -> dict:
     from hwnas.kernels.predictor import KernelPredictor
     from hwnas.kernels.profile import POLICY
     from hwnas.modelgraph import read_model
-    from hwnas.profiler import arch_file_name, calibration_archs
     from hwnas.runners.tflite import TFLiteRunner
-    from hwnas.spaces import get_space
     from hwnas.timing_rounds import file_latencies, time_rounds
 
     predictor = KernelPredictor.load(predictor_path)  # a missing or malformed file: refused before the timing
-    cache.mkdir(parents=True, exist_ok=True)
-    files = {}
-    with TFLiteConverter(cache / "convert.log") as conv:
-        for space_name, count in CALIBRATION.items():
-            for arch in calibration_archs(get_space(space_name), count, seed=11):
-                name = f"{space_name}-{arch_file_name(arch).removesuffix('.json')}"
-                path = cache / f"{name}.tflite"
-                if not path.exists():
-                    conv.convert(arch.ops(), path)
-                    print(f"export {name}", file=sys.stderr)
-                files[name] = path
-        for i, spec in enumerate(chain_specs()):
-            path = cache / f"chain-{i}.tflite"
-            if not path.exists():
-                conv.convert_spec({"chain": spec}, path)
-                print(f"export chain-{i}", file=sys.stderr)
-            files[f"chain-{i}"] = path
+    files = export_networks(cache)
     runner = TFLiteRunner(threads=1, policy=POLICY)
     latency = file_latencies(time_rounds(files, runner, rounds, cache / "rounds.jsonl", 0))
     predictor.calibration = None
-    measured, predicted, n_kernels, melems, mparams = [], [], [], [], []
-    for name, path in files.items():
-        pred = predictor.predict_graph(read_model(path))
-        measured.append(latency[name][0])
-        predicted.append(pred.total_ms)
-        n_kernels.append(len(pred.kernels))
-        melems.append(sum(k.in_elems for k in pred.kernels) / 1e6)
-        mparams.append(sum(k.params for k in pred.kernels) / 1e6)
-    measured, predicted = np.array(measured), np.array(predicted)
-    from scipy.optimize import nnls
-
-    best = None
-    for resident in RESIDENT_MPARAMS:  # weights up to this many millions stay in the caches
-        terms = np.stack([n_kernels, melems, np.maximum(0.0, np.array(mparams) - resident)], axis=1)
-        coef, _ = nnls(terms / measured[:, None], (measured - predicted) / measured)
-        after = predicted + terms @ coef
-        mape = float(np.median(np.abs(after / measured - 1)) * 100)  # median: robust to a few extreme chains
-        print(f"resident {resident:5.2f} M weights: median APE {mape:.2f}%  coefficients "
-              f"{np.round(coef, 4).tolist()}", file=sys.stderr)
-        if best is None or mape < best[0]:
-            best = (mape, resident, coef, after)
-    _, resident, coef, after = best
-    result = {"chains": len(chain_specs()), "per_kernel_ms": float(coef[0]), "ms_per_melem": float(coef[1]),
-              "ms_per_mparam": float(coef[2]), "resident_mparams": resident, "models": len(files),
-              "spaces": CALIBRATION, "rounds": rounds,
-              "mape_before": float(np.mean(np.abs(predicted / measured - 1)) * 100),
-              "mape_after": float(np.mean(np.abs(after / measured - 1)) * 100),
-              "within10_after": float(np.mean(np.abs(after / measured - 1) <= 0.1))}
+    predictions = [predictor.predict_graph(read_model(path)) for path in files.values()]
+    measured = np.array([latency[name][0] for name in files])
+    result = select_terms(predictions, measured, log=lambda line: print(line, file=sys.stderr))
+    result.update({"chains": len(chain_specs()), "spaces": CALIBRATION,
+                   "real_networks": [real_name(s) for s in REAL_NETWORKS], "rounds": rounds})
     data = json.loads(predictor_path.read_text())
     data["calibration"] = result
     predictor_path.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")

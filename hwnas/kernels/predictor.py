@@ -39,6 +39,12 @@ FORMAT = "hwnas-kernel-predictor"
 WORK = ("macs", "in_elems", "out_elems")
 MIN_ROWS_FOR_TREES = 10
 RANGE_SLACK = 0.05  # a feature this far (relative) beyond the sampled range is reported
+GROUPS = ("conv", "conv1x1", "dwconv", "other")  # kernel groups with one in-network factor each (calibration)
+
+
+def scale_group(ktype: str) -> str:
+    """The group whose alone-timed milliseconds share one in-network factor of the calibration."""
+    return "conv" if ktype == "gconv" else ktype if ktype in GROUPS else "other"
 
 
 def _matrix(specs: list[dict], names: tuple[str, ...]) -> np.ndarray:
@@ -185,7 +191,8 @@ class KernelPredictor:
         ms = max(0.0, ms - self.overhead_ms)
         if self.calibration:
             c = self.calibration
-            ms += c["per_kernel_ms"] + c["ms_per_melem"] * f["in_elems"] / 1e6
+            ms += ms * c.get("scale", {}).get(scale_group(ktype), 0.0) + c["per_kernel_ms"] + \
+                c["ms_per_melem"] * f["in_elems"] / 1e6 + c.get("ms_per_mweight", 0.0) * f.get("params", 0.0) / 1e6
         return ms, f"{ktype}:{model.method}", outside
 
     def predict_graph(self, graph) -> KernelPrediction:

@@ -9,8 +9,10 @@ order (:mod:`hwnas.timing_rounds`: the round log is append-only, so a killed run
 resumes where it stopped, and each timing is corrected for the machine's drift).
 The CSV (type, spec, ms, iqr_ms, rounds) is written once every round is done.
 It prints its wall time at the end: 586 kernels x 3 rounds took 744 s on a 2-core
-machine shared with 3 other jobs (docs/predictors.md). ``--adaptive`` samples again
-the kernel types a fitted predictor predicts worst.
+machine shared with 3 other jobs, the 400 kernels of 14 real networks 689 s at load 12-15
+(docs/predictors.md). ``--adaptive`` samples again
+the kernel types a fitted predictor predicts worst; ``--from-models`` profiles the
+kernels of real model files (:func:`model_specs`) instead of sampled ones.
 """
 
 from __future__ import annotations
@@ -79,8 +81,30 @@ def adaptive_counts(predictor_json: Path) -> dict[str, int]:
             if min(info["cv_wape"].values()) > ADAPTIVE_WAPE}
 
 
+def model_specs(paths: list[Path], limit: int | None = None, seed: int = 0) -> list[dict]:
+    """The distinct kernel specs of real model files (their kernels as :func:`hwnas.kernels.detect.detect` cuts
+    them), to be profiled alone: samples where real networks have their kernels (at most ``limit``, drawn at
+    random with ``seed``); HwnasError on a bad file."""
+    from hwnas.kernels.detect import detect
+    from hwnas.modelgraph import read_model
+
+    specs, seen = [], set()
+    for path in paths:
+        for k in detect(read_model(path)).kernels:
+            key = json.dumps(k.spec, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                specs.append(dict(k.spec))
+    if limit is not None and len(specs) > limit:
+        import random
+
+        keep = set(random.Random(seed).sample(range(len(specs)), limit))
+        specs = [s for i, s in enumerate(specs) if i in keep]
+    return specs
+
+
 def profile(out: Path, cache_root: Path, rounds: int, seed: int, progress: bool = True,
-            counts: dict | None = None) -> list[dict]:
+            counts: dict | None = None, specs: list[dict] | None = None) -> list[dict]:
     from hwnas.latency_data import describe_this_device
     from hwnas.runners.tflite import TFLiteRunner
     from hwnas.timing_rounds import cache_folder, file_latencies, time_rounds
@@ -88,8 +112,8 @@ def profile(out: Path, cache_root: Path, rounds: int, seed: int, progress: bool 
     runner = TFLiteRunner(threads=1, policy=POLICY)
     device = describe_this_device()
     cache = cache_folder(cache_root, device, runner)
-    specs = sample_specs(seed, counts)
-    if counts and "empty" not in counts:
+    specs = list(specs) if specs is not None else sample_specs(seed, counts)
+    if not any(s["type"] == "empty" for s in specs):
         specs.append({"type": "empty", "h": 1, "c": 1})  # the invoke cost, in this session too
     files = export_specs(specs, cache, progress)
     print(f"time: {len(files)} kernels x {rounds} rounds (log {cache / 'rounds.jsonl'})", file=sys.stderr)

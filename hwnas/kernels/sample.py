@@ -116,8 +116,8 @@ def sample_specs(seed: int = 0, counts: dict | None = None, draw=None) -> list[d
 
 
 FEATURES = {
-    "conv": ("h", "cin", "cout", "k", "s", "groups", "macs", "in_elems", "out_elems"),
-    "dwconv": ("h", "c", "k", "s", "macs", "in_elems", "out_elems"),
+    "conv": ("h", "cin", "cout", "k", "s", "groups", "macs", "in_elems", "out_elems", "params", "macs_tiled"),
+    "dwconv": ("h", "c", "k", "s", "macs", "in_elems", "out_elems", "macs_tiled"),
     "fc": ("cin", "cout", "macs"),
     "pool": ("h", "c", "k", "s", "in_elems", "out_elems"),
 }
@@ -138,9 +138,17 @@ def kernel_type(spec: dict) -> str:
     return t
 
 
+TILE = 16  # XNNPACK's f32 GEMM and depthwise kernels on AVX2/FMA3 compute output channels in tiles of 16
+
+
+def _tiled(c: int) -> int:
+    return -(-c // TILE) * TILE
+
+
 def features(spec: dict) -> dict[str, float]:
     """The numbers that decide a kernel's time: its dimensions, multiply-adds, elements read and written, and
-    (convolutions, fully connected) its weights ``params``."""
+    (convolutions, fully connected) its weights ``params``; for convolutions also ``macs_tiled``, the multiply-adds
+    with the output channels rounded up to XNNPACK's tile (:data:`TILE`)."""
     t = spec["type"]
     h = spec.get("h", 1)
     out_h = math.ceil(h / spec.get("s", 1))
@@ -149,10 +157,12 @@ def features(spec: dict) -> dict[str, float]:
         f["macs"] = out_h * out_h * spec["k"] ** 2 * spec["cin"] * spec["cout"] / spec["groups"]
         f["in_elems"], f["out_elems"] = h * h * spec["cin"], out_h * out_h * spec["cout"]
         f["params"] = spec["k"] ** 2 * spec["cin"] * spec["cout"] / spec["groups"]
+        f["macs_tiled"] = f["macs"] / spec["cout"] * _tiled(spec["cout"] // spec["groups"]) * spec["groups"]
     elif t == "dwconv":
         f["macs"] = out_h * out_h * spec["k"] ** 2 * spec["c"]
         f["in_elems"], f["out_elems"] = h * h * spec["c"], out_h * out_h * spec["c"]
         f["params"] = spec["k"] ** 2 * spec["c"]
+        f["macs_tiled"] = out_h * out_h * spec["k"] ** 2 * _tiled(spec["c"])
     elif t == "fc":
         f["macs"] = f["params"] = spec["cin"] * spec["cout"]
         f["in_elems"], f["out_elems"] = spec["cin"], spec["cout"]
