@@ -135,6 +135,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mbv2-ladder", type=int, default=4, help="widths in the first MobileNetV2 ladder (4)")
     p.add_argument("--mbv2-step", type=float, default=0.125, help="MobileNetV2 ladder width step (0.125)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (5)")
+    p.add_argument("--quiet-load", type=float, default=1.5,
+                   help="timing (session level, ladder, final) waits until the 1-minute load average is at most "
+                        "this (1.5)")
+    p.add_argument("--quiet-wait", type=float, default=30, help="minutes to wait for that, then time anyway (30)")
     p.add_argument("--jobs", type=int, default=2, help="searches/trainings run at a time, 1 thread each (2)")
     p.add_argument("--out", default="runs/cifar10_budgets")
     p.add_argument("--table", default=None, help="Markdown table (default OUT/table.md)")
@@ -518,10 +522,11 @@ def mbv2_ladder(args, space_name: str, budget: float, predict, exporter: Exporte
     for attempt in range(MAX_LADDER_ROUNDS):
         widths = sorted(set(timed) | proposal)  # all ladder widths are timed together (interleaved)
         files = {f"{w:g}": exporter.export(f"ladder-w{w:g}", mbv2(space_name, w), None) for w in widths}
+        load = wait_until_quiet(args, f"the MobileNetV2 ladder at {budget:g} ms")
         print(f"  MobileNetV2 ladder at {budget:g} ms: widths {', '.join(files)} (timing {args.rounds} rounds)",
               flush=True)
         for key, t in time_interleaved(files, args.rounds, args.seed + attempt).items():
-            timed[float(key)] = dict(t, predicted_ms=round(predict(mbv2(space_name, float(key))), 5))
+            timed[float(key)] = dict(t, predicted_ms=round(predict(mbv2(space_name, float(key))), 5), load_average=load)
         at, over = bracket(timed, budget)
         if at is not None and over is not None:
             if over - at <= step + 1e-9:
@@ -544,6 +549,22 @@ def mbv2_ladder(args, space_name: str, budget: float, predict, exporter: Exporte
     return result
 
 
+def wait_until_quiet(args, what: str) -> float:
+    """Before timing: wait up to ``--quiet-wait`` minutes until the 1-minute load average is at most
+    ``--quiet-load`` (other work on the machine reads as a slower model); returns the load average at the start,
+    which is recorded with the timings. Timing goes on after the wait, with a warning."""
+    t0, load = time.time(), os.getloadavg()[0]
+    if load > args.quiet_load:
+        print(f"  load average {load:.1f} > {args.quiet_load:g}: waiting up to {args.quiet_wait:g} min for a quiet "
+              f"machine before timing {what}", flush=True)
+    while load > args.quiet_load and time.time() - t0 < args.quiet_wait * 60:
+        time.sleep(10)
+        load = os.getloadavg()[0]
+    if load > args.quiet_load:
+        print(f"  warning: timing {what} at load average {load:.1f}; its latencies may read high", flush=True)
+    return round(load, 2)
+
+
 def session_levels(args, space, predictor, budgets, out: Path) -> dict[float, float]:
     """The session level at every budget (:mod:`hwnas.search.session_level`), timed before any job runs;
     kept in OUT/levels.json and reused (1.0 everywhere with --relevel 0)."""
@@ -557,10 +578,11 @@ def session_levels(args, space, predictor, budgets, out: Path) -> dict[float, fl
             levels[b] = 1.0
             continue
         if ms_tag(b) not in saved:
+            load = wait_until_quiet(args, "the session level")
             found = measure_session_level(space, predictor, b, "tflite", "fp32", 1, count=args.relevel,
                                           rounds=args.rounds, seed=args.seed, progress=False)
             print(f"  {b:g} ms: {found.describe()}", flush=True)
-            saved[ms_tag(b)] = {"level": found.level, "models": found.models}
+            saved[ms_tag(b)] = {"level": found.level, "models": found.models, "load_average": load}
             write_json(path, saved)
         levels[b] = saved[ms_tag(b)]["level"]
     return levels
@@ -745,7 +767,9 @@ def main(argv=None) -> int:
     if set(timing.get("models", {})) != set(files) or timing.get("rounds") != args.rounds:
         print(f"timing {len(files)} models: LiteRT fp32, 1 thread, pinned to one core, {args.rounds} rounds",
               flush=True)
-        timing = {"rounds": args.rounds, "models": time_interleaved(files, args.rounds, args.seed)}
+        load = wait_until_quiet(args, f"{len(files)} models")
+        timing = {"rounds": args.rounds, "models": time_interleaved(files, args.rounds, args.seed),
+                  "load_average": load}
         write_json(timing_path, timing)
     else:
         print(f"timing: done earlier ({timing_path})")
@@ -909,6 +933,22 @@ def cpu_name() -> str:
     return "unknown CPU"
 
 
+def timing_loads(out: Path) -> str:
+    """One line: the 1-minute load average when each timing phase of the run started."""
+    def read(path: Path) -> dict:
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    levels = {k: v.get("load_average") for k, v in read(out / "levels.json").items()}
+    ladders = {p.stem[len("ladder-"):]: max((w.get("load_average") or 0) for w in read(p)["widths"].values())
+               for p in sorted(out.glob("ladder-*.json"))}
+    final = read(out / "timing.json").get("load_average")
+
+    def show(d: dict) -> str:
+        return ", ".join(f"{k} {v if v is not None else '?'}" for k, v in d.items()) or "-"
+    return (f"Load average (1 min) when timing started: session level {show(levels)}; MobileNetV2 ladder "
+            f"{show(ladders)}; all models {final if final is not None else '?'}.")
+
+
 def write_table(results: list[dict], budgets, acc_budgets, args, data: Data, clock: Clock, path: Path,
                 pairs: dict[float, list[dict]]) -> str:
     n_test = len(data.test)
@@ -916,7 +956,7 @@ def write_table(results: list[dict], budgets, acc_budgets, args, data: Data, clo
              f"predictor `{Path(args.predictor).name}`; {len(data.train)} train / {len(data.selection)} selection / "
              f"{n_test} test images; {args.epochs} training epochs, search {args.search_epochs} epochs x "
              f"{args.search_steps} steps; LiteRT fp32, 1 thread, pinned, median of {args.rounds} "
-             "interleaved rounds (± IQR).", "",
+             "interleaved rounds (± IQR).", "", timing_loads(Path(args.out)), "",
              f"Budget hit (target {HIT_BAND[0]:.2f}-{HIT_BAND[1]:.2f}x):", "",
              "| budget ms | searched child | predicted ms | session level | measured ms | measured / budget | within |",
              "|---|---|---|---|---|---|---|"]

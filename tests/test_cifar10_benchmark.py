@@ -51,7 +51,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
             "--batch-size", "16", "--search-epochs", "2", "--search-warmup-epochs", "1", "--search-steps", "2",
             "--random", "2", "--mbv2-ladder", "2", "--rounds", "1", "--jobs", "2", "--relevel", "1", "--out", str(out),
             "--train-seeds", "2", "--inherited", "--proxy", "flops", "--proxy-children", "30",
-            "--searches-last",
+            "--searches-last", "--quiet-wait", "0",
             "--models-dir", str(models)]
     tool = load_script()
     assert tool.main(argv) == 0
@@ -112,7 +112,8 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     table = (out / "table.md").read_text()
     assert "Budget hit" in table and "best on selection" in table and "measured / budget" in table
     assert "Paired comparisons at" in table and "percentile among the 2 random" in table
-    assert "Training-seed spread" in table
+    assert "Training-seed spread" in table and "Load average (1 min) when timing started: session level" in table
+    assert "load_average" in json.loads((out / "timing.json").read_text())
     assert (out / "accuracy_vs_latency.png").stat().st_size > 0
     assert len(list(models.glob("*.tflite"))) == 13
     readme = (models / "README.md").read_text()
@@ -142,3 +143,18 @@ def test_bad_budgets_refused_before_any_work(tmp_path):
     with pytest.raises(HwnasError, match="must be one or two of --budgets"):
         tool.main(base + ["--budgets", "0.5,0.7", "--accuracy-budgets", "0.6"])
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_timing_waits_for_a_quiet_machine(monkeypatch, capsys):
+    tool = load_script()
+    loads = iter([6.0, 4.0, 1.2, 9.0])
+    monkeypatch.setattr(tool.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    naps = []
+    monkeypatch.setattr(tool.time, "sleep", naps.append)
+    args = tool.parse_args(["--dataset", "x", "--predictor", "y", "--budgets", "0.5", "--quiet-load", "1.5"])
+    assert tool.wait_until_quiet(args, "the ladder") == 1.2  # waited through 6.0 and 4.0
+    assert len(naps) == 2 and "waiting up to 30 min" in capsys.readouterr().out
+    args.quiet_wait = 0  # no waiting: times at once, with a warning
+    monkeypatch.setattr(tool.os, "getloadavg", lambda: (3.0, 0.0, 0.0))
+    assert tool.wait_until_quiet(args, "the ladder") == 3.0
+    assert "warning: timing the ladder at load average 3.0" in capsys.readouterr().out
