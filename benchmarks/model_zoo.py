@@ -88,6 +88,28 @@ def shares(pred: list[float], meas: list[float]) -> dict:
             "mape": statistics.mean(abs(e) for e in err) * 100}
 
 
+def plot_zoo(results: list[dict], families, path, xlabel: str) -> None:
+    """Predicted vs measured ms of every zoo network, log axes, one colour per family, +-10% lines."""
+    from hwnas.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for fam in families:
+        rs = [r for r in results if r["family"] == fam]
+        ax.scatter([r["measured_ms"] for r in rs], [r["predicted_ms"] for r in rs], s=14, label=fam)
+    lo = min(min(r["measured_ms"], r["predicted_ms"]) for r in results) * 0.8
+    hi = max(max(r["measured_ms"], r["predicted_ms"]) for r in results) * 1.25
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    for f in (0.9, 1.1):
+        ax.plot([lo, hi], [lo * f, hi * f], "k:", lw=0.6)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("predicted ms (kernel predictor)")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--predictor", type=Path, help="kernel predictor JSON (omit with --export-only)")
@@ -149,24 +171,7 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"speed": speed, "results": results}, indent=1) + "\n")
     if args.plot:
-        from hwnas.plots import pyplot, save_figure
-
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(6, 5))
-        for fam in groups[:-1]:
-            rs = [r for r in results if r["family"] == fam]
-            ax.scatter([r["measured_ms"] for r in rs], [r["predicted_ms"] for r in rs], s=14, label=fam)
-        lo = min(min(r["measured_ms"], r["predicted_ms"]) for r in results) * 0.8
-        hi = max(max(r["measured_ms"], r["predicted_ms"]) for r in results) * 1.25
-        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
-        for f in (0.9, 1.1):
-            ax.plot([lo, hi], [lo * f, hi * f], "k:", lw=0.6)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("measured ms (LiteRT fp32, 1 thread)")
-        ax.set_ylabel("predicted ms (kernel predictor)")
-        ax.legend(fontsize=7)
-        save_figure(fig, args.plot)
+        plot_zoo(results, groups[:-1], args.plot, "measured ms (LiteRT fp32, 1 thread)")
     print(f"wall time {time.time() - start:.0f} s", file=sys.stderr)
     return 0
 

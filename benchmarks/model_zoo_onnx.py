@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_zoo import shares  # noqa: E402  (the LiteRT zoo's scoring, shared)
+from model_zoo import plot_zoo, shares  # noqa: E402  (the LiteRT zoo's scoring and plot, shared)
 
 # (family, torchvision builder, keyword arguments, input sizes)
 ZOO = [("MobileNetV2", "mobilenet_v2", {"width_mult": w}, (32, 96, 160, 224)) for w in (0.5, 0.75, 1.0)] + [
@@ -119,24 +119,7 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"results": results}, indent=1) + "\n")
     if args.plot:
-        from hwnas.plots import pyplot, save_figure
-
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(6, 5))
-        for fam in groups[:-1]:
-            rs = [r for r in results if r["family"] == fam]
-            ax.scatter([r["measured_ms"] for r in rs], [r["predicted_ms"] for r in rs], s=14, label=fam)
-        lo = min(min(r["measured_ms"], r["predicted_ms"]) for r in results) * 0.8
-        hi = max(max(r["measured_ms"], r["predicted_ms"]) for r in results) * 1.25
-        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
-        for f in (0.9, 1.1):
-            ax.plot([lo, hi], [lo * f, hi * f], "k:", lw=0.6)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("measured ms (ONNX Runtime CPU, fp32, 1 thread)")
-        ax.set_ylabel("predicted ms (kernel predictor)")
-        ax.legend(fontsize=7)
-        save_figure(fig, args.plot)
+        plot_zoo(results, groups[:-1], args.plot, "measured ms (ONNX Runtime CPU, fp32, 1 thread)")
     print(f"wall time {time.time() - start:.0f} s", file=sys.stderr)
     return 0
 

@@ -38,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a file from anywhere
@@ -46,6 +47,9 @@ if str(ROOT) not in sys.path:  # run as a file from anywhere
 
 from hwnas.errors import HwnasError  # noqa: E402
 
+
+if TYPE_CHECKING:
+    from hwnas.children import Child
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],

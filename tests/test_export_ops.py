@@ -10,7 +10,6 @@ import torch
 from hwnas.builder import build_network
 from hwnas.errors import HwnasError
 from hwnas.export import TFLiteConverter, export_onnx, export_tflite, parity
-from hwnas.export.parity import run_tflite
 from hwnas.export.tflite import _save_state
 from hwnas.ops import OpSpec
 from hwnas.runners import get_runner

@@ -156,4 +156,4 @@ def test_search_runs_end_to_end_on_an_adapted_predictor(tmp_path, capsys):
     arch = json.loads((run / "arch.json").read_text())
     predicted = load_predictor(pred).predict_choices(arch["choices"])
     assert predicted <= 30 * 1.05
-    assert f"predicted latency" in capsys.readouterr().out
+    assert "predicted latency" in capsys.readouterr().out

@@ -6,8 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from hwnas.cli import main
 from hwnas.latency_data import read_device, read_model_rows, read_op_rows
 from hwnas.profiler import profiled_ops

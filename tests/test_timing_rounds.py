@@ -15,7 +15,7 @@ from hwnas.cli import main
 from hwnas.costs import total_cost
 from hwnas.errors import HwnasError
 from hwnas.latency_data import (
-    ModelRow, OpRow, append_op_row, describe_this_device, read_model_rows, read_op_rows, write_device,
+    OpRow, append_op_row, describe_this_device, read_model_rows, read_op_rows, write_device,
 )
 from hwnas.ops import OpSpec
 from hwnas.pipeline import prepare_predictor
