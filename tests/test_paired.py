@@ -41,3 +41,28 @@ def test_groups_are_averaged_per_image_and_shapes_must_match():
         paired_bootstrap([a1], [np.zeros(5, bool)], resamples=10)
     with pytest.raises(HwnasError, match="no model"):
         paired_bootstrap([], [b], resamples=10)
+
+
+def load_compare():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "paired_compare.py"
+    spec = importlib.util.spec_from_file_location("paired_compare", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_compare_reads_finished_models_and_skips_running_ones(tmp_path, capsys):
+    tool = load_compare()
+    for name, right in (("proxy-seed0", [1, 1, 1, 0]), ("proxy-seed1", [1, 1, 0, 0]), ("mbv2-w1", [1, 0, 0, 0])):
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / "test_correct.npy", np.array(right, bool))
+    (tmp_path / "proxy-seed2").mkdir()  # still training: no test_correct.npy
+    assert tool.main(["--a", str(tmp_path / "proxy-*"), "--b", str(tmp_path / "mbv2-*"), "--resamples", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "proxy-seed2" not in out and "A: proxy-seed1: 50.00% of 4 test images" in out
+    assert "A - B: +37.50 points" in out and "2 vs 1 models" in out
+    with pytest.raises(HwnasError, match="no scored model"):
+        tool.main(["--a", str(tmp_path / "nothing-*"), "--b", str(tmp_path / "mbv2-*")])
