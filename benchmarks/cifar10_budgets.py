@@ -34,8 +34,9 @@ predictions times median(measured / predicted), so they aim at milliseconds as t
 
 Issue 20's additions (each adds rows; none changes the results above): ``--search-seeds N`` searches per
 accuracy budget; ``--train-seeds N`` training seeds of each MobileNetV2 width and of the best random child (the
-training-seed spread of two architectures); ``--inherited``: each searched child also trained from its
-supernet's weights; ``--proxy flops``: children derived with no supernet by a zero-cost proxy
+training-seed spread of two architectures; the searched or proxy child of seed s is trained with training seed
+s, so two seeds that derive the same child still count as two trainings); ``--inherited``: each searched child
+also trained from its supernet's weights; ``--proxy flops``: children derived with no supernet by a zero-cost proxy
 (:func:`hwnas.search.derive.proxy_child`, in the search's band), one per search seed; ``--searches-last``: the
 models that need no search are trained before the searches. Every model's per-image test correctness is kept
 (``test_correct.npy``), and each budget's table ends with paired comparisons (:mod:`hwnas.paired`: bootstrap over
@@ -684,7 +685,7 @@ def main(argv=None) -> int:
                 add({"budget_ms": b, "kind": "proxy", "seed": s, "proxy": args.proxy, "band_ms": list(band),
                      "level": levels[b], "proxy_score": found.score, "proxy_children": found.scored,
                      "derive_seconds": round(found.seconds, 1)},
-                    f"proxy-{args.proxy}-{ms_tag(b)}-seed{s}", child_arch(space, found.child))
+                    f"proxy-{args.proxy}-{ms_tag(b)}-seed{s}", child_arch(space, found.child), train_seed=s)
             for i, arch in enumerate(randoms[b]):
                 add({"budget_ms": b, "kind": "random", "index": i}, f"random{i:02d}-{ms_tag(b)}", arch)
             ladder = ladders[b]
@@ -737,9 +738,9 @@ def main(argv=None) -> int:
                        "search_seconds": searched[search]["seconds"], "band_ms": searched[search]["band_ms"]}
                 arch = Architecture.from_dict(searched[search]["arch"])
                 if b in acc_budgets:
-                    add(row, f"searched-{ms_tag(b)}-seed{s}", arch)
+                    add(row, f"searched-{ms_tag(b)}-seed{s}", arch, train_seed=s)
                     if args.inherited:  # the same child, starting from the supernet's weights
-                        add(dict(row, kind="inherited"), f"inherited-{ms_tag(b)}-seed{s}", arch,
+                        add(dict(row, kind="inherited"), f"inherited-{ms_tag(b)}-seed{s}", arch, train_seed=s,
                             init=str(job_dir(out, search) / "search"))
                 else:
                     rows.append(dict(row, model=search, trained=False))
@@ -993,7 +994,8 @@ def plot(results: list[dict], acc_budgets, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles = {"searched": ("*", "tab:red", 14, "searched"),
               "inherited": ("P", "tab:orange", 10, "searched, from supernet weights"),
-              "proxy": ("D", "tab:green", 8, "proxy-derived, no supernet"), "random": ("o", "tab:gray", 6, "random (in band)"),
+              "proxy": ("D", "tab:green", 8, "proxy-derived, no supernet"),
+              "random": ("o", "tab:gray", 6, "random (in band)"),
               "best": ("o", "black", 8, "best random (on selection)"), "mbv2": ("s", "tab:blue", 7, "MobileNetV2")}
     seen = set()
     for r in results:
@@ -1023,10 +1025,11 @@ def publish_models(results: list[dict], folder: Path, data: Data, args) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     listed = []
     for r in sorted((r for r in results if "test_acc" in r), key=lambda r: (r["budget_ms"], r["model"])):
-        name = f"{r['kind']}-{ms_tag(r['budget_ms'])}" + (f"-seed{r['seed']}" if r["kind"] in ("searched", "inherited", "proxy")
+        derived = r["kind"] in ("searched", "inherited", "proxy")
+        name = f"{r['kind']}-{ms_tag(r['budget_ms'])}" + (f"-seed{r['seed']}" if derived
                                                            else f"-{r['index']:02d}" if r["kind"] == "random" else
                                                            f"-w{r['width_mult']:g}") + (
-            f"-t{r['train_seed']}" if r.get("train_seed") else "")
+            f"-t{r['train_seed']}" if r.get("train_seed") and not derived else "")
         shutil.copyfile(r["file"], folder / f"{name}.tflite")
         listed.append(f"| `{name}.tflite` | {label(r)} | {r['budget_ms']:g} | {r['test_acc']:.2%} | "
                       f"{r['measured_ms']:.3f} |")

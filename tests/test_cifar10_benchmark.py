@@ -87,6 +87,8 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     best = next(r for r in accuracy if r.get("best_random"))
     assert [r["train_seed"] for r in accuracy if r["kind"] == "random" and r["index"] == best["index"]] == [0, 1]
     inherited = {r["seed"]: r for r in accuracy if r["kind"] == "inherited"}
+    # replicate s of a derivation (search or proxy) is trained with training seed s
+    assert all(r["train_seed"] == r["seed"] for r in accuracy if r["kind"] in ("searched", "inherited", "proxy"))
     for r in accuracy:
         if r["kind"] == "searched":  # same child, other starting weights: a separate model
             assert inherited[r["seed"]]["choices"] == r["choices"] and inherited[r["seed"]]["model"] != r["model"]
@@ -119,7 +121,8 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     readme = (models / "README.md").read_text()
     assert "CIFAR_MEAN" in readme and '"airplane", "automobile"' in readme
     assert len((models / "test_images.txt").read_text().split()) == 20
-    for phase in ("train (no search needed): 8 jobs", "search: 3 jobs", "train: 12 jobs, 8 done earlier, 4 to run", "train (seeds of the best random child): 1 jobs",
+    for phase in ("train (no search needed): 8 jobs", "search: 3 jobs", "train: 12 jobs, 8 done earlier, 4 to run",
+                  "train (seeds of the best random child): 1 jobs",
                   "== phase session level", "== phase timing"):
         assert phase in first
 
