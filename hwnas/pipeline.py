@@ -285,7 +285,9 @@ def _search(cfg: dict, space, path: Path, predictor, budget: float, run_dir: Pat
 
 
 def _train(cfg: dict, arch, run_dir: Path, log, progress: bool = True):
-    """Stage 3: train the derived network from scratch (resumes from its checkpoint)."""
+    """Stage 3: train the derived network (resumes from its checkpoint): from scratch, from the supernet's
+    shared weights (``train.init = "supernet"``), or both (``"best"``), keeping the one more accurate on the
+    validation images. Returns (result, splits, {start: validation accuracy} of every training)."""
     from hwnas.data import load_dataset
     from hwnas.train import TrainConfig, train_model
 
@@ -296,9 +298,18 @@ def _train(cfg: dict, arch, run_dir: Path, log, progress: bool = True):
                      weight_decay=t["weight_decay"], label_smoothing=t["label_smoothing"], max_steps=t["max_steps"],
                      seed=cfg["run"]["seed"], num_workers=d["workers"])
     log(f"train: {tc.epochs} epochs on {splits.name} ({len(splits.train)} train / {len(splits.val)} val images)")
-    init = run_dir / "search" if t["init"] == "supernet" else None  # fine-tune the supernet's shared weights
-    return train_model(arch, splits, config=tc, out_dir=run_dir / "train", resume=True, init_weights=init,
-                       progress=progress), splits
+    starts = {"scratch": ["scratch"], "supernet": ["supernet"], "best": ["scratch", "supernet"]}[t["init"]]
+    results = {}
+    for start in starts:
+        out = run_dir / ("train" if start == "scratch" or len(starts) == 1 else "train-supernet")
+        init = run_dir / "search" if start == "supernet" else None  # fine-tune the supernet's shared weights
+        results[start] = train_model(arch, splits, config=tc, out_dir=out, resume=True, init_weights=init,
+                                     progress=progress)
+    kept = max(starts, key=lambda k: (results[k].val_acc, k == "scratch"))  # a tie keeps the plain training
+    if len(starts) > 1:
+        log("train: validation accuracy " + ", ".join(f"{k} {r.val_acc:.4f}" for k, r in results.items())
+            + f"; keeping {kept}")
+    return results[kept], splits, {"kept": kept, **{k: r.val_acc for k, r in results.items()}}
 
 
 def _export(cfg: dict, arch, model, run_dir: Path, log) -> ExportResult:
@@ -432,7 +443,7 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
     arch, summary, level = _search(cfg, space, path, predictor, budget, run_dir, log, progress)
     lap("search")
     log(f"[3/6] train {' '.join(arch.choices)}")
-    trained, splits = _train(cfg, arch, run_dir, log, progress)
+    trained, splits, starts = _train(cfg, arch, run_dir, log, progress)
     lap("train")
     log("[4/6] export + self-check")
     exported = _export(cfg, arch, trained.model, run_dir, log)
@@ -449,7 +460,7 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
         "budget_ms": budget, "budget_note": note, "choices": list(arch.choices),
         "stage_widths": list(arch.space.stage_widths) if space.searches_width else None,
         "predictor": str(path), "predictor_chosen": chosen, "latency_level": level, "predicted_ms": round(predicted, 5), "measured": measured,
-        "val_acc": trained.val_acc, "n_val": len(splits.val), "train_epochs": trained.epochs,
+        "val_acc": trained.val_acc, "n_val": len(splits.val), "train_epochs": trained.epochs, "train_starts": starts,
         "mflops": cost.flops / 1e6, "mparams": cost.params / 1e6,
         "search_summary": {k: summary.get(k) for k in ("predicted_latency_ms", "within_budget", "band_ms",
                                                        "val_acc_supernet_child", "derivation",

@@ -117,7 +117,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
               "must be a finite number >= 0"),
               "label_smoothing": (0.1, lambda v: None if isinstance(v, (int, float)) and 0 <= v < 1
                                   else "must be a number in [0, 1)"),
-              "max_steps": (None, _opt_pos_int), "init": ("scratch", _one_of("scratch", "supernet"))},
+              "max_steps": (None, _opt_pos_int), "init": ("scratch", _one_of("scratch", "supernet", "best"))},
     "export": {"quant": (["fp32", "int8"], _quants), "onnx": (True, _boolean), "check_images": (100, _pos_int),
                "calib_images": (100, _pos_int), "tolerance": (FP32_TOLERANCE, _pos_num),
                "min_agreement": (MIN_AGREEMENT, _fraction), "force": (False, _boolean)},

@@ -68,6 +68,20 @@ def derivation(summary: dict) -> str:
     return "argmax: the most probable child of the band"
 
 
+def starts_note(r: dict) -> str:
+    """', from scratch' / ', from the supernet's weights'; with train.init = "best" both accuracies and which was
+    kept (chosen on the same validation images, so the kept one reads slightly high)."""
+    starts = r.get("train_starts") or {}
+    names = {"scratch": "from scratch", "supernet": "from the supernet's weights"}
+    if not starts:
+        return ""
+    tried = [k for k in names if k in starts]
+    if len(tried) == 1:
+        return f", {names[tried[0]]}"
+    other = next(k for k in tried if k != starts["kept"])
+    return (f", {names[starts['kept']]}: kept over {names[other]} ({starts[other]:.2%}) on these images, so it "
+            "reads slightly high")
+
 def format_report(r: dict) -> str:
     """The report's text from its data (``report.json``): the header names the device of the latency table
     used (and this machine when it is another one)."""
@@ -95,7 +109,8 @@ def format_report(r: dict) -> str:
         f"  measured        {measured}",
         f"  recommended     {recommend(r['measured'], budget, failed) if r['measured'] else 'nothing measured'}",
         f"  accuracy        {r['val_acc']:.2%} top-1 on {r['n_val']} validation images (PyTorch, "
-        f"{r['train_epochs']} epochs)" + (f"; quantized top-1 agreement with PyTorch: {agreement}" if agreement else ""),
+        f"{r['train_epochs']} epochs{starts_note(r)})"
+        + (f"; quantized top-1 agreement with PyTorch: {agreement}" if agreement else ""),
         f"  FLOPs / params  {r['mflops']:.2f} M multiply-adds, {r['mparams']:.3f} M parameters",
         f"  files           {r['run_dir']}/: search/arch.json, train/weights.safetensors, "
         f"export/{{{', '.join(Path(f['path']).name for f in r['export'])}}}, report.json",

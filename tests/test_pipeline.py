@@ -102,6 +102,30 @@ def test_auto_budget_scales_the_mobilenetv2_style_reference(tmp_path):
         choose_budget(cfg, space, predictor, "p.json")
 
 
+def fast_settings(predictor: Path) -> list[str]:
+    """``--set`` pairs for a main job of a few seconds' training on the built-in digits."""
+    return [f"latency.predictor={json.dumps(str(predictor))}", "search.relevel=0", "search.epochs=2",
+            "search.warmup_epochs=0", "search.child_warmup_epochs=1", "search.max_steps=1", "search.batch_size=16",
+            "data.limit_train=48", "data.limit_val=16", "train.epochs=1", "train.max_steps=1",
+            'export.quant=["fp32"]', "export.onnx=false", "export.check_images=4", "export.calib_images=4"]
+
+
+def test_train_init_best_trains_from_scratch_and_from_the_supernet_and_keeps_the_better(tmp_path, capsys):
+    predictor = ROOT / "predictors" / "amd-epyc-2c-b-tflite-fp32.json"
+    args = ["run", "--out", str(tmp_path / "run"), "--no-progress", "--set", 'train.init="best"']
+    for pair in fast_settings(predictor):
+        args += ["--set", pair]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    starts = report["train_starts"]
+    assert set(starts) == {"kept", "scratch", "supernet"}
+    assert report["val_acc"] == starts[starts["kept"]] == max(starts["scratch"], starts["supernet"])
+    assert (tmp_path / "run" / "train" / "weights.safetensors").is_file()
+    assert (tmp_path / "run" / "train-supernet" / "weights.safetensors").is_file()
+    assert "train: validation accuracy scratch" in out and "kept over" in out
+
+
 def test_the_main_job_reads_its_predictor_file_once_and_names_its_device(tmp_path, monkeypatch, capsys):
     """``hwnas run`` with a given predictor: the file is opened once (checked with the inputs, then passed on as an
     object); the report's header names the device of that table."""
@@ -119,12 +143,8 @@ def test_the_main_job_reads_its_predictor_file_once_and_names_its_device(tmp_pat
 
     monkeypatch.setattr(io, "open", counting_open)
     monkeypatch.setattr(builtins, "open", counting_open)
-    settings = [f"latency.predictor={json.dumps(str(predictor))}", "search.relevel=0", "search.epochs=2",
-                "search.warmup_epochs=0", "search.child_warmup_epochs=1", "search.max_steps=1", "search.batch_size=16",
-                "data.limit_train=48", "data.limit_val=16", "train.epochs=1", "train.max_steps=1",
-                'export.quant=["fp32"]', "export.onnx=false", "export.check_images=4", "export.calib_images=4"]
     args = ["run", "--out", str(tmp_path / "run"), "--no-progress"]
-    for pair in settings:
+    for pair in fast_settings(predictor):
         args += ["--set", pair]
     assert main(args) == 0
     assert len(opened) == 1
