@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from hwnas.errors import HwnasError
 from hwnas.runlog import (METRICS, METRICS_CSV, PROBS, TensorBoard, append_jsonl, check_inputs, read_jsonl,
                           resumed_rows, write_csv, write_jsonl)
 from hwnas.search import distributed as D
+from hwnas.train import evaluate as evaluate_model
 
 CHECKPOINT = "checkpoint.pt"
 PROBS_EVERY = 5  # record architecture probabilities every this many steps
@@ -63,17 +63,12 @@ def cycle(batches):
 
 @torch.no_grad()
 def evaluate(net, dataset, device="cpu", batch_size: int = 256) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``net`` as it runs now (its child or its mixture) on ``dataset``."""
-    net.eval()
-    correct, loss, n = 0, 0.0, 0
-    for x, y in DataLoader(dataset, batch_size=batch_size):
-        x, y = x.to(device), y.to(device)
-        logits = net(x)
-        loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        n += len(y)
-    net.train()
-    return correct / max(1, n), loss / max(1, n)
+    """(accuracy, mean cross-entropy) of ``net`` as it runs now (its child or its mixture) on ``dataset``
+    (:func:`hwnas.train.evaluate`), then back in training mode."""
+    try:
+        return evaluate_model(net, dataset, batch_size=batch_size, device=device)
+    finally:
+        net.train()
 
 
 def temperature(tau_start: float, tau_end: float, epochs: int, warmup_epochs: int, epoch: int) -> float:
