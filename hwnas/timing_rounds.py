@@ -265,7 +265,7 @@ def summarize(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return values[0], 0.0
     q = statistics.quantiles(values, n=4, method="inclusive")
-    return statistics.median(values), q[2] - q[0]
+    return statistics.median(values), max(0.0, q[2] - q[0])  # interpolation can leave -1e-17 for equal values
 
 
 def file_latencies(timings: list[Timing], drift_window: int = DRIFT_WINDOW) -> dict[str, tuple[float, float, int]]:

@@ -24,7 +24,7 @@ from hwnas.run_report import format_report, recommend, verdict
 from hwnas.predictors import load_predictor
 from hwnas.profiler import calibration_archs, profiled_ops, sample_archs
 from hwnas.spaces import get_space
-from hwnas.timing_rounds import profile_interleaved, store_rows
+from hwnas.timing_rounds import profile_interleaved, store_rows, summarize
 
 PARAMS = {"stages": [[16, 2, 1]], "kernels": [3, 5], "expands": [1, 3], "head_channels": 32, "resolution": 16,
           "width_choices": [1.0]}
@@ -269,3 +269,10 @@ def test_drift_correction_takes_out_the_machines_slow_moments():
     assert err(corrected) < 0.035
     timings[5] = Timing(timings[5].name, 0, timings[5].median_ms * 1.5, 10)  # one disturbed timing stays local
     assert err(file_latencies(timings)) < 0.035
+
+
+def test_spread_of_equal_rounds_is_never_negative():
+    """Two rounds equal up to the last bit: the interpolated quartiles differ by -5.6e-17, which a latency file
+    would refuse as a negative spread (CI met it once in the kill-and-resume test)."""
+    median, spread = summarize([0.33333333333333337, 0.3333333333333333])
+    assert spread == 0.0 and median == pytest.approx(1 / 3)
