@@ -160,6 +160,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
         if args.proxy not in PROXIES:
             raise HwnasError(f"--proxy must be one of {', '.join(PROXIES)}, got {args.proxy!r}")
+    if not 0 < args.quiet_load < math.inf or not 0 <= args.quiet_wait < math.inf:
+        raise HwnasError(f"--quiet-load must be a positive number and --quiet-wait 0 or more minutes, got "
+                         f"{args.quiet_load:g} and {args.quiet_wait:g}")
     if args.proxy_children < 1:
         raise HwnasError(f"--proxy-children must be at least 1, got {args.proxy_children}")
     if args.relevel < 0:

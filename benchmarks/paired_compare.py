@@ -34,7 +34,13 @@ def load_group(pattern: str) -> dict[str, np.ndarray]:
     for folder in sorted(glob.glob(pattern)):
         path = Path(folder) / "test_correct.npy"
         if path.is_file():
-            found[Path(folder).name] = np.load(path, allow_pickle=False)
+            try:
+                right = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise HwnasError(f"{path}: not a saved array of per-image correctness ({exc})") from None
+            if right.ndim != 1:
+                raise HwnasError(f"{path}: expected one value per test image, got shape {right.shape}")
+            found[Path(folder).name] = right.astype(bool)
     if not found:
         raise HwnasError(f"no scored model (a folder with test_correct.npy) matches {pattern!r}")
     return found

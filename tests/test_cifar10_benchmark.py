@@ -143,6 +143,8 @@ def test_bad_budgets_refused_before_any_work(tmp_path):
         tool.main(base + ["--budgets", "0.001"])
     with pytest.raises(HwnasError, match="neither a number of ms nor a percentage"):
         tool.main(base + ["--budgets", "fast"])
+    with pytest.raises(HwnasError, match="--quiet-load must be a positive number"):
+        tool.main(base + ["--budgets", "0.5", "--quiet-load", "-1"])
     with pytest.raises(HwnasError, match="must be one or two of --budgets"):
         tool.main(base + ["--budgets", "0.5,0.7", "--accuracy-budgets", "0.6"])
     assert not list(tmp_path.iterdir())  # nothing written

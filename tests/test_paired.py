@@ -66,3 +66,14 @@ def test_paired_compare_reads_finished_models_and_skips_running_ones(tmp_path, c
     assert "A - B: +37.50 points" in out and "2 vs 1 models" in out
     with pytest.raises(HwnasError, match="no scored model"):
         tool.main(["--a", str(tmp_path / "nothing-*"), "--b", str(tmp_path / "mbv2-*")])
+
+
+def test_paired_compare_refuses_a_file_that_is_not_a_correctness_array(tmp_path):
+    tool = load_compare()
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "test_correct.npy").write_bytes(b"not numpy")
+    with pytest.raises(HwnasError, match="not a saved array"):
+        tool.load_group(str(tmp_path / "m"))
+    np.save(tmp_path / "m" / "test_correct.npy", np.zeros((2, 2), bool))
+    with pytest.raises(HwnasError, match="one value per test image"):
+        tool.load_group(str(tmp_path / "m"))
