@@ -32,10 +32,10 @@ exported and timed now (:mod:`hwnas.search.session_level`); that budget's search
 predictions times median(measured / predicted), so they aim at milliseconds as this machine measures them today
 (``OUT/levels.json``). The MobileNetV2 ladder needs none: it is sized by measurement.
 
-Issue 20's additions (each adds rows; none changes the results above): ``--search-seeds N`` searches per
-accuracy budget; ``--train-seeds N`` training seeds of each MobileNetV2 width and of the best random child (the
-training-seed spread of two architectures; the searched or proxy child of seed s is trained with training seed
-s, so two seeds that derive the same child still count as two trainings); ``--inherited``: each searched child
+Issue 20's additions (each adds rows): ``--search-seeds N`` searches per accuracy budget; ``--train-seeds N``
+training seeds of each MobileNetV2 width and of the best random child (the training-seed spread of two
+architectures). The searched or proxy child of seed s is trained with training seed s, so two seeds that derive
+the same child still count as two trainings (runs D and E trained every model with seed 0); ``--inherited``: each searched child
 also trained from its supernet's weights; ``--proxy flops``: children derived with no supernet by a zero-cost proxy
 (:func:`hwnas.search.derive.proxy_child`, in the search's band), one per search seed; ``--searches-last``: the
 models that need no search are trained before the searches. Every model's per-image test correctness is kept
