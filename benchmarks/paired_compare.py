@@ -48,11 +48,12 @@ def load_group(pattern: str) -> dict[str, np.ndarray]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--a", required=True, help="glob of model folders, group A (quote it)")
-    p.add_argument("--b", required=True, help="glob of model folders, group B (quote it)")
+    p.add_argument("--a", required=True, nargs="+", help="globs of model folders, group A (quote them)")
+    p.add_argument("--b", required=True, nargs="+", help="globs of model folders, group B (quote them)")
     p.add_argument("--resamples", type=int, default=10_000)
     args = p.parse_args(argv)
-    a, b = load_group(args.a), load_group(args.b)
+    a = {k: v for pattern in args.a for k, v in load_group(pattern).items()}
+    b = {k: v for pattern in args.b for k, v in load_group(pattern).items()}
     for what, group in (("A", a), ("B", b)):
         for name, right in group.items():
             print(f"{what}: {name}: {right.mean():.2%} of {right.size} test images")

@@ -64,6 +64,9 @@ def test_paired_compare_reads_finished_models_and_skips_running_ones(tmp_path, c
     out = capsys.readouterr().out
     assert "proxy-seed2" not in out and "A: proxy-seed1: 50.00% of 4 test images" in out
     assert "A - B: +37.50 points" in out and "2 vs 1 models" in out
+    assert tool.main(["--a", str(tmp_path / "proxy-seed0"), str(tmp_path / "proxy-seed1"), "--b",
+                      str(tmp_path / "mbv2-*"), "--resamples", "200"]) == 0  # several globs make one group
+    assert "A - B: +37.50 points" in capsys.readouterr().out
     with pytest.raises(HwnasError, match="no scored model"):
         tool.main(["--a", str(tmp_path / "nothing-*"), "--b", str(tmp_path / "mbv2-*")])
 
