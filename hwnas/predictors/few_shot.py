@@ -43,7 +43,12 @@ each sample predicted from the others):
    in {0.01, 0.1, 1}), kept only when it cuts the leave-one-out error to below
    ``RATIO`` times the current one. A noisy device (a phone measured in
    whole milliseconds) rarely earns that, an exact per-layer sum often does. At
-   most one deviation per 5 samples beyond the first 5, and 2 in all.
+   most one deviation per 5 samples beyond the first 5, and 2 in all; and, when
+   ``PER_COEFFICIENT`` is set (2), at most one free coefficient besides the
+   shares per 2 samples: with ``c`` deviation columns in all, ``1 + c <= n / 2``.
+   At 10 samples this keeps out the groups of 7 bases (``stage_scales``,
+   ``flops_per_stage``), whose 7 coefficients can fit 10 samples closely
+   whatever the device, so that their leave-one-out error says little.
 3. **Ensemble**: the final table is the mean of the ``ENSEMBLE`` trials with
    the lowest leave-one-out error among those with as many deviations as the
    one picked (other penalties, other terms of the same size) whose error
@@ -61,7 +66,8 @@ alone fits a level and S shares, and leave-one-out needs samples to spare.
 the final table is rescaled so that 35% of the samples lie below its
 prediction (rank order unchanged).
 
-**Constants.** ``RATIO`` and ``ENSEMBLE`` are the setting that meets the
+**Constants.** ``RATIO``, ``ENSEMBLE`` and ``PER_COEFFICIENT`` (2, or 0 for no
+such limit) are the setting that meets the
 issue's targets best summed over the seven devices of ../shared/phones in the
 leave-one-device-out benchmark ``benchmarks/phone_few_shot.py`` (which judges
 each device with the setting best on the other six). The level quantile 0.35
@@ -98,6 +104,7 @@ RATIO = 0.75  # a richer family must cut the leave-one-out error to below this s
 OUTLIER = 0.10  # relative residuals below this are never down-weighted
 LEVEL_PENALTY = 1e-3  # ridge weight on the free level c (relative units)
 LEVEL_QUANTILE = 0.35  # the final level: a share 0.35 of the samples lies below the prediction
+PER_COEFFICIENT = 2  # samples per free coefficient (level + deviation columns); 0: no such limit
 ENSEMBLE = 5  # the final table: the mean of the best trials (leave-one-out) with as many deviations as the picked one
 STRUCT = ("pw_flops", "dw_flops", "dw_k5", "mid_elems", "in_elems", "out_elems")
 
@@ -224,10 +231,12 @@ def check_samples(n: int, where: str = "samples") -> None:
 
 
 def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, y, device: dict,
-          where: str = "samples", ratio: float = RATIO, ensemble: int = ENSEMBLE) -> WholeModelPredictor:
+          where: str = "samples", ratio: float = RATIO, ensemble: int = ENSEMBLE,
+          per_coefficient: float = PER_COEFFICIENT) -> WholeModelPredictor:
     """Fit the new device's ``whole_model`` predictor from measured ``choices`` / ``y`` (ms) and source tables.
 
-    ``ratio`` and ``ensemble``: the constants :data:`RATIO` and :data:`ENSEMBLE` (the benchmark varies them).
+    ``ratio``, ``ensemble`` and ``per_coefficient``: the constants :data:`RATIO`, :data:`ENSEMBLE` and
+    :data:`PER_COEFFICIENT` (the benchmark varies them).
     """
     y = np.asarray(y, dtype=np.float64)
     check_samples(len(y), where)
@@ -247,10 +256,16 @@ def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, 
                        "loo_mean_abs_rel_error": err})
         return trials[-1]
 
+    def affordable(terms):  # the level and the deviation columns: at most one per PER_COEFFICIENT samples
+        return not per_coefficient or (1 + stack(terms).shape[1]) * per_coefficient <= len(y)
+
     picked = min((trial([], a, 0.0) for a in MIX_ALPHAS), key=lambda t: t["loo_mean_abs_rel_error"])
     for _ in range(min(MAX_DEVIATIONS, len(y) // SAMPLES_PER_DEVIATION - 1)):
-        best = min((trial(picked["deviations"] + [name], picked["alpha_w"], a)
-                    for name in candidates if name not in picked["deviations"] for a in DEVIATION_ALPHAS),
+        terms = [picked["deviations"] + [name] for name in candidates if name not in picked["deviations"]]
+        terms = [t for t in terms if affordable(t)]
+        if not terms:
+            break
+        best = min((trial(t, picked["alpha_w"], a) for t in terms for a in DEVIATION_ALPHAS),
                    key=lambda t: t["loo_mean_abs_rel_error"])
         if best["loo_mean_abs_rel_error"] >= ratio * picked["loo_mean_abs_rel_error"]:
             break
@@ -274,7 +289,7 @@ def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, 
                               "shares": {n: round(float(v), 4) for n, v in zip(src.names, shares)},
                               "deviations": picked["deviations"], "alpha_w": picked["alpha_w"],
                               "alpha_d": picked["alpha_d"], "loo_mean_abs_rel_error": picked["loo_mean_abs_rel_error"],
-                              "ratio": ratio, "ensemble": [{k: t[k] for k in ("deviations", "alpha_w", "alpha_d")} for t in members],
+                              "ratio": ratio, "per_coefficient": per_coefficient, "ensemble": [{k: t[k] for k in ("deviations", "alpha_w", "alpha_d")} for t in members],
                               "trials": trials, "method": "hwnas.predictors.few_shot (see its docstring)"},
                  "train_fit": metrics(y, pred.predict_many_choices(choices)),
                  "gauge": "the cheapest candidate of every position is 0 ms; the rest is overhead_ms"}
