@@ -9,7 +9,7 @@ shipped files); nothing of the device left out enters them. Compared on the
 same test rows:
 
 * ``few_shot``: :func:`hwnas.predictors.few_shot.adapt` (what ``hwnas phones adapt`` runs), once per
-  setting of its three constants in ``--settings`` (``RATIO:ENSEMBLE:PER_COEFFICIENT``). The figures reported for a device
+  setting of its four constants in ``--settings`` (``RATIO:ENSEMBLE:PER_COEFFICIENT:CRITERION``). The figures reported for a device
   are those of the setting that does best on the OTHER devices (sum over them of the margins to the
   issue's targets), so no constant is chosen on the device it is judged on; the setting best over all
   devices is the one a new device gets (the module's defaults);
@@ -40,7 +40,7 @@ from hwnas.predictors.common import write_json
 from hwnas.phones import device_name, read_phone_csv
 from hwnas.plots import pyplot, save_figure
 from hwnas.predictors import load_predictor
-from hwnas.predictors.few_shot import adapt
+from hwnas.predictors.few_shot import CRITERIA, adapt
 from hwnas.predictors.whole_model import fit_whole_model, metrics
 from hwnas.progress import progress_bar
 from hwnas.spaces import get_space
@@ -65,9 +65,10 @@ def nnls_mix(sources: dict, choices, y, test_choices) -> np.ndarray:
     return np.stack([p.predict_many_choices(test_choices) for p in sources.values()], axis=1) @ w
 
 
-def setting_key(ratio: float, ensemble: int, per_coefficient: float) -> str:
-    key = f"ratio {ratio:g}, ensemble {ensemble}"  # without the limit: the key of the draws before it existed
-    return key + (f", {per_coefficient:g} samples per coefficient" if per_coefficient else "")
+def setting_key(ratio: float, ensemble: int, per_coefficient: float, criterion: str) -> str:
+    key = f"ratio {ratio:g}, ensemble {ensemble}"  # without the two later constants: the key of the draws before them
+    key += f", {per_coefficient:g} samples per coefficient" if per_coefficient else ""
+    return key + (f", criterion {criterion}" if criterion != "error" else "")
 
 
 def summary(results: dict, names: list[str], sizes: list[int], setting: str) -> dict:
@@ -184,9 +185,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="5,10,20")
     ap.add_argument("--draws", type=int, default=10)
     ap.add_argument("--devices", default="", help="comma-separated subset of devices (default: all)")
-    ap.add_argument("--settings", default="0.6:1:0,0.6:5:0,0.75:1:0,0.75:5:0,0.6:1:2,0.6:5:2,0.75:1:2,0.75:5:2",
-                    help="settings of few_shot's RATIO:ENSEMBLE:PER_COEFFICIENT to try; each device is judged with "
-                         "the one best on the other devices")
+    ap.add_argument("--settings", default=",".join(
+                        ["0.6:1:0:error", "0.6:5:0:error", "0.75:1:0:error", "0.75:5:0:error"] +
+                        [f"{r}:{e}:2:{c}" for c in CRITERIA for r in (0.6, 0.75) for e in (1, 5)]),
+                    help="settings of few_shot's RATIO:ENSEMBLE:PER_COEFFICIENT:CRITERION to try; each device is "
+                         "judged with the one best on the other devices")
     ap.add_argument("--ship", default="predictors/phones", help="folder of the shipped <device>.json predictors")
     ap.add_argument("--out", default="docs/phones/few_shot.json")
     ap.add_argument("--table", default=None)
@@ -200,7 +203,7 @@ def main(argv=None) -> int:
     test = np.flatnonzero((ids >= args.test_from) & (ids < args.test_from + 1000))
     test_choices = [table.choices[i] for i in test]
     sizes = [int(s) for s in args.sizes.split(",")]
-    settings = [(float(r), int(e), float(c)) for r, e, c in (s.split(":") for s in args.settings.split(","))]
+    settings = [(float(r), int(e), float(c), k) for r, e, c, k in (s.split(":") for s in args.settings.split(","))]
     names = [device_name(c) for c in table.latency]
     devices = [n for n in names if not args.devices or n in args.devices.split(",")]
     out = Path(args.out)
@@ -220,14 +223,14 @@ def main(argv=None) -> int:
                 full = load_predictor(Path(args.ship) / f"{name}.json")
                 results["full"][name] = metrics(y[test], full.predict_many_choices(test_choices))
                 sources = {k: v for k, v in tables.items() if k != name}
-                for (ratio, ensemble, per_coef), n, d in itertools.product(settings, sizes, range(args.draws)):
-                    key = f"{setting_key(ratio, ensemble, per_coef)}/{name}/{n}/{d}"
+                for (ratio, ensemble, per_coef, crit), n, d in itertools.product(settings, sizes, range(args.draws)):
+                    key = f"{setting_key(ratio, ensemble, per_coef, crit)}/{name}/{n}/{d}"
                     if key not in results["draws"]:
                         rng = np.random.default_rng(10_000 * n + d)
                         rows = rng.choice(train, n, replace=False)
                         choices = [table.choices[i] for i in rows]
                         pred = adapt(space, sources, choices, y[rows], {"name": name}, ratio=ratio, ensemble=ensemble,
-                                     per_coefficient=per_coef)
+                                     per_coefficient=per_coef, criterion_kind=crit)
                         results["draws"][key] = {
                             "rows": [int(ids[i]) for i in rows], "family": "+".join(["mix"] + pred.meta["few_shot"]["deviations"]),
                             "few_shot": metrics(y[test], pred.predict_many_choices(test_choices)),

@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from hwnas.cli import main
 from hwnas.errors import HwnasError
 from hwnas.predictors import load_predictor
-from hwnas.predictors.few_shot import MIN_SAMPLES, adapt, load_sources
+from hwnas.predictors.few_shot import MIN_SAMPLES, adapt, criterion, load_sources
 from hwnas.spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +89,38 @@ def test_adapt_follows_a_device_whose_time_is_its_arithmetic_with_a_per_stage_te
     within = lambda p: np.mean(np.abs(p.predict_many_choices(test) / y - 1) <= 0.10)
     assert spearmanr(pred.predict_many_choices(test), y)[0] > 0.97
     assert within(pred) > within(mix_only) + 0.1
+
+
+def test_at_ten_samples_no_family_has_more_coefficients_than_one_per_two_samples():
+    sources = {n: load_predictor(PHONES / f"{n}.json") for n in ("pixel2", "samsung_a50", "samsung_s7", "pixel3")}
+    train = _random_choices(10, 13)
+    tried = lambda p: {d for t in p.meta["few_shot"]["trials"] for d in t["deviations"]}
+    capped = adapt(SPACE, sources, train, _arithmetic_truth(train), {"name": "x"}, per_coefficient=2)
+    free = adapt(SPACE, sources, train, _arithmetic_truth(train), {"name": "x"}, per_coefficient=0)
+    groups = {"stage_scales", "flops_per_stage"}  # 7 columns each: 1 + 7 > 10 / 2
+    assert groups <= tried(free) and not groups & tried(capped)
+    assert "stage6" in tried(capped) and capped.meta["few_shot"]["per_coefficient"] == 2
+
+
+def test_selection_criteria_judge_the_leave_one_out_predictions():
+    y = np.array([10.0, 20.0, 30.0, 40.0])
+    assert criterion(1.1 * y, y, "error") == pytest.approx(0.1)
+    assert criterion(1.1 * y, y, "shape") == pytest.approx(0.0)  # a common factor: the level, set afterwards
+    assert criterion(np.array([10.0, 20.0, 30.0, 44.0]), y, "shape") > 0
+    swapped = np.array([20.0, 10.0, 30.0, 40.0])  # 1 of the 6 pairs in the wrong order
+    assert criterion(swapped, y, "pairs") == pytest.approx(1 / 6 + 0.01 * criterion(swapped, y, "error"))
+    with pytest.raises(HwnasError, match="unknown few-shot selection criterion 'rank'"):
+        criterion(y, y, "rank")
+
+
+@pytest.mark.parametrize("kind", ["shape", "pairs"])
+def test_adapt_with_another_criterion_records_it_and_still_recovers_a_mixed_device(kind):
+    sources = {n: load_predictor(PHONES / f"{n}.json") for n in ("samsung_a50", "gold_6226", "pixel2") + TARGET}
+    train, test = _random_choices(10, 1), _random_choices(300, 2)
+    pred = adapt(SPACE, sources, train, _truth(train), {"name": "newdev"}, criterion_kind=kind)
+    few = pred.meta["few_shot"]
+    assert few["criterion"] == kind and all("loo_criterion" in t for t in few["trials"])
+    assert spearmanr(pred.predict_many_choices(test), _truth(test))[0] > 0.99
 
 
 def test_adapt_refuses_fewer_samples_than_it_needs():

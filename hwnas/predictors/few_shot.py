@@ -105,6 +105,9 @@ OUTLIER = 0.10  # relative residuals below this are never down-weighted
 LEVEL_PENALTY = 1e-3  # ridge weight on the free level c (relative units)
 LEVEL_QUANTILE = 0.35  # the final level: a share 0.35 of the samples lies below the prediction
 PER_COEFFICIENT = 2  # samples per free coefficient (level + deviation columns); 0: no such limit
+CRITERIA = ("error", "shape", "pairs")
+CRITERION = "pairs"  # what leave-one-out selection minimizes (see the module docstring)
+PAIRS_TIE = 0.01  # "pairs": weight of the mean absolute error, which only breaks ties
 ENSEMBLE = 5  # the final table: the mean of the best trials (leave-one-out) with as many deviations as the picked one
 STRUCT = ("pw_flops", "dw_flops", "dw_k5", "mid_elems", "in_elems", "out_elems")
 
@@ -213,14 +216,28 @@ def _solve(X: np.ndarray, y: np.ndarray, src: Sources, bases: np.ndarray, alpha_
     return ybar * float(overhead), ybar * entries, shares
 
 
-def _loo_error(X, y, src, bases, alpha_w, alpha_d) -> float:
-    """Mean absolute relative error of each sample predicted by a fit on the others."""
-    errors = []
+def _loo_predictions(X, y, src, bases, alpha_w, alpha_d) -> np.ndarray:
+    """Each sample's latency predicted by a fit on the others."""
+    out = np.empty(len(y))
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
         overhead, entries, _ = _solve(X[keep], y[keep], src, bases, alpha_w, alpha_d)
-        errors.append(abs((overhead + X[i] @ entries) / y[i] - 1.0))
-    return float(np.mean(errors))
+        out[i] = overhead + X[i] @ entries
+    return out
+
+
+def criterion(pred: np.ndarray, y: np.ndarray, kind: str) -> float:
+    """What the selection minimizes over the leave-one-out predictions ``pred`` (see the module docstring)."""
+    if kind == "error":
+        return float(np.mean(np.abs(pred / y - 1.0)))
+    if kind == "shape":
+        r = np.log(pred / y)
+        return float(np.mean(np.abs(r - np.median(r))))
+    if kind == "pairs":
+        i, j = np.triu_indices(len(y), 1)
+        wrong = np.mean(np.sign(pred[i] - pred[j]) != np.sign(y[i] - y[j]))
+        return float(wrong + PAIRS_TIE * np.mean(np.abs(pred / y - 1.0)))
+    raise HwnasError(f"unknown few-shot selection criterion {kind!r}; known: {', '.join(CRITERIA)}")
 
 
 def check_samples(n: int, where: str = "samples") -> None:
@@ -232,11 +249,11 @@ def check_samples(n: int, where: str = "samples") -> None:
 
 def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, y, device: dict,
           where: str = "samples", ratio: float = RATIO, ensemble: int = ENSEMBLE,
-          per_coefficient: float = PER_COEFFICIENT) -> WholeModelPredictor:
+          per_coefficient: float = PER_COEFFICIENT, criterion_kind: str = CRITERION) -> WholeModelPredictor:
     """Fit the new device's ``whole_model`` predictor from measured ``choices`` / ``y`` (ms) and source tables.
 
-    ``ratio``, ``ensemble`` and ``per_coefficient``: the constants :data:`RATIO`, :data:`ENSEMBLE` and
-    :data:`PER_COEFFICIENT` (the benchmark varies them).
+    ``ratio``, ``ensemble``, ``per_coefficient`` and ``criterion_kind``: the constants :data:`RATIO`,
+    :data:`ENSEMBLE`, :data:`PER_COEFFICIENT` and :data:`CRITERION` (the benchmark varies them).
     """
     y = np.asarray(y, dtype=np.float64)
     check_samples(len(y), where)
@@ -249,30 +266,31 @@ def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, 
     trials = []
 
     def trial(terms, alpha_w, alpha_d):
-        err = _loo_error(X, y, src, stack(terms), alpha_w, alpha_d)
+        pred = _loo_predictions(X, y, src, stack(terms), alpha_w, alpha_d)
+        score = criterion(pred, y, criterion_kind)
         if _solve(X, y, src, stack(terms), alpha_w, alpha_d)[2].sum() < MIN_SHARES:
-            err = float("inf")  # a fit that (nearly) ignores the sources: a constant, whatever its error
-        trials.append({"deviations": list(terms), "alpha_w": alpha_w, "alpha_d": alpha_d,
-                       "loo_mean_abs_rel_error": err})
+            score = float("inf")  # a fit that (nearly) ignores the sources: a constant, whatever its error
+        trials.append({"deviations": list(terms), "alpha_w": alpha_w, "alpha_d": alpha_d, "loo_criterion": score,
+                       "loo_mean_abs_rel_error": criterion(pred, y, "error")})
         return trials[-1]
 
     def affordable(terms):  # the level and the deviation columns: at most one per PER_COEFFICIENT samples
         return not per_coefficient or (1 + stack(terms).shape[1]) * per_coefficient <= len(y)
 
-    picked = min((trial([], a, 0.0) for a in MIX_ALPHAS), key=lambda t: t["loo_mean_abs_rel_error"])
+    picked = min((trial([], a, 0.0) for a in MIX_ALPHAS), key=lambda t: t["loo_criterion"])
     for _ in range(min(MAX_DEVIATIONS, len(y) // SAMPLES_PER_DEVIATION - 1)):
         terms = [picked["deviations"] + [name] for name in candidates if name not in picked["deviations"]]
         terms = [t for t in terms if affordable(t)]
         if not terms:
             break
         best = min((trial(t, picked["alpha_w"], a) for t in terms for a in DEVIATION_ALPHAS),
-                   key=lambda t: t["loo_mean_abs_rel_error"])
-        if best["loo_mean_abs_rel_error"] >= ratio * picked["loo_mean_abs_rel_error"]:
+                   key=lambda t: t["loo_criterion"])
+        if best["loo_criterion"] >= ratio * picked["loo_criterion"]:
             break
         picked = best
     level = [t for t in trials if len(t["deviations"]) == len(picked["deviations"])
-             and t["loo_mean_abs_rel_error"] * ratio <= picked["loo_mean_abs_rel_error"]]
-    members = sorted(level, key=lambda t: t["loo_mean_abs_rel_error"])[:ensemble] or [picked]
+             and t["loo_criterion"] * ratio <= picked["loo_criterion"]]
+    members = sorted(level, key=lambda t: t["loo_criterion"])[:ensemble] or [picked]
     fits = [_solve(X, y, src, stack(t["deviations"]), t["alpha_w"], t["alpha_d"]) for t in members]
     overhead = float(np.mean([f[0] for f in fits]))
     entries = np.mean([f[1] for f in fits], axis=0)
@@ -289,6 +307,7 @@ def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, 
                               "shares": {n: round(float(v), 4) for n, v in zip(src.names, shares)},
                               "deviations": picked["deviations"], "alpha_w": picked["alpha_w"],
                               "alpha_d": picked["alpha_d"], "loo_mean_abs_rel_error": picked["loo_mean_abs_rel_error"],
+                              "criterion": criterion_kind, "loo_criterion": picked["loo_criterion"],
                               "ratio": ratio, "per_coefficient": per_coefficient, "ensemble": [{k: t[k] for k in ("deviations", "alpha_w", "alpha_d")} for t in members],
                               "trials": trials, "method": "hwnas.predictors.few_shot (see its docstring)"},
                  "train_fit": metrics(y, pred.predict_many_choices(choices)),
