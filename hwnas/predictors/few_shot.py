@@ -35,8 +35,20 @@ latencies ``y_i / ybar`` (``w >= 0``), the penalties entered as extra rows
 off the fit are down-weighted (Huber weights, a few reweighting passes): whole-
 network phone measurements contain disturbed runs.
 
-**Selection by leave-one-out on the samples** (mean absolute relative error of
-each sample predicted from the others):
+**Selection by leave-one-out on the samples.** Each sample i is predicted by
+the candidate fitted on the others (``p_i``), and ``CRITERION`` judges these
+predictions (lower is better):
+
+* ``error``: the mean absolute relative error, mean |p_i / y_i - 1|;
+* ``shape``: the same on logs after removing their median,
+  mean |r_i - median(r)| with r_i = log(p_i / y_i): the common level is set
+  afterwards (**Level** below), so only the relative latencies are judged;
+* ``pairs`` (ranking-aware): the share of the n(n-1)/2 sample pairs that the
+  ``p_i`` order otherwise than the ``y_i``, plus ``PAIRS_TIE`` (0.01) times
+  the mean absolute relative error, which only breaks ties (a ranking of 10
+  samples is often exact for several candidates).
+
+The "leave-one-out error" below is this criterion.
 
 1. the mix alone, ``alpha_w`` from {0.01, 0.1, 1, 10};
 2. greedily, one deviation at a time (the best of the 18 terms x ``alpha_d``
@@ -66,8 +78,8 @@ alone fits a level and S shares, and leave-one-out needs samples to spare.
 the final table is rescaled so that 35% of the samples lie below its
 prediction (rank order unchanged).
 
-**Constants.** ``RATIO``, ``ENSEMBLE`` and ``PER_COEFFICIENT`` (2, or 0 for no
-such limit) are the setting that meets the
+**Constants.** ``RATIO``, ``ENSEMBLE``, ``PER_COEFFICIENT`` (2, or 0 for no
+such limit) and ``CRITERION`` are the setting that meets the
 issue's targets best summed over the seven devices of ../shared/phones in the
 leave-one-device-out benchmark ``benchmarks/phone_few_shot.py`` (which judges
 each device with the setting best on the other six). The level quantile 0.35
@@ -77,7 +89,8 @@ rule.
 The result is an ordinary ``whole_model`` predictor file (entries gauged as
 there, no correction), with ``meta.few_shot`` recording the number of samples,
 the sources and their (ensemble mean) shares, the deviations picked, the
-ensemble's members and every leave-one-out trial.
+ensemble's members and every leave-one-out trial (its criterion and, for
+reading, its mean absolute relative error).
 """
 
 from __future__ import annotations
