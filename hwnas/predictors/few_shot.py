@@ -244,7 +244,7 @@ def criterion(pred: np.ndarray, y: np.ndarray, kind: str) -> float:
     if kind == "error":
         return float(np.mean(np.abs(pred / y - 1.0)))
     if kind == "shape":
-        r = np.log(pred / y)
+        r = np.log(np.maximum(pred / y, 1e-6))  # a (rare) prediction <= 0 counts as a very large error
         return float(np.mean(np.abs(r - np.median(r))))
     if kind == "pairs":
         i, j = np.triu_indices(len(y), 1)
