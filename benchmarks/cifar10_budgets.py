@@ -36,7 +36,8 @@ Issue 20's additions (each adds rows): ``--search-seeds N`` searches per accurac
 training seeds of each MobileNetV2 width and of the best random child (the training-seed spread of two
 architectures). The searched or proxy child of seed s is trained with training seed s, so two seeds that derive
 the same child still count as two trainings (runs D and E trained every model with seed 0); ``--inherited``: each searched child
-also trained from its supernet's weights; ``--proxy flops``: children derived with no supernet by a zero-cost proxy
+also trained from its supernet's weights; ``--long-epochs N``: MobileNetV2 at each budget also trained N
+epochs, the inherited children's control (they saw the supernet's images as well); ``--proxy flops``: children derived with no supernet by a zero-cost proxy
 (:func:`hwnas.search.derive.proxy_child`, in the search's band), one per search seed; ``--searches-last``: the
 models that need no search are trained before the searches. Every model's per-image test correctness is kept
 (``test_correct.npy``), and each budget's table ends with paired comparisons (:mod:`hwnas.paired`: bootstrap over
@@ -133,6 +134,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="train the models that need no search (proxy, random, MobileNetV2) before the searches run")
     p.add_argument("--inherited", action="store_true",
                    help="also train every searched child starting from its supernet's weights (own rows)")
+    p.add_argument("--long-epochs", type=int, default=0,
+                   help="also train MobileNetV2 at each budget this many epochs, each training seed (own rows): "
+                        "the control of the inherited children, which saw the supernet's images too (0: off)")
     p.add_argument("--mbv2-ladder", type=int, default=4, help="widths in the first MobileNetV2 ladder (4)")
     p.add_argument("--mbv2-step", type=float, default=0.125, help="MobileNetV2 ladder width step (0.125)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (5)")
@@ -167,6 +171,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise HwnasError(f"--proxy-children must be at least 1, got {args.proxy_children}")
     if args.relevel < 0:
         raise HwnasError(f"--relevel must be 0 or more, got {args.relevel}")
+    if args.long_epochs < 0:
+        raise HwnasError(f"--long-epochs must be 0 (off) or more, got {args.long_epochs}")
     if args.search_steps < 1:
         raise HwnasError(f"--search-steps must be at least 1, got {args.search_steps}")
     args.table = args.table or str(Path(args.out) / "table.md")
@@ -355,7 +361,7 @@ def run_job(args, name: str) -> None:
 
         arch = Architecture.from_dict(spec["arch"])
         data = Data(args, arch.space.params["resolution"])
-        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        cfg = TrainConfig(epochs=spec.get("epochs", args.epochs), batch_size=args.batch_size, lr=args.lr,
                           weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                           seed=args.seed + spec.get("train_seed", 0))
         res = train_model(arch, data.splits(), config=cfg, out_dir=folder / "train", resume=True, progress=False,
@@ -665,14 +671,17 @@ def main(argv=None) -> int:
         rows: list[dict] = []  # one per table row; a model (job) may serve several rows
         trainings: dict[str, dict] = {}
         priority: dict[str, tuple] = {}  # training order: derived children and MobileNetV2 first, random last
-        rank = {"proxy": 0, "searched": 0, "mbv2": 1, "inherited": 2, "random": 3}
+        rank = {"proxy": 0, "searched": 0, "mbv2": 1, "inherited": 2, "mbv2-long": 2, "random": 3}
 
-        def add(row: dict, name: str, arch: Architecture, train_seed: int = 0, init: str | None = None) -> None:
+        def add(row: dict, name: str, arch: Architecture, train_seed: int = 0, init: str | None = None,
+                epochs: int | None = None) -> None:
             spec = {"kind": "train", "arch": arch.to_dict()}
             if train_seed:
                 spec["train_seed"] = train_seed
             if init:
                 spec["init"] = init
+            if epochs:
+                spec["epochs"] = epochs
             trainings.setdefault(name, spec)
             priority.setdefault(name, (rank[row["kind"]], train_seed, -predict(arch)))
             rows.append(dict(row, model=name, train_seed=train_seed))
@@ -699,6 +708,11 @@ def main(argv=None) -> int:
                         add({"budget_ms": b, "kind": "mbv2", "width_mult": w, "over_budget": role == "over",
                              "ladder_ms": ladder["widths"][f"{w:g}"]["measured_ms"]},
                             f"mbv2-w{w:g}" + (f"-t{t}" if t else ""), mbv2(space.name, w), train_seed=t)
+                        if args.long_epochs and role == "at":  # the inherited children's control
+                            add({"budget_ms": b, "kind": "mbv2-long", "width_mult": w, "over_budget": False,
+                                 "ladder_ms": ladder["widths"][f"{w:g}"]["measured_ms"], "epochs": args.long_epochs},
+                                f"mbv2-w{w:g}-e{args.long_epochs}" + (f"-t{t}" if t else ""), mbv2(space.name, w),
+                                train_seed=t, epochs=args.long_epochs)
         models: dict[str, dict] = {}
 
         def train_done(name: str, result: dict) -> None:
@@ -828,6 +842,8 @@ def label(r: dict) -> str:
         return f"{r['proxy']} proxy, no supernet (seed {r['seed']})"
     if r["kind"] == "random":
         return f"random {r['index']}" + (" **(best on selection)**" if r.get("best_random") else "") + seed
+    if r["kind"] == "mbv2-long":
+        return f"MobileNetV2 width {r['width_mult']:g}, {r['epochs']} epochs" + seed
     return (f"MobileNetV2 width {r['width_mult']:g}" + (" (over budget)" if r["over_budget"] else "")
             + f" (ladder: {r['ladder_ms']:.3f} ms)" + seed)
 
@@ -851,6 +867,7 @@ def comparisons(results: list[dict], budget: float) -> list[dict]:
     best_seeds = [r for r in at if r["kind"] == "random" and best and r["index"] == best[0]["index"]]
     mbv2_at = [r for r in at if r["kind"] == "mbv2" and not r["over_budget"]]
     mbv2_over = [r for r in at if r["kind"] == "mbv2" and r["over_budget"]]
+    mbv2_long = [r for r in at if r["kind"] == "mbv2-long"]
 
     def name(group: list[dict], what: str) -> str:
         return f"{what} ({len(group)} model{'s' if len(group) > 1 else ''})"
@@ -876,6 +893,10 @@ def comparisons(results: list[dict], budget: float) -> list[dict]:
     if inherited:
         pairs.append((name(inherited, "supernet weights, mean"), inherited, name(searched, "from scratch, mean"),
                       searched))
+    if inherited and mbv2_long:  # about as many training images seen on both sides
+        pairs.append((name(inherited, "supernet weights, mean"), inherited,
+                      name(mbv2_long, f"MobileNetV2 width {mbv2_long[0]['width_mult']:g}, "
+                                      f"{mbv2_long[0]['epochs']} epochs, mean"), mbv2_long))
     out = []
     for a_name, a, b_name, b in pairs:
         res = paired_bootstrap([test_correct(r) for r in a], [test_correct(r) for r in b])
@@ -971,11 +992,11 @@ def write_table(results: list[dict], budgets, acc_budgets, args, data: Data, clo
                      f"{r['predicted_ms']:.3f} | {r['level']:.3f}x | {r['measured_ms']:.3f} ± {r['spread_ms']:.3f} | "
                      f"{r['measured_over_budget']:.2f}x | {'yes' if ok else 'no'} |")
     for b in acc_budgets:
-        lines += ["", f"Accuracy at {b:g} ms (test: {n_test} images, ± standard error; all trained {args.epochs} "
-                  "epochs from scratch with one recipe):", "",
+        lines += ["", f"Accuracy at {b:g} ms (test: {n_test} images, ± standard error; trained {args.epochs} "
+                  "epochs from scratch with one recipe unless the row says otherwise):", "",
                   "| model | test acc | selection acc | measured ms | predicted ms | MFLOPs | M params |",
                   "|---|---|---|---|---|---|---|"]
-        order = {"searched": 0, "inherited": 1, "proxy": 2, "random": 3, "mbv2": 4}
+        order = {"searched": 0, "inherited": 1, "proxy": 2, "random": 3, "mbv2": 4, "mbv2-long": 5}
         for r in sorted((r for r in results if r["budget_ms"] == b and "test_acc" in r),
                         key=lambda r: (order[r["kind"]], r.get("seed", 0), r.get("index", 0), r.get("width_mult"),
                                        r.get("train_seed", 0))):
@@ -999,7 +1020,8 @@ def plot(results: list[dict], acc_budgets, path: Path) -> None:
               "inherited": ("P", "tab:orange", 10, "searched, from supernet weights"),
               "proxy": ("D", "tab:green", 8, "proxy-derived, no supernet"),
               "random": ("o", "tab:gray", 6, "random (in band)"),
-              "best": ("o", "black", 8, "best random (on selection)"), "mbv2": ("s", "tab:blue", 7, "MobileNetV2")}
+              "best": ("o", "black", 8, "best random (on selection)"), "mbv2": ("s", "tab:blue", 7, "MobileNetV2"),
+              "mbv2-long": ("s", "tab:cyan", 7, "MobileNetV2, longer training")}
     seen = set()
     for r in results:
         if "test_acc" not in r:
@@ -1031,7 +1053,8 @@ def publish_models(results: list[dict], folder: Path, data: Data, args) -> None:
         derived = r["kind"] in ("searched", "inherited", "proxy")
         name = f"{r['kind']}-{ms_tag(r['budget_ms'])}" + (f"-seed{r['seed']}" if derived
                                                            else f"-{r['index']:02d}" if r["kind"] == "random" else
-                                                           f"-w{r['width_mult']:g}") + (
+                                                           f"-w{r['width_mult']:g}"
+                                                           + (f"-e{r['epochs']}" if r.get("epochs") else "")) + (
             f"-t{r['train_seed']}" if r.get("train_seed") and not derived else "")
         shutil.copyfile(r["file"], folder / f"{name}.tflite")
         listed.append(f"| `{name}.tflite` | {label(r)} | {r['budget_ms']:g} | {r['test_acc']:.2%} | "

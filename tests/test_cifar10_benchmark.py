@@ -51,7 +51,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
             "--batch-size", "16", "--search-epochs", "2", "--search-warmup-epochs", "1", "--search-steps", "2",
             "--random", "2", "--mbv2-ladder", "2", "--rounds", "1", "--jobs", "2", "--relevel", "1", "--out", str(out),
             "--train-seeds", "2", "--inherited", "--proxy", "flops", "--proxy-children", "30",
-            "--searches-last", "--quiet-wait", "0",
+            "--long-epochs", "2", "--searches-last", "--quiet-wait", "0",
             "--models-dir", str(models)]
     tool = load_script()
     assert tool.main(argv) == 0
@@ -75,9 +75,9 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
         assert r["measured_ms"] > 0
     accuracy = [r for r in rows if "test_acc" in r]
     # 2 searched + their 2 inherited-weights twins, 2 random + the best one's second training seed,
-    # 2 MobileNetV2 widths x 2 training seeds
-    assert sorted(r["kind"] for r in accuracy) == (["inherited"] * 2 + ["mbv2"] * 4 + ["proxy"] * 2 + ["random"] * 3
-                                                   + ["searched"] * 2)
+    # 2 MobileNetV2 widths x 2 training seeds, the width at the budget trained 2 epochs x 2 training seeds
+    assert sorted(r["kind"] for r in accuracy) == (["inherited"] * 2 + ["mbv2"] * 4 + ["mbv2-long"] * 2
+                                                   + ["proxy"] * 2 + ["random"] * 3 + ["searched"] * 2)
     for r in accuracy:
         if r["kind"] == "proxy":  # no supernet: the proxy's best child inside the search's band
             low, high = r["band_ms"]
@@ -110,6 +110,13 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     assert [r["over_budget"] for r in mbv2] == [False, True]
     assert mbv2[0]["ladder_ms"] <= mbv2[0]["budget_ms"] < mbv2[1]["ladder_ms"]
     assert mbv2[1]["width_mult"] - mbv2[0]["width_mult"] == pytest.approx(0.125)  # adjacent ladder widths
+    long = [r for r in accuracy if r["kind"] == "mbv2-long"]  # the inherited children's control
+    assert sorted(r["train_seed"] for r in long) == [0, 1] and {r["width_mult"] for r in long} == {mbv2[0]["width_mult"]}
+    for r in long:
+        assert r["epochs"] == 2 and r["model"] != mbv2[0]["model"]
+        history = (out / "jobs" / r["model"] / "train" / "metrics.jsonl").read_text().splitlines()
+        assert len(history) == 2  # 2 epochs where every other model trained 1
+    assert any(c["a"].startswith("supernet weights") and "2 epochs" in c["b"] for c in pairs)
 
     table = (out / "table.md").read_text()
     assert "Budget hit" in table and "best on selection" in table and "measured / budget" in table
@@ -117,11 +124,11 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     assert "Training-seed spread" in table and "Load average (1 min) when timing started: session level" in table
     assert "load_average" in json.loads((out / "timing.json").read_text())
     assert (out / "accuracy_vs_latency.png").stat().st_size > 0
-    assert len(list(models.glob("*.tflite"))) == 13
+    assert len(list(models.glob("*.tflite"))) == 15
     readme = (models / "README.md").read_text()
     assert "CIFAR_MEAN" in readme and '"airplane", "automobile"' in readme
     assert len((models / "test_images.txt").read_text().split()) == 20
-    for phase in ("train (no search needed): 8 jobs", "search: 3 jobs", "train: 12 jobs, 8 done earlier, 4 to run",
+    for phase in ("train (no search needed): 10 jobs", "search: 3 jobs", "train: 14 jobs, 10 done earlier, 4 to run",
                   "train (seeds of the best random child): 1 jobs",
                   "== phase session level", "== phase timing"):
         assert phase in first
@@ -131,7 +138,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     assert tool.main(argv) == 0
     again = capsys.readouterr().out
     assert "search: 3 jobs, 3 done earlier, 0 to run" in again
-    assert "train: 12 jobs, 12 done earlier, 0 to run" in again
+    assert "train: 14 jobs, 14 done earlier, 0 to run" in again
     assert "timing: done earlier" in again
     assert [p.stat().st_mtime_ns for p in results] == stamps
 
