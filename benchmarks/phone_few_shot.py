@@ -36,6 +36,7 @@ import numpy as np
 from scipy.optimize import nnls
 from threadpoolctl import threadpool_limits
 
+from hwnas.errors import HwnasError
 from hwnas.predictors.common import write_json
 from hwnas.phones import device_name, read_phone_csv
 from hwnas.plots import pyplot, save_figure
@@ -63,6 +64,22 @@ def nnls_mix(sources: dict, choices, y, test_choices) -> np.ndarray:
     A = np.stack([p.predict_many_choices(choices) for p in sources.values()], axis=1)
     w = nnls(A, y)[0]
     return np.stack([p.predict_many_choices(test_choices) for p in sources.values()], axis=1) @ w
+
+
+def parse_settings(text: str) -> list[tuple[float, int, float, str]]:
+    """``RATIO:ENSEMBLE:PER_COEFFICIENT:CRITERION`` items, comma-separated; one line naming a bad item."""
+    settings = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        try:
+            if len(parts) != 4 or parts[3] not in CRITERIA:
+                raise ValueError
+            ratio, ensemble, per_coef = float(parts[0]), int(parts[1]), float(parts[2])
+        except ValueError:
+            raise HwnasError(f"--settings: {item!r} is not RATIO:ENSEMBLE:PER_COEFFICIENT:CRITERION "
+                             f"(e.g. 0.75:5:2:pairs; criteria: {', '.join(CRITERIA)})") from None
+        settings.append((ratio, ensemble, per_coef, parts[3]))
+    return settings
 
 
 def setting_key(ratio: float, ensemble: int, per_coefficient: float, criterion: str) -> str:
@@ -196,6 +213,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default=None)
     args = ap.parse_args(argv)
 
+    settings = parse_settings(args.settings)  # before the CSV is read
     space = get_space("fbnet-cifar100")
     table = read_phone_csv(args.csv)
     ids = np.asarray(table.arch_ids)
@@ -203,7 +221,6 @@ def main(argv=None) -> int:
     test = np.flatnonzero((ids >= args.test_from) & (ids < args.test_from + 1000))
     test_choices = [table.choices[i] for i in test]
     sizes = [int(s) for s in args.sizes.split(",")]
-    settings = [(float(r), int(e), float(c), k) for r, e, c, k in (s.split(":") for s in args.settings.split(","))]
     names = [device_name(c) for c in table.latency]
     devices = [n for n in names if not args.devices or n in args.devices.split(",")]
     out = Path(args.out)
@@ -254,4 +271,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except HwnasError as exc:
+        print(f"phone_few_shot: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -189,3 +189,16 @@ def test_search_runs_end_to_end_on_an_adapted_predictor(tmp_path, capsys):
     predicted = load_predictor(pred).predict_choices(arch["choices"])
     assert predicted <= 30 * 1.05
     assert "predicted latency" in capsys.readouterr().out
+
+
+def test_benchmark_settings_bad_item_named_in_one_line():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "phone_few_shot.py"
+    spec = importlib.util.spec_from_file_location("phone_few_shot", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.parse_settings("0.75:5:2:pairs, 0.6:1:0:error") == [(0.75, 5, 2.0, "pairs"), (0.6, 1, 0.0, "error")]
+    for bad in ("0.6:1", "0.6:5:2:nope", "x:5:2:pairs"):
+        with pytest.raises(HwnasError, match=f"--settings: '{bad}' is not RATIO:ENSEMBLE:PER_COEFFICIENT:CRITERION"):
+            bench.parse_settings(f"0.75:5:2:pairs,{bad}")
