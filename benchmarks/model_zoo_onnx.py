@@ -40,19 +40,16 @@ ZOO = [("MobileNetV2", "mobilenet_v2", {"width_mult": w}, (32, 96, 160, 224)) fo
 
 def zoo_specs() -> list[tuple[str, str, str, dict, int]]:
     """(family, file name, builder, keyword arguments, size) of every zoo network."""
-    out = []
-    for family, builder, kwargs, sizes in ZOO:
-        tag = "".join(f"-w{v}" for v in kwargs.values())
-        out += [(family, f"{builder}{tag}-{size}", builder, kwargs, size) for size in sizes]
-    return out
+    from hwnas.kernels.onnx_calibrate import torchvision_name
+
+    return [(family, torchvision_name(builder, kwargs, size), builder, kwargs, size)
+            for family, builder, kwargs, sizes in ZOO for size in sizes]
 
 
 def export(cache: Path) -> dict[str, Path]:
     """Every zoo network exported once into ``cache`` (random weights, eval mode, opset 17); name -> file."""
-    import torch
-    import torchvision
+    from hwnas.kernels.onnx_calibrate import export_torchvision
 
-    torch.set_num_threads(1)
     cache.mkdir(parents=True, exist_ok=True)
     specs = zoo_specs()
     for i, (_, name, builder, kwargs, size) in enumerate(specs):
@@ -60,12 +57,7 @@ def export(cache: Path) -> dict[str, Path]:
         if path.exists():
             continue
         t = time.time()
-        torch.manual_seed(0)
-        model = getattr(torchvision.models, builder)(weights=None, **kwargs).eval()
-        tmp = cache / f"tmp-{name}.onnx"
-        with torch.no_grad():
-            torch.onnx.export(model, torch.randn(1, 3, size, size), str(tmp), dynamo=False, opset_version=17)
-        tmp.replace(path)
+        export_torchvision(builder, kwargs, size, path)
         print(f"export {i + 1}/{len(specs)} {name}: {time.time() - t:.1f} s", file=sys.stderr)
     return {name: cache / f"{name}.onnx" for _, name, *_ in specs}
 

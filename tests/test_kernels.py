@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from hwnas.cli import main
 from hwnas.kernels.detect import detect
 from hwnas.kernels.predictor import KernelPredictor, fit_kernels
@@ -125,11 +127,35 @@ def test_kernel_commands_refuse_a_bad_file_before_any_work(tmp_path, capsys):
                             "--from-models", str(tmp_path / "none.tflite")], "no such model file"),
                           (["kernels", "profile", "--out", str(tmp_path / "o.csv"), "--cache", str(tmp_path / "c"),
                             "--from-models", str(tmp_path / "none.tflite"), "--max-kernels", "0"],
-                           "--max-kernels must be at least 1")):
+                           "--max-kernels must be at least 1"),
+                          (["kernels", "profile", "--out", str(tmp_path / "o.csv"), "--cache", str(tmp_path / "c"),
+                            "--retime", str(tmp_path / "none.csv")], "cannot read the kernel table"),
+                          (["kernels", "profile", "--out", str(tmp_path / "o.csv"), "--cache", str(tmp_path / "c"),
+                            "--retime", str(tmp_path / "none.csv"), "--from-models", str(tmp_path / "m.tflite")],
+                           "exclude each other")):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "c").exists() and not (tmp_path / "o.json").exists() and not (tmp_path / "o.csv").exists()
+
+
+def test_retime_takes_each_distinct_kernel_of_the_csvs_once_and_names_a_bad_line(tmp_path):
+    from hwnas.errors import HwnasError
+    from hwnas.kernels.profile import retime_specs
+
+    header = "type,spec,ms,iqr_ms,rounds\n"
+    a = '"{""type"": ""relu"", ""h"": 8, ""c"": 16}"'
+    b = '"{""type"": ""add"", ""h"": 4, ""c"": 32}"'
+    (tmp_path / "one.csv").write_text(header + f"relu,{a},0.01,0.001,3\nadd,{b},0.02,0.001,3\n")
+    (tmp_path / "two.csv").write_text(header + f"relu,{a},0.03,0.001,3\n")  # the same kernel, timed elsewhere
+    specs = retime_specs([tmp_path / "one.csv", tmp_path / "two.csv"])
+    assert specs == [{"type": "relu", "h": 8, "c": 16}, {"type": "add", "h": 4, "c": 32}]
+    (tmp_path / "bad.csv").write_text(header + f"relu,{a},fast,0.001,3\n")
+    with pytest.raises(HwnasError, match="bad.csv:2: not a kernel row"):
+        retime_specs([tmp_path / "bad.csv"])
+    (tmp_path / "empty.csv").write_text(header)
+    with pytest.raises(HwnasError, match="no kernel rows"):
+        retime_specs([tmp_path / "empty.csv"])
 
 
 def test_model_specs_are_the_distinct_kernels_of_real_models(tmp_path, monkeypatch):

@@ -139,3 +139,25 @@ def test_bad_onnx_or_predictor_files_are_one_line_errors(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.strip().startswith(f"hwnas: error: {path}: ") and "\n" not in captured.err.strip()
     assert json.loads(captured.out)["error"].startswith(f"{path}: ")  # --json: the same line as a JSON error
+
+
+def test_calibration_networks_are_never_zoo_networks_and_each_runtime_keeps_its_own_round_log(tmp_path):
+    """The zoo benchmarks judge the kernel predictors on networks nothing was fitted on; the LiteRT and ONNX Runtime
+    calibrations share network names (``chain-0``), so a shared round log would hand one runtime's times to the other."""
+    import sys
+
+    from hwnas.kernels import calibrate, onnx_calibrate
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import model_zoo
+    import model_zoo_onnx
+
+    onnx_zoo = {name for _, name, *_ in model_zoo_onnx.zoo_specs()}
+    onnx_real = {onnx_calibrate.torchvision_name(*r) for r in onnx_calibrate.REAL_NETWORKS}
+    assert len(onnx_real) == len(onnx_calibrate.REAL_NETWORKS) and not onnx_real & onnx_zoo
+    assert "mobilenet_v2-w0.75-64" in onnx_real and "mobilenet_v2-w0.75-96" in onnx_zoo  # same naming on both sides
+    tflite_zoo = {name for _, name, _ in model_zoo.zoo_specs()}
+    tflite_real = {calibrate.real_name(s) for s in calibrate.REAL_NETWORKS}
+    assert not tflite_real & tflite_zoo and "MobileNetV2-a1.0-96" in tflite_zoo
+    logs = {calibrate.rounds_log(tmp_path, r) for r in ("tflite", "onnxruntime")}
+    assert len(logs) == 2 and all(p.parent == tmp_path for p in logs)

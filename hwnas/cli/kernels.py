@@ -12,23 +12,33 @@ from hwnas.progress import add_progress_argument
 
 
 def _profile(args) -> int:
-    from hwnas.kernels.profile import adaptive_counts, model_specs, profile
+    from hwnas.kernels.profile import (
+        adaptive_counts,
+        model_specs,
+        profile,
+        retime_specs,
+    )
 
     if args.runtime == "onnxruntime":
         from hwnas.kernels.onnx_profile import profile
     if args.rounds < 1:
         raise HwnasError(f"--rounds must be at least 1, got {args.rounds}")
-    if args.adaptive and args.from_models:
-        raise HwnasError("--adaptive and --from-models exclude each other")
+    if sum(bool(x) for x in (args.adaptive, args.from_models, args.retime)) > 1:
+        raise HwnasError("--adaptive, --from-models and --retime exclude each other")
     start = time.time()
     counts = adaptive_counts(args.adaptive) if args.adaptive else None
     if counts:
         print(f"adaptive sampling: {counts}", file=sys.stderr)
     if args.max_kernels is not None and args.max_kernels < 1:
         raise HwnasError(f"--max-kernels must be at least 1, got {args.max_kernels}")
+    if args.from_models and args.runtime == "onnxruntime":
+        raise HwnasError("--from-models reads .tflite files: profile with --runtime tflite")
     specs = model_specs(args.from_models, args.max_kernels, args.seed) if args.from_models else None
     if specs:
         print(f"{len(specs)} distinct kernels in {len(args.from_models)} model files", file=sys.stderr)
+    if args.retime:
+        specs = retime_specs(args.retime)
+        print(f"{len(specs)} distinct kernels in {len(args.retime)} kernel CSVs, timed again", file=sys.stderr)
     rows = profile(args.out, args.cache, args.rounds, args.seed, not args.no_progress, counts, specs)
     print(f"{len(rows)} kernels -> {args.out}; wall time {time.time() - start:.0f} s", file=sys.stderr)
     return 0
@@ -82,6 +92,8 @@ def register(sub) -> None:
     p.add_argument("--from-models", nargs="+", type=Path, metavar="MODEL.tflite",
                    help="profile the distinct kernels of these real networks (never the zoo's) instead of sampled ones")
     p.add_argument("--max-kernels", type=int, help="with --from-models: at most this many, drawn at random (--seed)")
+    p.add_argument("--retime", nargs="+", type=Path, metavar="KERNELS.csv",
+                   help="time the kernels of these CSVs again, together (e.g. on a quiet machine), into --out")
     add_progress_argument(p)
     p.set_defaults(func=_profile)
     p = actions.add_parser("fit", help="fit one regressor per kernel type from kernel CSVs")

@@ -87,6 +87,12 @@ def chain_specs(count: int = CHAINS, seed: int = 5) -> list[dict]:
     return out
 
 
+def rounds_log(cache: Path, runtime: str) -> Path:
+    """The round log of one runtime's calibration timings in ``cache``: the LiteRT and ONNX Runtime networks share
+    names (``chain-0``), so one shared log would hand one runtime's times to the other."""
+    return cache / f"rounds-{runtime}.jsonl"
+
+
 def export_networks(cache: Path) -> dict[str, Path]:
     """The calibration networks (search-space networks, chains, :data:`REAL_NETWORKS`) converted once into
     ``cache`` (files there are reused); name -> file."""
@@ -209,7 +215,7 @@ def calibrate(predictor_path: Path, cache: Path, rounds: int) -> dict:
     predictor = KernelPredictor.load(predictor_path)  # a missing or malformed file: refused before the timing
     files = export_networks(cache)
     runner = TFLiteRunner(threads=1, policy=POLICY)
-    latency = file_latencies(time_rounds(files, runner, rounds, cache / "rounds.jsonl", 0))
+    latency = file_latencies(time_rounds(files, runner, rounds, rounds_log(cache, "tflite"), 0))
     predictor.calibration = None
     predictions = [predictor.predict_graph(read_model(path)) for path in files.values()]
     measured = np.array([latency[name][0] for name in files])

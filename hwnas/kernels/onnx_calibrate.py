@@ -10,7 +10,9 @@ elements it reads; per network, the weights beyond what stays in the caches
 networks of :data:`hwnas.kernels.calibrate.CALIBRATION`, exported with the
 TorchScript ONNX exporter, and the synthetic convolution chains of
 :func:`hwnas.kernels.calibrate.chain_specs`, built with ``onnx.helper`` (ReLU after
-every conv), all timed in interleaved rounds on ONNX Runtime (CPU time, 1 thread).
+every conv), and real networks (:data:`REAL_NETWORKS`: ``torchvision.models`` at
+widths and input sizes the ONNX zoo benchmark does not have), all timed in
+interleaved rounds on ONNX Runtime (CPU time, 1 thread).
 """
 
 from __future__ import annotations
@@ -21,7 +23,40 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.kernels.calibrate import CALIBRATION, RESIDENT_MPARAMS, chain_specs
+from hwnas.kernels.calibrate import CALIBRATION, RESIDENT_MPARAMS, chain_specs, rounds_log
+
+
+# Real networks for calibration: torchvision builders at widths and input sizes that the ONNX zoo benchmark
+# (benchmarks/model_zoo_onnx.py) does not have, so that no zoo network is ever fitted on (the same families).
+REAL_NETWORKS = [
+    ("mobilenet_v2", {"width_mult": 0.35}, 128), ("mobilenet_v2", {"width_mult": 1.3}, 96),
+    ("mobilenet_v2", {"width_mult": 0.75}, 64), ("mobilenet_v2", {"width_mult": 0.5}, 48),
+    ("mobilenet_v3_small", {"width_mult": 1.0}, 64), ("mobilenet_v3_small", {"width_mult": 0.75}, 160),
+    ("mobilenet_v3_large", {"width_mult": 1.0}, 64), ("mobilenet_v3_large", {"width_mult": 0.75}, 160),
+    ("mnasnet0_75", {}, 64), ("mnasnet1_3", {}, 48), ("shufflenet_v2_x1_5", {}, 64), ("shufflenet_v2_x2_0", {}, 48),
+    ("squeezenet1_1", {}, 128), ("resnet18", {}, 96), ("resnet50", {}, 96), ("efficientnet_b0", {}, 96),
+    ("efficientnet_b1", {}, 48), ("densenet121", {}, 96),
+]
+
+
+def torchvision_name(builder: str, kwargs: dict, size: int) -> str:
+    """A torchvision network's file name (``mobilenet_v2-w0.75-64``)."""
+    return f"{builder}{''.join(f'-w{v}' for v in kwargs.values())}-{size}"
+
+
+def export_torchvision(builder: str, kwargs: dict, size: int, path: Path) -> Path:
+    """``torchvision.models.<builder>(**kwargs)`` with random weights (seed 0), eval mode, exported to ONNX
+    (opset 17, TorchScript exporter) for a ``size`` x ``size`` RGB input; written via a temporary file."""
+    import torch
+    import torchvision
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, builder)(weights=None, **kwargs).eval()
+    tmp = path.with_name(f"tmp-{path.name}")
+    with torch.no_grad():
+        torch.onnx.export(model, torch.randn(1, 3, size, size), str(tmp), dynamo=False, opset_version=17)
+    return tmp.replace(path)
 
 
 def chain_model(chain: dict):
@@ -29,7 +64,7 @@ def chain_model(chain: dict):
     import onnx
     from onnx import TensorProto, helper
 
-    from hwnas.kernels.onnx_kernels import OPSET, add_kernel, GraphBuilder
+    from hwnas.kernels.onnx_kernels import OPSET, GraphBuilder, add_kernel
 
     b = GraphBuilder(0)
     x, h, c = "x", chain["h"], chain["cin"]
@@ -73,6 +108,13 @@ def export_networks(cache: Path) -> dict[str, Path]:
         if not path.exists():
             onnx.save(chain_model(chain), path)
         files[f"chain-{i}"] = path
+    for builder, kwargs, size in REAL_NETWORKS:
+        name = torchvision_name(builder, kwargs, size)
+        path = cache / f"{name}.onnx"
+        if not path.exists():
+            export_torchvision(builder, kwargs, size, path)
+            print(f"export {name}", file=sys.stderr)
+        files[name] = path
     return files
 
 
@@ -104,7 +146,7 @@ def calibrate(predictor_path: Path, cache: Path, rounds: int) -> dict:
     predictor = KernelPredictor.load(predictor_path)  # a missing or malformed file: refused before the timing
     files = export_networks(cache)
     latency = file_latencies(time_rounds(files, OnnxRuntimeRunner(threads=1, policy=POLICY), rounds,
-                                         cache / "rounds.jsonl", 0))
+                                         rounds_log(cache, "onnxruntime"), 0))
     predictor.calibration = None
     measured, predicted, n_kernels, melems, mparams = [], [], [], [], []
     for name, path in files.items():
@@ -119,6 +161,7 @@ def calibrate(predictor_path: Path, cache: Path, rounds: int) -> dict:
     result = {"chains": len(chain_specs()), "per_kernel_ms": float(coef[0]), "ms_per_melem": float(coef[1]),
               "ms_per_mparam": float(coef[2]), "resident_mparams": resident, "models": len(files),
               "spaces": CALIBRATION, "rounds": rounds,
+              "real_networks": [torchvision_name(*r) for r in REAL_NETWORKS],
               "mape_before": float(np.mean(np.abs(predicted / measured - 1)) * 100),
               "mape_after": float(np.mean(np.abs(after / measured - 1)) * 100),
               "within10_after": float(np.mean(np.abs(after / measured - 1) <= 0.1))}

@@ -96,14 +96,14 @@ def reorder_ms(costs: dict, kind: str, elems: float) -> float:
 
 
 def profile(out: Path, cache_root: Path, rounds: int, seed: int, progress: bool = True,
-            counts: dict | None = None) -> list[dict]:
+            counts: dict | None = None, specs: list[dict] | None = None) -> list[dict]:
     from hwnas.latency_data import describe_this_device
     from hwnas.runners.onnxruntime import OnnxRuntimeRunner
     from hwnas.timing_rounds import cache_folder, file_latencies, time_rounds
 
     runner = OnnxRuntimeRunner(threads=1, policy=POLICY)
     cache = cache_folder(cache_root, describe_this_device(), runner)
-    specs = sample_onnx_specs(seed, counts)
+    specs = list(specs) if specs is not None else sample_onnx_specs(seed, counts)
     for extra in ({"type": "empty", "h": 1, "c": 1}, {"type": "reorder_in", "h": 28, "c": 64},
                   {"type": "reorder_out", "h": 28, "c": 64}):
         if extra not in specs:

@@ -232,7 +232,7 @@ class KernelPredictor:
         path.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "KernelPredictor":
+    def load(cls, path: str | Path) -> KernelPredictor:
         """A saved predictor (plain JSON: numbers only, nothing is run); HwnasError naming the file and field."""
         path = Path(path)
         data = read_json(path, "kernel predictor")

@@ -103,6 +103,21 @@ def model_specs(paths: list[Path], limit: int | None = None, seed: int = 0) -> l
     return specs
 
 
+def retime_specs(paths: list[Path]) -> list[dict]:
+    """The distinct kernel specs of kernel CSVs (:func:`read_rows`), in file order, to be timed again together;
+    HwnasError naming a bad file or line."""
+    specs, seen = [], set()
+    for path in paths:
+        for row in read_rows(path):
+            key = json.dumps(row["spec"], sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                specs.append(row["spec"])
+    if not specs:
+        raise HwnasError(f"{', '.join(map(str, paths))}: no kernel rows to time again")
+    return specs
+
+
 def profile(out: Path, cache_root: Path, rounds: int, seed: int, progress: bool = True,
             counts: dict | None = None, specs: list[dict] | None = None) -> list[dict]:
     from hwnas.latency_data import describe_this_device
