@@ -132,7 +132,10 @@ def test_kernel_commands_refuse_a_bad_file_before_any_work(tmp_path, capsys):
                             "--retime", str(tmp_path / "none.csv")], "cannot read the kernel table"),
                           (["kernels", "profile", "--out", str(tmp_path / "o.csv"), "--cache", str(tmp_path / "c"),
                             "--retime", str(tmp_path / "none.csv"), "--from-models", str(tmp_path / "m.tflite")],
-                           "exclude each other")):
+                           "exclude each other"),
+                          (["kernels", "profile", "--runtime", "onnxruntime", "--out", str(tmp_path / "o.csv"),
+                            "--cache", str(tmp_path / "c"), "--from-models", str(tmp_path / "m.tflite")],
+                           "profiles the kernels of .onnx files")):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]

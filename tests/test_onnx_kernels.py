@@ -84,6 +84,26 @@ def test_ort_fusion_rules_and_layout_changes_on_a_hand_built_graph(tmp_path):
     assert "Add" not in ops and "Relu" not in ops and "HardSigmoid" not in ops  # fused into the convs
 
 
+def test_convs_whose_channels_do_not_divide_by_4_stay_in_the_plain_layout_as_in_ort(tmp_path):
+    """ShuffleNetV2 x1.0 splits 116 channels into 58 + 58: ORT runs those convs unblocked, with no layout changes."""
+    from hwnas.kernels.onnx_kernels import kernel_model
+    from hwnas.kernels.onnx_profile import optimised_ops
+
+    specs = [{"type": "conv", "h": 14, "cin": cin, "cout": cout, "k": 1, "s": 1, "groups": 1, "act": "relu"}
+             for cin, cout in ((58, 58), (56, 58), (62, 64), (64, 64), (6, 64))]
+    specs += [{"type": "dwconv", "h": 14, "c": c, "k": 3, "s": 1, "act": "relu"} for c in (58, 60)]
+    blocked = []
+    for i, spec in enumerate(specs):
+        path = tmp_path / f"k{i}.onnx"
+        onnx.save(kernel_model(spec), path)
+        kinds = [k.spec["type"] for k in detect_onnx(read_model(path)).kernels]
+        ops = optimised_ops(path)
+        assert kinds.count("reorder_in") == ops.count("ReorderInput"), (spec, ops)
+        assert kinds.count("reorder_out") == ops.count("ReorderOutput"), (spec, ops)
+        blocked.append("ReorderOutput" in ops)
+    assert blocked == [False, True, False, True, True, False, True]
+
+
 def _predictor(tmp_path: Path, drop: str = "") -> Path:
     rows = [{"type": "empty", "spec": {"type": "empty", "h": 1, "c": 1}, "ms": 0.005}]
     for i, c in enumerate((16, 32, 64, 128, 256, 512)):

@@ -31,8 +31,10 @@ def _profile(args) -> int:
         print(f"adaptive sampling: {counts}", file=sys.stderr)
     if args.max_kernels is not None and args.max_kernels < 1:
         raise HwnasError(f"--max-kernels must be at least 1, got {args.max_kernels}")
-    if args.from_models and args.runtime == "onnxruntime":
-        raise HwnasError("--from-models reads .tflite files: profile with --runtime tflite")
+    want = ".onnx" if args.runtime == "onnxruntime" else ".tflite"
+    for path in args.from_models or []:
+        if path.suffix != want:
+            raise HwnasError(f"{path}: --runtime {args.runtime} profiles the kernels of {want} files")
     specs = model_specs(args.from_models, args.max_kernels, args.seed) if args.from_models else None
     if specs:
         print(f"{len(specs)} distinct kernels in {len(args.from_models)} model files", file=sys.stderr)
@@ -90,7 +92,8 @@ def register(sub) -> None:
                    help="sample again (use another --seed and --out) the kernel types this fitted predictor "
                         f"predicts worst (cross-validated WAPE above {ADAPTIVE_WAPE:g}%%)")
     p.add_argument("--from-models", nargs="+", type=Path, metavar="MODEL.tflite",
-                   help="profile the distinct kernels of these real networks (never the zoo's) instead of sampled ones")
+                   help="profile the distinct kernels of these real networks (never the zoo's; .tflite, or .onnx with "
+                        "--runtime onnxruntime) instead of sampled ones")
     p.add_argument("--max-kernels", type=int, help="with --from-models: at most this many, drawn at random (--seed)")
     p.add_argument("--retime", nargs="+", type=Path, metavar="KERNELS.csv",
                    help="time the kernels of these CSVs again, together (e.g. on a quiet machine), into --out")

@@ -211,13 +211,14 @@ def _group(j: int, node: Node, walk: _Walk) -> tuple[list[int], dict | str]:
 
 def _blocked(spec: dict, in_shapes: list) -> str:
     """How a kernel meets the NCHWc layout: ``nchwc`` (runs blocked; a plain input is reordered), ``stem`` (a
-    conv with fewer than BLOCK input channels: reads plain, writes blocked), ``either`` (element-wise: blocked
+    conv with fewer than BLOCK input channels: reads plain, writes blocked; measured: a conv or depthwise conv
+    whose input channels do not divide by 4 stays plain), ``either`` (element-wise: blocked
     when all its inputs are) or ``plain``."""
     t = spec["type"]
-    if t == "conv" and spec.get("groups", 1) == 1:
-        return "stem" if spec["cin"] < BLOCK else "nchwc"
+    if t == "conv" and spec.get("groups", 1) == 1:  # ORT blocks a conv only when its input channels divide by 4
+        return "stem" if spec["cin"] < BLOCK else "nchwc" if spec["cin"] % 4 == 0 else "plain"
     if t == "dwconv":
-        return "nchwc"
+        return "nchwc" if spec["c"] % 4 == 0 else "plain"
     if t in ("maxpool", "avgpool", "mean"):
         return "nchwc" if spec["c"] % BLOCK == 0 and not spec.get("reduce") else "plain"
     if t == "concat":

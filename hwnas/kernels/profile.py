@@ -83,14 +83,16 @@ def adaptive_counts(predictor_json: Path) -> dict[str, int]:
 
 def model_specs(paths: list[Path], limit: int | None = None, seed: int = 0) -> list[dict]:
     """The distinct kernel specs of real model files (their kernels as :func:`hwnas.kernels.detect.detect` cuts
-    them), to be profiled alone: samples where real networks have their kernels (at most ``limit``, drawn at
+    a .tflite file, :func:`hwnas.kernels.onnx_detect.detect_onnx` an .onnx one), to be profiled alone: samples where real networks have their kernels (at most ``limit``, drawn at
     random with ``seed``); HwnasError on a bad file."""
     from hwnas.kernels.detect import detect
+    from hwnas.kernels.onnx_detect import detect_onnx
     from hwnas.modelgraph import read_model
 
     specs, seen = [], set()
     for path in paths:
-        for k in detect(read_model(path)).kernels:
+        graph = read_model(path)
+        for k in (detect_onnx(graph) if graph.format == "onnx" else detect(graph)).kernels:
             key = json.dumps(k.spec, sort_keys=True)
             if key not in seen:
                 seen.add(key)
