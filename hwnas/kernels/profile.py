@@ -81,22 +81,28 @@ def adaptive_counts(predictor_json: Path) -> dict[str, int]:
             if min(info["cv_wape"].values()) > ADAPTIVE_WAPE}
 
 
+def distinct_specs(specs) -> list[dict]:
+    """``specs`` without repeats (equal dicts, in any key order), first occurrence kept, in order."""
+    out, seen = [], set()
+    for spec in specs:
+        key = json.dumps(spec, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(dict(spec))
+    return out
+
+
 def model_specs(paths: list[Path], limit: int | None = None, seed: int = 0) -> list[dict]:
-    """The distinct kernel specs of real model files (their kernels as :func:`hwnas.kernels.detect.detect` cuts
-    a .tflite file, :func:`hwnas.kernels.onnx_detect.detect_onnx` an .onnx one), to be profiled alone: samples where real networks have their kernels (at most ``limit``, drawn at
-    random with ``seed``); HwnasError on a bad file."""
+    """The distinct kernel specs of real model files (their kernels as :func:`hwnas.kernels.detect.detect` cuts a
+    .tflite file, :func:`hwnas.kernels.onnx_detect.detect_onnx` an .onnx one), to be profiled alone: samples where
+    real networks have their kernels (at most ``limit``, drawn at random with ``seed``); HwnasError on a bad file."""
     from hwnas.kernels.detect import detect
     from hwnas.kernels.onnx_detect import detect_onnx
     from hwnas.modelgraph import read_model
 
-    specs, seen = [], set()
-    for path in paths:
-        graph = read_model(path)
-        for k in (detect_onnx(graph) if graph.format == "onnx" else detect(graph)).kernels:
-            key = json.dumps(k.spec, sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                specs.append(dict(k.spec))
+    graphs = [read_model(path) for path in paths]
+    specs = distinct_specs(k.spec for g in graphs
+                           for k in (detect_onnx(g) if g.format == "onnx" else detect(g)).kernels)
     if limit is not None and len(specs) > limit:
         import random
 
@@ -108,13 +114,7 @@ def model_specs(paths: list[Path], limit: int | None = None, seed: int = 0) -> l
 def retime_specs(paths: list[Path]) -> list[dict]:
     """The distinct kernel specs of kernel CSVs (:func:`read_rows`), in file order, to be timed again together;
     HwnasError naming a bad file or line."""
-    specs, seen = [], set()
-    for path in paths:
-        for row in read_rows(path):
-            key = json.dumps(row["spec"], sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                specs.append(row["spec"])
+    specs = distinct_specs(row["spec"] for path in paths for row in read_rows(path))
     if not specs:
         raise HwnasError(f"{', '.join(map(str, paths))}: no kernel rows to time again")
     return specs
