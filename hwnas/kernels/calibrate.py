@@ -18,8 +18,8 @@ zoo benchmark does not have), in interleaved rounds, and
 
 (groups: conv, conv1x1, dwconv, other; the weights term: a network whose
 weights do not fit in the caches streams them from memory at every inference;
-``resident_mparams`` is chosen from a grid by the median absolute relative
-error, which a few extreme chains do not sway) is fitted by bounded least
+``resident_mparams`` is chosen from a grid by the mean absolute relative
+error, the leave-one-out criterion below) is fitted by bounded least
 squares in relative error (:data:`BOUNDS`; the subset of terms with the lowest
 leave-one-network-out error, :data:`TERM_SETS`) and stored in the predictor file
 (field ``calibration``); :class:`hwnas.kernels.predictor.KernelPredictor`
@@ -152,7 +152,7 @@ TERM_SETS = {"kernels+elements+weights beyond": ("per_kernel_ms", "ms_per_melem"
 
 def fit_terms(predictions: list, measured: np.ndarray, names: tuple[str, ...] = tuple(BOUNDS), log=print) -> dict:
     """Bounded least squares in relative error of ``measured - predicted`` on the terms ``names`` of
-    :func:`network_terms` (the others 0), ``resident_mparams`` chosen from a grid by the median absolute
+    :func:`network_terms` (the others 0), ``resident_mparams`` chosen from a grid by the mean absolute
     relative error."""
     from scipy.optimize import lsq_linear
 
@@ -163,8 +163,8 @@ def fit_terms(predictions: list, measured: np.ndarray, names: tuple[str, ...] = 
         fit = lsq_linear(terms / measured[:, None], (measured - predicted) / measured,
                          bounds=([BOUNDS[n][0] for n in names], [BOUNDS[n][1] for n in names]))
         after = predicted + terms @ fit.x
-        mape = float(np.median(np.abs(after / measured - 1)) * 100)  # median: robust to a few extreme chains
-        log(f"resident {resident:5.2f} M weights: median APE {mape:.2f}%  "
+        mape = float(np.mean(np.abs(after / measured - 1)) * 100)
+        log(f"resident {resident:5.2f} M weights: MAPE {mape:.2f}%  "
             + " ".join(f"{n} {v:.4g}" for n, v in zip(names, fit.x)))
         if best is None or mape < best[0]:
             best = (mape, resident, fit.x, after)
