@@ -194,3 +194,24 @@ def test_calibration_scales_each_group_and_old_files_keep_their_meaning(tmp_path
     measured = np.array([p.total_ms + 0.4 * p.kernels[0].ms for p in preds])
     fit = fit_terms(preds, measured, log=lambda _: None)
     assert abs(fit["scale"]["conv"] - 0.4) < 0.02 and fit["mape_after"] < 0.5 < fit["mape_before"]
+
+
+def test_a_prediction_carried_by_the_weights_beyond_the_caches_is_flagged(tmp_path, capsys, monkeypatch):
+    """Where the calibration's weights term decides the total, the zoo was off by up to +-40%: say so."""
+    from hwnas.modelgraph import tflite_reader
+
+    monkeypatch.setattr(tflite_reader, "read_tflite", lambda p: _graph())
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"")
+    path = _predictor(tmp_path)
+    warned = []
+    for rate in (0.0, 1000.0):
+        predictor = KernelPredictor.load(path)
+        predictor.calibration = {"per_kernel_ms": 0.0, "ms_per_melem": 0.0, "ms_per_mparam": rate,
+                                 "resident_mparams": 0.0}
+        predictor.save(tmp_path / "cal.json")
+        assert main(["predict", "--json", "--kernels", str(tmp_path / "cal.json"), str(model)]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert (result["weights_ms"] > 0.5 * result["total_ms"]) == (rate > 0)
+        warned.append(any("beyond the caches" in w for w in result["warnings"]))
+    assert warned == [False, True]
