@@ -13,7 +13,7 @@ one tensor along the channels are one ``Split``; shape arithmetic on static
 shapes (Shape, Gather, Div ...) is folded away at load and costs nothing.
 
 Layout: on x86 ORT runs convolutions, pooling and batch norm in a blocked
-channel layout (NCHWc, :data:`hwnas.kernels.onnx_kernels.BLOCK` channels) and
+channel layout (NCHWc, :data:`hwnas.kernels.sample.BLOCK` channels) and
 inserts a ``ReorderInput`` / ``ReorderOutput`` kernel where such a kernel meets
 one that is not (a squeeze-excite ``Mul``, a transpose, a flatten before ``Gemm``).
 :func:`detect_onnx` adds those as ``reorder_in`` / ``reorder_out`` kernels, once
@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 
 from hwnas.kernels.detect import Kernel, Kernels, Unpriced
-from hwnas.kernels.onnx_kernels import BLOCK
+from hwnas.kernels.sample import BLOCK, plain_layout
 from hwnas.modelgraph import Graph, Node
 
 FUSION_RULES = [
@@ -211,14 +211,16 @@ def _group(j: int, node: Node, walk: _Walk) -> tuple[list[int], dict | str]:
 
 def _blocked(spec: dict, in_shapes: list) -> str:
     """How a kernel meets the NCHWc layout: ``nchwc`` (runs blocked; a plain input is reordered), ``stem`` (a
-    conv with fewer than BLOCK input channels: reads plain, writes blocked; measured: a conv or depthwise conv
-    whose input channels do not divide by 4 stays plain), ``either`` (element-wise: blocked
-    when all its inputs are) or ``plain``."""
+    conv with fewer than BLOCK input channels: reads plain, writes blocked), ``either`` (element-wise: blocked
+    when all its inputs are) or ``plain`` (also a conv whose input channels do not divide by 4:
+    :func:`hwnas.kernels.sample.plain_layout`)."""
     t = spec["type"]
-    if t == "conv" and spec.get("groups", 1) == 1:  # ORT blocks a conv only when its input channels divide by 4
-        return "stem" if spec["cin"] < BLOCK else "nchwc" if spec["cin"] % 4 == 0 else "plain"
+    if t in ("conv", "dwconv") and plain_layout(spec):
+        return "plain"
+    if t == "conv" and spec.get("groups", 1) == 1:
+        return "stem" if spec["cin"] < BLOCK else "nchwc"
     if t == "dwconv":
-        return "nchwc" if spec["c"] % 4 == 0 else "plain"
+        return "nchwc"
     if t in ("maxpool", "avgpool", "mean"):
         return "nchwc" if spec["c"] % BLOCK == 0 and not spec.get("reduce") else "plain"
     if t == "concat":

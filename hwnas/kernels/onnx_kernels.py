@@ -27,11 +27,10 @@ import random
 
 import numpy as np
 
-from hwnas.kernels.sample import MAX_ELEMS, draw_spec, sample_specs
+from hwnas.kernels.sample import BLOCK, MAX_ELEMS, draw_spec, sample_specs
 
 OPSET = 17
 NCHWC = "com.microsoft.nchwc"
-BLOCK = 16  # ORT's NCHWc channel block on this CPU (AVX-512: a ReorderInput pads 20 channels to 32)
 # kernel type -> sampled configurations (ONNX Runtime); softmax, pad and resize left out: no torchvision
 # classifier runs them, and ``dynreshape`` is a Keras pattern
 ONNX_COUNTS = {"conv": 110, "conv1x1": 110, "dwconv": 90, "gconv": 25, "fc": 30, "maxpool": 20, "avgpool": 15,

@@ -273,7 +273,7 @@ def fit_kernels(rows: list[dict], device: dict, log=print, runtime: str = "tflit
     models, info = {}, {}
     for ktype, rs in sorted(by_type.items()):
         specs, ms = [r["spec"] for r in rs], np.array([r["ms"] for r in rs])
-        names = feature_names(ktype)
+        names = feature_names(ktype, runtime)
         methods = ["linear"] + (["gbr-log", "linear+gbr", "loglin+gbr"] if len(rs) >= MIN_ROWS_FOR_TREES else [])
         cv = {m: _cv_wape(m, specs, ms, names) for m in methods}
         score = {m: cv[m] + _cv_wape(m, specs, ms, names, True) for m in methods} if relative else cv

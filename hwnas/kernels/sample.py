@@ -138,6 +138,18 @@ def kernel_type(spec: dict) -> str:
     return t
 
 
+BLOCK = 16  # ORT's NCHWc channel block on this CPU (AVX-512: a ReorderInput pads 20 channels to 32)
+
+
+def plain_layout(spec: dict) -> bool:
+    """ONNX Runtime keeps this conv or depthwise conv out of its blocked NCHWc layout: its input channels do not
+    divide by 4 (measured with ORT's optimised graphs; a conv with fewer than BLOCK input channels is a stem,
+    which reads the plain layout and writes the blocked one)."""
+    if spec["type"] == "dwconv":
+        return spec["c"] % 4 != 0
+    return spec["type"] == "conv" and spec.get("groups", 1) == 1 and spec["cin"] >= BLOCK and spec["cin"] % 4 != 0
+
+
 TILE = 16  # XNNPACK's f32 GEMM and depthwise kernels on AVX2/FMA3 compute output channels in tiles of 16
 
 
@@ -158,11 +170,13 @@ def features(spec: dict) -> dict[str, float]:
         f["in_elems"], f["out_elems"] = h * h * spec["cin"], out_h * out_h * spec["cout"]
         f["params"] = spec["k"] ** 2 * spec["cin"] * spec["cout"] / spec["groups"]
         f["macs_tiled"] = f["macs"] / spec["cout"] * _tiled(spec["cout"] // spec["groups"]) * spec["groups"]
+        f["plain"] = float(plain_layout(spec))
     elif t == "dwconv":
         f["macs"] = out_h * out_h * spec["k"] ** 2 * spec["c"]
         f["in_elems"], f["out_elems"] = h * h * spec["c"], out_h * out_h * spec["c"]
         f["params"] = spec["k"] ** 2 * spec["c"]
         f["macs_tiled"] = out_h * out_h * spec["k"] ** 2 * _tiled(spec["c"])
+        f["plain"] = float(plain_layout(spec))
     elif t == "fc":
         f["macs"] = f["params"] = spec["cin"] * spec["cout"]
         f["in_elems"], f["out_elems"] = spec["cin"], spec["cout"]
@@ -183,10 +197,18 @@ def features(spec: dict) -> dict[str, float]:
     return f
 
 
-def feature_names(ktype: str) -> tuple[str, ...]:
-    if ktype in ("conv", "conv1x1", "gconv"):
+def feature_names(ktype: str, runtime: str = "tflite") -> tuple[str, ...]:
+    """The features a kernel type's regressor is fitted on; ONNX Runtime's convolutions also get ``plain``
+    (1 where ORT keeps the kernel out of its blocked layout, :func:`plain_layout`:
+    a depthwise conv of 58 channels runs 5-12x slower than one of 56)."""
+    plain = ("plain",) if runtime == "onnxruntime" else ()
+    if ktype in ("conv", "conv1x1"):
+        return FEATURES["conv"] + plain
+    if ktype == "gconv":
         return FEATURES["conv"]
-    if ktype in ("dwconv", "fc"):
+    if ktype == "dwconv":
+        return FEATURES[ktype] + plain
+    if ktype == "fc":
         return FEATURES[ktype]
     if ktype in ("maxpool", "avgpool"):
         return FEATURES["pool"]
