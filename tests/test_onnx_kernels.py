@@ -181,3 +181,26 @@ def test_calibration_networks_are_never_zoo_networks_and_each_runtime_keeps_its_
     assert not tflite_real & tflite_zoo and "MobileNetV2-a1.0-96" in tflite_zoo
     logs = {calibrate.rounds_log(tmp_path, r) for r in ("tflite", "onnxruntime")}
     assert len(logs) == 2 and all(p.parent == tmp_path for p in logs)
+
+
+def test_onnx_runtime_reads_only_the_filter_taps_that_meet_the_input(tmp_path):
+    """Measured on a chain of eight 512 -> 512 3x3 convs: ORT at 1x1 pixel costs about as much as 1x1 convs, so the
+    weights it streams are the centre taps; XNNPACK reads every tap."""
+    from hwnas.kernels.sample import taps_read_share
+
+    conv = {"type": "conv", "cin": 512, "cout": 512, "k": 3, "s": 1, "groups": 1}
+    assert taps_read_share({**conv, "h": 1}) == pytest.approx(1 / 9)
+    assert taps_read_share({**conv, "h": 2}) == 1.0 and taps_read_share({**conv, "k": 1, "h": 1}) == 1.0
+    assert taps_read_share({"type": "dwconv", "c": 64, "k": 5, "s": 1, "h": 2}) == pytest.approx(9 / 25)
+    assert taps_read_share({"type": "fc", "cin": 512, "cout": 10}) == 1.0
+    from hwnas.kernels.onnx_kernels import kernel_model
+
+    path = tmp_path / "conv.onnx"
+    onnx.save(kernel_model({**conv, "h": 1, "act": "relu"}), path)
+    rows = [{"type": "empty", "spec": {"type": "empty", "h": 1, "c": 1}, "ms": 0.005}]
+    rows += [{"type": "conv", "spec": {**conv, "h": h, "cin": c}, "ms": 0.01 * c / 64} for h in (1, 2)
+             for c in (64, 128, 256, 512)]
+    for runtime, share in (("onnxruntime", 1 / 9), ("tflite", 1.0)):  # the rule follows the predictor's runtime
+        pred = fit_kernels(rows, {"name": "test-device"}, log=lambda _: None, runtime=runtime)
+        convs = [k for k in pred.predict_graph(read_model(path)).kernels if k.type == "conv"]
+        assert [k.params for k in convs] == [pytest.approx(9 * 512 * 512 * share)]

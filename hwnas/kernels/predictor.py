@@ -33,7 +33,7 @@ import numpy as np
 from hwnas.errors import HwnasError
 from hwnas.jsonfile import read_json
 from hwnas.kernels.detect import detect, node_flops
-from hwnas.kernels.sample import feature_names, features, kernel_type
+from hwnas.kernels.sample import feature_names, features, kernel_type, taps_read_share
 
 FORMAT = "hwnas-kernel-predictor"
 WORK = ("macs", "in_elems", "out_elems")
@@ -148,7 +148,7 @@ class PricedKernel:
     predictor: str
     out_of_range: list[str] = field(default_factory=list)
     in_elems: float = 0.0
-    params: float = 0.0
+    params: float = 0.0  # weights the runtime reads (ONNX Runtime: only the filter taps that meet the input)
 
 
 @dataclass
@@ -201,8 +201,10 @@ class KernelPredictor:
         for k in found.kernels:
             try:
                 ms, name, outside = self.price(k.spec)
+                f = features(k.spec)
+                read = taps_read_share(k.spec) if self.runtime == "onnxruntime" else 1.0  # XNNPACK reads every tap
                 priced.append(PricedKernel(k.span, kernel_type(k.spec), k.spec, ms, name, outside,
-                                           features(k.spec)["in_elems"], features(k.spec).get("params", 0.0)))
+                                           f["in_elems"], f.get("params", 0.0) * read))
             except KeyError:
                 unpriced.append({"node": k.nodes[0].index, "op": k.nodes[0].op, "name": k.nodes[0].name,
                                  "reason": f"no {kernel_type(k.spec)} kernel predictor in this file",

@@ -141,6 +141,17 @@ def kernel_type(spec: dict) -> str:
 BLOCK = 16  # ORT's NCHWc channel block on this CPU (AVX-512: a ReorderInput pads 20 channels to 32)
 
 
+def taps_read_share(spec: dict) -> float:
+    """The share of a convolution's filter taps that ever meet the input (1 for other kernels): at 1 x 1 pixel a
+    3 x 3 "same" conv reads only its centre tap. ONNX Runtime then reads only those weights (measured: eight
+    512 -> 512 3 x 3 convs at 1 x 1 pixel 0.23 ms, at 2 x 2 5.5 ms, the same as 1 x 1 convs 0.12 ms); XNNPACK
+    reads them all (3.4 and 3.2 ms)."""
+    k = spec.get("k", 1)
+    if spec["type"] not in ("conv", "dwconv") or k == 1:
+        return 1.0
+    return min(k, 2 * spec["h"] - 1) ** 2 / k ** 2
+
+
 def plain_layout(spec: dict) -> bool:
     """ONNX Runtime keeps this conv or depthwise conv out of its blocked NCHWc layout: its input channels do not
     divide by 4 (measured with ORT's optimised graphs; a conv with fewer than BLOCK input channels is a stem,
