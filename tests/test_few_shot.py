@@ -91,6 +91,28 @@ def test_adapt_follows_a_device_whose_time_is_its_arithmetic_with_a_per_stage_te
     assert within(pred) > within(mix_only) + 0.1
 
 
+def _per_channel_truth(choices) -> np.ndarray:
+    """Pixel 3's table plus a cost per expanded channel, whatever the layer's spatial size (the Xeon Gold 6226
+    of ../shared/phones behaves so: 1-2 ms for an e1 block, 10-26 ms for an e6 one in any stage)."""
+    from hwnas.predictors.features import FEATURE_NAMES, op_features
+    mid = FEATURE_NAMES.index("mid")
+    extra = np.array([sum(op_features(op)[mid] * 0.002 for pos, name in zip(SPACE.positions, c)
+                          for op in [pos.ops[pos.names.index(name)]]) for c in choices])
+    return load_predictor(PHONES / "pixel3.json").predict_many_choices(choices) + extra
+
+
+def test_adapt_follows_a_device_whose_time_is_its_expanded_channels_from_ten_samples():
+    sources = {n: load_predictor(PHONES / f"{n}.json") for n in ("pixel2", "samsung_a50", "samsung_s7", "pixel3")}
+    train, test = _random_choices(10, 21), _random_choices(300, 22)
+    y = _per_channel_truth(test)
+    pred = adapt(SPACE, sources, train, _per_channel_truth(train), {"name": "x"})
+    mix_only = adapt(SPACE, sources, train, _per_channel_truth(train), {"name": "x"}, ratio=0.0)
+    assert pred.meta["few_shot"]["deviations"] == ["mid"]
+    assert spearmanr(pred.predict_many_choices(test), y)[0] > 0.98
+    within = lambda p: np.mean(np.abs(p.predict_many_choices(test) / y - 1) <= 0.05)
+    assert within(pred) > within(mix_only) + 0.1
+
+
 def test_at_ten_samples_no_family_has_more_coefficients_than_one_per_two_samples():
     sources = {n: load_predictor(PHONES / f"{n}.json") for n in ("pixel2", "samsung_a50", "samsung_s7", "pixel3")}
     train = _random_choices(10, 13)

@@ -17,11 +17,14 @@ used), the new device's table is modelled as
 * **Deviations** for a device that behaves unlike every mix of the sources:
   ``b_j[k]`` are structural bases over the operators, each scaled to mean 1
   over the samples, with coefficients ``d_j`` pulled toward 0 by
-  ``alpha_d |d|^2``. A candidate term is one basis or a group of them (18
+  ``alpha_d |d|^2``. A candidate term is one basis or a group of them (19
   terms): ``stage<s>``, the consensus entry of k when k lies in stage s, else 0
   (a relative scale of one stage); analytic counts of k: 1x1-conv and
   depthwise multiply-adds, depthwise work at kernel 5, the expanded
-  activation, the input and output sizes, 1 per non-identity layer, 1 per
+  activation, the expanded channel count (``mid``: a cost per channel
+  whatever the spatial size, as on the Xeon Gold 6226 of ../shared/phones,
+  where an e6 block costs 10-26 ms in every stage and an e1 block 0-2 ms),
+  the input and output sizes, 1 per non-identity layer, 1 per
   grouped layer, 1 per projection shortcut; and two groups of one basis per
   stage: ``stage_scales`` (every stage's relative scale at once) and
   ``flops_per_stage`` (the multiply-adds of k when k lies in stage s: a
@@ -51,7 +54,7 @@ predictions (lower is better):
 The "leave-one-out error" below is this criterion.
 
 1. the mix alone, ``alpha_w`` from {0.01, 0.1, 1, 10};
-2. greedily, one deviation at a time (the best of the 18 terms x ``alpha_d``
+2. greedily, one deviation at a time (the best of the 19 terms x ``alpha_d``
    in {0.01, 0.1, 1}), kept only when it cuts the leave-one-out error to below
    ``RATIO`` times the current one. A noisy device (a phone measured in
    whole milliseconds) rarely earns that, an exact per-layer sum often does. At
@@ -119,10 +122,10 @@ LEVEL_PENALTY = 1e-3  # ridge weight on the free level c (relative units)
 LEVEL_QUANTILE = 0.35  # the final level: a share 0.35 of the samples lies below the prediction
 PER_COEFFICIENT = 2  # samples per free coefficient (level + deviation columns); 0: no such limit
 CRITERIA = ("error", "shape", "pairs")
-CRITERION = "pairs"  # what leave-one-out selection minimizes (see the module docstring)
+CRITERION = "error"  # what leave-one-out selection minimizes (see the module docstring)
 PAIRS_TIE = 0.01  # "pairs": weight of the mean absolute error, which only breaks ties
 ENSEMBLE = 5  # the final table: the mean of the best trials (leave-one-out) with as many deviations as the picked one
-STRUCT = ("pw_flops", "dw_flops", "dw_k5", "mid_elems", "in_elems", "out_elems")
+STRUCT = ("pw_flops", "dw_flops", "dw_k5", "mid_elems", "mid", "in_elems", "out_elems")
 
 
 @dataclass
