@@ -61,6 +61,8 @@ def parse_args(argv):
     p.add_argument("--supernet-scores", default=None, metavar="JSONL",
                    help="with --proxies-only: also rank by the supernet scores of an earlier run (its scores.jsonl)")
     p.add_argument("--truth", default=None, help="JSON list of the stand-alone models and their test accuracy")
+    p.add_argument("--truth-run", default=None, metavar="DIR",
+                   help="take the truth from a cifar10_budgets.py run folder at --budget (written to OUT/truth.json)")
     p.add_argument("--space", default="proxyless-tiny")
     p.add_argument("--budget", type=float, default=0.5, help="the search's budget, ms (0.5)")
     p.add_argument("--level", type=float, default=1.0, help="the search's session level (1.0)")
@@ -89,6 +91,8 @@ def parse_args(argv):
         raise HwnasError(f"--lengths: {args.lengths!r} is not a comma-separated list of integers") from None
     if not args.proxies_only and (args.dataset is None or args.predictor is None):
         raise HwnasError("--dataset and --predictor are needed to train the supernet (or give --proxies-only)")
+    if args.truth and args.truth_run:
+        raise HwnasError("give --truth or --truth-run, not both")
     if args.supernet_scores and not args.proxies_only:
         raise HwnasError("--supernet-scores goes with --proxies-only (a training run scores its own supernets)")
     if not args.lengths or min(args.lengths) < 1:
@@ -157,6 +161,56 @@ def load_truth(path: str, space) -> list[dict]:
         except (KeyError, HwnasError) as exc:
             raise HwnasError(f"{path}: model {row['name']!r}: {exc}") from None
         row.setdefault("proxy", False)
+    return rows
+
+
+def truth_from_run(run: Path, budget_ms: float, space) -> list[dict]:
+    """The ground-truth rows of one budget of a ``cifar10_budgets.py`` run folder (``--truth-run``).
+
+    Every model trained from scratch at that budget: the random children, the searched children (one per search
+    seed), the zero-cost proxy's children, and the MobileNetV2 widths of the budget's ladder (not children of
+    the supernet: out of band). ``test_acc`` is the mean over the training seeds that finished (``train_seeds``
+    says how many); ``predicted_ms`` is the run's predictor at the run's session level for that budget.
+    """
+    from hwnas.arch import architecture_of
+    from hwnas.jsonfile import read_json
+    from hwnas.search.latency import load_latency_predictor
+
+    run = Path(run)
+    tag = f"{budget_ms:g}ms"
+    settings = read_json(run / "settings.json", "benchmark settings")
+    levels = read_json(run / "levels.json", "session levels")
+    if tag not in levels:
+        raise HwnasError(f"{run / 'levels.json'}: no session level for budget {tag} (has {', '.join(levels)})")
+    predictor, _ = load_latency_predictor(space, settings["predictor"], quiet=True, level=levels[tag]["level"])
+    ladder = read_json(run / f"ladder-{tag}.json", "MobileNetV2 ladder")
+    kinds = {"random": "random", "searched": "searched", "proxy": "proxy"}
+    groups: dict[str, list[Path]] = {}
+    for job in sorted((run / "jobs").iterdir()):
+        name = job.name
+        base = name[:-3] if name[-3:-1] == "-t" else name
+        first = base.split("-")[0]
+        wanted = (base.endswith(f"-{tag}") and first.rstrip("0123456789") in kinds) or \
+                 (base.startswith(("searched-", "proxy-")) and f"-{tag}-seed" in base) or \
+                 (base.startswith("mbv2-w") and "-e" not in base[6:] and base[6:] in ladder["widths"])
+        if wanted and (job / "result.json").exists():
+            groups.setdefault(base, []).append(job)
+    rows = []
+    for base, jobs in groups.items():
+        arch_json = read_json(jobs[0] / "job.json", "job")["arch"]
+        accs = [read_json(j / "result.json", "job result")["test_acc_torch"] for j in jobs]
+        row = {"name": base, "test_acc": sum(accs) / len(accs), "train_seeds": len(accs)}
+        if base.startswith("mbv2-w"):
+            w = float(base[6:])
+            row.update(kind="mbv2", width_mult=w, in_band=False, predicted_ms=ladder["widths"][base[6:]]["predicted_ms"])
+        else:
+            widths = arch_json["space_params"]["stage_widths"]
+            arch = architecture_of(space.at_widths(widths), arch_json["choices"])
+            row.update(kind=kinds[base.split("-")[0].rstrip("0123456789")], in_band=True, choices=arch_json["choices"],
+                       stage_widths=widths, predicted_ms=round(float(predictor.predict_ops(arch.ops())), 4))
+        rows.append(row)
+    if not rows:
+        raise HwnasError(f"{run}: no finished training of budget {tag} in jobs/")
     return rows
 
 
@@ -318,7 +372,7 @@ def plot(truth: list[dict], rankers: dict[str, dict[str, float]], stats: dict, p
     cols = min(4, len(rankers))
     rows_n = -(-len(rankers) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.8 * rows_n), squeeze=False)
-    colors = {"searched": "tab:red", "random": "tab:blue", "mbv2": "tab:green"}
+    colors = {"searched": "tab:red", "random": "tab:blue", "proxy": "tab:orange", "mbv2": "tab:green"}
     for ax in axes.flat[len(rankers):]:
         ax.set_visible(False)
     for ax, (ranker, got) in zip(axes.flat, rankers.items()):
@@ -365,6 +419,10 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     use_torch_threads(1)
     space = get_space(args.space)
+    if args.truth_run:  # the run's models at this budget, kept beside the report
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        args.truth = str(Path(args.out) / "truth.json")
+        Path(args.truth).write_text(json.dumps(truth_from_run(Path(args.truth_run), args.budget, space), indent=1))
     truth = load_truth(args.truth, space) if args.truth else None  # checked before any long work
     if truth is None and not args.train_only:
         raise HwnasError("--truth is needed to score (or give --train-only)")
@@ -388,7 +446,7 @@ def main(argv=None) -> int:
         arch = res.arch
         notes[supernet_label(args, length)] = (f"argmax child of the band `{' '.join(arch.choices)}` widths "
                          f"{','.join(f'{w:g}' for w in arch.space.stage_widths)} (its supernet accuracy on the "
-                         f"search's 1,000 selection images after the last epoch: {epochs[-1]['val_acc']:.2%}); "
+                         f"search's {args.selection:,} selection images after the last epoch: {epochs[-1]['val_acc']:.2%}); "
                          f"supernet training {sum(e['seconds'] for e in epochs) / 60:.0f} min (sum of epoch times), "
                          f"scoring {time.time() - t0:.0f} s (this invocation)")
     if args.train_only:

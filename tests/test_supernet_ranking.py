@@ -117,3 +117,39 @@ def test_proxies_only_refuses_scores_without_every_model(tmp_path):
     with pytest.raises(HwnasError, match="--dataset and --predictor are needed"):
         bench.main(["--truth", str(TRUTH), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def _job(run: Path, name: str, arch: dict, test_acc: float) -> None:
+    (run / "jobs" / name).mkdir(parents=True)
+    (run / "jobs" / name / "job.json").write_text(json.dumps({"kind": "train", "arch": arch}))
+    (run / "jobs" / name / "result.json").write_text(json.dumps({"test_acc_torch": test_acc}))
+
+
+def test_truth_from_a_budgets_run_takes_that_budgets_models_and_averages_training_seeds(tmp_path):
+    space = get_space("proxyless-tiny")
+    run = tmp_path / "run"
+    (run / "jobs").mkdir(parents=True)
+    (run / "settings.json").write_text(json.dumps({"predictor": str(ROOT / "predictors/amd-epyc-2c-b-tflite-fp32.json")}))
+    (run / "levels.json").write_text(json.dumps({"0.5ms": {"level": 2.0}, "0.35ms": {"level": 1.0}}))
+    (run / "ladder-0.5ms.json").write_text(json.dumps({"widths": {"1.125": {"predicted_ms": 0.483}}}))
+    (run / "ladder-0.35ms.json").write_text(json.dumps({"widths": {}}))
+    child = {"space": "proxyless-tiny", "space_params": {"stage_widths": [1.0, 1.0, 1.0, 1.0]},
+             "choices": ["k3_e3"] * 9}
+    mbv2 = {"space": "proxyless-tiny", "space_params": {"width_mult": 1.125}, "choices": ["k3_e6"] * 9}
+    _job(run, "random00-0.5ms", child, 0.60)
+    _job(run, "random00-0.35ms", child, 0.10)  # another budget: left out
+    _job(run, "searched-0.5ms-seed1", child, 0.62)
+    _job(run, "inherited-0.5ms-seed1", child, 0.99)  # not trained from scratch: left out
+    _job(run, "mbv2-w1.125", mbv2, 0.64)
+    _job(run, "mbv2-w1.125-t1", mbv2, 0.66)
+    _job(run, "mbv2-w1.125-e11", mbv2, 0.70)  # a longer recipe: left out
+    (run / "jobs" / "random01-0.5ms").mkdir()  # not finished: left out
+    rows = {r["name"]: r for r in bench.truth_from_run(run, 0.5, space)}
+    assert set(rows) == {"random00-0.5ms", "searched-0.5ms-seed1", "mbv2-w1.125"}
+    assert rows["mbv2-w1.125"]["test_acc"] == pytest.approx(0.65) and rows["mbv2-w1.125"]["train_seeds"] == 2
+    assert rows["mbv2-w1.125"]["in_band"] is False and rows["mbv2-w1.125"]["width_mult"] == 1.125
+    assert rows["searched-0.5ms-seed1"]["kind"] == "searched" and rows["random00-0.5ms"]["in_band"] is True
+    at_one = bench.truth_from_run(run, 0.35, space)[0]["predicted_ms"]
+    assert rows["random00-0.5ms"]["predicted_ms"] == pytest.approx(2 * at_one, abs=2e-4)  # at the run's level
+    with pytest.raises(HwnasError, match="no session level for budget 0.2ms"):
+        bench.truth_from_run(run, 0.2, space)
