@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -184,30 +185,31 @@ def truth_from_run(run: Path, budget_ms: float, space) -> list[dict]:
         raise HwnasError(f"{run / 'levels.json'}: no session level for budget {tag} (has {', '.join(levels)})")
     predictor, _ = load_latency_predictor(space, settings["predictor"], quiet=True, level=levels[tag]["level"])
     ladder = read_json(run / f"ladder-{tag}.json", "MobileNetV2 ladder")
-    kinds = {"random": "random", "searched": "searched", "proxy": "proxy"}
+    at = re.escape(tag)
+    patterns = {"random": rf"random\d+-{at}", "searched": rf"searched-{at}-seed\d+",
+                "proxy": rf"proxy-\w+-{at}-seed\d+", "mbv2": r"mbv2-w([\d.]+)"}  # mbv2-w1.125-e11: another recipe
     groups: dict[str, list[Path]] = {}
+    kind_of: dict[str, str] = {}
     for job in sorted((run / "jobs").iterdir()):
-        name = job.name
-        base = name[:-3] if name[-3:-1] == "-t" else name
-        first = base.split("-")[0]
-        wanted = (base.endswith(f"-{tag}") and first.rstrip("0123456789") in kinds) or \
-                 (base.startswith(("searched-", "proxy-")) and f"-{tag}-seed" in base) or \
-                 (base.startswith("mbv2-w") and "-e" not in base[6:] and base[6:] in ladder["widths"])
-        if wanted and (job / "result.json").exists():
-            groups.setdefault(base, []).append(job)
+        base = re.sub(r"-t\d+$", "", job.name)  # extra training seeds join their model
+        for kind, pattern in patterns.items():
+            m = re.fullmatch(pattern, base)
+            if m and (kind != "mbv2" or m.group(1) in ladder["widths"]) and (job / "result.json").exists():
+                groups.setdefault(base, []).append(job)
+                kind_of[base] = kind
     rows = []
     for base, jobs in groups.items():
         arch_json = read_json(jobs[0] / "job.json", "job")["arch"]
         accs = [read_json(j / "result.json", "job result")["test_acc_torch"] for j in jobs]
         row = {"name": base, "test_acc": sum(accs) / len(accs), "train_seeds": len(accs)}
-        if base.startswith("mbv2-w"):
-            w = float(base[6:])
-            row.update(kind="mbv2", width_mult=w, in_band=False, predicted_ms=ladder["widths"][base[6:]]["predicted_ms"])
+        if kind_of[base] == "mbv2":
+            w = base[len("mbv2-w"):]
+            row.update(kind="mbv2", width_mult=float(w), in_band=False, predicted_ms=ladder["widths"][w]["predicted_ms"])
         else:
             widths = arch_json["space_params"]["stage_widths"]
             arch = architecture_of(space.at_widths(widths), arch_json["choices"])
-            row.update(kind=kinds[base.split("-")[0].rstrip("0123456789")], in_band=True, choices=arch_json["choices"],
-                       stage_widths=widths, predicted_ms=round(float(predictor.predict_ops(arch.ops())), 4))
+            row.update(kind=kind_of[base], in_band=True, choices=arch_json["choices"], stage_widths=widths,
+                       predicted_ms=round(float(predictor.predict_ops(arch.ops())), 4))
         rows.append(row)
     if not rows:
         raise HwnasError(f"{run}: no finished training of budget {tag} in jobs/")
