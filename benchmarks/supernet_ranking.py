@@ -190,6 +190,8 @@ def truth_from_run(run: Path, budget_ms: float, space) -> list[dict]:
                 "proxy": rf"proxy-\w+-{at}-seed\d+", "mbv2": r"mbv2-w([\d.]+)"}  # mbv2-w1.125-e11: another recipe
     groups: dict[str, list[Path]] = {}
     kind_of: dict[str, str] = {}
+    if not (run / "jobs").is_dir():
+        raise HwnasError(f"{run}: no jobs/ folder (not a cifar10_budgets.py run folder?)")
     for job in sorted((run / "jobs").iterdir()):
         base = re.sub(r"-t\d+$", "", job.name)  # extra training seeds join their model
         for kind, pattern in patterns.items():

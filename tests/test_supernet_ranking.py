@@ -156,3 +156,6 @@ def test_truth_from_a_budgets_run_takes_that_budgets_models_and_averages_trainin
     assert rows["random00-0.5ms"]["predicted_ms"] == pytest.approx(2 * at_one, abs=2e-4)  # at the run's level
     with pytest.raises(HwnasError, match="no session level for budget 0.2ms"):
         bench.truth_from_run(run, 0.2, space)
+    (run / "jobs").rename(run / "elsewhere")
+    with pytest.raises(HwnasError, match="no jobs/ folder"):
+        bench.truth_from_run(run, 0.5, space)
