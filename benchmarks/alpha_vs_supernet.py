@@ -1,11 +1,11 @@
 """Does the supernet score a child by how much alpha favoured it? (issue 20; docs/search.md, run F's ranking)
 
 For every child of a ``supernet_ranking.py`` truth file, its log-probability under a search's final
-architecture distribution (the last line of ``probs.jsonl``: the stage widths' groups first, then the
-positions'), against its supernet accuracy (``scores.jsonl`` at one length) and its stand-alone test accuracy:
+architecture distribution (the named probabilities of the search folder's ``derived.json``: ``stage S width``
+and ``position P``), against its supernet accuracy (``scores.jsonl`` at one length) and its stand-alone test accuracy:
 Kendall tau and Spearman rho of each pair. MobileNetV2 rows (not children) are left out.
 
-    python benchmarks/alpha_vs_supernet.py --probs runs/supernet_ranking_f/supernet-3x/probs.jsonl \\
+    python benchmarks/alpha_vs_supernet.py --search runs/supernet_ranking_f/supernet-3x \\
         --truth benchmarks/supernet_ranking_run_f.json --scores benchmarks/supernet_ranking_run_f_scores.jsonl --length 3
 """
 
@@ -27,20 +27,16 @@ def main(argv=None) -> int:
     from scipy.stats import kendalltau, spearmanr
 
     from hwnas.jsonfile import read_json, read_jsonl
-    from hwnas.spaces import get_space
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--probs", required=True, help="a search folder's probs.jsonl")
+    p.add_argument("--search", required=True, help="a finished search folder (its derived.json)")
     p.add_argument("--truth", required=True, help="the ranking benchmark's truth file (JSON list)")
     p.add_argument("--scores", required=True, help="the ranking benchmark's scores.jsonl")
     p.add_argument("--length", type=int, required=True, help="the supernet length whose scores to use")
-    p.add_argument("--space", default="proxyless-tiny")
     args = p.parse_args(argv)
-    space = get_space(args.space)
-    rows = read_jsonl(args.probs, "an epoch's probabilities")
-    if not rows:
-        raise HwnasError(f"{args.probs}: no probabilities")
-    probs = rows[-1]["probs"]
+    probs = read_json(Path(args.search) / "derived.json", "search result").get("probs")
+    if not probs:
+        raise HwnasError(f"{Path(args.search) / 'derived.json'}: no final probabilities (an unfinished search?)")
     scores = {r["name"]: r["supernet_acc"] for r in read_jsonl(args.scores, "a score") if r["length"] == args.length}
     log_p, sup, alone = [], [], []
     for row in read_json(args.truth, "ground-truth file"):
@@ -48,9 +44,12 @@ def main(argv=None) -> int:
             continue
         if row["name"] not in scores:
             raise HwnasError(f"{args.scores}: no {args.length}x score for {row['name']!r}")
-        widths = sum(math.log(probs[s][space.width_choices.index(w)]) for s, w in enumerate(row["stage_widths"]))
-        blocks = sum(math.log(probs[space.num_stages + i][pos.names.index(c)])
-                     for i, (pos, c) in enumerate(zip(space.positions, row["choices"])))
+        try:
+            widths = sum(math.log(probs[f"stage {s} width"][f"w{w:g}"]) for s, w in enumerate(row["stage_widths"]))
+            blocks = sum(math.log(probs[f"position {i}"][c]) for i, c in enumerate(row["choices"]))
+        except KeyError as exc:
+            raise HwnasError(f"{args.truth}: model {row['name']!r}: {exc} is not a choice of the search in "
+                             f"{args.search}") from None
         log_p.append(widths + blocks)
         sup.append(scores[row["name"]])
         alone.append(row["test_acc"])

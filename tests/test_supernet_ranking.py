@@ -165,11 +165,11 @@ def test_alpha_log_probability_ranks_children_as_their_scores_say(tmp_path, caps
     import alpha_vs_supernet
 
     space = get_space("proxyless-tiny")
-    groups = [[0.2] * len(space.width_choices)] * space.num_stages + [[1 / len(p.names)] * len(p.names)
-                                                                      for p in space.positions]
-    groups[space.num_stages] = [0.5] + [0.5 / (len(space.positions[0].names) - 1)] * (len(space.positions[0].names) - 1)
-    (tmp_path / "probs.jsonl").write_text(json.dumps({"epoch": 1, "probs": groups}) + "\n")
+    probs = {f"stage {s} width": {f"w{w:g}": 0.2 for w in space.width_choices} for s in range(space.num_stages)}
+    probs.update({f"position {i}": {n: 1 / len(p.names) for n in p.names} for i, p in enumerate(space.positions)})
     first = space.positions[0].names
+    probs["position 0"] = {n: 0.5 if n == first[0] else 0.5 / (len(first) - 1) for n in first}
+    (tmp_path / "derived.json").write_text(json.dumps({"probs": probs}))
     truth = [{"name": f"c{i}", "test_acc": 0.6 + 0.01 * i, "in_band": True, "stage_widths": [1.0] * space.num_stages,
               "choices": [first[i]] + ["k3_e3"] * (len(space.positions) - 1)} for i in range(3)]
     truth.append({"name": "mbv2", "width_mult": 1.0, "test_acc": 0.7, "in_band": False})  # not a child: left out
@@ -177,9 +177,13 @@ def test_alpha_log_probability_ranks_children_as_their_scores_say(tmp_path, caps
     scores = [{"length": 1, "name": "c0", "supernet_acc": 0.5}, {"length": 1, "name": "c1", "supernet_acc": 0.3},
               {"length": 1, "name": "c2", "supernet_acc": 0.2}]
     (tmp_path / "scores.jsonl").write_text("\n".join(json.dumps(s) for s in scores) + "\n")
-    args = ["--probs", str(tmp_path / "probs.jsonl"), "--truth", str(tmp_path / "truth.json"),
+    args = ["--search", str(tmp_path), "--truth", str(tmp_path / "truth.json"),
             "--scores", str(tmp_path / "scores.jsonl")]
     assert alpha_vs_supernet.main(args + ["--length", "1"]) == 0
     assert "vs supernet accuracy (3 children): Kendall tau +0.82" in capsys.readouterr().out  # c1, c2 tie on alpha
     with pytest.raises(HwnasError, match="no 3x score for 'c0'"):
         alpha_vs_supernet.main(args + ["--length", "3"])
+    truth[0]["stage_widths"] = [3.0] * space.num_stages
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    with pytest.raises(HwnasError, match="model 'c0': 'w3' is not a choice of the search"):
+        alpha_vs_supernet.main(args + ["--length", "1"])
