@@ -38,7 +38,10 @@ architectures). The searched or proxy child of seed s is trained with training s
 the same child still count as two trainings (runs D and E trained every model with seed 0); ``--inherited``: each searched child
 also trained from its supernet's weights; ``--long-epochs N``: MobileNetV2 at each budget also trained N
 epochs, the inherited children's control (they saw the supernet's images as well); ``--proxy flops``: children derived with no supernet by a zero-cost proxy
-(:func:`hwnas.search.derive.proxy_child`, in the search's band), one per search seed; ``--searches-last``: the
+(:func:`hwnas.search.derive.proxy_child`, in the search's band), one per search seed; ``--variant
+NAME:KEY=VALUE,...``: the search run again with other settings (fields of :class:`hwnas.search.SearchConfig`,
+e.g. ``weight_sampling=band,derive=evolution``), one per search seed at ``--variant-budgets``, its children
+trained as the searched ones and compared with everything (own rows); ``--searches-last``: the
 models that need no search are trained before the searches. Every model's per-image test correctness is kept
 (``test_correct.npy``), and each budget's table ends with paired comparisons (:mod:`hwnas.paired`: bootstrap over
 the test images of the difference of mean accuracy, exact McNemar), the searched children's percentile among
@@ -130,6 +133,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="also derive children with no supernet by a zero-cost proxy (flops, params, mac, synflow): "
                         "hwnas.search.derive.proxy_child in the search's band, one per --search-seeds seed (own rows)")
     p.add_argument("--proxy-children", type=int, default=2000, help="children scored per proxy derivation (2000)")
+    p.add_argument("--variant", default=None, metavar="NAME:KEY=VALUE,...",
+                   help="also run the search with other settings (hwnas.search.SearchConfig fields), one per "
+                        "--search-seeds seed at each of --variant-budgets, e.g. 'band-evo:weight_sampling=band,"
+                        "derive=evolution'; its children are trained as the searched ones (own rows, compared)")
+    p.add_argument("--variant-budgets", default=None,
+                   help="the accuracy budgets the variant runs at (default: all of --accuracy-budgets)")
     p.add_argument("--searches-last", action="store_true",
                    help="train the models that need no search (proxy, random, MobileNetV2) before the searches run")
     p.add_argument("--inherited", action="store_true",
@@ -169,6 +178,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                          f"{args.quiet_load:g} and {args.quiet_wait:g}")
     if args.proxy_children < 1:
         raise HwnasError(f"--proxy-children must be at least 1, got {args.proxy_children}")
+    args.variant_options = parse_variant(args.variant) if args.variant else None
     if args.relevel < 0:
         raise HwnasError(f"--relevel must be 0 or more, got {args.relevel}")
     if args.long_epochs < 0:
@@ -179,12 +189,55 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``NAME:KEY=VALUE,...`` -> (NAME, {field: value}), each KEY a field of the search's config, each VALUE
+    read as that field's type; the settings the benchmark sets itself (budget, seeds, schedule) are refused."""
+    from dataclasses import fields
+
+    from hwnas.search.config import SearchConfig
+
+    name, _, rest = text.partition(":")
+    if not name or not name.replace("-", "").isalnum():
+        raise HwnasError(f"--variant {text!r}: give NAME:KEY=VALUE,... with a NAME of letters, digits and '-'")
+    kinds = {f.name: type(getattr(SearchConfig(), f.name)) for f in fields(SearchConfig)}
+    fixed = {"space", "dataset", "predictor", "budget_ms", "latency_level", "epochs", "warmup_epochs",
+             "child_warmup_epochs", "batch_size", "max_steps", "seed", "out", "resume", "progress", "device",
+             "threads"}
+    options = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in kinds or key in fixed:
+            why = "set by the benchmark" if key in fixed else "not a search setting" if eq else "no '='"
+            raise HwnasError(f"--variant {text!r}: {item!r}: {why} (KEY=VALUE, KEY a field of SearchConfig)")
+        kind = kinds[key]
+        try:
+            options[key] = ({"true": True, "false": False}[value.lower()] if kind is bool
+                            else kind(value) if kind in (int, float, str) else float(value))
+        except (KeyError, ValueError):
+            raise HwnasError(f"--variant {text!r}: {key}={value!r} is not a {kind.__name__}") from None
+    SearchConfig(budget_ms=1.0, **options).check()  # an unknown choice is refused now, with the field named
+    return name, options
+
+
 def result_settings(args) -> dict:
     """Every setting that changes a result: a run folder holds the results of one set of them."""
     keep = ("dataset", "predictor", "space", "train", "selection", "test", "seed", "epochs", "batch_size", "lr",
             "weight_decay", "label_smoothing", "search_epochs", "search_warmup_epochs",
             "search_child_warmup_epochs", "search_steps", "mbv2_step", "relevel")
     return {k: getattr(args, k) for k in keep}
+
+
+def variant_budgets_of(args, acc_budgets, fastest: float, slowest: float) -> list[float]:
+    """The accuracy budgets the ``--variant`` search runs at (none without a variant)."""
+    if not args.variant_options:
+        return []
+    if args.variant_budgets is None:
+        return list(acc_budgets)
+    chosen = parse_budgets(args.variant_budgets, fastest, slowest, "--variant-budgets")
+    if any(b not in acc_budgets for b in chosen):
+        raise HwnasError(f"--variant-budgets must be among --accuracy-budgets ({', '.join(map(str, acc_budgets))} "
+                         f"ms), got {', '.join(map(str, chosen))} ms")
+    return chosen
 
 
 def check_run_folder(out: Path, settings: dict) -> None:
@@ -351,7 +404,7 @@ def run_job(args, name: str) -> None:
                            warmup_epochs=args.search_warmup_epochs,
                            child_warmup_epochs=args.search_child_warmup_epochs, batch_size=args.batch_size,
                            max_steps=args.search_steps, seed=spec["seed"], out=str(folder / "search"), resume=True,
-                           progress=False, device="cpu", threads=1)
+                           progress=False, device="cpu", threads=1, **spec.get("options", {}))
         res = run_search(cfg, splits=data.splits())
         keep = ("predicted_latency_ms", "band_ms", "min_latency_ms", "max_latency_ms", "val_acc_supernet_child",
                 "epochs_done")
@@ -671,7 +724,7 @@ def main(argv=None) -> int:
         rows: list[dict] = []  # one per table row; a model (job) may serve several rows
         trainings: dict[str, dict] = {}
         priority: dict[str, tuple] = {}  # training order: derived children and MobileNetV2 first, random last
-        rank = {"proxy": 0, "searched": 0, "mbv2": 1, "inherited": 2, "mbv2-long": 2, "random": 3}
+        rank = {"proxy": 0, "searched": 0, "variant": 0, "mbv2": 1, "inherited": 2, "mbv2-long": 2, "random": 3}
 
         def add(row: dict, name: str, arch: Architecture, train_seed: int = 0, init: str | None = None,
                 epochs: int | None = None) -> None:
@@ -734,6 +787,12 @@ def main(argv=None) -> int:
         # -- searches ----------------------------------------------------------------------------------------
         searches = {f"search-{ms_tag(b)}-seed{s}": {"kind": "search", "budget_ms": b, "seed": s, "level": levels[b]}
                     for b in budgets for s in range(args.search_seeds if b in acc_budgets else 1)}
+        variant_budgets = variant_budgets_of(args, acc_budgets, fastest, slowest)
+        if args.variant_options:
+            vname, options = args.variant_options
+            searches.update({f"search-{vname}-{ms_tag(b)}-seed{s}": {"kind": "search", "budget_ms": b, "seed": s,
+                                                                      "level": levels[b], "options": options}
+                             for b in variant_budgets for s in range(args.search_seeds)})
         searched: dict[str, dict] = {}
 
         def search_done(name: str, result: dict) -> None:
@@ -761,6 +820,13 @@ def main(argv=None) -> int:
                             init=str(job_dir(out, search) / "search"))
                 else:
                     rows.append(dict(row, model=search, trained=False))
+                if b in variant_budgets:  # the variant's child of this seed, trained like the searched one
+                    vname = args.variant_options[0]
+                    vsearch = f"search-{vname}-{ms_tag(b)}-seed{s}"
+                    add(dict(row, kind="variant", variant=vname, search=vsearch,
+                             search_seconds=searched[vsearch]["seconds"], band_ms=searched[vsearch]["band_ms"]),
+                        f"variant-{vname}-{ms_tag(b)}-seed{s}", Architecture.from_dict(searched[vsearch]["arch"]),
+                        train_seed=s)
         run_jobs("train", ordered(trainings), argv, out, args.jobs, train_done)
         if args.train_seeds > 1:  # the seed spread of a second architecture: the best random child of each budget
             extra = []
@@ -838,6 +904,8 @@ def label(r: dict) -> str:
         return f"searched (search seed {r['seed']})"
     if r["kind"] == "inherited":
         return f"searched, from supernet weights (search seed {r['seed']})"
+    if r["kind"] == "variant":
+        return f"searched, {r['variant']} (search seed {r['seed']})"
     if r["kind"] == "proxy":
         return f"{r['proxy']} proxy, no supernet (seed {r['seed']})"
     if r["kind"] == "random":
@@ -873,10 +941,13 @@ def comparisons(results: list[dict], budget: float) -> list[dict]:
         return f"{what} ({len(group)} model{'s' if len(group) > 1 else ''})"
 
     proxy = [r for r in at if r["kind"] == "proxy"]
+    variant = [r for r in at if r["kind"] == "variant"]
     pairs = []
     methods = [(searched, name(searched, "searched, mean of search seeds"))]
     if proxy:
         methods.append((proxy, name(proxy, f"{proxy[0]['proxy']} proxy, mean of seeds")))
+    if variant:
+        methods.append((variant, name(variant, f"searched, {variant[0]['variant']}, mean of search seeds")))
     for method, a in methods:
         if not method:
             continue
@@ -888,8 +959,9 @@ def comparisons(results: list[dict], budget: float) -> list[dict]:
                             (randoms, f"average of {len(randoms)} random")):
             if group and not (what.startswith("the same") and len(best_seeds) < 2):
                 pairs.append((a, method, name(group, what), group))
-    if proxy and searched:
-        pairs.append((methods[1][1], proxy, methods[0][1], searched))
+    for method, a in methods[1:]:
+        if searched:
+            pairs.append((a, method, methods[0][1], searched))
     if inherited:
         pairs.append((name(inherited, "supernet weights, mean"), inherited, name(searched, "from scratch, mean"),
                       searched))
@@ -924,11 +996,13 @@ def comparison_lines(results: list[dict], budget: float, pairs: list[dict]) -> l
                      f"{only_a} / {only_b}, {p:.4f} |")
     at = [r for r in results if r["budget_ms"] == budget and "test_acc" in r]
     randoms = sorted(r["test_acc"] for r in at if r["kind"] == "random" and not r.get("train_seed"))
-    searched = [r for r in at if r["kind"] in ("searched", "proxy")]
+    searched = [r for r in at if r["kind"] in ("searched", "proxy", "variant")]
     if randoms and searched:
-        ranks = ", ".join(f"{r['kind'] if r['kind'] == 'searched' else r['proxy'] + ' proxy'} seed {r['seed']} "
+        what = {"searched": lambda r: "searched", "proxy": lambda r: r["proxy"] + " proxy",
+                "variant": lambda r: r["variant"]}
+        ranks = ", ".join(f"{what[r['kind']](r)} seed {r['seed']} "
                           f"{100 * np.mean([x < r['test_acc'] for x in randoms]):.0f}%"
-                          for r in sorted(searched, key=lambda r: (r["kind"] != "searched", r["seed"])))
+                          for r in sorted(searched, key=lambda r: (r["kind"] != "searched", r["kind"], r["seed"])))
         lines += ["", f"Searched children's percentile among the {len(randoms)} random children (share of random "
                   f"children below, test accuracy; random: {randoms[0]:.2%}-{randoms[-1]:.2%}, mean "
                   f"{np.mean(randoms):.2%}): {ranks}."]
@@ -985,10 +1059,12 @@ def write_table(results: list[dict], budgets, acc_budgets, args, data: Data, clo
              f"Budget hit (target {HIT_BAND[0]:.2f}-{HIT_BAND[1]:.2f}x):", "",
              "| budget ms | searched child | predicted ms | session level | measured ms | measured / budget | within |",
              "|---|---|---|---|---|---|---|"]
-    for r in sorted((r for r in results if r["kind"] == "searched"), key=lambda r: (r["budget_ms"], r["seed"])):
+    for r in sorted((r for r in results if r["kind"] in ("searched", "variant")),
+                    key=lambda r: (r["budget_ms"], r["kind"], r["seed"])):
         ok = HIT_BAND[0] <= r["measured_over_budget"] <= HIT_BAND[1]
         widths = ",".join(f"{w:g}" for w in r["stage_widths"])
-        lines.append(f"| {r['budget_ms']:g} | seed {r['seed']}: `{' '.join(r['choices'])}` widths {widths} | "
+        which = f"{r['variant']} " if r["kind"] == "variant" else ""
+        lines.append(f"| {r['budget_ms']:g} | {which}seed {r['seed']}: `{' '.join(r['choices'])}` widths {widths} | "
                      f"{r['predicted_ms']:.3f} | {r['level']:.3f}x | {r['measured_ms']:.3f} ± {r['spread_ms']:.3f} | "
                      f"{r['measured_over_budget']:.2f}x | {'yes' if ok else 'no'} |")
     for b in acc_budgets:
@@ -996,7 +1072,7 @@ def write_table(results: list[dict], budgets, acc_budgets, args, data: Data, clo
                   "epochs from scratch with one recipe unless the row says otherwise):", "",
                   "| model | test acc | selection acc | measured ms | predicted ms | MFLOPs | M params |",
                   "|---|---|---|---|---|---|---|"]
-        order = {"searched": 0, "inherited": 1, "proxy": 2, "random": 3, "mbv2": 4, "mbv2-long": 5}
+        order = {"searched": 0, "variant": 0.5, "inherited": 1, "proxy": 2, "random": 3, "mbv2": 4, "mbv2-long": 5}
         for r in sorted((r for r in results if r["budget_ms"] == b and "test_acc" in r),
                         key=lambda r: (order[r["kind"]], r.get("seed", 0), r.get("index", 0), r.get("width_mult"),
                                        r.get("train_seed", 0))):
@@ -1018,6 +1094,7 @@ def plot(results: list[dict], acc_budgets, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles = {"searched": ("*", "tab:red", 14, "searched"),
               "inherited": ("P", "tab:orange", 10, "searched, from supernet weights"),
+              "variant": ("*", "tab:purple", 14, "searched, variant settings"),
               "proxy": ("D", "tab:green", 8, "proxy-derived, no supernet"),
               "random": ("o", "tab:gray", 6, "random (in band)"),
               "best": ("o", "black", 8, "best random (on selection)"), "mbv2": ("s", "tab:blue", 7, "MobileNetV2"),
@@ -1050,8 +1127,8 @@ def publish_models(results: list[dict], folder: Path, data: Data, args) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     listed = []
     for r in sorted((r for r in results if "test_acc" in r), key=lambda r: (r["budget_ms"], r["model"])):
-        derived = r["kind"] in ("searched", "inherited", "proxy")
-        name = f"{r['kind']}-{ms_tag(r['budget_ms'])}" + (f"-seed{r['seed']}" if derived
+        derived = r["kind"] in ("searched", "inherited", "proxy", "variant")
+        name = f"{r['kind']}{'-' + r['variant'] if r['kind'] == 'variant' else ''}-{ms_tag(r['budget_ms'])}" + (f"-seed{r['seed']}" if derived
                                                            else f"-{r['index']:02d}" if r["kind"] == "random" else
                                                            f"-w{r['width_mult']:g}"
                                                            + (f"-e{r['epochs']}" if r.get("epochs") else "")) + (

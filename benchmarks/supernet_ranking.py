@@ -72,6 +72,9 @@ def parse_args(argv):
     p.add_argument("--search-warmup-epochs", type=int, default=2)
     p.add_argument("--search-steps", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--weight-sampling", choices=("alpha", "uniform", "band"), default="alpha",
+                   help="the child each sandwich weight step trains (hwnas.search.weight_sampling; default alpha, "
+                        "the search's own); not alpha: the supernet folders are named supernet-Lx-SAMPLING")
     p.add_argument("--seed", type=int, default=0, help="data permutation and search seed (0)")
     p.add_argument("--train", type=int, default=10000)
     p.add_argument("--selection", type=int, default=1000)
@@ -132,7 +135,8 @@ def train_supernet(args, data, length: int):
     cfg = SearchConfig(space=args.space, dataset=args.dataset, predictor=args.predictor, budget_ms=args.budget,
                        latency_level=args.level, epochs=length * args.search_epochs,
                        warmup_epochs=length * args.search_warmup_epochs, batch_size=args.batch_size,
-                       max_steps=args.search_steps, seed=args.seed, out=str(Path(args.out) / f"supernet-{length}x"),
+                       max_steps=args.search_steps, seed=args.seed, weight_sampling=args.weight_sampling,
+                       out=str(Path(args.out) / supernet_folder(args, length)),
                        resume=True, progress=True, device="cpu", threads=1)
     t0 = time.time()
     res = run_search(cfg, splits=data.splits())
@@ -321,8 +325,15 @@ def score_all(args, length: int, net, truth: list[dict], bn_set, rank_set, log: 
     return done
 
 
+def supernet_folder(args, length: int) -> str:
+    sampling = getattr(args, "weight_sampling", "alpha")
+    return f"supernet-{length}x" + ("" if sampling == "alpha" else f"-{sampling}")
+
+
 def supernet_label(args, length: int) -> str:
-    return f"supernet {length}x ({length * args.search_epochs * args.search_steps} steps)"
+    sampling = getattr(args, "weight_sampling", "alpha")
+    return (f"supernet {length}x ({length * args.search_epochs * args.search_steps} steps"
+            + ("" if sampling == "alpha" else f", {sampling} sampling") + ")")
 
 
 def read_supernet_scores(args, path: str, truth: list[dict]) -> dict[str, dict[str, float]]:
@@ -446,7 +457,7 @@ def main(argv=None) -> int:
         scores[length] = score_all(args, length, res.supernet, truth, bn_set, rank_set, out / "scores.jsonl")
         from hwnas.jsonfile import read_jsonl
 
-        epochs = read_jsonl(out / f"supernet-{length}x" / "metrics.jsonl", "an epoch")
+        epochs = read_jsonl(out / supernet_folder(args, length) / "metrics.jsonl", "an epoch")
         arch = res.arch
         notes[supernet_label(args, length)] = (f"argmax child of the band `{' '.join(arch.choices)}` widths "
                          f"{','.join(f'{w:g}' for w in arch.space.stage_widths)} (its supernet accuracy on the "

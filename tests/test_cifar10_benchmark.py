@@ -52,6 +52,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
             "--random", "2", "--mbv2-ladder", "2", "--rounds", "1", "--jobs", "2", "--relevel", "1", "--out", str(out),
             "--train-seeds", "2", "--inherited", "--proxy", "flops", "--proxy-children", "30",
             "--long-epochs", "2", "--searches-last", "--quiet-wait", "0",
+            "--variant", "band-evo:weight_sampling=band,derive=evolution,derive_children=12",
             "--models-dir", str(models)]
     tool = load_script()
     assert tool.main(argv) == 0
@@ -76,8 +77,17 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     accuracy = [r for r in rows if "test_acc" in r]
     # 2 searched + their 2 inherited-weights twins, 2 random + the best one's second training seed,
     # 2 MobileNetV2 widths x 2 training seeds, the width at the budget trained 2 epochs x 2 training seeds
+    # and the variant's 2 children (one per search seed)
     assert sorted(r["kind"] for r in accuracy) == (["inherited"] * 2 + ["mbv2"] * 4 + ["mbv2-long"] * 2
-                                                   + ["proxy"] * 2 + ["random"] * 3 + ["searched"] * 2)
+                                                   + ["proxy"] * 2 + ["random"] * 3 + ["searched"] * 2
+                                                   + ["variant"] * 2)
+    variant = [r for r in accuracy if r["kind"] == "variant"]
+    for r in variant:  # its own searches, run with the variant's settings, children in the same band
+        assert r["variant"] == "band-evo" and r["search"] == f"search-band-evo-{tool.ms_tag(r['budget_ms'])}-seed{r['seed']}"
+        config = json.loads((out / "jobs" / r["search"] / "search" / "config.json").read_text())
+        assert config["weight_sampling"] == "band" and config["derive"] == "evolution"
+        low, high = r["band_ms"]
+        assert low - 1e-4 <= r["predicted_ms"] * r["level"] <= high + 1e-4
     for r in accuracy:
         if r["kind"] == "proxy":  # no supernet: the proxy's best child inside the search's band
             low, high = r["band_ms"]
@@ -97,6 +107,8 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     pairs = json.loads((out / "comparisons.json").read_text())
     assert {c["b"].split(" (")[0] for c in pairs} >= {"best of 2 random", "average of 2 random"}
     assert any(c["a"].startswith("flops proxy") and c["b"].startswith("searched") for c in pairs)
+    assert any(c["a"].startswith("searched, band-evo") and c["b"].startswith("MobileNetV2") for c in pairs)
+    assert any(c["a"].startswith("searched, band-evo") and c["b"].startswith("searched, mean") for c in pairs)
     for c in pairs:
         assert c["images"] == 20 and 0 < c["p_bootstrap"] <= 1 and c["low"] <= c["diff"] <= c["high"]
         a = np.mean([np.load(out / "models" / m / "test_correct.npy").mean() for m in c["a_models"]])
@@ -124,11 +136,13 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     assert "Training-seed spread" in table and "Load average (1 min) when timing started: session level" in table
     assert "load_average" in json.loads((out / "timing.json").read_text())
     assert (out / "accuracy_vs_latency.png").stat().st_size > 0
-    assert len(list(models.glob("*.tflite"))) == 15
+    assert "| band-evo seed 0:" in table and "band-evo seed 1 " in table  # budget hit, percentile
+    assert len(list(models.glob("*.tflite"))) == 17
+    assert (models / "variant-band-evo-" f"{tool.ms_tag(variant[0]['budget_ms'])}-seed0.tflite").exists()
     readme = (models / "README.md").read_text()
     assert "CIFAR_MEAN" in readme and '"airplane", "automobile"' in readme
     assert len((models / "test_images.txt").read_text().split()) == 20
-    for phase in ("train (no search needed): 10 jobs", "search: 3 jobs", "train: 14 jobs, 10 done earlier, 4 to run",
+    for phase in ("train (no search needed): 10 jobs", "search: 5 jobs", "train: 16 jobs, 10 done earlier, 6 to run",
                   "train (seeds of the best random child): 1 jobs",
                   "== phase session level", "== phase timing"):
         assert phase in first
@@ -137,8 +151,8 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     stamps = [p.stat().st_mtime_ns for p in results]
     assert tool.main(argv) == 0
     again = capsys.readouterr().out
-    assert "search: 3 jobs, 3 done earlier, 0 to run" in again
-    assert "train: 14 jobs, 14 done earlier, 0 to run" in again
+    assert "search: 5 jobs, 5 done earlier, 0 to run" in again
+    assert "train: 16 jobs, 16 done earlier, 0 to run" in again
     assert "timing: done earlier" in again
     assert [p.stat().st_mtime_ns for p in results] == stamps
 
@@ -152,6 +166,11 @@ def test_bad_budgets_refused_before_any_work(tmp_path):
         tool.main(base + ["--budgets", "fast"])
     with pytest.raises(HwnasError, match="--quiet-load must be a positive number"):
         tool.main(base + ["--budgets", "0.5", "--quiet-load", "-1"])
+    for variant, why in (("v:lr_w=fast", "lr_w='fast' is not a float"), ("v:budget_ms=1", "set by the benchmark"),
+                         ("v:weight_sampling=fair", "weight sampling must be one of"),
+                         ("v:colour=red", "not a search setting"), ("v w:derive=flops", "a NAME of letters")):
+        with pytest.raises(HwnasError, match=why):
+            tool.main(base + ["--budgets", "0.5", "--variant", variant])
     with pytest.raises(HwnasError, match="must be one or two of --budgets"):
         tool.main(base + ["--budgets", "0.5,0.7", "--accuracy-budgets", "0.6"])
     assert not list(tmp_path.iterdir())  # nothing written

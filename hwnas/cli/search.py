@@ -19,6 +19,7 @@ from hwnas.errors import HwnasError
 from hwnas.outputs import check_writable_folder
 from hwnas.spaces import DEFAULT_SPACE
 from hwnas.search.config import CONTROLS, DERIVATIONS, SUPERNETS
+from hwnas.search.weight_sampling import WEIGHT_SAMPLINGS
 from hwnas.supernet.mixed_op import MODES
 from hwnas.threads import TORCH_THREADS, TORCH_THREADS_HELP, check_threads, use_torch_threads
 
@@ -80,7 +81,8 @@ def config_from_args(args):
         warmup_epochs=pick("warmup_epochs"), child_warmup_epochs=pick("child_warmup_epochs"),
         batch_size=pick("batch_size"), max_steps=pick("max_steps"), supernet=args.supernet_type, control=args.control,
         target_fraction=args.target_fraction, band_low=args.band[0], band_high=args.band[1],
-        arch_fraction=args.arch_fraction, distill=not args.no_distill, derive=args.derive,
+        arch_fraction=args.arch_fraction, distill=not args.no_distill, weight_sampling=args.weight_sampling,
+        derive=args.derive,
         derive_children=args.derive_children,
         limit_train=args.limit_train, limit_val=args.limit_val, seed=args.seed, lr_w=args.lr, lr_alpha=args.lr_alpha,
         lambda_lat=args.lambda_lat, eta_flops=args.eta_flops, eta_mac=args.eta_mac, eta_params=args.eta_params,
@@ -318,6 +320,10 @@ def register(sub) -> None:
                    help="evolution or proxy: children scored (default 500)")
     p.add_argument("--arch-fraction", type=float, default=0.2,
                    help="entangled: share of the training images kept for architecture steps (default 0.2)")
+    p.add_argument("--weight-sampling", choices=WEIGHT_SAMPLINGS, default="alpha",
+                   help="entangled: the child each weight step trains beside the largest: alpha (default: drawn "
+                        "from the architecture distribution), uniform (every decision uniform) or band (uniform "
+                        "over the children predicted in [0.85, 1] x budget); hwnas.search.weight_sampling")
     p.add_argument("--no-distill", action="store_true",
                    help="entangled: sampled children learn from the labels, not from the largest child")
     p.add_argument("--budget-on", choices=("derived", "expected"), default="derived",

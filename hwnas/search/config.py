@@ -10,6 +10,7 @@ from hwnas.errors import HwnasError
 from hwnas.spaces import DEFAULT_SPACE
 from hwnas.threads import check_threads
 from hwnas.supernet.mixed_op import MODES
+from hwnas.search.weight_sampling import WEIGHT_SAMPLINGS
 
 # Settings that must match for --resume to continue a run: every one that changes the result.
 RESUME_KEYS = ("space", "space_params", "dataset", "mode", "darts_order", "epochs", "warmup_epochs", "batch_size",
@@ -17,7 +18,9 @@ RESUME_KEYS = ("space", "space_params", "dataset", "mode", "darts_order", "epoch
                "lr_w", "momentum", "weight_decay", "lr_alpha", "lambda_lat", "eta_flops", "eta_mac", "eta_params",
                "tau_start", "tau_end", "baseline_decay", "fit_budget",
                "supernet", "control", "target_fraction", "band_low", "band_high", "arch_fraction",
-               "child_warmup_epochs", "distill", "alpha_init_std", "label_smoothing", "latency_level")
+               "child_warmup_epochs", "distill", "alpha_init_std", "label_smoothing", "latency_level",
+               "weight_sampling")
+RESUME_DEFAULTS = {"weight_sampling": "alpha"}  # keys older checkpoints lack, and the value they ran with
 SUPERNETS = ("entangled", "separate")
 MAX_RELEVEL = 1000  # children timed for the session level (~5 s each)
 CONTROLS = ("tilt", "absolute", "hinge")
@@ -75,6 +78,7 @@ class SearchConfig:
     band_high: float = 0.97
     arch_fraction: float = 0.2  # entangled: share of the training images kept for architecture steps
     distill: bool = True  # entangled: sampled children learn from the largest child's outputs
+    weight_sampling: str = "alpha"  # entangled: the sandwich's sampled child: alpha | uniform | band (weight_sampling.py)
     alpha_init_std: float = 1e-3  # entangled: architecture logits start at N(0, std)
     label_smoothing: float = 0.1  # entangled: on the largest child's labels
     recalib_batches: int = 10  # entangled: batches to re-estimate BN before a child is scored
@@ -149,6 +153,13 @@ class SearchConfig:
             raise HwnasError(f"arch fraction must be between 0 and 1, got {self.arch_fraction!r}")
         if not isinstance(self.child_warmup_epochs, int) or self.child_warmup_epochs < 0:
             raise HwnasError(f"child warm-up epochs must be a non-negative integer, got {self.child_warmup_epochs!r}")
+        if self.weight_sampling not in WEIGHT_SAMPLINGS:
+            raise HwnasError(f"weight sampling must be one of {', '.join(WEIGHT_SAMPLINGS)}, got "
+                             f"{self.weight_sampling!r}")
+        if self.weight_sampling != "alpha" and self.supernet != "entangled":
+            raise HwnasError(f"weight sampling {self.weight_sampling!r} needs the entangled supernet")
+        if self.weight_sampling == "band" and self.budget_ms is None:
+            raise HwnasError("weight sampling 'band' needs a latency budget")
         if self.derive not in DERIVATIONS:
             raise HwnasError(f"derive must be one of {', '.join(DERIVATIONS)}, got {self.derive!r}")
         for name in ("derive_children", "derive_images", "derive_calib_batches"):

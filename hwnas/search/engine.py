@@ -89,8 +89,9 @@ class Run:
 
     def __init__(self, out: Path, config: dict, resume_keys, resume: bool = False, main: bool = True,
                  progress: bool = True, checkpoint: str = CHECKPOINT, metrics: str = METRICS, probs: str = PROBS,
-                 inputs: tuple | None = None):
+                 inputs: tuple | None = None, defaults: dict | None = None):
         self.out, self.config, self.resume_keys, self.inputs = Path(out), config, tuple(resume_keys), inputs
+        self.defaults = defaults or {}  # resume keys an older checkpoint lacks, and the value it ran with
         self.resume, self.main, self.progress = resume, main, progress
         self.ckpt, self.metrics, self.probs = self.out / checkpoint, self.out / metrics, self.out / probs
         self.start, self.history, self.probs_log, self.tb = 0, [], [], None
@@ -131,8 +132,9 @@ class Run:
         except Exception as exc:  # truncated file, foreign pickle, missing keys
             raise HwnasError(f"{self.ckpt}: not a readable hwnas search checkpoint ({type(exc).__name__})") from None
         for key in self.resume_keys:
-            if saved.get(key) != self.config.get(key):
-                raise HwnasError(f"{self.ckpt}: checkpoint was written with {key}={saved.get(key)!r}, this run has "
+            before = saved.get(key, self.defaults.get(key))
+            if before != self.config.get(key):
+                raise HwnasError(f"{self.ckpt}: checkpoint was written with {key}={before!r}, this run has "
                                  f"{key}={self.config.get(key)!r}; resume with the same settings")
         return state
 
@@ -189,10 +191,10 @@ def chain_run(cfg, level: float, main: bool, predictor) -> Run:
     """The run folder of a chain search (separate or entangled supernet): its config with the session level,
     the resume keys, and the predictor's and dataset's content, which a resume must find unchanged."""
     from hwnas.predictors import content_fingerprint
-    from hwnas.search.config import RESUME_KEYS
+    from hwnas.search.config import RESUME_DEFAULTS, RESUME_KEYS
 
     return Run(cfg.out_dir, dict(cfg.to_dict(), latency_level=level), RESUME_KEYS, cfg.resume, main, cfg.progress,
-               inputs=(content_fingerprint(predictor), cfg.dataset))
+               inputs=(content_fingerprint(predictor), cfg.dataset), defaults=RESUME_DEFAULTS)
 
 
 def restore_training(state: dict, net, opt_w, opt_a) -> None:

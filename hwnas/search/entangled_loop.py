@@ -7,8 +7,9 @@ Schedule, per epoch (all randomness of an epoch seeded from (seed, epoch), so
 1. ``warmup_epochs``: the largest child alone (widest stages, most expensive
    candidate everywhere), which trains every shared weight;
 2. then the sandwich rule: each weight step trains the largest child on the
-   labels and one child sampled from the (tilted) architecture distribution on
-   the largest child's soft outputs (in-place distillation);
+   labels and one sampled child on the largest child's soft outputs (in-place
+   distillation), drawn from the (tilted) architecture distribution or, with
+   ``weight_sampling`` uniform / band, as :mod:`hwnas.search.weight_sampling` says;
 3. from epoch ``warmup_epochs + child_warmup_epochs`` on, every weight step is
    followed by an architecture step on a batch of the *architecture split*, a
    part of the training images (``arch_fraction``) that weight steps never see.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 
 import numpy as np
@@ -50,6 +52,7 @@ from hwnas.search.engine import PROBS_EVERY, chain_run, cycle, evaluate, loader,
 from hwnas.search.latency import check_budget
 from hwnas.search.plans import PlanMaker
 from hwnas.search.tilt import entropy
+from hwnas.search.weight_sampling import WeightSampler
 from hwnas.spaces import get_space
 from hwnas.supernet.entangled import EntangledSupernet, Plan
 from hwnas.supernet.recalibrate import recalibrate_bn
@@ -150,6 +153,7 @@ def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float
     maker = PlanMaker(net, table, cfg.mode, cfg.control, target_ms=target, budget_ms=cfg.budget_ms,
                       lambda_lat=cfg.latency_weight, generator=torch.Generator())
     largest = table.largest_child()
+    sampler = WeightSampler(cfg.weight_sampling, table, cfg.budget_ms, cfg.seed, maker.sample_child)
 
     out = cfg.out_dir
     run = chain_run(cfg, level, main, predictor)
@@ -179,6 +183,7 @@ def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float
     for epoch in range(start, cfg.epochs):
         set_seed(cfg.seed * 1000 + epoch)
         maker.generator.manual_seed(cfg.seed * 100003 + epoch)
+        sample_rng = random.Random(cfg.seed * 100003 + epoch)  # uniform / band weight sampling
         maker.tau = temperature(cfg.tau_start, cfg.tau_end, cfg.epochs, cfg.warmup_epochs, epoch)
         phase = "largest" if epoch < cfg.warmup_epochs else "sandwich" if epoch < arch_start else "search"
         for group in opt_w.param_groups:
@@ -206,7 +211,7 @@ def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float
             opt_w.zero_grad(set_to_none=True)
             sampled = None
             if phase != "largest":
-                sampled = maker.sample_child()
+                sampled = sampler.sample(sample_rng)
                 trace += _fingerprint(sampled) * (step + 1)
             logits, loss, child_loss = sandwich_backward(net, x, y, largest, sampled, cfg.label_smoothing,
                                                          cfg.distill)
