@@ -67,7 +67,8 @@ def parse_args(argv):
     p.add_argument("--space", default="proxyless-tiny")
     p.add_argument("--budget", type=float, default=0.5, help="the search's budget, ms (0.5)")
     p.add_argument("--level", type=float, default=1.0, help="the search's session level (1.0)")
-    p.add_argument("--lengths", default="1,3", help="supernet lengths, multiples of the search's steps (1,3)")
+    p.add_argument("--lengths", default="1,3",
+                   help="supernet lengths, multiples of the search's steps (1,3; none: no supernet)")
     p.add_argument("--search-epochs", type=int, default=6)
     p.add_argument("--search-warmup-epochs", type=int, default=2)
     p.add_argument("--search-steps", type=int, default=30)
@@ -87,10 +88,14 @@ def parse_args(argv):
                    help="also derive by supernet accuracy at the longest length: N children of the search's band "
                         "(hwnas.search.derive; scored on 2 BN batches and the first 500 ranking images, the best 5 "
                         "re-scored as the table's models are); 0: off")
+    p.add_argument("--short-epochs", type=int, default=0, metavar="E",
+                   help="also rank by short stand-alone training: every model trained from scratch E epochs with "
+                        "the budgets benchmark's recipe, scored on the selection images (0: off)")
+    p.add_argument("--short-jobs", type=int, default=2, help="short trainings at a time, 1 thread each (2)")
     p.add_argument("--out", default="runs/supernet_ranking")
     args = p.parse_args(argv)
     try:
-        args.lengths = [int(v) for v in args.lengths.split(",")]
+        args.lengths = [] if args.lengths.strip().lower() == "none" else [int(v) for v in args.lengths.split(",")]
     except ValueError:
         raise HwnasError(f"--lengths: {args.lengths!r} is not a comma-separated list of integers") from None
     if not args.proxies_only and (args.dataset is None or args.predictor is None):
@@ -99,8 +104,13 @@ def parse_args(argv):
         raise HwnasError("give --truth or --truth-run, not both")
     if args.supernet_scores and not args.proxies_only:
         raise HwnasError("--supernet-scores goes with --proxies-only (a training run scores its own supernets)")
-    if not args.lengths or min(args.lengths) < 1:
-        raise HwnasError(f"--lengths must be positive integers, got {args.lengths}")
+    if args.lengths and min(args.lengths) < 1:
+        raise HwnasError(f"--lengths must be positive integers or none, got {args.lengths}")
+    if not args.lengths and not args.short_epochs and not args.proxies_only:
+        raise HwnasError("--lengths none leaves nothing to rank: give --short-epochs E (or --proxies-only)")
+    if args.short_epochs < 0 or args.short_jobs < 1:
+        raise HwnasError(f"--short-epochs must be 0 or more and --short-jobs at least 1, got {args.short_epochs} "
+                         f"and {args.short_jobs}")
     for name in ("search_epochs", "search_steps", "batch_size", "bn_images"):
         if getattr(args, name) < 1:
             raise HwnasError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -325,6 +335,69 @@ def score_all(args, length: int, net, truth: list[dict], bn_set, rank_set, log: 
     return done
 
 
+SHORT_SEED = 1000  # short trainings use training seed --seed + this
+
+
+def trained_arch(space, row: dict):
+    """The network a truth model was trained as: MobileNetV2 at its width multiplier, else its child."""
+    from hwnas.arch import architecture_of
+
+    if "width_mult" in row:
+        return mobilenetv2(space, row["width_mult"])
+    return architecture_of(space.at_widths(row["stage_widths"]), row["choices"])
+
+
+def _short_train(args, row: dict, folder: str) -> tuple[str, float, float]:
+    """One short stand-alone training (run in a worker process): (name, selection accuracy, seconds)."""
+    from hwnas.spaces import get_space
+    from hwnas.threads import use_torch_threads
+    from hwnas.train import TrainConfig, train_model
+
+    from cifar10_budgets import Data
+
+    use_torch_threads(1)
+    space = get_space(args.space)
+    arch = trained_arch(space, row)
+    data = Data(SimpleNamespace(dataset=args.dataset, train=args.train, selection=args.selection, test=args.test,
+                                seed=args.seed), space.params["resolution"])
+    # the budgets benchmark's recipe (its defaults), fewer epochs; another training seed than the stand-alone
+    # truth's, so the two share no initialisation or batch order
+    cfg = TrainConfig(epochs=args.short_epochs, batch_size=128, lr=0.1, weight_decay=5e-4, label_smoothing=0.1,
+                      seed=args.seed + SHORT_SEED)
+    t0 = time.time()
+    res = train_model(arch, data.splits(), config=cfg, out_dir=folder, resume=True, progress=False)
+    return row["name"], float(res.val_acc), time.time() - t0
+
+
+def short_train_scores(args, truth: list[dict], out: Path) -> dict[str, float]:
+    """``--short-epochs E``: every truth model trained E epochs from scratch, ``--short-jobs`` at a time, its
+    selection accuracy appended to ``OUT/short-Eep.jsonl`` when done (a rerun keeps those; an interrupted
+    training resumes from its checkpoint in ``OUT/short-Eep/NAME``)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from hwnas.jsonfile import read_jsonl
+
+    log = out / f"short-{args.short_epochs}ep.jsonl"
+    done = {r["name"]: r["selection_acc"] for r in read_jsonl(log, "a short training")} if log.exists() else {}
+    todo = [row for row in truth if row["name"] not in done]
+    print(f"short training ({args.short_epochs} epochs): {len(truth)} models, {len(truth) - len(todo)} done "
+          f"earlier, {args.short_jobs} at a time", flush=True)
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: one torch thread each
+    with ProcessPoolExecutor(args.short_jobs, mp_context=context) as pool:
+        futures = [pool.submit(_short_train, args, {k: v for k, v in row.items() if k != "child"},
+                               str(out / f"short-{args.short_epochs}ep" / row["name"])) for row in todo]
+        for i, future in enumerate(as_completed(futures), 1):
+            name, acc, seconds = future.result()
+            done[name] = acc
+            with open(log, "a") as f:
+                f.write(json.dumps({"name": name, "epochs": args.short_epochs, "selection_acc": acc,
+                                    "seconds": round(seconds, 1)}) + "\n")
+            print(f"  [{i}/{len(todo)}] {name}: {acc:.4f} on selection after {args.short_epochs} epochs "
+                  f"({seconds:.0f} s)", flush=True)
+    return done
+
+
 def supernet_folder(args, length: int) -> str:
     sampling = getattr(args, "weight_sampling", "alpha")
     return f"supernet-{length}x" + ("" if sampling == "alpha" else f"-{sampling}")
@@ -466,9 +539,17 @@ def main(argv=None) -> int:
                          f"scoring {time.time() - t0:.0f} s (this invocation)")
     if args.train_only:
         return 0
-    if args.evolve:
+    if args.evolve and args.lengths:
         notes[supernet_label(args, args.lengths[-1])] += "; " + evolve(args, res, bn_set, rank_set, out)
     rankers = {supernet_label(args, length): got for length, got in scores.items()}
+    if args.short_epochs:
+        t0 = time.time()
+        label = f"stand-alone {args.short_epochs} epochs"
+        rankers[label] = short_train_scores(args, truth, out)
+        notes[label] = (f"each model trained {args.short_epochs} epochs from scratch on the {len(data.train):,} "
+                        f"training images (training seed {args.seed + SHORT_SEED}), accuracy on the {args.selection:,} "
+                        f"selection images; "
+                        f"{time.time() - t0:.0f} s this invocation ({args.short_jobs} at a time)")
     rankers.update(proxy_scores(space, truth, args.seed))
     header = (f"Supernet ranking, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: supernet accuracy on "
               f"{len(rank_set)} held-out images (BatchNorm re-estimated per child on {args.bn_images} training "

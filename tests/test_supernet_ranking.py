@@ -187,3 +187,40 @@ def test_alpha_log_probability_ranks_children_as_their_scores_say(tmp_path, caps
     (tmp_path / "truth.json").write_text(json.dumps(truth))
     with pytest.raises(HwnasError, match="model 'c0': 'w3' is not a choice of the search"):
         alpha_vs_supernet.main(args + ["--length", "1"])
+
+
+def test_short_stand_alone_training_ranks_every_model_and_a_rerun_keeps_it(tmp_path, monkeypatch, capsys):
+    from test_cifar10_benchmark import tiny_cifar
+
+    monkeypatch.setenv("HWNAS_CACHE", str(tmp_path / "cache"))  # the worker processes inherit it
+    archive = tiny_cifar(tmp_path)
+    widths = [1.0, 1.0, 1.0, 1.0]
+    truth = [{"name": "small", "test_acc": 0.5, "in_band": True, "choices": ["k3_e3"] * 9,
+              "stage_widths": widths, "predicted_ms": 0.3},
+             {"name": "big", "test_acc": 0.7, "in_band": True, "choices": ["k3_e6"] * 9, "stage_widths": widths,
+              "predicted_ms": 0.4},
+             {"name": "mbv2", "test_acc": 0.6, "in_band": False, "width_mult": 1.25, "predicted_ms": 0.35}]
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    out = tmp_path / "out"
+    argv = ["--dataset", str(archive), "--predictor", str(ROOT / "predictors/amd-epyc-2c-b-tflite-fp32.json"),
+            "--truth", str(tmp_path / "truth.json"), "--lengths", "none", "--short-epochs", "1", "--short-jobs", "2",
+            "--train", "60", "--selection", "20", "--test", "20", "--extra-images", "0", "--bn-images", "16",
+            "--out", str(out)]
+    assert bench.main(argv) == 0
+    log = [json.loads(line) for line in (out / "short-1ep.jsonl").read_text().splitlines()]
+    assert sorted(r["name"] for r in log) == ["big", "mbv2", "small"]
+    for r in log:  # the accuracy of the model's own training on the 20 selection images, after its one epoch
+        epochs = [json.loads(line) for line in (out / "short-1ep" / r["name"] / "metrics.jsonl").read_text().splitlines()]
+        assert len(epochs) == 1 and r["selection_acc"] == pytest.approx(epochs[0]["val_acc"])
+        assert round(20 * r["selection_acc"]) == pytest.approx(20 * r["selection_acc"])
+    mbv2 = json.loads((out / "short-1ep" / "mbv2" / "arch.json").read_text())
+    assert mbv2["space_params"]["width_mult"] == 1.25 and mbv2["choices"] == ["k3_e6"] * 9  # trained as itself
+    table = (out / "table.md").read_text()
+    assert "| stand-alone 1 epochs | in band (2) |" in table and "| stand-alone 1 epochs | all (3) |" in table
+    assert "training seed 1000" in table
+    capsys.readouterr()
+    assert bench.main(argv) == 0  # nothing trained again
+    assert "3 models, 3 done earlier" in capsys.readouterr().out
+    assert len((out / "short-1ep.jsonl").read_text().splitlines()) == 3
+    with pytest.raises(HwnasError, match="--lengths none leaves nothing to rank"):
+        bench.main(argv + ["--short-epochs", "0"])
