@@ -62,6 +62,9 @@ def derivation(summary: dict) -> str:
     if how == "evolution":
         return (f"evolution: {summary['derive_children_scored']} children of the band scored by the supernet, the "
                 f"winner's supernet accuracy {summary['derive_supernet_acc']:.2%}")
+    if how == "short":
+        return (f"short training: {summary['derive_children_scored']} candidates of the band trained stand-alone "
+                f"for a few epochs, the winner's {summary['derive_score']:.2%} on the architecture split")
     if how not in (None, "argmax"):
         return (f"{how}: evolution over {summary['derive_children_scored']} children of the band scored by the "
                 f"zero-cost proxy {how}, the winner's {summary['derive_score']:.4g} {summary['derive_score_unit']}")

@@ -229,11 +229,42 @@ def test_the_search_derives_by_a_proxy_and_the_report_names_it(tmp_path):
                                    f"flops, the winner's {summary['derive_score']:.4g} MFLOPs")
 
 
+def test_short_training_trains_the_argmax_child_and_others_of_the_band_and_keeps_the_most_accurate(tmp_path):
+    from hwnas.run_report import derivation
+
+    table = latency_table(get_space("proxyless-tiny", SMALL), AnalyticProxy())
+    budget = table.min() + 0.4 * (table.max() - table.min())
+    argmax = run_search(_config(tmp_path / "argmax", budget_ms=budget, derive="argmax"))
+    cfg = _config(tmp_path / "short", budget_ms=budget, derive="short", derive_short_children=3,
+                  derive_short_epochs=1)
+    result = run_search(cfg)
+    summary = result.summary
+    assert summary["derivation"] == "short" and summary["derive_children_scored"] == 3
+    records = [json.loads(line) for line in (tmp_path / "short" / "derive.jsonl").read_text().splitlines()][1:]
+    assert [r["which"] for r in records] == ["short"] * 3
+    assert records[0]["choices"] == argmax.arch.choices  # the argmax child is the first candidate
+    assert len({(tuple(r["widths"]), tuple(r["ops"])) for r in records}) == 3
+    assert all(0.93 * budget <= r["predicted_ms"] <= 0.97 * budget for r in records)
+    for i, r in enumerate(records):  # each score is its candidate's own training, on the architecture split
+        history = [json.loads(line) for line in
+                   (tmp_path / "short" / "short" / f"{i:02d}" / "metrics.jsonl").read_text().splitlines()]
+        assert len(history) == 1 and r["score"] == pytest.approx(history[0]["val_acc"])
+    best = max(records, key=lambda r: r["score"])
+    assert summary["derive_score"] == pytest.approx(best["score"]) and result.arch.choices == best["choices"]
+    assert derivation(summary).startswith("short training: 3 candidates of the band trained stand-alone")
+    # resumed after the end: nothing is trained again, the same child
+    stamps = [p.stat().st_mtime_ns for p in sorted((tmp_path / "short" / "short").glob("*/weights.safetensors"))]
+    again = run_search(_config(tmp_path / "short", budget_ms=budget, derive="short", derive_short_children=3,
+                               derive_short_epochs=1, resume=True))
+    assert again.arch.to_dict() == result.arch.to_dict()
+    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "short" / "short").glob("*/weights.safetensors"))] == stamps
+
+
 def test_the_main_job_config_takes_every_derivation():
     from hwnas.errors import HwnasError
     from hwnas.run_config import default_config, validate_config
 
-    for how in ("argmax", "evolution", "flops", "params", "mac", "synflow"):
+    for how in ("argmax", "evolution", "short", "flops", "params", "mac", "synflow"):
         cfg = default_config()
         cfg["search"]["derive"] = how
         assert validate_config(cfg)["search"]["derive"] == how

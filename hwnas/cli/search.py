@@ -83,7 +83,8 @@ def config_from_args(args):
         target_fraction=args.target_fraction, band_low=args.band[0], band_high=args.band[1],
         arch_fraction=args.arch_fraction, distill=not args.no_distill, weight_sampling=args.weight_sampling,
         derive=args.derive,
-        derive_children=args.derive_children,
+        derive_children=args.derive_children, derive_short_children=args.derive_short_children,
+        derive_short_epochs=args.derive_short_epochs,
         limit_train=args.limit_train, limit_val=args.limit_val, seed=args.seed, lr_w=args.lr, lr_alpha=args.lr_alpha,
         lambda_lat=args.lambda_lat, eta_flops=args.eta_flops, eta_mac=args.eta_mac, eta_params=args.eta_params,
         budget_on=args.budget_on, fit_budget=not args.no_fit_budget, device=args.device, out=args.out,
@@ -314,10 +315,16 @@ def register(sub) -> None:
     p.add_argument("--derive", choices=DERIVATIONS, default="argmax",
                    help="entangled, with a budget: how the child is chosen after the supernet is trained: argmax "
                         "(default: the most probable child of the band), evolution (children of the band scored "
-                        "by the supernet, hwnas.search.derive) or the same evolution scored by a zero-cost proxy "
-                        "(flops, params, mac, synflow: hwnas.search.proxies, seconds); docs/search.md compares them")
+                        "by the supernet, hwnas.search.derive), short (candidates of the band trained stand-alone "
+                        "for a few epochs, hwnas.search.short_training) or the evolution scored by a zero-cost "
+                        "proxy (flops, params, mac, synflow: hwnas.search.proxies, seconds); docs/search.md "
+                        "compares them")
     p.add_argument("--derive-children", type=int, default=500,
                    help="evolution or proxy: children scored (default 500)")
+    p.add_argument("--derive-short-children", type=int, default=12,
+                   help="short: candidates of the band trained stand-alone (default 12)")
+    p.add_argument("--derive-short-epochs", type=int, default=2,
+                   help="short: epochs each candidate is trained (default 2)")
     p.add_argument("--arch-fraction", type=float, default=0.2,
                    help="entangled: share of the training images kept for architecture steps (default 0.2)")
     p.add_argument("--weight-sampling", choices=WEIGHT_SAMPLINGS, default="alpha",

@@ -26,7 +26,7 @@ MAX_RELEVEL = 1000  # children timed for the session level (~5 s each)
 CONTROLS = ("tilt", "absolute", "hinge")
 # how the child is chosen after the supernet is trained (hwnas.search.derive): the proxies score by
 # hwnas.search.proxies
-DERIVATIONS = ("argmax", "evolution", "flops", "params", "mac", "synflow")
+DERIVATIONS = ("argmax", "evolution", "short", "flops", "params", "mac", "synflow")
 
 
 def check_common(cfg) -> None:
@@ -86,6 +86,8 @@ class SearchConfig:
     derive_children: int = 500  # evolution: children of the band scored by the supernet
     derive_images: int = 128  # evolution: architecture-split images each child is scored on
     derive_calib_batches: int = 2  # evolution: batches re-estimating each child's BatchNorm
+    derive_short_children: int = 12  # short: candidates of the band trained stand-alone (short_training.py)
+    derive_short_epochs: int = 2  # short: epochs each candidate is trained
     batch_size: int = 64
     max_steps: int | None = None  # steps per epoch (None: the whole training split)
     limit_train: int | None = None
@@ -162,7 +164,8 @@ class SearchConfig:
             raise HwnasError("weight sampling 'band' needs a latency budget")
         if self.derive not in DERIVATIONS:
             raise HwnasError(f"derive must be one of {', '.join(DERIVATIONS)}, got {self.derive!r}")
-        for name in ("derive_children", "derive_images", "derive_calib_batches"):
+        for name in ("derive_children", "derive_images", "derive_calib_batches", "derive_short_children",
+                     "derive_short_epochs"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise HwnasError(f"{name.replace('_', ' ')} must be a positive integer, got {getattr(self, name)!r}")
         if not isinstance(self.recalib_batches, int) or self.recalib_batches < 1:

@@ -249,6 +249,15 @@ def derive_after_search(cfg, net, table: CostTable, band, weight_split, arch_spl
 
     from hwnas.search.proxies import PROXIES, UNITS, proxy_scorer
 
+    if cfg.derive == "short":  # candidates trained stand-alone for a few epochs
+        from hwnas.search.short_training import short_training_child
+
+        found = short_training_child(cfg, net, table, band, weight_split, arch_split, out)
+        if cfg.progress:
+            print(f"derived by short training: {found.scored} candidates of the band trained "
+                  f"{cfg.derive_short_epochs} epochs each, the best {found.score:.4f} on {len(arch_split)} "
+                  f"architecture-split images ({found.seconds:.0f} s, {found.log})")
+        return found
     if cfg.derive in PROXIES:
         found = evolve_in_band(net, table, band.low, band.high, proxy_scorer(table.space, cfg.derive, cfg.seed),
                                None, out / LOG, children=cfg.derive_children, population=min(50, cfg.derive_children),
@@ -275,10 +284,11 @@ def derive_summary(cfg, found: Derived | None) -> dict:
     from hwnas.search.proxies import UNITS
 
     supernet = found is not None and found.scorer == "supernet"
+    units = dict(UNITS, short="accuracy after short training")
     return {"derivation": ("evolution" if supernet else found.scorer) if found else "argmax",
             "derive_children_scored": found.scored if found else None,
             "derive_rescored": found.rescored if found else None,
             "derive_supernet_acc": round(found.score, 5) if supernet else None,
             "derive_score": round(found.score, 5) if found else None,
-            "derive_score_unit": ("supernet accuracy" if supernet else UNITS[found.scorer]) if found else None,
+            "derive_score_unit": ("supernet accuracy" if supernet else units[found.scorer]) if found else None,
             "derive_seconds": round(found.seconds, 1) if found else None}
