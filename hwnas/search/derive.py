@@ -111,7 +111,7 @@ def prior_of(net, table: CostTable) -> tuple[list[np.ndarray], list[np.ndarray]]
     return [mix(a) for a in net.alpha], [mix(t) for t in net.theta]
 
 
-class _Log:
+class ScoredLog:
     """The scored-children log: earlier scores by (child, which) and appends that survive a kill
     (``path=None``: kept in memory only)."""
 
@@ -161,7 +161,7 @@ def evolve_in_band(net, table: CostTable, low: float, high: float, score: Callab
     op_p, width_p = prior_of(net, table)
     settings = {"low": round(low, 6), "high": round(high, 6), "children": children, "population": population,
                 "parents": parents, "top": top, "seed": seed, "scorer": scorer, "prior": net is not None}
-    book = _Log(None if log is None else Path(log), settings)
+    book = ScoredLog(None if log is None else Path(log), settings)
     which = "small" if scorer == "supernet" else scorer
     rng = np.random.default_rng(seed)
     n_stages = table.num_stages
@@ -249,15 +249,6 @@ def derive_after_search(cfg, net, table: CostTable, band, weight_split, arch_spl
 
     from hwnas.search.proxies import PROXIES, UNITS, proxy_scorer
 
-    if cfg.derive == "short":  # candidates trained stand-alone for a few epochs
-        from hwnas.search.short_training import short_training_child
-
-        found = short_training_child(cfg, net, table, band, weight_split, arch_split, out)
-        if cfg.progress:
-            print(f"derived by short training: {found.scored} candidates of the band trained "
-                  f"{cfg.derive_short_epochs} epochs each, the best {found.score:.4f} on {len(arch_split)} "
-                  f"architecture-split images ({found.seconds:.0f} s, {found.log})")
-        return found
     if cfg.derive in PROXIES:
         found = evolve_in_band(net, table, band.low, band.high, proxy_scorer(table.space, cfg.derive, cfg.seed),
                                None, out / LOG, children=cfg.derive_children, population=min(50, cfg.derive_children),

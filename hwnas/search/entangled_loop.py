@@ -51,6 +51,7 @@ from hwnas.search.derive import derive_after_search, derive_summary
 from hwnas.search.engine import PROBS_EVERY, chain_run, cycle, evaluate, loader, restore_training, temperature
 from hwnas.search.latency import check_budget
 from hwnas.search.plans import PlanMaker
+from hwnas.search.short_training import short_training_child
 from hwnas.search.tilt import entropy
 from hwnas.search.weight_sampling import WeightSampler
 from hwnas.spaces import get_space
@@ -270,7 +271,8 @@ def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float
     child, child_ms = derive(net, table, band)
     by_acc = None  # issue 20: the child of the band with the best supernet accuracy (evolution) or proxy
     if cfg.derive != "argmax" and band is not None and main:
-        by_acc = derive_after_search(cfg, net, table, band, weight_split, arch_split, out)
+        derive_by = short_training_child if cfg.derive == "short" else derive_after_search
+        by_acc = derive_by(cfg, net, table, band, weight_split, arch_split, out)
         child, child_ms = by_acc.child, by_acc.latency_ms
     arch = child_arch(space, child)
     cost = arch.cost()

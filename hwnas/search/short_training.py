@@ -26,7 +26,7 @@ import numpy as np
 from hwnas.children import Child, CostTable, child_arch
 from hwnas.data import Splits
 from hwnas.search.band import BandDecoder, sample_children_in_band
-from hwnas.search.derive import LOG, Derived, _Log, prior_of
+from hwnas.search.derive import LOG, Derived, ScoredLog, prior_of
 
 SCORER = "short"
 RECIPE = {"batch_size": 128, "lr": 0.1, "weight_decay": 5e-4, "label_smoothing": 0.1}
@@ -59,7 +59,7 @@ def short_training_child(cfg, net, table: CostTable, band: BandDecoder, weight_s
     candidates = candidates_in_band(net, table, band, cfg.derive_short_children, cfg.seed)
     settings = {"low": round(band.low, 6), "high": round(band.high, 6), "children": cfg.derive_short_children,
                 "epochs": cfg.derive_short_epochs, "seed": cfg.seed, "scorer": SCORER, **RECIPE}
-    book = _Log(Path(out) / LOG, settings)
+    book = ScoredLog(Path(out) / LOG, settings)
     splits = Splits(train=weight_split, val=arch_split, num_classes=table.space.params["num_classes"],
                     name="weight / architecture split")
     config = TrainConfig(epochs=cfg.derive_short_epochs, seed=cfg.seed + SEED_OFFSET, **RECIPE)
@@ -79,5 +79,10 @@ def short_training_child(cfg, net, table: CostTable, band: BandDecoder, weight_s
         bar.set_postfix(best=f"{max(scores.values()):.4f}")
     bar.close()
     winner = max(candidates, key=lambda c: (scores[c], -candidates.index(c)))
-    return Derived(winner, table.cost(winner), scores[winner], len(candidates), 0, time.time() - t0, book.path,
-                   SCORER)
+    found = Derived(winner, table.cost(winner), scores[winner], len(candidates), 0, time.time() - t0, book.path,
+                    SCORER)
+    if cfg.progress:
+        print(f"derived by short training: {found.scored} candidates of the band trained {cfg.derive_short_epochs} "
+              f"epochs each, the best {found.score:.4f} on {len(arch_split)} architecture-split images "
+              f"({found.seconds:.0f} s, {found.log})")
+    return found
