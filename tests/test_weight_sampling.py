@@ -16,8 +16,7 @@ from hwnas.search.latency import AnalyticProxy
 from hwnas.search.weight_sampling import BAND_LOW, WeightSampler
 from hwnas.spaces import get_space
 
-SMALL = {"resolution": 16, "stages": [[24, 1, 2], [40, 2, 2]], "head_channels": 64, "kernels": [3, 5],
-         "width_choices": [1.0, 1.5, 2.0]}
+from test_entangled import SMALL, _config  # the small space and search settings of the entangled tests
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +58,6 @@ def test_bad_weight_sampling_settings_are_refused(table):
         SearchConfig(weight_sampling="band").check()
     with pytest.raises(HwnasError, match="no child of the space is predicted"):
         WeightSampler("band", table, table.min() * 0.5, seed=0, sample_alpha=None)
-
-
-def _config(out, **kw) -> SearchConfig:
-    base = dict(space="proxyless-tiny", space_params=SMALL, epochs=3, warmup_epochs=1, child_warmup_epochs=1,
-                batch_size=16, max_steps=2, limit_train=96, limit_val=32, out=str(out), progress=False, threads=1,
-                recalib_batches=2)
-    base.update(kw)
-    return SearchConfig(**base)
 
 
 def test_band_sampled_search_resumes_exactly_and_an_older_checkpoint_still_resumes(table, tmp_path):
