@@ -52,8 +52,10 @@ Timing: after all training, every exported model is timed with LiteRT, 1 thread,
 the round medians, spread = their IQR.
 
 Outputs: ``OUT/results.jsonl`` (one line per table row), the Markdown ``--table``, the plot
-``OUT/accuracy_vs_latency.png``, and in ``--models-dir`` the fp32 .tflite of every model of the accuracy
-table with a README (preprocessing, label order, the test images, how to re-score).
+``OUT/accuracy_vs_latency.png``, and in ``--models-dir`` (its earlier .tflite files replaced) the fp32 .tflite
+of the models a reader needs to re-score the claims (every searched child, MobileNetV2 at the bracketing
+widths, the best random child of each budget, every random child of the first accuracy budget; training seed
+0) with a README (preprocessing, label order, the test images, how to re-score).
 
 The defaults are the full size: about 1 h 40 min - 2 h on a 2-core CPU with one accuracy budget (4 searches
 of ~12 min and 14 trainings of ~10 min, two at a time; see docs/cifar10.md)::
@@ -157,7 +159,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default="runs/cifar10_budgets")
     p.add_argument("--table", default=None, help="Markdown table (default OUT/table.md)")
     p.add_argument("--models-dir", default="docs/cifar10/models",
-                   help="receives the fp32 .tflite of every model of the accuracy table and a README")
+                   help="receives the fp32 .tflite of the models needed to re-score the claims (its earlier "
+                        ".tflite files replaced) and a README")
     p.add_argument("--job", default=None, help=argparse.SUPPRESS)  # internal: run one job (a subprocess)
     args = p.parse_args(argv)
     for name in ("train", "selection", "test", "epochs", "batch_size", "search_epochs", "random", "rounds",
@@ -888,7 +891,7 @@ def main(argv=None) -> int:
     table_text = write_table(results, budgets, acc_budgets, args, data, clock, Path(args.table), pairs)
     if acc_budgets:  # the budget-hit table alone has no accuracies to plot or models to publish
         plot(results, acc_budgets, out / "accuracy_vs_latency.png")
-        publish_models(results, Path(args.models_dir), data, args)
+        publish_models(results, acc_budgets, Path(args.models_dir), data, args)
     clock.lap("report")
     print(table_text)
     print(f"elapsed (all invocations on {out}): {clock.summary()}")
@@ -1120,13 +1123,30 @@ def plot(results: list[dict], acc_budgets, path: Path) -> None:
     save_figure(fig, path)
 
 
-def publish_models(results: list[dict], folder: Path, data: Data, args) -> None:
-    """Copy the .tflite of every model of the accuracy table into ``folder`` with a README."""
+def published(r: dict, acc_budgets) -> bool:
+    """Whether a row's model is one a reader needs to re-score the claims: every searched child (variant
+    included), MobileNetV2 at each bracketing width (training seed 0), the best-on-selection random child of
+    each budget, and every random child of the first accuracy budget (for the percentile)."""
+    if "test_acc" not in r:
+        return False
+    if r["kind"] in ("searched", "variant"):  # the child of search seed s is trained with training seed s
+        return True
+    if r.get("train_seed"):
+        return False
+    return r["kind"] == "mbv2" or (r["kind"] == "random" and (r.get("best_random", False)
+                                                              or r["budget_ms"] == acc_budgets[0]))
+
+
+def publish_models(results: list[dict], acc_budgets, folder: Path, data: Data, args) -> None:
+    """Copy the .tflite of the models :func:`published` picks into ``folder`` (replacing the .tflite files of
+    an earlier run there) with a README."""
     from hwnas.data import CIFAR_MEAN, CIFAR_STD
 
     folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.tflite"):
+        old.unlink()
     listed = []
-    for r in sorted((r for r in results if "test_acc" in r), key=lambda r: (r["budget_ms"], r["model"])):
+    for r in sorted((r for r in results if published(r, acc_budgets)), key=lambda r: (r["budget_ms"], r["model"])):
         derived = r["kind"] in ("searched", "inherited", "proxy", "variant")
         name = f"{r['kind']}{'-' + r['variant'] if r['kind'] == 'variant' else ''}-{ms_tag(r['budget_ms'])}" + (f"-seed{r['seed']}" if derived
                                                            else f"-{r['index']:02d}" if r["kind"] == "random" else
@@ -1143,8 +1163,10 @@ def publish_models(results: list[dict], folder: Path, data: Data, args) -> None:
     first = listed[0].split("`")[1] if listed else "MODEL.tflite"
     readme = f"""# CIFAR-10 models of the budgets benchmark
 
-Written by `benchmarks/cifar10_budgets.py` (see docs/cifar10.md for the run). Every model of the
-accuracy table, exported to TFLite fp32 (checked against PyTorch: max |logit difference| <= 1e-4).
+Written by `benchmarks/cifar10_budgets.py` (see docs/cifar10.md for the run). The models a reader needs
+to re-score the run's claims: every searched child, MobileNetV2 at the widths bracketing each budget (training
+seed 0), the best-on-selection random child of each budget and every random child of {acc_budgets[0]:g} ms,
+exported to TFLite fp32 (checked against PyTorch: max |logit difference| <= 1e-4).
 
 | file | model | budget ms | test acc | measured ms |
 |---|---|---|---|---|

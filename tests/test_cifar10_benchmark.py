@@ -137,7 +137,10 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     assert "load_average" in json.loads((out / "timing.json").read_text())
     assert (out / "accuracy_vs_latency.png").stat().st_size > 0
     assert "| band-evo seed 0:" in table and "band-evo seed 1 " in table  # budget hit, percentile
-    assert len(list(models.glob("*.tflite"))) == 17
+    # the models needed to re-score the claims: 2 searched, 2 variant, the 2 MobileNetV2 widths (seed 0) and
+    # every random child of the (first) accuracy budget; no proxy, inherited, longer-trained or extra-seed model
+    published = sorted(p.name.split("-")[0] for p in models.glob("*.tflite"))
+    assert published == ["mbv2"] * 2 + ["random"] * 2 + ["searched"] * 2 + ["variant"] * 2
     assert (models / "variant-band-evo-" f"{tool.ms_tag(variant[0]['budget_ms'])}-seed0.tflite").exists()
     readme = (models / "README.md").read_text()
     assert "CIFAR_MEAN" in readme and '"airplane", "automobile"' in readme
@@ -147,6 +150,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
                   "== phase session level", "== phase timing"):
         assert phase in first
 
+    (models / "old-run-model.tflite").write_bytes(b"an earlier run's file")  # replaced by the next publication
     results = sorted((out / "jobs").glob("*/result.json"))
     stamps = [p.stat().st_mtime_ns for p in results]
     assert tool.main(argv) == 0
@@ -154,6 +158,7 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     assert "search: 5 jobs, 5 done earlier, 0 to run" in again
     assert "train: 16 jobs, 16 done earlier, 0 to run" in again
     assert "timing: done earlier" in again
+    assert not (models / "old-run-model.tflite").exists() and len(list(models.glob("*.tflite"))) == 8
     assert [p.stat().st_mtime_ns for p in results] == stamps
 
 
