@@ -688,6 +688,7 @@ def main(argv=None) -> int:
         if missing or len(acc_budgets) > 2:
             raise HwnasError(f"--accuracy-budgets must be one or two of --budgets ({', '.join(map(str, budgets))} "
                              f"ms), got {', '.join(map(str, acc_budgets))} ms")
+    variant_budgets = variant_budgets_of(args, acc_budgets, fastest, slowest)  # refused now, not after hours
     band = (SearchConfig.band_low, SearchConfig.band_high)
     for b in budgets:
         check_budget(b, fastest, args.predictor, what=space.name, unit="child")
@@ -790,7 +791,6 @@ def main(argv=None) -> int:
         # -- searches ----------------------------------------------------------------------------------------
         searches = {f"search-{ms_tag(b)}-seed{s}": {"kind": "search", "budget_ms": b, "seed": s, "level": levels[b]}
                     for b in budgets for s in range(args.search_seeds if b in acc_budgets else 1)}
-        variant_budgets = variant_budgets_of(args, acc_budgets, fastest, slowest)
         if args.variant_options:
             vname, options = args.variant_options
             searches.update({f"search-{vname}-{ms_tag(b)}-seed{s}": {"kind": "search", "budget_ms": b, "seed": s,

@@ -176,6 +176,8 @@ def test_bad_budgets_refused_before_any_work(tmp_path):
                          ("v:colour=red", "not a search setting"), ("v w:derive=flops", "a NAME of letters")):
         with pytest.raises(HwnasError, match=why):
             tool.main(base + ["--budgets", "0.5", "--variant", variant])
+    with pytest.raises(HwnasError, match="--variant-budgets must be among --accuracy-budgets"):
+        tool.main(base + ["--budgets", "0.5,0.7", "--variant", "v:derive=flops", "--variant-budgets", "0.5"])
     with pytest.raises(HwnasError, match="must be one or two of --budgets"):
         tool.main(base + ["--budgets", "0.5,0.7", "--accuracy-budgets", "0.6"])
     assert not list(tmp_path.iterdir())  # nothing written
