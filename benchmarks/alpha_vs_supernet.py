@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from hwnas.errors import HwnasError  # noqa: E402
+from hwnas.errors import HwnasError, run_script  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -61,8 +61,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except HwnasError as exc:
-        print(f"alpha_vs_supernet: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "alpha_vs_supernet: error")

@@ -86,7 +86,7 @@ if str(ROOT) not in sys.path:  # run as a file from anywhere
     sys.path.insert(0, str(ROOT))
 
 from hwnas.arch import Architecture, architecture_of  # noqa: E402
-from hwnas.errors import HwnasError  # noqa: E402
+from hwnas.errors import HwnasError, run_script  # noqa: E402
 
 RANDOM_BAND = (0.90, 1.00)  # random children: predicted latency within this fraction of the budget
 HIT_BAND = (0.90, 1.00)  # the budget-hit target: measured / budget
@@ -1215,8 +1215,4 @@ print(f"test accuracy {{correct / len(names):.2%}}")
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except HwnasError as exc:
-        print(f"cifar10_budgets: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "cifar10_budgets: error")

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a file from anywhere
     sys.path.insert(0, str(ROOT))
 
-from hwnas.errors import HwnasError  # noqa: E402
+from hwnas.errors import HwnasError, run_script  # noqa: E402
 from hwnas.paired import mcnemar, paired_bootstrap  # noqa: E402
 
 
@@ -66,8 +66,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except HwnasError as exc:
-        print(f"paired_compare: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "paired_compare: error")

@@ -36,7 +36,7 @@ import numpy as np
 from scipy.optimize import nnls
 from threadpoolctl import threadpool_limits
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, run_script
 from hwnas.predictors.common import write_json
 from hwnas.phones import device_name, read_phone_csv
 from hwnas.plots import pyplot, save_figure
@@ -271,8 +271,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except HwnasError as exc:
-        print(f"phone_few_shot: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "phone_few_shot: error")

@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:  # run as a file from anywhere
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from hwnas.errors import HwnasError  # noqa: E402
+from hwnas.errors import HwnasError, run_script  # noqa: E402
 
 
 if TYPE_CHECKING:
@@ -580,8 +580,4 @@ def rank_by_proxies(args, space, truth: list[dict]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except HwnasError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "error")
