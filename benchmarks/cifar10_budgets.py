@@ -313,9 +313,12 @@ class Data:
 
     def splits(self):
         """The search's and trainings' view: train images, selection images as (reported-only) validation."""
+        from torch.utils.data import Subset
+
         from hwnas.data import Splits
 
-        return Splits(self.train, self.selection, len(self.classes), self.name)
+        return Splits(self.train, self.selection, len(self.classes), self.name,
+                      Subset(self.plain, self.indices["train"]))
 
     def relative_paths(self, which: str) -> list[str]:
         samples = getattr(self.plain, "samples", None)
@@ -965,6 +968,15 @@ def comparisons(results: list[dict], budget: float) -> list[dict]:
     for method, a in methods[1:]:
         if searched:
             pairs.append((a, method, methods[0][1], searched))
+    for method, a in methods:  # a rule that needs no test image: run every seed, keep the best on selection
+        if len(method) >= 2:
+            pick = [max(method, key=lambda r: (r["selection_acc"], -r["seed"]))]
+            label = a.rsplit(", mean", 1)[0] + f", best of {len(method)} seeds on selection (seed {pick[0]['seed']})"
+            for group, what in ((mbv2_at, f"MobileNetV2 width {mbv2_at[0]['width_mult']:g}" if mbv2_at else ""),
+                                (best, f"best of {len(randoms)} random (on selection)"),
+                                (best_seeds, "the same random child, mean of training seeds")):
+                if group and not (what.startswith("the same") and len(best_seeds) < 2):
+                    pairs.append((name(pick, label), pick, name(group, what), group))
     if inherited:
         pairs.append((name(inherited, "supernet weights, mean"), inherited, name(searched, "from scratch, mean"),
                       searched))

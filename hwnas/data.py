@@ -42,10 +42,14 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 @dataclass
 class Splits:
+    """Training and validation images; ``train_plain``: the training images in the same order without
+    augmentation (for scoring models on training images; None where only the augmented view exists)."""
+
     train: Dataset
     val: Dataset
     num_classes: int
     name: str
+    train_plain: Dataset | None = None
 
 
 class _Augmented(Dataset):
@@ -91,11 +95,10 @@ def digits(resolution: int, val_fraction: float = 0.2, seed: int = 0, augment: b
     x = ((x - 0.5) / 0.5).repeat(1, 3, 1, 1)
     y = torch.tensor(data.target, dtype=torch.long)
     train_idx, val_idx = _split_indices(len(y), val_fraction, seed)
-    train = TensorDataset(x[train_idx], y[train_idx])
+    plain = TensorDataset(x[train_idx], y[train_idx])
     val = TensorDataset(x[val_idx], y[val_idx])
-    if augment:
-        train = _Augmented(train, pad=max(1, resolution // 16), flip=False)
-    return Splits(train, val, 10, "digits")
+    train = _Augmented(plain, pad=max(1, resolution // 16), flip=False) if augment else plain
+    return Splits(train, val, 10, "digits", plain)
 
 
 def _cache_dir() -> Path:
@@ -344,8 +347,9 @@ def image_dataset(path: str, resolution: int, val_fraction: float = 0.1, seed: i
         _probe_images(train_base, loader, root / ".images-checked" if loader.archive else None)
         num_classes = len(train_base.classes)
     train_idx, val_idx = _split_indices(len(train_base), val_fraction, seed)
-    return Splits(Subset(train_base, _limit(train_idx, limit_train).tolist()),
-                  Subset(val_base, _limit(val_idx, limit_val).tolist()), num_classes, Path(label).name)
+    train_idx = _limit(train_idx, limit_train).tolist()
+    return Splits(Subset(train_base, train_idx), Subset(val_base, _limit(val_idx, limit_val).tolist()), num_classes,
+                  Path(label).name, Subset(val_base, train_idx))
 
 
 def load_dataset(name: str, resolution: int, seed: int = 0, augment: bool = True,
@@ -357,7 +361,8 @@ def load_dataset(name: str, resolution: int, seed: int = 0, augment: bool = True
     if name == DEFAULT_DATASET:
         splits = digits(resolution, seed=seed, augment=augment)
         if limit_train or limit_val:
-            splits.train = Subset(splits.train, range(min(len(splits.train), limit_train or len(splits.train))))
+            first = range(min(len(splits.train), limit_train or len(splits.train)))
+            splits.train, splits.train_plain = Subset(splits.train, first), Subset(splits.train_plain, first)
             splits.val = Subset(splits.val, range(min(len(splits.val), limit_val or len(splits.val))))
         return splits
     return image_dataset(name, resolution, seed=seed, augment=augment, limit_train=limit_train, limit_val=limit_val)

@@ -109,6 +109,15 @@ def test_benchmark_end_to_end_and_rerun_skips(tmp_path, monkeypatch, capsys):
     assert any(c["a"].startswith("flops proxy") and c["b"].startswith("searched") for c in pairs)
     assert any(c["a"].startswith("searched, band-evo") and c["b"].startswith("MobileNetV2") for c in pairs)
     assert any(c["a"].startswith("searched, band-evo") and c["b"].startswith("searched, mean") for c in pairs)
+    # the rule "run every search seed, keep the child best on the selection images", against the baselines
+    for kind, prefix in (("searched", "searched, best of 2 seeds on selection"),
+                         ("variant", "searched, band-evo, best of 2 seeds on selection")):
+        runs = [r for r in accuracy if r["kind"] == kind and r["budget_ms"] == max(r["budget_ms"] for r in searched)]
+        picked = max(runs, key=lambda r: (r["selection_acc"], -r["seed"]))
+        rows_of_rule = [c for c in pairs if c["a"].startswith(prefix)]
+        assert any(c["b"].startswith("MobileNetV2 width") for c in rows_of_rule)
+        assert any(c["b"].startswith("best of 2 random") for c in rows_of_rule)
+        assert rows_of_rule and all(c["a_models"] == [picked["model"]] for c in rows_of_rule)
     for c in pairs:
         assert c["images"] == 20 and 0 < c["p_bootstrap"] <= 1 and c["low"] <= c["diff"] <= c["high"]
         a = np.mean([np.load(out / "models" / m / "test_correct.npy").mean() for m in c["a_models"]])

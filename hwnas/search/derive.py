@@ -151,9 +151,10 @@ class ScoredLog:
 def evolve_in_band(net, table: CostTable, low: float, high: float, score: Callable[[Child], float],
                    rescore: Callable[[Child], float] | None, log: str | Path | None, children: int = 500,
                    population: int = 50, parents: int = 10, top: int = 5, seed: int = 0, progress: bool = False,
-                   scorer: str = "supernet") -> Derived:
+                   scorer: str = "supernet", images: str | None = None) -> Derived:
     """The best child inside ``[low, high]`` ms by ``score`` (see the module docstring); ``scorer`` names the
-    score (``"supernet"``: the log's scores are "small" and "rescore"; otherwise the proxy's name)."""
+    score (``"supernet"``: the log's scores are "small" and "rescore"; otherwise the proxy's name); ``images``
+    says which images the scores come from (kept in the log's settings: scores of other images do not resume)."""
     if children < 1 or population < 1 or parents < 1 or top < 1:
         raise HwnasError(f"evolution: children, population, parents and top must be positive, got "
                          f"{children}, {population}, {parents}, {top}")
@@ -161,6 +162,8 @@ def evolve_in_band(net, table: CostTable, low: float, high: float, score: Callab
     op_p, width_p = prior_of(net, table)
     settings = {"low": round(low, 6), "high": round(high, 6), "children": children, "population": population,
                 "parents": parents, "top": top, "seed": seed, "scorer": scorer, "prior": net is not None}
+    if images is not None:
+        settings["images"] = images
     book = ScoredLog(None if log is None else Path(log), settings)
     which = "small" if scorer == "supernet" else scorer
     rng = np.random.default_rng(seed)
@@ -242,9 +245,10 @@ def proxy_child(table: CostTable, low: float, high: float, proxy: str = "flops",
 def derive_after_search(cfg, net, table: CostTable, band, weight_split, arch_split, out: Path) -> Derived:
     """The search's derivation by supernet accuracy (``cfg.derive == "evolution"``): BatchNorm re-estimated on
     ``cfg.derive_calib_batches`` batches of the weight split, children scored on ``cfg.derive_images`` images of
-    the architecture split (images no weight step saw), the finalists on the whole architecture split; or by a
-    zero-cost proxy (``cfg.derive`` one of :data:`hwnas.search.proxies.PROXIES`: the same evolution with the
-    supernet's distribution as prior, no images). The scored children go to ``OUT/derive.jsonl``."""
+    the architecture split (images no weight step saw, given here without augmentation), the finalists on the
+    whole architecture split; or by a zero-cost proxy (``cfg.derive`` one of :data:`hwnas.search.proxies.PROXIES`:
+    the same evolution with the supernet's distribution as prior, no images). The scored children go to
+    ``OUT/derive.jsonl``."""
     from torch.utils.data import Subset
 
     from hwnas.search.proxies import PROXIES, UNITS, proxy_scorer
@@ -261,7 +265,8 @@ def derive_after_search(cfg, net, table: CostTable, band, weight_split, arch_spl
     score = supernet_scorer(net, weight_split, small, cfg.derive_calib_batches, cfg.batch_size, cfg.seed)
     rescore = supernet_scorer(net, weight_split, arch_split, cfg.derive_calib_batches, cfg.batch_size, cfg.seed)
     found = evolve_in_band(net, table, band.low, band.high, score, rescore, out / LOG, children=cfg.derive_children,
-                           population=min(50, cfg.derive_children), seed=cfg.seed, progress=cfg.progress)
+                           population=min(50, cfg.derive_children), seed=cfg.seed, progress=cfg.progress,
+                           images="plain")
     if cfg.progress:
         print(f"derived by supernet accuracy: {found.scored} children of the band scored, the best "
               f"{found.rescored} re-scored on {len(arch_split)} images: {found.supernet_acc:.4f} "

@@ -141,6 +141,9 @@ def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float
         raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, space {space.name} has "
                          f"{space.params['num_classes']}; add --set num_classes={splits.num_classes}")
     weight_split, arch_split = split_train(splits.train, cfg.arch_fraction, cfg.seed)
+    # children are scored on the architecture split's images without augmentation (the same images in order)
+    arch_scoring = arch_split if splits.train_plain is None else split_train(splits.train_plain, cfg.arch_fraction,
+                                                                             cfg.seed)[1]
 
     set_seed(cfg.seed)
     # channels-last convolutions are ~1.4x faster on a CPU (measured here on the largest child's step)
@@ -272,7 +275,7 @@ def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float
     by_acc = None  # issue 20: the child of the band with the best supernet accuracy (evolution) or proxy
     if cfg.derive != "argmax" and band is not None and main:
         derive_by = short_training_child if cfg.derive == "short" else derive_after_search
-        by_acc = derive_by(cfg, net, table, band, weight_split, arch_split, out)
+        by_acc = derive_by(cfg, net, table, band, weight_split, arch_scoring, out)
         child, child_ms = by_acc.child, by_acc.latency_ms
     arch = child_arch(space, child)
     cost = arch.cost()

@@ -9,7 +9,8 @@ and two epochs of stand-alone training rank them well (docs/search.md). So after
    until there are ``derive_short_children``;
 2. each is trained from scratch for ``derive_short_epochs`` epochs on the weight split (SGD, lr 0.1 cosine,
    weight decay 5e-4, label smoothing 0.1, batch 128: the budgets benchmark's recipe, shortened) and scored on
-   the architecture split (images no weight step saw; the validation images are never used);
+   the architecture split (images no weight step saw, without augmentation; the validation images are never
+   used);
 3. the most accurate wins (ties: the earlier candidate, so the argmax child first).
 
 Each training has its own folder ``OUT/short/NN`` (resumed after a kill) and each score is appended to
@@ -51,14 +52,15 @@ def candidates_in_band(net, table: CostTable, band: BandDecoder, count: int, see
 
 def short_training_child(cfg, net, table: CostTable, band: BandDecoder, weight_split, arch_split,
                          out: Path) -> Derived:
-    """The candidate of the band most accurate on ``arch_split`` after a short training (module docstring)."""
+    """The candidate of the band most accurate on ``arch_split`` (images without augmentation) after a short
+    training (module docstring)."""
     from hwnas.progress import progress_bar
-    from hwnas.train import TrainConfig, train_model
+    from hwnas.train import TrainConfig, evaluate, train_model
 
     t0 = time.time()
     candidates = candidates_in_band(net, table, band, cfg.derive_short_children, cfg.seed)
     settings = {"low": round(band.low, 6), "high": round(band.high, 6), "children": cfg.derive_short_children,
-                "epochs": cfg.derive_short_epochs, "seed": cfg.seed, "scorer": SCORER, **RECIPE}
+                "epochs": cfg.derive_short_epochs, "seed": cfg.seed, "scorer": SCORER, "images": "plain", **RECIPE}
     book = ScoredLog(Path(out) / LOG, settings)
     splits = Splits(train=weight_split, val=arch_split, num_classes=table.space.params["num_classes"],
                     name="weight / architecture split")
@@ -68,7 +70,7 @@ def short_training_child(cfg, net, table: CostTable, band: BandDecoder, weight_s
         folder = Path(out) / "short" / f"{candidates.index(child):02d}"
         res = train_model(child_arch(table.space, child), splits, config=config, out_dir=folder, resume=True,
                           progress=False)
-        return res.val_acc
+        return evaluate(res.model, arch_split)[0]  # also when the training was finished before (its log may differ)
 
     bar = progress_bar(total=len(candidates), desc=f"derive (short training, {cfg.derive_short_epochs} epochs)",
                        unit="child", enabled=cfg.progress, leave=False)
