@@ -954,17 +954,16 @@ def comparisons(results: list[dict], budget: float) -> list[dict]:
         methods.append((proxy, name(proxy, f"{proxy[0]['proxy']} proxy, mean of seeds")))
     if variant:
         methods.append((variant, name(variant, f"searched, {variant[0]['variant']}, mean of search seeds")))
+    baselines = [(mbv2_at, f"MobileNetV2 width {mbv2_at[0]['width_mult']:g}" if mbv2_at else ""),
+                 (mbv2_over, f"MobileNetV2 width {mbv2_over[0]['width_mult']:g} (over budget)" if mbv2_over else ""),
+                 (best, f"best of {len(randoms)} random (on selection)"),
+                 (best_seeds, "the same random child, mean of training seeds"),
+                 (randoms, f"average of {len(randoms)} random")]
+    baselines = [(group, what) for group, what in baselines
+                 if group and not (what.startswith("the same") and len(best_seeds) < 2)]
     for method, a in methods:
-        if not method:
-            continue
-        for group, what in ((mbv2_at, f"MobileNetV2 width {mbv2_at[0]['width_mult']:g}" if mbv2_at else ""),
-                            (mbv2_over, f"MobileNetV2 width {mbv2_over[0]['width_mult']:g} (over budget)"
-                             if mbv2_over else ""),
-                            (best, f"best of {len(randoms)} random (on selection)"),
-                            (best_seeds, "the same random child, mean of training seeds"),
-                            (randoms, f"average of {len(randoms)} random")):
-            if group and not (what.startswith("the same") and len(best_seeds) < 2):
-                pairs.append((a, method, name(group, what), group))
+        if method:
+            pairs += [(a, method, name(group, what), group) for group, what in baselines]
     for method, a in methods[1:]:
         if searched:
             pairs.append((a, method, methods[0][1], searched))
@@ -972,11 +971,8 @@ def comparisons(results: list[dict], budget: float) -> list[dict]:
         if len(method) >= 2:
             pick = [max(method, key=lambda r: (r["selection_acc"], -r["seed"]))]
             label = a.rsplit(", mean", 1)[0] + f", best of {len(method)} seeds on selection (seed {pick[0]['seed']})"
-            for group, what in ((mbv2_at, f"MobileNetV2 width {mbv2_at[0]['width_mult']:g}" if mbv2_at else ""),
-                                (best, f"best of {len(randoms)} random (on selection)"),
-                                (best_seeds, "the same random child, mean of training seeds")):
-                if group and not (what.startswith("the same") and len(best_seeds) < 2):
-                    pairs.append((name(pick, label), pick, name(group, what), group))
+            pairs += [(name(pick, label), pick, name(group, what), group) for group, what in baselines
+                      if group is mbv2_at or group is best or group is best_seeds]
     if inherited:
         pairs.append((name(inherited, "supernet weights, mean"), inherited, name(searched, "from scratch, mean"),
                       searched))

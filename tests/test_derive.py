@@ -240,7 +240,9 @@ def test_short_training_trains_the_argmax_child_and_others_of_the_band_and_keeps
     result = run_search(cfg)
     summary = result.summary
     assert summary["derivation"] == "short" and summary["derive_children_scored"] == 3
-    records = [json.loads(line) for line in (tmp_path / "short" / "derive.jsonl").read_text().splitlines()][1:]
+    lines = [json.loads(line) for line in (tmp_path / "short" / "derive.jsonl").read_text().splitlines()]
+    assert lines[0]["settings"]["images"] == "plain"  # the digits splits have a plain view of the training images
+    records = lines[1:]
     assert [r["which"] for r in records] == ["short"] * 3
     assert records[0]["choices"] == argmax.arch.choices  # the argmax child is the first candidate
     assert len({(tuple(r["widths"]), tuple(r["ops"])) for r in records}) == 3

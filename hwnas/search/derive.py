@@ -242,10 +242,11 @@ def proxy_child(table: CostTable, low: float, high: float, proxy: str = "flops",
                           scorer=proxy)
 
 
-def derive_after_search(cfg, net, table: CostTable, band, weight_split, arch_split, out: Path) -> Derived:
+def derive_after_search(cfg, net, table: CostTable, band, weight_split, arch_split, out: Path,
+                        images: str = "plain") -> Derived:
     """The search's derivation by supernet accuracy (``cfg.derive == "evolution"``): BatchNorm re-estimated on
     ``cfg.derive_calib_batches`` batches of the weight split, children scored on ``cfg.derive_images`` images of
-    the architecture split (images no weight step saw, given here without augmentation), the finalists on the
+    the architecture split (images no weight step saw; ``images``: plain or augmented), the finalists on the
     whole architecture split; or by a zero-cost proxy (``cfg.derive`` one of :data:`hwnas.search.proxies.PROXIES`:
     the same evolution with the supernet's distribution as prior, no images). The scored children go to
     ``OUT/derive.jsonl``."""
@@ -266,7 +267,7 @@ def derive_after_search(cfg, net, table: CostTable, band, weight_split, arch_spl
     rescore = supernet_scorer(net, weight_split, arch_split, cfg.derive_calib_batches, cfg.batch_size, cfg.seed)
     found = evolve_in_band(net, table, band.low, band.high, score, rescore, out / LOG, children=cfg.derive_children,
                            population=min(50, cfg.derive_children), seed=cfg.seed, progress=cfg.progress,
-                           images="plain")
+                           images=images)
     if cfg.progress:
         print(f"derived by supernet accuracy: {found.scored} children of the band scored, the best "
               f"{found.rescored} re-scored on {len(arch_split)} images: {found.supernet_acc:.4f} "

@@ -141,7 +141,9 @@ def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float
         raise HwnasError(f"dataset {splits.name} has {splits.num_classes} classes, space {space.name} has "
                          f"{space.params['num_classes']}; add --set num_classes={splits.num_classes}")
     weight_split, arch_split = split_train(splits.train, cfg.arch_fraction, cfg.seed)
-    # children are scored on the architecture split's images without augmentation (the same images in order)
+    # children are scored on the architecture split's images without augmentation (the same images in order),
+    # where the splits have a plain view of the training images
+    scoring_images = "augmented" if splits.train_plain is None else "plain"
     arch_scoring = arch_split if splits.train_plain is None else split_train(splits.train_plain, cfg.arch_fraction,
                                                                              cfg.seed)[1]
 
@@ -275,7 +277,7 @@ def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float
     by_acc = None  # issue 20: the child of the band with the best supernet accuracy (evolution) or proxy
     if cfg.derive != "argmax" and band is not None and main:
         derive_by = short_training_child if cfg.derive == "short" else derive_after_search
-        by_acc = derive_by(cfg, net, table, band, weight_split, arch_scoring, out)
+        by_acc = derive_by(cfg, net, table, band, weight_split, arch_scoring, out, images=scoring_images)
         child, child_ms = by_acc.child, by_acc.latency_ms
     arch = child_arch(space, child)
     cost = arch.cost()

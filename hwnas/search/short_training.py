@@ -51,16 +51,16 @@ def candidates_in_band(net, table: CostTable, band: BandDecoder, count: int, see
 
 
 def short_training_child(cfg, net, table: CostTable, band: BandDecoder, weight_split, arch_split,
-                         out: Path) -> Derived:
-    """The candidate of the band most accurate on ``arch_split`` (images without augmentation) after a short
-    training (module docstring)."""
+                         out: Path, images: str = "plain") -> Derived:
+    """The candidate of the band most accurate on ``arch_split`` after a short training (module docstring);
+    ``images`` says whether ``arch_split`` is plain or augmented (kept in the log's settings)."""
     from hwnas.progress import progress_bar
     from hwnas.train import TrainConfig, evaluate, train_model
 
     t0 = time.time()
     candidates = candidates_in_band(net, table, band, cfg.derive_short_children, cfg.seed)
     settings = {"low": round(band.low, 6), "high": round(band.high, 6), "children": cfg.derive_short_children,
-                "epochs": cfg.derive_short_epochs, "seed": cfg.seed, "scorer": SCORER, "images": "plain", **RECIPE}
+                "epochs": cfg.derive_short_epochs, "seed": cfg.seed, "scorer": SCORER, "images": images, **RECIPE}
     book = ScoredLog(Path(out) / LOG, settings)
     splits = Splits(train=weight_split, val=arch_split, num_classes=table.space.params["num_classes"],
                     name="weight / architecture split")
