@@ -13,6 +13,16 @@ in ``--rounds`` interleaved rounds (:mod:`hwnas.timing_rounds`, resumable) with
 the predictor's table) is this session's speed against the profiling session's,
 and the shares are printed raw and with the predictions scaled by it. Prints
 per family and overall: share within +-10% and +-5%, MAPE, and a Markdown table.
+
+Calibration (``--calibration``): the whole-network terms of the predictor
+(:mod:`hwnas.kernels.calibrate`: what a kernel pays inside a network, mostly
+cache misses) follow the machine's state, which changes from hour to hour. With
+``file`` (the default: what ``hwnas predict`` does) the predictor file's terms
+are used; with ``now`` the calibration networks (none of them in the zoo) are
+also timed, in the same interleaved rounds as the zoo, the terms are fitted on
+them and both results are printed. On the 2-core VM the zoo then runs a median
+5-7% slower than timed alone (docs/predictors.md), so ``now`` is a diagnosis,
+not the benchmark's figure.
 """
 
 from __future__ import annotations
@@ -88,6 +98,20 @@ def shares(pred: list[float], meas: list[float]) -> dict:
             "mape": statistics.mean(abs(e) for e in err) * 100}
 
 
+def zoo_table(results: list[dict], key: str, speed: float) -> str:
+    """Per family and overall (Markdown): share within +-10% and +-5% and MAPE of ``r[key]`` against the
+    measured ms, raw and with the predictions scaled by the session ``speed``."""
+    lines = ["| family | networks | within +-10% | within +-5% | MAPE | within +-10% (session-scaled) | "
+             "MAPE (scaled) |", "|---|---|---|---|---|---|---|"]
+    for fam in sorted({r["family"] for r in results}) + ["all"]:
+        rs = [r for r in results if fam in ("all", r["family"])]
+        raw = shares([r[key] for r in rs], [r["measured_ms"] for r in rs])
+        scaled = shares([r[key] * speed for r in rs], [r["measured_ms"] for r in rs])
+        lines.append(f"| {fam} | {raw['n']} | {raw['within10']:.0%} | {raw['within5']:.0%} | {raw['mape']:.1f}% | "
+                     f"{scaled['within10']:.0%} | {scaled['mape']:.1f}% |")
+    return "\n".join(lines)
+
+
 def plot_zoo(results: list[dict], families, path, xlabel: str) -> None:
     """Predicted vs measured ms of every zoo network, log axes, one colour per family, +-10% lines."""
     from hwnas.plots import pyplot, save_figure
@@ -120,6 +144,14 @@ def main(argv=None) -> int:
     p.add_argument("--anchors", type=int, default=30)
     p.add_argument("--export-only", action="store_true")
     p.add_argument("--reverse", action="store_true", help="export from the end of the list (a second process)")
+    p.add_argument("--calibration", choices=("file", "now"), default="file",
+                   help="whole-network terms: the predictor file's (default), or also fitted now on the "
+                        "calibration networks timed in the same rounds as the zoo (both printed)")
+    p.add_argument("--calibration-cache", type=Path, default=Path("runs/kernel-calibration"),
+                   help="the calibration networks' files (exported there if missing)")
+    p.add_argument("--retime", action="store_true",
+                   help="time everything again (the round log in --cache is set aside; without it the timings "
+                        "there are reused and only missing ones are taken)")
     p.add_argument("--plot", type=Path)
     p.add_argument("--json", type=Path, help="write every network's numbers here")
     args = p.parse_args(argv)
@@ -133,7 +165,7 @@ def main(argv=None) -> int:
     from hwnas.latency_data import describe_this_device
     from hwnas.modelgraph import read_model
     from hwnas.runners.tflite import TFLiteRunner
-    from hwnas.timing_rounds import cache_folder, file_latencies, time_rounds
+    from hwnas.timing_rounds import cache_folder, file_latencies, set_aside, time_rounds
 
     predictor = KernelPredictor.load(args.predictor)
     runner = TFLiteRunner(threads=1, policy=POLICY)
@@ -143,35 +175,56 @@ def main(argv=None) -> int:
     anchors = {spec_name(r["spec"]): r for r in rows[:: max(1, len(rows) // args.anchors)]}
     timed = dict(files)
     timed.update({name: kcache / f"{name}.tflite" for name in anchors})
+    calibration_files = {}
+    if args.calibration == "now":
+        from hwnas.kernels.calibrate import export_networks
+
+        calibration_files = export_networks(args.calibration_cache)
+        if set(calibration_files) & set(timed):
+            raise SystemExit(f"model_zoo: error: calibration networks named like zoo networks or anchors: "
+                             f"{sorted(set(calibration_files) & set(timed))}")
+        timed.update(calibration_files)
+    if args.retime:
+        set_aside(args.cache / "rounds.jsonl")
     latency = file_latencies(time_rounds(timed, runner, args.rounds, args.cache / "rounds.jsonl", 0))
     speed = statistics.median(latency[n][0] / anchors[n]["ms"] for n in anchors) if anchors else 1.0
     print(f"session speed vs the kernel profiling session: {speed:.3f} (median of {len(anchors)} anchor kernels"
           f"{'' if anchors else ': none in ' + str(kcache)})")
+    file_calibration = predictor.calibration
+    if calibration_files:
+        from hwnas.kernels.calibrate import fit_calibration
+
+        predictor.calibration = fit_calibration(predictor, calibration_files, latency, log=lambda _: None)
+        print(f"calibration fitted now on {len(calibration_files)} networks timed with the zoo: "
+              f"resident {predictor.calibration['resident_mparams']:g} M weights, {predictor.calibration['terms']} "
+              f"(the file's: resident {(file_calibration or {}).get('resident_mparams', 0):g} M)")
     family_of = {name: fam for fam, name, _ in zoo_specs()}
     results = []
     for name, path in files.items():
-        pred = predictor.predict_graph(read_model(path))
-        results.append({"family": family_of[name], "name": name, "measured_ms": latency[name][0],
-                        "predicted_ms": pred.total_ms, "unpriced": len(pred.unpriced),
-                        "unpriced_flops_share": pred.unpriced_flops_share, "out_of_range": len(pred.out_of_range)})
+        graph = read_model(path)
+        pred = predictor.predict_graph(graph)
+        row = {"family": family_of[name], "name": name, "measured_ms": latency[name][0],
+               "predicted_ms": pred.total_ms, "unpriced": len(pred.unpriced),
+               "unpriced_flops_share": pred.unpriced_flops_share, "out_of_range": len(pred.out_of_range)}
+        if calibration_files:
+            now, predictor.calibration = predictor.calibration, file_calibration
+            row["predicted_file_calibration_ms"] = predictor.predict_graph(graph).total_ms
+            predictor.calibration = now
+        results.append(row)
     for r in results:
         print(f"{r['name']:32s} measured {r['measured_ms']:9.3f} predicted {r['predicted_ms']:9.3f} "
               f"({(r['predicted_ms'] / r['measured_ms'] - 1) * 100:+6.1f}%) unpriced {r['unpriced']} "
               f"out-of-range {r['out_of_range']}")
-    lines = ["| family | networks | within +-10% | within +-5% | MAPE | within +-10% (session-scaled) | MAPE (scaled) |",
-             "|---|---|---|---|---|---|---|"]
-    groups = sorted({r["family"] for r in results}) + ["all"]
-    for fam in groups:
-        rs = [r for r in results if fam in ("all", r["family"])]
-        raw = shares([r["predicted_ms"] for r in rs], [r["measured_ms"] for r in rs])
-        scaled = shares([r["predicted_ms"] * speed for r in rs], [r["measured_ms"] for r in rs])
-        lines.append(f"| {fam} | {raw['n']} | {raw['within10']:.0%} | {raw['within5']:.0%} | {raw['mape']:.1f}% | "
-                     f"{scaled['within10']:.0%} | {scaled['mape']:.1f}% |")
-    print("\n".join(lines))
+    print(zoo_table(results, "predicted_ms", speed))
+    if calibration_files:
+        print("\nwith the predictor file's calibration instead:")
+        print(zoo_table(results, "predicted_file_calibration_ms", speed))
     if args.json:
-        args.json.write_text(json.dumps({"speed": speed, "results": results}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"speed": speed, "calibration": args.calibration,
+                                         "calibration_now": predictor.calibration if calibration_files else None,
+                                         "results": results}, indent=1) + "\n")
     if args.plot:
-        plot_zoo(results, groups[:-1], args.plot, "measured ms (LiteRT fp32, 1 thread)")
+        plot_zoo(results, sorted({r["family"] for r in results}), args.plot, "measured ms (LiteRT fp32, 1 thread)")
     print(f"wall time {time.time() - start:.0f} s", file=sys.stderr)
     return 0
 

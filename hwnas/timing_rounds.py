@@ -113,14 +113,19 @@ def cache_folder(root: str | Path, device: dict, runner: Runner) -> Path:
 
 def start_new_session(cache: Path) -> Path | None:
     """Move the round log aside (``rounds.<n>.jsonl``) so that everything is timed again; returns where."""
-    log = cache / "rounds.jsonl"
+    return set_aside(cache / "rounds.jsonl")
+
+
+def set_aside(log: Path) -> Path | None:
+    """Rename the round log ``log`` (``<stem>.<n>.jsonl``, the first free n) so that its files are timed again
+    from scratch; returns the new name (None: there was no log)."""
     if not log.exists():
         return None
     n = 1
-    while (cache / f"rounds.{n}.jsonl").exists():
+    while log.with_suffix(f".{n}.jsonl").exists():
         n += 1
-    os.replace(log, cache / f"rounds.{n}.jsonl")
-    return cache / f"rounds.{n}.jsonl"
+    os.replace(log, log.with_suffix(f".{n}.jsonl"))
+    return log.with_suffix(f".{n}.jsonl")
 
 
 def export_jobs(jobs: list[Job], runner: Runner, cache: Path, converter=None, progress: bool = True,

@@ -215,3 +215,22 @@ def test_a_prediction_carried_by_the_weights_beyond_the_caches_is_flagged(tmp_pa
         assert (result["weights_ms"] > 0.5 * result["total_ms"]) == (rate > 0)
         warned.append(any("beyond the caches" in w for w in result["warnings"]))
     assert warned == [False, True]
+
+
+def test_fitting_a_calibration_on_timed_networks_leaves_the_predictor_as_it_was(tmp_path, monkeypatch):
+    """The zoo benchmark fits a session calibration and compares it with the file's: fitting must not change
+    the predictor it prices with."""
+    import hwnas.modelgraph
+    from hwnas.kernels.calibrate import fit_calibration
+
+    monkeypatch.setattr(hwnas.modelgraph, "read_model", lambda p: _graph())
+    predictor = KernelPredictor.load(_predictor(tmp_path))
+    uncalibrated = predictor.predict_graph(_graph()).total_ms
+    kept = {"per_kernel_ms": 0.0, "ms_per_melem": 0.0, "scale": {"conv": 0.25}}
+    predictor.calibration = kept
+    files = {f"net-{i}": tmp_path / f"net-{i}.tflite" for i in range(4)}
+    latency = {name: (1.3 * uncalibrated,) for name in files}  # every network 30% slower than its kernels
+    result = fit_calibration(predictor, files, latency, log=lambda _: None)
+    assert predictor.calibration is kept and predictor.calibration == {"per_kernel_ms": 0.0, "ms_per_melem": 0.0,
+                                                                       "scale": {"conv": 0.25}}
+    assert result["models"] == 4 and result["mape_before"] > 20 and result["mape_after"] < 1

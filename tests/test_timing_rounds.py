@@ -276,3 +276,18 @@ def test_spread_of_equal_rounds_is_never_negative():
     would refuse as a negative spread (CI met it once in the kill-and-resume test)."""
     median, spread = summarize([0.33333333333333337, 0.3333333333333333])
     assert spread == 0.0 and median == pytest.approx(1 / 3)
+
+
+def test_a_round_log_set_aside_is_renamed_to_the_first_free_number(tmp_path):
+    """``--retime`` (calibration, zoo) sets the round log aside so that every file is timed again; earlier
+    logs are kept."""
+    from hwnas.timing_rounds import set_aside
+
+    log = tmp_path / "rounds-tflite.jsonl"
+    assert set_aside(log) is None
+    for text in ("first\n", "second\n"):
+        log.write_text(text)
+        set_aside(log)
+    assert not log.exists()
+    assert (tmp_path / "rounds-tflite.1.jsonl").read_text() == "first\n"
+    assert (tmp_path / "rounds-tflite.2.jsonl").read_text() == "second\n"

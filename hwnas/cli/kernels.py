@@ -68,7 +68,7 @@ def _calibrate(args) -> int:
     if args.rounds < 1:
         raise HwnasError(f"--rounds must be at least 1, got {args.rounds}")
     start = time.time()
-    print(json.dumps(calibrate(args.predictor, args.cache, args.rounds), indent=1))
+    print(json.dumps(calibrate(args.predictor, args.cache, args.rounds, args.out, args.retime), indent=1))
     print(f"wall time {time.time() - start:.0f} s", file=sys.stderr)
     return 0
 
@@ -104,8 +104,13 @@ def register(sub) -> None:
     p.add_argument("--runtime", choices=RUNTIMES, default="tflite", help="runtime the CSVs were timed on")
     p.add_argument("--out", required=True, type=Path, help="kernel predictor JSON to write")
     p.set_defaults(func=_fit)
-    p = actions.add_parser("calibrate", help="fit the whole-network terms of a kernel predictor (in place)")
-    p.add_argument("predictor", type=Path, help="kernel predictor JSON (rewritten with its calibration)")
+    p = actions.add_parser("calibrate", help="fit the whole-network terms of a kernel predictor (in place, or "
+                                             "into --out)")
+    p.add_argument("predictor", type=Path, help="kernel predictor JSON (rewritten with its calibration unless --out)")
+    p.add_argument("--out", type=Path, help="write the calibrated predictor here instead of rewriting PREDICTOR")
     p.add_argument("--cache", type=Path, default=Path("runs/kernel-calibration"), help="exported networks")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
+    p.add_argument("--retime", action="store_true",
+                   help="time the networks again now (the cache's round log is set aside; without it an earlier "
+                        "timing there is reused): the terms follow the machine's state, calibrate on the day")
     p.set_defaults(func=_calibrate)

@@ -205,24 +205,46 @@ def select_terms(predictions: list, measured: np.ndarray, log=print) -> dict:
     return result
 
 
-def calibrate(predictor_path: Path, cache: Path, rounds: int) -> dict:
+def fit_calibration(predictor, files: dict[str, Path], latency: dict[str, tuple], log=None) -> dict:
+    """The whole-network terms of ``predictor`` (:class:`hwnas.kernels.predictor.KernelPredictor`) fitted on the
+    calibration networks ``files`` (name -> .tflite, :func:`export_networks`) and their ``latency`` (name ->
+    (median ms, ...), :func:`hwnas.timing_rounds.file_latencies`); the predictor itself is left unchanged."""
+    from hwnas.modelgraph import read_model
+
+    saved, predictor.calibration = predictor.calibration, None
+    try:
+        predictions = [predictor.predict_graph(read_model(path)) for path in files.values()]
+    finally:
+        predictor.calibration = saved
+    measured = np.array([latency[name][0] for name in files])
+    result = select_terms(predictions, measured, log=log or (lambda line: print(line, file=sys.stderr)))
+    result.update({"chains": len(chain_specs()), "spaces": CALIBRATION,
+                   "real_networks": [real_name(s) for s in REAL_NETWORKS]})
+    return result
+
+
+def calibrate(predictor_path: Path, cache: Path, rounds: int, out: Path | None = None,
+              retime: bool = False) -> dict:
+    """Time the calibration networks in ``rounds`` interleaved rounds and store the fitted terms in the
+    predictor file (``out``, default: ``predictor_path`` in place). The round log in ``cache`` is reused
+    (an interrupted timing resumes) unless ``retime``: then it is moved aside and the networks are timed
+    again now. The terms describe the machine as it runs at timing (its share of the caches, which other
+    processes and virtual machines take), so calibrate on the day the predictions are for."""
     from hwnas.kernels.predictor import KernelPredictor
     from hwnas.kernels.profile import POLICY
-    from hwnas.modelgraph import read_model
     from hwnas.runners.tflite import TFLiteRunner
-    from hwnas.timing_rounds import file_latencies, time_rounds
+    from hwnas.timing_rounds import file_latencies, set_aside, time_rounds
 
     predictor = KernelPredictor.load(predictor_path)  # a missing or malformed file: refused before the timing
     files = export_networks(cache)
+    log_path = rounds_log(cache, "tflite")
+    if retime:
+        set_aside(log_path)
     runner = TFLiteRunner(threads=1, policy=POLICY)
-    latency = file_latencies(time_rounds(files, runner, rounds, rounds_log(cache, "tflite"), 0))
-    predictor.calibration = None
-    predictions = [predictor.predict_graph(read_model(path)) for path in files.values()]
-    measured = np.array([latency[name][0] for name in files])
-    result = select_terms(predictions, measured, log=lambda line: print(line, file=sys.stderr))
-    result.update({"chains": len(chain_specs()), "spaces": CALIBRATION,
-                   "real_networks": [real_name(s) for s in REAL_NETWORKS], "rounds": rounds})
+    latency = file_latencies(time_rounds(files, runner, rounds, log_path, 0))
+    result = fit_calibration(predictor, files, latency)
+    result["rounds"] = rounds
     data = json.loads(predictor_path.read_text())
     data["calibration"] = result
-    predictor_path.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
+    Path(out or predictor_path).write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
     return result

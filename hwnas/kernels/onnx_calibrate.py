@@ -136,36 +136,51 @@ def fit_terms(measured: np.ndarray, predicted: np.ndarray, n_kernels, melems, mp
     return best
 
 
-def calibrate(predictor_path: Path, cache: Path, rounds: int) -> dict:
+def fit_calibration(predictor, files: dict[str, Path], latency: dict[str, tuple]) -> dict:
+    """The whole-network terms of the ONNX Runtime ``predictor`` fitted on the calibration networks ``files``
+    (name -> .onnx, :func:`export_networks`) and their ``latency`` (name -> (median ms, ...)); the predictor
+    itself is left unchanged."""
+    from hwnas.modelgraph import read_model
+
+    saved, predictor.calibration = predictor.calibration, None
+    measured, predicted, n_kernels, melems, mparams = [], [], [], [], []
+    try:
+        for name, path in files.items():
+            pred = predictor.predict_graph(read_model(path))
+            measured.append(latency[name][0])
+            predicted.append(pred.total_ms)
+            n_kernels.append(len(pred.kernels))
+            melems.append(sum(k.in_elems for k in pred.kernels) / 1e6)
+            mparams.append(sum(k.params for k in pred.kernels) / 1e6)
+    finally:
+        predictor.calibration = saved
+    measured, predicted = np.array(measured), np.array(predicted)
+    _, resident, coef, after = fit_terms(measured, predicted, n_kernels, melems, mparams)
+    return {"chains": len(chain_specs()), "per_kernel_ms": float(coef[0]), "ms_per_melem": float(coef[1]),
+            "ms_per_mparam": float(coef[2]), "resident_mparams": resident, "models": len(files),
+            "spaces": CALIBRATION, "real_networks": [torchvision_name(*r) for r in REAL_NETWORKS],
+            "mape_before": float(np.mean(np.abs(predicted / measured - 1)) * 100),
+            "mape_after": float(np.mean(np.abs(after / measured - 1)) * 100),
+            "within10_after": float(np.mean(np.abs(after / measured - 1) <= 0.1))}
+
+
+def calibrate(predictor_path: Path, cache: Path, rounds: int, out: Path | None = None,
+              retime: bool = False) -> dict:
+    """As :func:`hwnas.kernels.calibrate.calibrate`, on ONNX Runtime."""
     from hwnas.kernels.predictor import KernelPredictor
     from hwnas.kernels.profile import POLICY
-    from hwnas.modelgraph import read_model
     from hwnas.runners.onnxruntime import OnnxRuntimeRunner
-    from hwnas.timing_rounds import file_latencies, time_rounds
+    from hwnas.timing_rounds import file_latencies, set_aside, time_rounds
 
     predictor = KernelPredictor.load(predictor_path)  # a missing or malformed file: refused before the timing
     files = export_networks(cache)
-    latency = file_latencies(time_rounds(files, OnnxRuntimeRunner(threads=1, policy=POLICY), rounds,
-                                         rounds_log(cache, "onnxruntime"), 0))
-    predictor.calibration = None
-    measured, predicted, n_kernels, melems, mparams = [], [], [], [], []
-    for name, path in files.items():
-        pred = predictor.predict_graph(read_model(path))
-        measured.append(latency[name][0])
-        predicted.append(pred.total_ms)
-        n_kernels.append(len(pred.kernels))
-        melems.append(sum(k.in_elems for k in pred.kernels) / 1e6)
-        mparams.append(sum(k.params for k in pred.kernels) / 1e6)
-    measured, predicted = np.array(measured), np.array(predicted)
-    _, resident, coef, after = fit_terms(measured, predicted, n_kernels, melems, mparams)
-    result = {"chains": len(chain_specs()), "per_kernel_ms": float(coef[0]), "ms_per_melem": float(coef[1]),
-              "ms_per_mparam": float(coef[2]), "resident_mparams": resident, "models": len(files),
-              "spaces": CALIBRATION, "rounds": rounds,
-              "real_networks": [torchvision_name(*r) for r in REAL_NETWORKS],
-              "mape_before": float(np.mean(np.abs(predicted / measured - 1)) * 100),
-              "mape_after": float(np.mean(np.abs(after / measured - 1)) * 100),
-              "within10_after": float(np.mean(np.abs(after / measured - 1) <= 0.1))}
+    log_path = rounds_log(cache, "onnxruntime")
+    if retime:
+        set_aside(log_path)
+    latency = file_latencies(time_rounds(files, OnnxRuntimeRunner(threads=1, policy=POLICY), rounds, log_path, 0))
+    result = fit_calibration(predictor, files, latency)
+    result["rounds"] = rounds
     data = json.loads(predictor_path.read_text())
     data["calibration"] = result
-    predictor_path.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
+    Path(out or predictor_path).write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
     return result
