@@ -204,7 +204,8 @@ def main(argv=None) -> int:
     ap.add_argument("--devices", default="", help="comma-separated subset of devices (default: all)")
     ap.add_argument("--settings", default=",".join(
                         ["0.6:1:0:error", "0.6:5:0:error", "0.75:1:0:error", "0.75:5:0:error"] +
-                        [f"{r}:{e}:2:{c}" for c in CRITERIA for r in (0.6, 0.75) for e in (1, 5)]),
+                        [f"{r}:{e}:2:{c}" for c in CRITERIA for r in (0.6, 0.75) for e in (1, 5)] +
+                        [f"{r}:{e}:2:error" for r in (0.9, 1) for e in (1, 5)]),
                     help="settings of few_shot's RATIO:ENSEMBLE:PER_COEFFICIENT:CRITERION to try; each device is "
                          "judged with the one best on the other devices")
     ap.add_argument("--ship", default="predictors/phones", help="folder of the shipped <device>.json predictors")
