@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from hwnas.errors import HwnasError, run_script
+
 # (family, application, alpha or None, input sizes)
 ZOO = [
     ("MobileNet", "MobileNet", a, (32, 96, 160, 224)) for a in (0.25, 0.5, 1.0)
@@ -155,19 +157,27 @@ def main(argv=None) -> int:
     p.add_argument("--plot", type=Path)
     p.add_argument("--json", type=Path, help="write every network's numbers here")
     args = p.parse_args(argv)
+    if args.predictor is None and not args.export_only:
+        p.error("--predictor is needed (or --export-only)")
     start = time.time()
+    predictor = None
+    if not args.export_only:  # a bad predictor file or calibration folder: refused before the export and timing
+        from hwnas.kernels.predictor import KernelPredictor
+        from hwnas.outputs import check_writable_folder
+
+        predictor = KernelPredictor.load(args.predictor)
+        if args.calibration == "now":
+            check_writable_folder(args.calibration_cache, "--calibration-cache")
     files = export(args.cache, args.reverse)
     print(f"{len(files)} networks exported ({time.time() - start:.0f} s)", file=sys.stderr)
-    if args.export_only:
+    if predictor is None:
         return 0
-    from hwnas.kernels.predictor import KernelPredictor
     from hwnas.kernels.profile import POLICY, spec_name
     from hwnas.latency_data import describe_this_device
     from hwnas.modelgraph import read_model
     from hwnas.runners.tflite import TFLiteRunner
     from hwnas.timing_rounds import cache_folder, file_latencies, set_aside, time_rounds
 
-    predictor = KernelPredictor.load(args.predictor)
     runner = TFLiteRunner(threads=1, policy=POLICY)
     kcache = cache_folder(args.kernel_cache, describe_this_device(), runner)
     rows = sorted((r for r in predictor.rows if r["ms"] > 0.02  # above the clock's grain, still in the cache
@@ -181,7 +191,7 @@ def main(argv=None) -> int:
 
         calibration_files = export_networks(args.calibration_cache)
         if set(calibration_files) & set(timed):
-            raise SystemExit(f"model_zoo: error: calibration networks named like zoo networks or anchors: "
+            raise HwnasError(f"calibration networks named like zoo networks or anchors: "
                              f"{sorted(set(calibration_files) & set(timed))}")
         timed.update(calibration_files)
     if args.retime:
@@ -190,38 +200,37 @@ def main(argv=None) -> int:
     speed = statistics.median(latency[n][0] / anchors[n]["ms"] for n in anchors) if anchors else 1.0
     print(f"session speed vs the kernel profiling session: {speed:.3f} (median of {len(anchors)} anchor kernels"
           f"{'' if anchors else ': none in ' + str(kcache)})")
-    file_calibration = predictor.calibration
+    fitted_now = None  # the same predictor with the calibration fitted on this session's timings
     if calibration_files:
         from hwnas.kernels.calibrate import fit_calibration
 
-        predictor.calibration = fit_calibration(predictor, calibration_files, latency, log=lambda _: None)
+        fitted_now = KernelPredictor.load(args.predictor)
+        fitted_now.calibration = fit_calibration(predictor, calibration_files, latency, log=lambda _: None)
         print(f"calibration fitted now on {len(calibration_files)} networks timed with the zoo: "
-              f"resident {predictor.calibration['resident_mparams']:g} M weights, {predictor.calibration['terms']} "
-              f"(the file's: resident {(file_calibration or {}).get('resident_mparams', 0):g} M)")
+              f"resident {fitted_now.calibration['resident_mparams']:g} M weights, {fitted_now.calibration['terms']} "
+              f"(the file's: resident {(predictor.calibration or {}).get('resident_mparams', 0):g} M)")
     family_of = {name: fam for fam, name, _ in zoo_specs()}
     results = []
     for name, path in files.items():
         graph = read_model(path)
-        pred = predictor.predict_graph(graph)
+        pred = (predictor if fitted_now is None else fitted_now).predict_graph(graph)
         row = {"family": family_of[name], "name": name, "measured_ms": latency[name][0],
                "predicted_ms": pred.total_ms, "unpriced": len(pred.unpriced),
                "unpriced_flops_share": pred.unpriced_flops_share, "out_of_range": len(pred.out_of_range)}
-        if calibration_files:
-            now, predictor.calibration = predictor.calibration, file_calibration
+        if fitted_now is not None:
             row["predicted_file_calibration_ms"] = predictor.predict_graph(graph).total_ms
-            predictor.calibration = now
         results.append(row)
     for r in results:
         print(f"{r['name']:32s} measured {r['measured_ms']:9.3f} predicted {r['predicted_ms']:9.3f} "
               f"({(r['predicted_ms'] / r['measured_ms'] - 1) * 100:+6.1f}%) unpriced {r['unpriced']} "
               f"out-of-range {r['out_of_range']}")
     print(zoo_table(results, "predicted_ms", speed))
-    if calibration_files:
+    if fitted_now is not None:
         print("\nwith the predictor file's calibration instead:")
         print(zoo_table(results, "predicted_file_calibration_ms", speed))
     if args.json:
         args.json.write_text(json.dumps({"speed": speed, "calibration": args.calibration,
-                                         "calibration_now": predictor.calibration if calibration_files else None,
+                                         "calibration_now": None if fitted_now is None else fitted_now.calibration,
                                          "results": results}, indent=1) + "\n")
     if args.plot:
         plot_zoo(results, sorted({r["family"] for r in results}), args.plot, "measured ms (LiteRT fp32, 1 thread)")
@@ -230,4 +239,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main, "model_zoo: error")

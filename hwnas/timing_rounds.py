@@ -122,10 +122,10 @@ def set_aside(log: Path) -> Path | None:
     if not log.exists():
         return None
     n = 1
-    while log.with_suffix(f".{n}.jsonl").exists():
+    while (kept := log.with_suffix(f".{n}.jsonl")).exists():
         n += 1
-    os.replace(log, log.with_suffix(f".{n}.jsonl"))
-    return log.with_suffix(f".{n}.jsonl")
+    os.replace(log, kept)
+    return kept
 
 
 def export_jobs(jobs: list[Job], runner: Runner, cache: Path, converter=None, progress: bool = True,

@@ -234,3 +234,26 @@ def test_fitting_a_calibration_on_timed_networks_leaves_the_predictor_as_it_was(
     assert predictor.calibration is kept and predictor.calibration == {"per_kernel_ms": 0.0, "ms_per_melem": 0.0,
                                                                        "scale": {"conv": 0.25}}
     assert result["models"] == 4 and result["mape_before"] > 20 and result["mape_after"] < 1
+
+
+def test_calibrate_refuses_an_out_it_cannot_write_before_any_timing(tmp_path, capsys):
+    """``--out`` naming a folder: one line and exit 2 before the networks are exported or timed (~1 min)."""
+    predictor = _predictor(tmp_path)
+    before = predictor.read_bytes()
+    assert main(["kernels", "calibrate", str(predictor), "--out", str(tmp_path), "--cache", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hwnas: error: --out {tmp_path}: is a folder, expected a file name"
+    assert not (tmp_path / "c").exists() and predictor.read_bytes() == before
+
+
+def test_a_stored_calibration_replaces_only_that_field_and_leaves_no_temporary_file(tmp_path):
+    from hwnas.kernels.calibrate import store_calibration
+
+    path = _predictor(tmp_path)
+    out = tmp_path / "new" / "calibrated.json"
+    store_calibration(path, {"per_kernel_ms": 0.001, "ms_per_melem": 0.0}, out)
+    assert KernelPredictor.load(out).calibration == {"per_kernel_ms": 0.001, "ms_per_melem": 0.0}
+    assert KernelPredictor.load(path).calibration is None  # the source file untouched
+    old, new = json.loads(path.read_text()), json.loads(out.read_text())
+    assert {k: v for k, v in new.items() if k != "calibration"} == {k: v for k, v in old.items() if k != "calibration"}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["calibrated.json"]

@@ -61,12 +61,15 @@ def _fit(args) -> int:
 def _calibrate(args) -> int:
     from hwnas.kernels.calibrate import calibrate
     from hwnas.kernels.predictor import KernelPredictor
+    from hwnas.outputs import check_writable_file
 
     if KernelPredictor.load(args.predictor).runtime == "onnxruntime":  # a bad file: refused here, before any work
         from hwnas.kernels.onnx_calibrate import calibrate
 
     if args.rounds < 1:
         raise HwnasError(f"--rounds must be at least 1, got {args.rounds}")
+    if args.out is not None:
+        check_writable_file(args.out)  # before ~1 min of timing
     start = time.time()
     print(json.dumps(calibrate(args.predictor, args.cache, args.rounds, args.out, args.retime), indent=1))
     print(f"wall time {time.time() - start:.0f} s", file=sys.stderr)

@@ -29,6 +29,7 @@ adds it to every kernel.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -244,7 +245,17 @@ def calibrate(predictor_path: Path, cache: Path, rounds: int, out: Path | None =
     latency = file_latencies(time_rounds(files, runner, rounds, log_path, 0))
     result = fit_calibration(predictor, files, latency)
     result["rounds"] = rounds
-    data = json.loads(predictor_path.read_text())
-    data["calibration"] = result
-    Path(out or predictor_path).write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
+    store_calibration(predictor_path, result, out)
     return result
+
+
+def store_calibration(predictor_path: Path, result: dict, out: Path | None = None) -> None:
+    """The predictor file with ``result`` as its ``calibration``, written to ``out`` (default: in place) in one
+    step (a crash leaves the old file or the new one, never half of one)."""
+    data = json.loads(Path(predictor_path).read_text())
+    data["calibration"] = result
+    target = Path(out or predictor_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
+    os.replace(tmp, target)

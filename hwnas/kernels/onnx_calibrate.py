@@ -17,13 +17,12 @@ interleaved rounds on ONNX Runtime (CPU time, 1 thread).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from hwnas.kernels.calibrate import CALIBRATION, RESIDENT_MPARAMS, chain_specs, rounds_log
+from hwnas.kernels.calibrate import CALIBRATION, RESIDENT_MPARAMS, chain_specs, rounds_log, store_calibration
 
 
 # Real networks for calibration: torchvision builders at widths and input sizes that the ONNX zoo benchmark
@@ -180,7 +179,5 @@ def calibrate(predictor_path: Path, cache: Path, rounds: int, out: Path | None =
     latency = file_latencies(time_rounds(files, OnnxRuntimeRunner(threads=1, policy=POLICY), rounds, log_path, 0))
     result = fit_calibration(predictor, files, latency)
     result["rounds"] = rounds
-    data = json.loads(predictor_path.read_text())
-    data["calibration"] = result
-    Path(out or predictor_path).write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
+    store_calibration(predictor_path, result, out)
     return result

@@ -143,9 +143,10 @@ def run_entangled_search(cfg: SearchConfig, predictor, source: str, level: float
     weight_split, arch_split = split_train(splits.train, cfg.arch_fraction, cfg.seed)
     # children are scored on the architecture split's images without augmentation (the same images in order),
     # where the splits have a plain view of the training images
-    scoring_images = "augmented" if splits.train_plain is None else "plain"
-    arch_scoring = arch_split if splits.train_plain is None else split_train(splits.train_plain, cfg.arch_fraction,
-                                                                             cfg.seed)[1]
+    if splits.train_plain is None:
+        arch_scoring, scoring_images = arch_split, "augmented"
+    else:
+        arch_scoring, scoring_images = split_train(splits.train_plain, cfg.arch_fraction, cfg.seed)[1], "plain"
 
     set_seed(cfg.seed)
     # channels-last convolutions are ~1.4x faster on a CPU (measured here on the largest child's step)
