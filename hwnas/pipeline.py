@@ -349,7 +349,8 @@ def _measure(cfg: dict, exported: ExportResult, predicted_ms: float, budget: flo
         log(f"measure: {f.path.name} with {lat['runtime']}, {lat['threads']} thread(s), core {core}")
         t = measure_file(f.path, lat["runtime"], lat["threads"], core)
         rows.append({"file": str(f.path), "runtime": lat["runtime"], "quant": f.quant, "threads": lat["threads"],
-                     "measured_ms": round(t.median_ms, 5), "spread_ms": round(t.spread_ms, 5),
+                     "measured_ms": round(t.latency_ms, 5), "median_ms": round(t.median_ms, 5),
+                     "spread_ms": round(t.spread_ms, 5), "rounds_ms": [round(v, 5) for v in t.rounds_ms],
                      "predicted_ms": round(predicted_ms, 5) if f.quant == lat["dtype"] else None,
                      "budget_ms": budget})
     path.write_text(json.dumps(rows, indent=2) + "\n")

@@ -37,15 +37,23 @@ def recommend(rows: list[dict], budget_ms: float, failed: set[str] = frozenset()
         (f"; others: {others} its time)" if others else ")")
 
 
+def measured_text(row: dict) -> str:
+    """A measured row's ms: the fastest round and the rounds' median (rows written before the rounds were kept
+    give their median and spread)."""
+    if "median_ms" in row:
+        return f"{row['measured_ms']:.3f} (median {row['median_ms']:.3f})"
+    return f"{row['measured_ms']:.3f} ± {row['spread_ms']:.3f}"
+
+
 def latency_table(rows: list[dict], budget_ms: float | None) -> str:
     """Measured vs predicted vs budget, one line per model file."""
-    lines = [f"{'model':34s} {'runtime':12s} {'measured ms':>16s} {'predicted ms':>13s} {'budget ms':>10s}  verdict"]
+    lines = [f"{'model':34s} {'runtime':12s} {'measured ms':>22s} {'predicted ms':>13s} {'budget ms':>10s}  verdict"]
     for r in rows:
-        measured = f"{r['measured_ms']:.3f} ± {r['spread_ms']:.3f}"
+        measured = measured_text(r)
         predicted = "-" if r.get("predicted_ms") is None else f"{r['predicted_ms']:.3f}"
         budget = "-" if budget_ms is None else f"{budget_ms:.3f}"
         judged = "-" if budget_ms is None else verdict(r["measured_ms"], budget_ms)
-        lines.append(f"{Path(r['file']).name:34s} {r['runtime']:12s} {measured:>16s} {predicted:>13s} "
+        lines.append(f"{Path(r['file']).name:34s} {r['runtime']:12s} {measured:>22s} {predicted:>13s} "
                      f"{budget:>10s}  {judged}")
     return "\n".join(lines)
 
@@ -90,7 +98,7 @@ def format_report(r: dict) -> str:
     used (and this machine when it is another one)."""
     m = {row["quant"]: row for row in r["measured"]}
     budget = r["budget_ms"]
-    measured = ", ".join(f"{q} {row['measured_ms']:.3f} ± {row['spread_ms']:.3f} ms = "
+    measured = ", ".join(f"{q} {measured_text(row)} ms = "
                          f"{row['measured_ms'] / budget:.2f}x budget ({verdict(row['measured_ms'], budget)})"
                          for q, row in m.items())
     failed = {f["quant"] for f in r["export"] if not f["passed"]}

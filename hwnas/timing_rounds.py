@@ -160,6 +160,7 @@ class Timing:
     round: int
     median_ms: float
     iters: int
+    fastest_ms: float | None = None  # the fastest of the runner's repeats (None in logs written before it)
 
 
 def read_round_log(path: Path, names, rounds: int) -> list[Timing]:
@@ -171,7 +172,9 @@ def read_round_log(path: Path, names, rounds: int) -> list[Timing]:
     for line in path.read_text().splitlines():
         try:
             rec = json.loads(line)
-            t = Timing(rec["name"], int(rec["round"]), float(rec["median_ms"]), int(rec.get("iters", 1)))
+            fastest = rec.get("fastest_ms")
+            t = Timing(rec["name"], int(rec["round"]), float(rec["median_ms"]), int(rec.get("iters", 1)),
+                       None if fastest is None else float(fastest))
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
         if t.name in wanted and 0 <= t.round < rounds and (t.name, t.round) not in seen:
@@ -200,10 +203,10 @@ def time_rounds(files: dict[str, Path], runner: Runner, rounds: int, log_path: P
                 bar.set_description(f"time {runner.name} round {r + 1}/{rounds}")
                 for name in order:
                     result = runner.time(files[name])
-                    t = Timing(name, r, result.median_ms, result.iters)
+                    t = Timing(name, r, result.median_ms, result.iters, min(result.samples, default=None))
                     timings.append(t)
                     out.write(json.dumps({"round": r, "name": name, "median_ms": t.median_ms,
-                                          "iters": t.iters}) + "\n")
+                                          "iters": t.iters, "fastest_ms": t.fastest_ms}) + "\n")
                     out.flush()
                     bar.update()
         bar.close()
@@ -214,7 +217,8 @@ def times_now(files: dict[str, Path], runner: Runner, rounds: int, seed: int = 0
               progress: bool = True) -> dict[str, list[float]]:
     """Per file, its ms in each round (:func:`time_rounds` with a throw-away log, pinned to ``core``, default
     :func:`hwnas.runners.pinning.default_core`): absolute times, no drift correction, for when the machine's speed
-    now is what is measured."""
+    now is what is measured. A round's ms is the fastest of the runner's repeats in it;
+    :func:`hwnas.runners.latency_now` makes one latency of them."""
     import tempfile
 
     from hwnas.runners.pinning import default_core, pinned
@@ -222,8 +226,9 @@ def times_now(files: dict[str, Path], runner: Runner, rounds: int, seed: int = 0
     per_file: dict[str, list[float]] = {name: [] for name in files}
     with tempfile.TemporaryDirectory(prefix="hwnas-times-") as tmp, pinned(default_core() if core is None else core):
         for t in time_rounds(files, runner, rounds, Path(tmp) / "rounds.jsonl", seed, progress):
-            per_file[t.name].append(t.median_ms)
+            per_file[t.name].append(t.median_ms if t.fastest_ms is None else t.fastest_ms)
     return per_file
+
 
 
 def time_architectures(archs: list[Architecture], runner: Runner, dtype: str = "fp32", rounds: int = 3, seed: int = 0,

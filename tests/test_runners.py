@@ -46,6 +46,23 @@ def test_onnxruntime_runner_times_an_exported_op(tmp_path):
     assert runner_for_file(path).name == "onnxruntime"
 
 
+def test_measure_file_times_rounds_and_keeps_the_fastest(tmp_path, monkeypatch):
+    from hwnas.runners import pinning
+
+    op = OpSpec("mbconv", 8, 16, 8, 8, kernel=5, stride=2, expand=3)
+    path = export_onnx([op], None, tmp_path / "op.onnx")
+    got = pinning.measure_file(path, "onnxruntime", rounds=3)  # real ONNX Runtime
+    assert len(got.rounds_ms) == 3 and got.latency_ms == min(got.rounds_ms) <= got.median_ms
+    # each round is the fastest repeat of one runner timing; the rounds' median and IQR ride along
+    timings = iter([base.Timing(0.45, 0.01, 3, 5, [0.45, 0.44, 0.46]), base.Timing(0.40, 0.1, 3, 5, [0.5, 0.31, 0.4]),
+                    base.Timing(0.34, 0.0, 3, 5, [0.34, 0.34, 0.34])])
+    monkeypatch.setattr(type(get_runner("onnxruntime")), "time", lambda self, p: next(timings))
+    got = pinning.measure_file(path, "onnxruntime", rounds=3)
+    assert got.rounds_ms == [0.44, 0.31, 0.34] and got.latency_ms == 0.31 and got.median_ms == 0.34
+    with pytest.raises(ValueError, match="at least 1"):
+        pinning.measure_file(path, "onnxruntime", rounds=0)
+
+
 def test_runner_errors(tmp_path):
     with pytest.raises(HwnasError, match="unknown runtime"):
         get_runner("coreml")

@@ -241,6 +241,9 @@ def test_report_judges_every_variant_and_recommends_from_measurements():
     assert "architecture    k3_e3, stage widths 1.25, 2\n" in format_report({**data, "stage_widths": [1.25, 2.0]})
     # the header names the device of the latency table used, and this machine when it is another one
     assert report.startswith("hwnas main job: proxyless-tiny on digits; latency on here (tflite fp32, 1 thread)\n")
+    # rows measured in rounds give the fastest round and the rounds' median
+    rounds = format_report({**data, "measured": [dict(rows[0], median_ms=1.31)]})
+    assert "measured        fp32 1.030 (median 1.310) ms = 0.86x budget (within budget)\n" in rounds
     other = format_report({**data, "device": "amd-epyc-2c-b", "machine": "amd-epyc-2c"})
     assert other.startswith("hwnas main job: proxyless-tiny on digits; latency on amd-epyc-2c-b (tflite fp32, 1 "
                             "thread), measured on amd-epyc-2c\n")
@@ -291,3 +294,21 @@ def test_a_round_log_set_aside_is_renamed_to_the_first_free_number(tmp_path):
     assert not log.exists()
     assert (tmp_path / "rounds-tflite.1.jsonl").read_text() == "first\n"
     assert (tmp_path / "rounds-tflite.2.jsonl").read_text() == "second\n"
+
+
+def test_times_now_takes_each_rounds_fastest_repeat_and_the_latency_is_the_fastest_round(tmp_path):
+    """A core's speed jumps between levels on a shared VM: the fastest repeat of a round and the fastest round
+    are what a time taken now is made of; logs written before the field existed still read."""
+    import json
+
+    from hwnas.runners import latency_now
+    from hwnas.timing_rounds import read_round_log
+
+    log = tmp_path / "rounds.jsonl"
+    log.write_text(json.dumps({"round": 0, "name": "a", "median_ms": 0.45, "iters": 9, "fastest_ms": 0.31}) + "\n"
+                   + json.dumps({"round": 1, "name": "a", "median_ms": 0.33, "iters": 9}) + "\n")
+    first, second = read_round_log(log, ["a"], 2)
+    assert (first.median_ms, first.fastest_ms) == (0.45, 0.31) and second.fastest_ms is None
+    assert latency_now([0.45, 0.305, 0.339, 0.424]) == 0.305
+    with pytest.raises(ValueError, match="no rounds"):
+        latency_now([])

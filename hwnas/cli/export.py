@@ -49,7 +49,8 @@ def measure_exported(result, arch: Architecture | Genotype, runtime: str, thread
         same = predictor is not None and getattr(predictor, "runtime", None) == runtime and \
             getattr(predictor, "dtype", None) == f.quant and getattr(predictor, "threads", threads) == threads
         rows.append({"file": str(f.path), "runtime": runtime, "quant": f.quant, "threads": threads,
-                     "measured_ms": t.median_ms, "spread_ms": t.spread_ms,
+                     "measured_ms": t.latency_ms, "median_ms": t.median_ms, "spread_ms": t.spread_ms,
+                     "rounds_ms": t.rounds_ms,
                      "predicted_ms": predicted if same else None, "budget_ms": budget_ms})
     return rows
 

@@ -26,8 +26,6 @@ leave-one-out trials.
 
 from __future__ import annotations
 
-import statistics
-
 import numpy as np
 from scipy.optimize import nnls
 
@@ -131,10 +129,10 @@ def random_children(space, count: int, seed: int) -> list:
 def time_children(archs, runtime: str, dtype: str, threads: int, rounds: int, seed: int = 0,
                   progress: bool = True) -> list[float]:
     """Each child exported whole and timed here in ``rounds`` interleaved rounds (pinned, the runner's clock:
-    CPU time for one thread); the median per child."""
-    from hwnas.runners import get_runner
+    CPU time for one thread); per child, its fastest round (:func:`hwnas.runners.latency_now`)."""
+    from hwnas.runners import get_runner, latency_now
     from hwnas.timing_rounds import time_architectures
 
     per_arch = time_architectures(archs, get_runner(runtime, threads), dtype, rounds, seed, progress=progress,
                                   what="adapt")
-    return [statistics.median(v) for v in per_arch]
+    return [latency_now(v) for v in per_arch]

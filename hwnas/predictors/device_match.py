@@ -125,13 +125,13 @@ def recognise(space, candidates: dict, runtime: str, dtype: str = "fp32", thread
               count: int = ANCHORS, rounds: int = 3, tolerance: float = TOLERANCE,
               progress: bool = True) -> DeviceMatch:
     """Time the anchors of ``space`` here and judge every candidate table against them."""
-    from hwnas.runners import get_runner
+    from hwnas.runners import get_runner, latency_now
     from hwnas.timing_rounds import time_architectures
 
     anchors = anchor_architectures(space, count)
     per_round = time_architectures(anchors, get_runner(runtime, threads), dtype, rounds, progress=progress,
                                    what="recognise this machine")
-    return fit_tables(anchors, [statistics.median(r) for r in per_round], candidates, tolerance)
+    return fit_tables(anchors, [latency_now(r) for r in per_round], candidates, tolerance)
 
 
 def fingerprint(match: DeviceMatch, space_name: str, runtime: str, dtype: str, threads: int) -> dict:

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from hwnas.errors import HwnasError
-from hwnas.runners.base import Runner, Timing, TimingPolicy, measure
+from hwnas.runners.base import Runner, Timing, TimingPolicy, latency_now, measure  # noqa: F401  (the package's interface)
 
 RUNNER_NAMES = ("tflite", "onnxruntime", "adb-tflite")
 

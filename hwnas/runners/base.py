@@ -78,6 +78,24 @@ def _once(fn: Callable[[], object], policy: TimingPolicy, clock_name: str = "wal
     return Timing(float(q2), float(q3 - q1), policy.repeats, iters, medians)
 
 
+def latency_now(rounds_ms: list[float]) -> float:
+    """One file's latency from rounds timed now (e.g.
+    :func:`hwnas.timing_rounds.times_now`): the fastest round.
+
+    On a shared VM the speed of a core jumps between a few levels for
+    tenths of a second at a time (measured on a 2-core AMD EPYC VM, one
+    0.3 ms model in 100-call blocks over 60 s: 0.305, 0.339, 0.424 and
+    0.453 ms, 52% of the blocks within 3% of the fastest), so the median of
+    three rounds lands on a slow level about as often as not, while the
+    fastest level, the core to itself, comes back every time. Every time
+    taken "now" (machine recognition, session level, adaptation children, the
+    measured child) uses this statistic, so that they agree with each other.
+    """
+    if not rounds_ms:
+        raise ValueError("no rounds to take a latency from")
+    return min(rounds_ms)
+
+
 def measure(fn: Callable[[], object], policy: TimingPolicy | None = None, clock: str = "wall") -> Timing:
     """Time ``fn`` with the ``wall`` or ``cpu`` (calling thread) clock (see the module docstring)."""
     policy = policy or TimingPolicy()

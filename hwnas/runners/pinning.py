@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
-from hwnas.runners import get_runner, runner_for_file
+from hwnas.runners import get_runner, latency_now, runner_for_file
 
 
 class pinned:
@@ -31,8 +33,25 @@ def default_core() -> int | None:
     return cores[-1] if cores else None
 
 
-def measure_file(path: Path, runtime: str | None = None, threads: int = 1, core: int | None = None):
-    """Median latency of one model file on this machine (``hwnas.runners``), pinned to ``core``."""
+@dataclass(frozen=True)
+class FileLatency:
+    """One model file timed now: its latency (:func:`hwnas.runners.latency_now` of the rounds), the rounds'
+    median and interquartile range, and every round (the fastest repeat of each), ms."""
+
+    latency_ms: float
+    median_ms: float
+    spread_ms: float
+    rounds_ms: list[float]
+
+
+def measure_file(path: Path, runtime: str | None = None, threads: int = 1, core: int | None = None,
+                 rounds: int = 5) -> FileLatency:
+    """One model file timed ``rounds`` times on this machine (``hwnas.runners``), pinned to ``core``."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
     runner = get_runner(runtime, threads) if runtime else runner_for_file(path, threads)
     with pinned(core):
-        return runner.time(path)
+        timings = [runner.time(path) for _ in range(rounds)]
+    per_round = [min(t.samples) if t.samples else t.median_ms for t in timings]
+    q1, _, q3 = statistics.quantiles(per_round, n=4, method="inclusive") if rounds > 1 else (0.0, 0.0, 0.0)
+    return FileLatency(latency_now(per_round), statistics.median(per_round), max(0.0, q3 - q1), per_round)

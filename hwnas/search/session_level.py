@@ -48,7 +48,7 @@ def measure_session_level(space, predictor: LatencyPredictor, budget_ms: float, 
                           dtype: str = "fp32", threads: int = 1, count: int = 6, rounds: int = 3, seed: int = 0,
                           core: int | None = None, progress: bool = True) -> SessionLevel:
     """Time ``count`` children predicted near ``budget_ms`` now; the level is median(measured / predicted)."""
-    from hwnas.runners import get_runner
+    from hwnas.runners import get_runner, latency_now
     from hwnas.search.band import sample_children_in_band
     from hwnas.children import child_arch, latency_table
     from hwnas.timing_rounds import time_architectures
@@ -66,7 +66,7 @@ def measure_session_level(space, predictor: LatencyPredictor, budget_ms: float, 
     per_arch = time_architectures(archs, get_runner(runtime, threads), dtype, rounds, seed, core, progress,
                                   what="session level")
     models = [{"choices": list(a.choices), "stage_widths": list(a.space.stage_widths), "predicted_ms": round(p, 5),
-               "measured_ms": round(statistics.median(r), 5), "rounds_ms": [round(v, 5) for v in r]}
+               "measured_ms": round(latency_now(r), 5), "rounds_ms": [round(v, 5) for v in r]}
               for a, p, r in zip(archs, predicted, per_arch)]
     level = statistics.median(m["measured_ms"] / m["predicted_ms"] for m in models)
     if not LEVEL_LIMITS[0] <= level <= LEVEL_LIMITS[1]:
