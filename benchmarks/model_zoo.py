@@ -11,7 +11,13 @@ in the TensorFlow worker process (cached under ``--cache``), then all are timed
 in ``--rounds`` interleaved rounds (:mod:`hwnas.timing_rounds`, resumable) with
 ``--anchors`` profiled kernels among them: the median of (kernel now / kernel in
 the predictor's table) is this session's speed against the profiling session's,
-and the shares are printed raw and with the predictions scaled by it. Prints
+and the shares are printed raw and with the predictions scaled by it (the anchor
+kernels are exported into ``--kernel-cache`` when missing). The measurement is
+also judged against itself: each network's ms from the even rounds against the
+odd rounds (:func:`hwnas.timing_rounds.repeatability`), the ceiling for any
+predictor's share on this machine in this hour. ``--statistic`` (default: the
+one the predictor's calibration was timed with) takes each network's fastest
+round or its drift-corrected median. Prints
 per family and overall: share within +-10% and +-5%, MAPE, and a Markdown table.
 
 Calibration (``--calibration``): the whole-network terms of the predictor
@@ -154,6 +160,10 @@ def main(argv=None) -> int:
     p.add_argument("--retime", action="store_true",
                    help="time everything again (the round log in --cache is set aside; without it the timings "
                         "there are reused and only missing ones are taken)")
+    p.add_argument("--statistic", choices=("median", "fastest"),  # hwnas.runners.base.STATISTICS
+                   help="a network's ms from its rounds: the drift-corrected median or the fastest round (what the "
+                        "main job measures; steadier on a shared VM, see hwnas.runners.latency_now); default: the "
+                        "one the predictor's calibration was timed with (median for files without it)")
     p.add_argument("--plot", type=Path)
     p.add_argument("--json", type=Path, help="write every network's numbers here")
     args = p.parse_args(argv)
@@ -166,23 +176,24 @@ def main(argv=None) -> int:
         from hwnas.outputs import check_writable_folder
 
         predictor = KernelPredictor.load(args.predictor)
+        args.statistic = args.statistic or (predictor.calibration or {}).get("statistic", "median")
         if args.calibration == "now":
             check_writable_folder(args.calibration_cache, "--calibration-cache")
     files = export(args.cache, args.reverse)
     print(f"{len(files)} networks exported ({time.time() - start:.0f} s)", file=sys.stderr)
     if predictor is None:
         return 0
-    from hwnas.kernels.profile import POLICY, spec_name
+    from hwnas.kernels.profile import POLICY, export_specs, spec_name
     from hwnas.latency_data import describe_this_device
     from hwnas.modelgraph import read_model
     from hwnas.runners.tflite import TFLiteRunner
-    from hwnas.timing_rounds import cache_folder, file_latencies, set_aside, time_rounds
+    from hwnas.timing_rounds import cache_folder, latencies_by, repeatability, set_aside, time_rounds
 
     runner = TFLiteRunner(threads=1, policy=POLICY)
     kcache = cache_folder(args.kernel_cache, describe_this_device(), runner)
-    rows = sorted((r for r in predictor.rows if r["ms"] > 0.02  # above the clock's grain, still in the cache
-                   and (kcache / f"{spec_name(r['spec'])}.tflite").exists()), key=lambda r: r["ms"])
-    anchors = {spec_name(r["spec"]): r for r in rows[:: max(1, len(rows) // args.anchors)]}
+    rows = sorted((r for r in predictor.rows if r["ms"] > 0.02), key=lambda r: r["ms"])  # above the clock's grain
+    anchors = {spec_name(r["spec"]): r for r in rows[:: max(1, len(rows) // args.anchors)]} if args.anchors else {}
+    export_specs([r["spec"] for r in anchors.values()], kcache)  # on a fresh clone the cache is empty
     timed = dict(files)
     timed.update({name: kcache / f"{name}.tflite" for name in anchors})
     calibration_files = {}
@@ -196,10 +207,15 @@ def main(argv=None) -> int:
         timed.update(calibration_files)
     if args.retime:
         set_aside(args.cache / "rounds.jsonl")
-    latency = file_latencies(time_rounds(timed, runner, args.rounds, args.cache / "rounds.jsonl", 0))
-    speed = statistics.median(latency[n][0] / anchors[n]["ms"] for n in anchors) if anchors else 1.0
-    print(f"session speed vs the kernel profiling session: {speed:.3f} (median of {len(anchors)} anchor kernels"
-          f"{'' if anchors else ': none in ' + str(kcache)})")
+    timings = time_rounds(timed, runner, args.rounds, args.cache / "rounds.jsonl", 0)
+    latency = latencies_by(timings, args.statistic)
+    speed = statistics.median(latency[n] / anchors[n]["ms"] for n in anchors) if anchors else 1.0
+    print(f"session speed vs the kernel profiling session: {speed:.3f} (median of {len(anchors)} anchor kernels)")
+    repeat = repeatability(timings, files, args.statistic) if args.rounds >= 2 else None
+    if repeat:
+        print(f"the measurement against itself ({args.statistic} of the even rounds vs of the odd rounds): "
+              f"{repeat['within']:.0%} of the {repeat['files']} networks within +-10%, median gap "
+              f"{100 * repeat['median_gap']:.1f}% (a predictor cannot be judged much above that)")
     fitted_now = None  # the same predictor with the calibration fitted on this session's timings
     if calibration_files:
         from hwnas.kernels.calibrate import fit_calibration
@@ -214,7 +230,7 @@ def main(argv=None) -> int:
     for name, path in files.items():
         graph = read_model(path)
         pred = (predictor if fitted_now is None else fitted_now).predict_graph(graph)
-        row = {"family": family_of[name], "name": name, "measured_ms": latency[name][0],
+        row = {"family": family_of[name], "name": name, "measured_ms": latency[name],
                "predicted_ms": pred.total_ms, "unpriced": len(pred.unpriced),
                "unpriced_flops_share": pred.unpriced_flops_share, "out_of_range": len(pred.out_of_range)}
         if fitted_now is not None:
@@ -229,7 +245,8 @@ def main(argv=None) -> int:
         print("\nwith the predictor file's calibration instead:")
         print(zoo_table(results, "predicted_file_calibration_ms", speed))
     if args.json:
-        args.json.write_text(json.dumps({"speed": speed, "calibration": args.calibration,
+        args.json.write_text(json.dumps({"speed": speed, "calibration": args.calibration, "statistic": args.statistic,
+                                         "repeatability": repeat,
                                          "calibration_now": None if fitted_now is None else fitted_now.calibration,
                                          "results": results}, indent=1) + "\n")
     if args.plot:

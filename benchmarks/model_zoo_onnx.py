@@ -10,8 +10,9 @@ EfficientNet-B0, DenseNet-121) at 32-224 px, none of them used to fit the kernel
 predictor (fitted on single sampled kernels only). Each is exported once with
 ``torch.onnx.export(dynamo=False)`` (cached under ``--cache``), then all are timed
 in ``--rounds`` interleaved rounds (:mod:`hwnas.timing_rounds`, resumable, CPU
-time). Prints every network and, per family and overall, the share within
-+-10% and +-5% and the MAPE as a Markdown table (:func:`model_zoo.shares`).
+time; ``--statistic`` and the measurement against itself as in ``model_zoo.py``).
+Prints every network and, per family and overall, the share within +-10% and
++-5% and the MAPE as a Markdown table (:func:`model_zoo.shares`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def main(argv=None) -> int:
     p.add_argument("--cache", type=Path, default=Path("runs/zoo-onnx"))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--export-only", action="store_true")
+    p.add_argument("--statistic", choices=("median", "fastest"), default="median",
+                   help="a network's ms from its rounds: drift-corrected median (default) or the fastest round")
+    p.add_argument("--retime", action="store_true", help="time again now (the cache's round log is set aside)")
     p.add_argument("--plot", type=Path)
     p.add_argument("--json", type=Path, help="write every network's numbers here")
     args = p.parse_args(argv)
@@ -84,16 +88,24 @@ def main(argv=None) -> int:
     from hwnas.kernels.profile import POLICY
     from hwnas.modelgraph import read_model
     from hwnas.runners.onnxruntime import OnnxRuntimeRunner
-    from hwnas.timing_rounds import file_latencies, time_rounds
+    from hwnas.timing_rounds import latencies_by, repeatability, set_aside, time_rounds
 
     runner = OnnxRuntimeRunner(threads=1, policy=POLICY)
-    latency = file_latencies(time_rounds(files, runner, args.rounds, args.cache / "rounds.jsonl", 0))
+    if args.retime:
+        set_aside(args.cache / "rounds.jsonl")
+    timings = time_rounds(files, runner, args.rounds, args.cache / "rounds.jsonl", 0)
+    latency = latencies_by(timings, args.statistic)
+    repeat = repeatability(timings, files, args.statistic) if args.rounds >= 2 else None
+    if repeat:
+        print(f"the measurement against itself ({args.statistic} of the even rounds vs of the odd rounds): "
+              f"{repeat['within']:.0%} of the {repeat['files']} networks within +-10%, median gap "
+              f"{100 * repeat['median_gap']:.1f}%")
     family_of = {name: fam for fam, name, *_ in zoo_specs()}
     results = []
     for name, path in files.items():
         pred = predictor.predict_graph(read_model(path))
-        results.append({"family": family_of[name], "name": name, "measured_ms": latency[name][0],
-                        "iqr_ms": latency[name][1], "predicted_ms": pred.total_ms, "unpriced": len(pred.unpriced),
+        results.append({"family": family_of[name], "name": name, "measured_ms": latency[name],
+                        "predicted_ms": pred.total_ms, "unpriced": len(pred.unpriced),
                         "unpriced_flops_share": pred.unpriced_flops_share, "out_of_range": len(pred.out_of_range)})
     for r in results:
         print(f"{r['name']:36s} measured {r['measured_ms']:9.3f} predicted {r['predicted_ms']:9.3f} "
@@ -109,7 +121,8 @@ def main(argv=None) -> int:
                      f"{bold}{s['within5']:.0%}{bold} | {bold}{s['mape']:.1f}%{bold} |")
     print("\n".join(lines))
     if args.json:
-        args.json.write_text(json.dumps({"results": results}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"statistic": args.statistic, "repeatability": repeat, "results": results},
+                                        indent=1) + "\n")
     if args.plot:
         plot_zoo(results, groups[:-1], args.plot, "measured ms (ONNX Runtime CPU, fp32, 1 thread)")
     print(f"wall time {time.time() - start:.0f} s", file=sys.stderr)

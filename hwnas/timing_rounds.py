@@ -54,6 +54,7 @@ from hwnas.ops import OpSpec
 from hwnas.profiler import Exporter, arch_file_name, calibration_archs, prepare_output, profiled_ops
 from hwnas.progress import progress_bar
 from hwnas.runners import Runner
+from hwnas.runners.base import STATISTICS
 from hwnas.spaces import SearchSpace
 
 
@@ -288,6 +289,34 @@ def file_latencies(timings: list[Timing], drift_window: int = DRIFT_WINDOW) -> d
         values.setdefault(t.name, []).append(t.median_ms / f)
         iters.setdefault(t.name, []).append(t.iters)
     return {name: (*summarize(v), max(1, int(statistics.median(iters[name])))) for name, v in values.items()}
+
+
+def latencies_by(timings: list[Timing], statistic: str = "median") -> dict[str, float]:
+    """Per file, one latency from its rounds: ``median`` (drift-corrected median, :func:`file_latencies`) or
+    ``fastest`` (the fastest repeat of any round, :func:`hwnas.runners.latency_now`)."""
+    from hwnas.runners import latency_now
+
+    if statistic == "median":
+        return {name: v[0] for name, v in file_latencies(timings).items()}
+    if statistic != "fastest":
+        raise HwnasError(f"unknown timing statistic {statistic!r}; one of {', '.join(STATISTICS)}")
+    per_file: dict[str, list[float]] = {}
+    for t in timings:
+        per_file.setdefault(t.name, []).append(t.median_ms if t.fastest_ms is None else t.fastest_ms)
+    return {name: latency_now(v) for name, v in per_file.items()}
+
+
+def repeatability(timings: list[Timing], names, statistic: str = "median", tolerance: float = 0.10) -> dict:
+    """How well the measurement agrees with itself: the rounds split in two halves (even and odd rounds), each
+    file's latency taken from each half alone (:func:`latencies_by`); the share of ``names`` whose two halves
+    are within ``tolerance`` of each other, and the median |half A / half B - 1|. No predictor can be shown to
+    agree with the measurement much better than the measurement agrees with itself."""
+    halves = [latencies_by([t for t in timings if t.round % 2 == k], statistic) for k in (0, 1)]
+    gaps = [abs(halves[0][n] / halves[1][n] - 1) for n in names if n in halves[0] and n in halves[1]]
+    if not gaps:
+        raise HwnasError("repeatability needs at least two rounds of every file")
+    return {"files": len(gaps), "within": sum(g <= tolerance for g in gaps) / len(gaps), "tolerance": tolerance,
+            "median_gap": statistics.median(gaps)}
 
 
 def retime(ops: list[tuple[OpSpec, str]], models: list[tuple[Architecture, str, str]], runner: Runner,

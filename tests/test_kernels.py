@@ -229,7 +229,7 @@ def test_fitting_a_calibration_on_timed_networks_leaves_the_predictor_as_it_was(
     kept = {"per_kernel_ms": 0.0, "ms_per_melem": 0.0, "scale": {"conv": 0.25}}
     predictor.calibration = kept
     files = {f"net-{i}": tmp_path / f"net-{i}.tflite" for i in range(4)}
-    latency = {name: (1.3 * uncalibrated,) for name in files}  # every network 30% slower than its kernels
+    latency = {name: 1.3 * uncalibrated for name in files}  # every network 30% slower than its kernels
     result = fit_calibration(predictor, files, latency, log=lambda _: None)
     assert predictor.calibration is kept and predictor.calibration == {"per_kernel_ms": 0.0, "ms_per_melem": 0.0,
                                                                        "scale": {"conv": 0.25}}

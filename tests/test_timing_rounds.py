@@ -312,3 +312,21 @@ def test_times_now_takes_each_rounds_fastest_repeat_and_the_latency_is_the_faste
     assert latency_now([0.45, 0.305, 0.339, 0.424]) == 0.305
     with pytest.raises(ValueError, match="no rounds"):
         latency_now([])
+
+
+def test_latencies_by_median_or_fastest_and_the_measurement_against_itself():
+    from hwnas.timing_rounds import Timing, file_latencies, latencies_by, repeatability
+
+    timings = []
+    for r in range(4):  # "steady" repeats itself; "jumpy" reads 30% slower in the odd rounds
+        timings.append(Timing("steady", r, 1.0 + 0.01 * r, 9, 0.98))
+        timings.append(Timing("jumpy", r, 2.0 if r % 2 == 0 else 2.6, 9, 1.9 if r % 2 == 0 else 2.5))
+    fastest = latencies_by(timings, "fastest")
+    assert fastest == {"steady": 0.98, "jumpy": 1.9}
+    assert latencies_by(timings, "median") == {n: v[0] for n, v in file_latencies(timings).items()}
+    with pytest.raises(HwnasError, match="unknown timing statistic 'mean'"):
+        latencies_by(timings, "mean")
+    rep = repeatability(timings, ["steady", "jumpy"], "fastest")
+    assert rep["files"] == 2 and rep["within"] == 0.5 and rep["median_gap"] == pytest.approx((1 - 1.9 / 2.5) / 2)
+    with pytest.raises(HwnasError, match="at least two rounds"):
+        repeatability([t for t in timings if t.round == 0], ["steady"])

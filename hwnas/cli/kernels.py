@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hwnas.errors import HwnasError
 from hwnas.progress import add_progress_argument
+from hwnas.runners.base import STATISTICS
 
 
 def _profile(args) -> int:
@@ -71,7 +72,8 @@ def _calibrate(args) -> int:
     if args.out is not None:
         check_writable_file(args.out)  # before ~1 min of timing
     start = time.time()
-    print(json.dumps(calibrate(args.predictor, args.cache, args.rounds, args.out, args.retime), indent=1))
+    print(json.dumps(calibrate(args.predictor, args.cache, args.rounds, args.out, args.retime, args.statistic),
+                     indent=1))
     print(f"wall time {time.time() - start:.0f} s", file=sys.stderr)
     return 0
 
@@ -116,4 +118,7 @@ def register(sub) -> None:
     p.add_argument("--retime", action="store_true",
                    help="time the networks again now (the cache's round log is set aside; without it an earlier "
                         "timing there is reused): the terms follow the machine's state, calibrate on the day")
+    p.add_argument("--statistic", choices=STATISTICS, default="fastest",
+                   help="a network's ms from its rounds: the fastest round (default; steadier on a shared VM, and "
+                        "what the main job measures) or the drift-corrected median; stored with the terms")
     p.set_defaults(func=_calibrate)

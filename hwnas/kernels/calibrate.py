@@ -206,10 +206,10 @@ def select_terms(predictions: list, measured: np.ndarray, log=print) -> dict:
     return result
 
 
-def fit_calibration(predictor, files: dict[str, Path], latency: dict[str, tuple], log=None) -> dict:
+def fit_calibration(predictor, files: dict[str, Path], latency: dict[str, float], log=None) -> dict:
     """The whole-network terms of ``predictor`` (:class:`hwnas.kernels.predictor.KernelPredictor`) fitted on the
-    calibration networks ``files`` (name -> .tflite, :func:`export_networks`) and their ``latency`` (name ->
-    (median ms, ...), :func:`hwnas.timing_rounds.file_latencies`); the predictor itself is left unchanged."""
+    calibration networks ``files`` (name -> .tflite, :func:`export_networks`) and their ``latency`` (name -> ms,
+    :func:`hwnas.timing_rounds.latencies_by`); the predictor itself is left unchanged."""
     from hwnas.modelgraph import read_model
 
     saved, predictor.calibration = predictor.calibration, None
@@ -217,7 +217,7 @@ def fit_calibration(predictor, files: dict[str, Path], latency: dict[str, tuple]
         predictions = [predictor.predict_graph(read_model(path)) for path in files.values()]
     finally:
         predictor.calibration = saved
-    measured = np.array([latency[name][0] for name in files])
+    measured = np.array([latency[name] for name in files])
     result = select_terms(predictions, measured, log=log or (lambda line: print(line, file=sys.stderr)))
     result.update({"chains": len(chain_specs()), "spaces": CALIBRATION,
                    "real_networks": [real_name(s) for s in REAL_NETWORKS]})
@@ -225,16 +225,18 @@ def fit_calibration(predictor, files: dict[str, Path], latency: dict[str, tuple]
 
 
 def calibrate(predictor_path: Path, cache: Path, rounds: int, out: Path | None = None,
-              retime: bool = False) -> dict:
+              retime: bool = False, statistic: str = "fastest") -> dict:
     """Time the calibration networks in ``rounds`` interleaved rounds and store the fitted terms in the
     predictor file (``out``, default: ``predictor_path`` in place). The round log in ``cache`` is reused
     (an interrupted timing resumes) unless ``retime``: then it is moved aside and the networks are timed
     again now. The terms describe the machine as it runs at timing (its share of the caches, which other
-    processes and virtual machines take), so calibrate on the day the predictions are for."""
+    processes and virtual machines take), so calibrate on the day the predictions are for. A network's ms
+    is taken from its rounds with ``statistic`` (:func:`hwnas.timing_rounds.latencies_by`), stored with the
+    terms so that what is predicted can be timed the same way."""
     from hwnas.kernels.predictor import KernelPredictor
     from hwnas.kernels.profile import POLICY
     from hwnas.runners.tflite import TFLiteRunner
-    from hwnas.timing_rounds import file_latencies, set_aside, time_rounds
+    from hwnas.timing_rounds import latencies_by, set_aside, time_rounds
 
     predictor = KernelPredictor.load(predictor_path)  # a missing or malformed file: refused before the timing
     files = export_networks(cache)
@@ -242,9 +244,9 @@ def calibrate(predictor_path: Path, cache: Path, rounds: int, out: Path | None =
     if retime:
         set_aside(log_path)
     runner = TFLiteRunner(threads=1, policy=POLICY)
-    latency = file_latencies(time_rounds(files, runner, rounds, log_path, 0))
+    latency = latencies_by(time_rounds(files, runner, rounds, log_path, 0), statistic)
     result = fit_calibration(predictor, files, latency)
-    result["rounds"] = rounds
+    result["rounds"], result["statistic"] = rounds, statistic
     store_calibration(predictor_path, result, out)
     return result
 

@@ -135,9 +135,9 @@ def fit_terms(measured: np.ndarray, predicted: np.ndarray, n_kernels, melems, mp
     return best
 
 
-def fit_calibration(predictor, files: dict[str, Path], latency: dict[str, tuple]) -> dict:
+def fit_calibration(predictor, files: dict[str, Path], latency: dict[str, float]) -> dict:
     """The whole-network terms of the ONNX Runtime ``predictor`` fitted on the calibration networks ``files``
-    (name -> .onnx, :func:`export_networks`) and their ``latency`` (name -> (median ms, ...)); the predictor
+    (name -> .onnx, :func:`export_networks`) and their ``latency`` (name -> ms); the predictor
     itself is left unchanged."""
     from hwnas.modelgraph import read_model
 
@@ -146,7 +146,7 @@ def fit_calibration(predictor, files: dict[str, Path], latency: dict[str, tuple]
     try:
         for name, path in files.items():
             pred = predictor.predict_graph(read_model(path))
-            measured.append(latency[name][0])
+            measured.append(latency[name])
             predicted.append(pred.total_ms)
             n_kernels.append(len(pred.kernels))
             melems.append(sum(k.in_elems for k in pred.kernels) / 1e6)
@@ -164,20 +164,21 @@ def fit_calibration(predictor, files: dict[str, Path], latency: dict[str, tuple]
 
 
 def calibrate(predictor_path: Path, cache: Path, rounds: int, out: Path | None = None,
-              retime: bool = False) -> dict:
+              retime: bool = False, statistic: str = "fastest") -> dict:
     """As :func:`hwnas.kernels.calibrate.calibrate`, on ONNX Runtime."""
     from hwnas.kernels.predictor import KernelPredictor
     from hwnas.kernels.profile import POLICY
     from hwnas.runners.onnxruntime import OnnxRuntimeRunner
-    from hwnas.timing_rounds import file_latencies, set_aside, time_rounds
+    from hwnas.timing_rounds import latencies_by, set_aside, time_rounds
 
     predictor = KernelPredictor.load(predictor_path)  # a missing or malformed file: refused before the timing
     files = export_networks(cache)
     log_path = rounds_log(cache, "onnxruntime")
     if retime:
         set_aside(log_path)
-    latency = file_latencies(time_rounds(files, OnnxRuntimeRunner(threads=1, policy=POLICY), rounds, log_path, 0))
+    latency = latencies_by(time_rounds(files, OnnxRuntimeRunner(threads=1, policy=POLICY), rounds, log_path, 0),
+                           statistic)
     result = fit_calibration(predictor, files, latency)
-    result["rounds"] = rounds
+    result["rounds"], result["statistic"] = rounds, statistic
     store_calibration(predictor_path, result, out)
     return result

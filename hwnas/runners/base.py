@@ -78,6 +78,9 @@ def _once(fn: Callable[[], object], policy: TimingPolicy, clock_name: str = "wal
     return Timing(float(q2), float(q3 - q1), policy.repeats, iters, medians)
 
 
+STATISTICS = ("median", "fastest")  # how a file's ms is taken from its rounds (hwnas.timing_rounds.latencies_by)
+
+
 def latency_now(rounds_ms: list[float]) -> float:
     """One file's latency from rounds timed now (e.g.
     :func:`hwnas.timing_rounds.times_now`): the fastest round.
