@@ -28,6 +28,7 @@ def test_measure_json_is_the_timing_and_nothing_else(tmp_path, capsys):
     captured = capsys.readouterr()
     [row] = json.loads(captured.out)
     assert row["file"] == str(model) and row["runtime"] == "onnxruntime" and row["median_ms"] > 0
+    assert 0 < row["fastest_ms"] <= row["median_ms"]
     assert "ms median" in captured.err  # the human line went to stderr
 
 

@@ -90,9 +90,10 @@ def latency_now(rounds_ms: list[float]) -> float:
     0.3 ms model in 100-call blocks over 60 s: 0.305, 0.339, 0.424 and
     0.453 ms, 52% of the blocks within 3% of the fastest), so the median of
     three rounds lands on a slow level about as often as not, while the
-    fastest level, the core to itself, comes back every time. Every time
-    taken "now" (machine recognition, session level, adaptation children, the
-    measured child) uses this statistic, so that they agree with each other.
+    fastest level (presumably the core to itself) came back within 1% in
+    each timing. Every time taken "now" (machine recognition, session level,
+    adaptation children, the measured child) uses this statistic, so that
+    they agree with each other.
     """
     if not rounds_ms:
         raise ValueError("no rounds to take a latency from")
