@@ -528,7 +528,8 @@ class Exporter:
 
 def time_interleaved(files: dict[str, Path], rounds: int, seed: int) -> dict[str, dict]:
     """LiteRT, 1 thread, pinned to one core: every file once per round, each round in a fresh random order
-    (:func:`hwnas.timing_rounds.times_now`, absolute times: no drift correction)."""
+    (:func:`hwnas.timing_rounds.times_now`, absolute times: no drift correction; a round is its fastest repeat
+    since 2026-12-07, before its median of repeats); ``measured_ms`` is the median over rounds, as in run F."""
     from hwnas.runners import get_runner
     from hwnas.timing_rounds import summarize, times_now
 
