@@ -10,7 +10,9 @@ search that aims at 0.95 x budget by the table then measures outside the
    [0.85, 1.00] x budget (uniformly, stage widths included), exports each whole
    (random weights) to the predictor's runtime, and times them on this machine
    in ``rounds`` interleaved rounds (a fresh random order each round, pinned to
-   one core); the level is the median over children of measured / predicted;
+   one core); a child's measured ms is its fastest round
+   (:func:`hwnas.runners.latency_now`), the level the median over children of
+   measured / predicted;
 2. :class:`LeveledPredictor` multiplies every prediction by the level, so the
    search, its band and its report speak in milliseconds measured now.
 
