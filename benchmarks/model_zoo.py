@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 from hwnas.errors import HwnasError, run_script
+from hwnas.runners.base import STATISTICS
 
 # (family, application, alpha or None, input sizes)
 ZOO = [
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
     p.add_argument("--retime", action="store_true",
                    help="time everything again (the round log in --cache is set aside; without it the timings "
                         "there are reused and only missing ones are taken)")
-    p.add_argument("--statistic", choices=("median", "fastest"),  # hwnas.runners.base.STATISTICS
+    p.add_argument("--statistic", choices=STATISTICS,
                    help="a network's ms from its rounds: the drift-corrected median or the fastest round (what the "
                         "main job measures; steadier on a shared VM, see hwnas.runners.latency_now); default: the "
                         "one the predictor's calibration was timed with (median for files without it)")

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from hwnas.runners.base import STATISTICS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_zoo import plot_zoo, shares  # noqa: E402  (the LiteRT zoo's scoring and plot, shared)
 
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
     p.add_argument("--cache", type=Path, default=Path("runs/zoo-onnx"))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--export-only", action="store_true")
-    p.add_argument("--statistic", choices=("median", "fastest"), default="median",
+    p.add_argument("--statistic", choices=STATISTICS, default="median",
                    help="a network's ms from its rounds: drift-corrected median (default) or the fastest round")
     p.add_argument("--retime", action="store_true", help="time again now (the cache's round log is set aside)")
     p.add_argument("--plot", type=Path)

@@ -45,6 +45,7 @@ from hwnas.arch import Architecture, sample_architecture
 from hwnas.cli.space import parse_overrides
 from hwnas.latency_data import describe_this_device, device_mismatch, read_model_rows
 from hwnas.predictors import load_predictor
+from hwnas.runners.base import STATISTICS
 from hwnas.profiler import arch_file_name, tilted_architecture
 from hwnas.spaces import DEFAULT_SPACE, get_space
 
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
                    help="models of the --exclude tables timed too, for the session level (0: none)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--statistic", choices=("median", "fastest"), default="median",
+    p.add_argument("--statistic", choices=STATISTICS, default="median",
                    help="a model's ms: the median of repeats and of rounds (default), or the fastest repeat of any "
                         "round (what the main job measures, hwnas.runners.latency_now)")
     p.add_argument("--core", type=int, default=None, help="core to pin to (default: the last one allowed)")

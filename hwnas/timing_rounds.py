@@ -54,7 +54,7 @@ from hwnas.ops import OpSpec
 from hwnas.profiler import Exporter, arch_file_name, calibration_archs, prepare_output, profiled_ops
 from hwnas.progress import progress_bar
 from hwnas.runners import Runner
-from hwnas.runners.base import STATISTICS
+from hwnas.runners.base import STATISTICS, summarize  # noqa: F401  (summarize: also this module's interface)
 from hwnas.spaces import SearchSpace
 
 
@@ -163,6 +163,10 @@ class Timing:
     iters: int
     fastest_ms: float | None = None  # the fastest of the runner's repeats (None in logs written before it)
 
+    def fastest(self) -> float:
+        """The fastest repeat of this round (its median in logs written before repeats were kept)."""
+        return self.median_ms if self.fastest_ms is None else self.fastest_ms
+
 
 def read_round_log(path: Path, names, rounds: int) -> list[Timing]:
     """The log's timings of ``names`` in its first ``rounds`` rounds, in the order they were taken (a line cut
@@ -204,7 +208,7 @@ def time_rounds(files: dict[str, Path], runner: Runner, rounds: int, log_path: P
                 bar.set_description(f"time {runner.name} round {r + 1}/{rounds}")
                 for name in order:
                     result = runner.time(files[name])
-                    t = Timing(name, r, result.median_ms, result.iters, min(result.samples, default=None))
+                    t = Timing(name, r, result.median_ms, result.iters, result.fastest_ms)
                     timings.append(t)
                     out.write(json.dumps({"round": r, "name": name, "median_ms": t.median_ms,
                                           "iters": t.iters, "fastest_ms": t.fastest_ms}) + "\n")
@@ -227,9 +231,8 @@ def times_now(files: dict[str, Path], runner: Runner, rounds: int, seed: int = 0
     per_file: dict[str, list[float]] = {name: [] for name in files}
     with tempfile.TemporaryDirectory(prefix="hwnas-times-") as tmp, pinned(default_core() if core is None else core):
         for t in time_rounds(files, runner, rounds, Path(tmp) / "rounds.jsonl", seed, progress):
-            per_file[t.name].append(t.median_ms if t.fastest_ms is None else t.fastest_ms)
+            per_file[t.name].append(t.fastest())
     return per_file
-
 
 
 def time_architectures(archs: list[Architecture], runner: Runner, dtype: str = "fp32", rounds: int = 3, seed: int = 0,
@@ -271,14 +274,6 @@ def drift_factors(timings: list[Timing], window: int = DRIFT_WINDOW) -> list[flo
     return factors
 
 
-def summarize(values: list[float]) -> tuple[float, float]:
-    """(median, interquartile range) of per-round values."""
-    if len(values) < 2:
-        return values[0], 0.0
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return statistics.median(values), max(0.0, q[2] - q[0])  # interpolation can leave -1e-17 for equal values
-
-
 def file_latencies(timings: list[Timing], drift_window: int = DRIFT_WINDOW) -> dict[str, tuple[float, float, int]]:
     """Per file: (median over rounds, IQR over rounds, iterations), each timing divided by the machine's speed
     at its moment (:func:`drift_factors`; ``drift_window`` 0: as timed)."""
@@ -302,7 +297,7 @@ def latencies_by(timings: list[Timing], statistic: str = "median") -> dict[str, 
         raise HwnasError(f"unknown timing statistic {statistic!r}; one of {', '.join(STATISTICS)}")
     per_file: dict[str, list[float]] = {}
     for t in timings:
-        per_file.setdefault(t.name, []).append(t.median_ms if t.fastest_ms is None else t.fastest_ms)
+        per_file.setdefault(t.name, []).append(t.fastest())
     return {name: latency_now(v) for name, v in per_file.items()}
 
 

@@ -299,8 +299,6 @@ def test_a_round_log_set_aside_is_renamed_to_the_first_free_number(tmp_path):
 def test_times_now_takes_each_rounds_fastest_repeat_and_the_latency_is_the_fastest_round(tmp_path):
     """A core's speed jumps between levels on a shared VM: the fastest repeat of a round and the fastest round
     are what a time taken now is made of; logs written before the field existed still read."""
-    import json
-
     from hwnas.runners import latency_now
     from hwnas.timing_rounds import read_round_log
 

@@ -18,6 +18,7 @@ load 8-10) wall time of a 3.5 ms model read 15.8 ms. ``auto`` (default) picks
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,11 @@ class Timing:
     @property
     def rel_spread(self) -> float:
         return self.spread_ms / self.median_ms if self.median_ms > 0 else 0.0
+
+    @property
+    def fastest_ms(self) -> float:
+        """The fastest repeat's median (the median when the runner kept no repeats, e.g. benchmark_model)."""
+        return min(self.samples) if self.samples else self.median_ms
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,14 @@ def _once(fn: Callable[[], object], policy: TimingPolicy, clock_name: str = "wal
         medians.append(float(np.median(times)) / 1e6)
     q1, q2, q3 = np.percentile(medians, [25, 50, 75])
     return Timing(float(q2), float(q3 - q1), policy.repeats, iters, medians)
+
+
+def summarize(values: list[float]) -> tuple[float, float]:
+    """(median, interquartile range) of per-round values."""
+    if len(values) < 2:
+        return values[0], 0.0
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return statistics.median(values), max(0.0, q[2] - q[0])  # interpolation can leave -1e-17 for equal values
 
 
 STATISTICS = ("median", "fastest")  # how a file's ms is taken from its rounds (hwnas.timing_rounds.latencies_by)

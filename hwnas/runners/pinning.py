@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from hwnas.runners import get_runner, latency_now, runner_for_file
+from hwnas.runners.base import summarize
 
 
 class pinned:
@@ -52,6 +52,5 @@ def measure_file(path: Path, runtime: str | None = None, threads: int = 1, core:
     runner = get_runner(runtime, threads) if runtime else runner_for_file(path, threads)
     with pinned(core):
         timings = [runner.time(path) for _ in range(rounds)]
-    per_round = [min(t.samples) if t.samples else t.median_ms for t in timings]
-    q1, _, q3 = statistics.quantiles(per_round, n=4, method="inclusive") if rounds > 1 else (0.0, 0.0, 0.0)
-    return FileLatency(latency_now(per_round), statistics.median(per_round), max(0.0, q3 - q1), per_round)
+    per_round = [t.fastest_ms for t in timings]
+    return FileLatency(latency_now(per_round), *summarize(per_round), per_round)
