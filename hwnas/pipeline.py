@@ -259,19 +259,26 @@ def choose_budget(cfg: dict, space, predictor, source: str) -> tuple[float, floa
 
 def _search(cfg: dict, space, path: Path, predictor, budget: float, run_dir: Path, log, progress: bool = True):
     """Stage 2: supernet search under the budget (skipped when this run already has its result); (architecture,
-    summary, the session level the search aimed with)."""
-    from hwnas.arch import Architecture
+    summary, the session level the search aimed with, the budget in ms measured now).
 
+    An "auto" budget (``budget``: the reference network's predicted ms x ``budget_scale``) is multiplied by the
+    session level: the reference network as fast as this machine runs it now, which a machine slower than the
+    predictor's (a level of 3x) can still meet; a number from the config is kept as it is."""
+    from dataclasses import replace
+
+    from hwnas.arch import Architecture
+    from hwnas.search import SearchConfig, run_search
+
+    auto = cfg["latency"]["budget_ms"] == "auto"
     out = run_dir / "search"
     derived = out / "derived.json"
     if derived.exists() and (out / "arch.json").exists():
         log(f"search: done earlier ({out / 'arch.json'})")
         summary = json.loads(derived.read_text())
-        return Architecture.load(out / "arch.json"), summary, float(summary.get("latency_level") or 1.0)
-    from hwnas.search import SearchConfig, run_search
-
+        level = float(summary.get("latency_level") or 1.0)
+        return Architecture.load(out / "arch.json"), summary, level, _leveled_budget(budget, level, auto)
     s = cfg["search"]
-    result = run_search(SearchConfig(
+    config = SearchConfig(
         space=space.name, space_params=dict(cfg["space"]["params"]), dataset=cfg["data"]["dataset"],
         predictor=str(path), budget_ms=budget, relevel=s["relevel"], mode=s["mode"], epochs=s["epochs"],
         supernet=s["supernet"],
@@ -280,8 +287,23 @@ def _search(cfg: dict, space, path: Path, predictor, budget: float, run_dir: Pat
         lr_alpha=s["lr_alpha"], derive=s["derive"], derive_children=s["derive_children"],
         limit_train=cfg["data"]["limit_train"], limit_val=cfg["data"]["limit_val"],
         seed=cfg["run"]["seed"], out=str(out), resume=True, device="cpu", workers=cfg["data"]["workers"],
-        threads=cfg["run"]["threads"], progress=progress), predictor=predictor)
-    return result.arch, result.summary, result.level
+        threads=cfg["run"]["threads"], progress=progress)
+    level = 1.0
+    if config.relevel:
+        from hwnas.search.session_level import level_for_search
+
+        level = level_for_search(config, space, predictor)
+    if auto and level != 1.0:
+        config = replace(config, budget_ms=_leveled_budget(budget, level, auto))
+        log(f"budget: {config.budget_ms:.3f} ms = {budget:.3f} ms predicted x session level {level:.3f} "
+            "(the reference network at this machine's speed now)")
+    result = run_search(config, predictor=predictor, level=level)
+    return result.arch, result.summary, result.level, config.budget_ms
+
+
+def _leveled_budget(budget: float, level: float, auto: bool) -> float:
+    """An auto budget at the session ``level`` (the speed measured now); a budget from the config as it is."""
+    return round(budget * level, 4) if auto else budget
 
 
 def _train(cfg: dict, arch, run_dir: Path, log, progress: bool = True):
@@ -435,13 +457,17 @@ def run_pipeline(cfg: dict, fresh: bool = False, log=print, where: str = "config
         f"{cfg['latency']['threads']} thread)")
     path, predictor, chosen = prepare_predictor(cfg, space, run_dir, log, progress, given)
     budget, fastest, slowest, reference = choose_budget(cfg, space, predictor, str(path))
+    auto = cfg["latency"]["budget_ms"] == "auto"
+    spans = f"the space spans {fastest:.3f}-{slowest:.3f} ms predicted"
     note = (f"auto: {cfg['latency']['budget_scale']:g} x the MobileNetV2-style k3_e6 network at width 1 "
-            f"({reference:.3f} ms predicted)" if cfg["latency"]["budget_ms"] == "auto"
-            else "from the config") + f"; the space spans {fastest:.3f}-{slowest:.3f} ms predicted"
-    log(f"budget: {budget:.3f} ms ({note})")
+            f"({reference:.3f} ms predicted)" if auto else "from the config")
+    log(f"budget: {budget:.3f} ms ({note}; {spans})")
     lap("predictor")
     log(f"[2/6] search ({cfg['search']['mode']}, {cfg['search']['epochs']} epochs)")
-    arch, summary, level = _search(cfg, space, path, predictor, budget, run_dir, log, progress)
+    arch, summary, level, budget = _search(cfg, space, path, predictor, budget, run_dir, log, progress)
+    if auto and level != 1.0:
+        note += f" x session level {level:.3f}"
+    note += f"; {spans}"
     lap("search")
     log(f"[3/6] train {' '.join(arch.choices)}")
     trained, splits, starts = _train(cfg, arch, run_dir, log, progress)

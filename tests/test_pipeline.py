@@ -110,6 +110,31 @@ def fast_settings(predictor: Path) -> list[str]:
             'export.quant=["fp32"]', "export.onnx=false", "export.check_images=4", "export.calib_images=4"]
 
 
+def test_an_auto_budget_is_the_reference_network_at_the_speed_measured_now(tmp_path, capsys):
+    """A table predicting half of what this machine measures (CI once ran a committed table 3.15x slow, and the
+    auto budget, taken from predicted ms, fell below the fastest child at that speed): the auto budget is the
+    reference network's predicted ms x the session level, the same network at the speed measured now."""
+    space = get_space("proxyless-tiny")
+    table = load_predictor(ROOT / "predictors" / "amd-epyc-2c-b-tflite-fp32.json")
+    assert table.covers(space.unique_ops())
+    table.entries = {key: ms / 2 for key, ms in table.entries.items()}
+    table.overhead_ms, table.per_op_ms, table.fallback_name = table.overhead_ms / 2, table.per_op_ms / 2, None
+    table.save(tmp_path / "half-tflite-fp32.json")
+    half = load_predictor(tmp_path / "half-tflite-fp32.json")
+    reference = half.predict_ops(reference_child(space).ops())
+    args = ["run", "--out", str(tmp_path / "run"), "--no-progress"]
+    for pair in fast_settings(tmp_path / "half-tflite-fp32.json"):
+        args += ["--set", pair if pair != "search.relevel=0" else "search.relevel=1"]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    level = report["latency_level"]
+    assert level > 1, f"a table of halved times should run slower than predicted here, level {level}"
+    assert report["budget_ms"] == pytest.approx(reference * level, abs=2e-4)
+    assert f"({reference:.3f} ms predicted) x session level {level:.3f}" in report["budget_note"]
+    assert f"budget: {report['budget_ms']:.3f} ms = {reference:.3f} ms predicted x session level" in \
+        capsys.readouterr().out
+
+
 def test_train_init_best_trains_from_scratch_and_from_the_supernet_and_keeps_the_better(tmp_path, capsys):
     predictor = ROOT / "predictors" / "amd-epyc-2c-b-tflite-fp32.json"
     args = ["run", "--out", str(tmp_path / "run"), "--no-progress", "--set", 'train.init="best"']
