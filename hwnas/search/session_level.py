@@ -105,7 +105,7 @@ def level_for_search(cfg, space, predictor: LatencyPredictor) -> float:
     print(found.describe() + "; the search aims at milliseconds measured now")
     if not 1 / FAR_LEVEL <= found.level <= FAR_LEVEL:
         print(f"note: this machine runs children {found.level:.2f}x as long as {cfg.predictor} predicts: it is "
-              "probably not the machine the table was timed on; re-levelling keeps the budget, but a table of "
+              "probably not the machine the table was timed on; re-levelling corrects the level, but a table of "
               "this machine's own (hwnas profile, hwnas fit) also ranks its operators right")
     out.mkdir(parents=True, exist_ok=True)
     (out / "session_level.json").write_text(json.dumps({"level": found.level, "budget_ms": cfg.budget_ms,
