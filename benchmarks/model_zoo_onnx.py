@@ -11,8 +11,12 @@ predictor (fitted on single sampled kernels only). Each is exported once with
 ``torch.onnx.export(dynamo=False)`` (cached under ``--cache``), then all are timed
 in ``--rounds`` interleaved rounds (:mod:`hwnas.timing_rounds`, resumable, CPU
 time; ``--statistic`` and the measurement against itself as in ``model_zoo.py``).
+With them, ``--anchors`` (30) of the predictor's own profiled kernels are timed in
+the same rounds: the median of their measured / profiled ms is the session speed
+(this machine now against the kernel profiling session, as in ``model_zoo.py``).
 Prints every network and, per family and overall, the share within +-10% and
-+-5% and the MAPE as a Markdown table (:func:`model_zoo.shares`).
++-5% and the MAPE, raw and with the predictions x the session speed, as a
+Markdown table (:func:`model_zoo.zoo_table`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 from hwnas.runners.base import STATISTICS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_zoo import plot_zoo, shares  # noqa: E402  (the LiteRT zoo's scoring and plot, shared)
+from model_zoo import plot_zoo, zoo_table  # noqa: E402  (the LiteRT zoo's scoring and plot, shared)
 
 # (family, torchvision builder, keyword arguments, input sizes)
 ZOO = [("MobileNetV2", "mobilenet_v2", {"width_mult": w}, (32, 96, 160, 224)) for w in (0.5, 0.75, 1.0)] + [
@@ -69,7 +73,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--predictor", type=Path, help="ONNX Runtime kernel predictor JSON (omit with --export-only)")
     p.add_argument("--cache", type=Path, default=Path("runs/zoo-onnx"))
+    p.add_argument("--kernel-cache", type=Path, default=Path("runs/kernel-cache"),
+                   help="where the anchor kernels are built (one folder per device and runtime)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--anchors", type=int, default=30,
+                   help="profiled kernels timed with the zoo for the session speed (0: none)")
     p.add_argument("--export-only", action="store_true")
     p.add_argument("--statistic", choices=STATISTICS, default="median",
                    help="a network's ms from its rounds: drift-corrected median (default) or the fastest round")
@@ -77,6 +85,8 @@ def main(argv=None) -> int:
     p.add_argument("--plot", type=Path)
     p.add_argument("--json", type=Path, help="write every network's numbers here")
     args = p.parse_args(argv)
+    if args.anchors < 0 or args.rounds < 1:
+        p.error("--anchors must be 0 or more and --rounds 1 or more")
     start = time.time()
     predictor = None
     if not args.export_only:
@@ -87,16 +97,27 @@ def main(argv=None) -> int:
     print(f"{len(files)} networks exported ({time.time() - start:.0f} s)", file=sys.stderr)
     if predictor is None:
         return 0
-    from hwnas.kernels.profile import POLICY
+    import statistics
+
+    from hwnas.kernels.onnx_profile import build_specs
+    from hwnas.kernels.profile import POLICY, spec_name
+    from hwnas.latency_data import describe_this_device
     from hwnas.modelgraph import read_model
     from hwnas.runners.onnxruntime import OnnxRuntimeRunner
-    from hwnas.timing_rounds import latencies_by, repeatability, set_aside, time_rounds
+    from hwnas.timing_rounds import cache_folder, latencies_by, repeatability, set_aside, time_rounds
 
     runner = OnnxRuntimeRunner(threads=1, policy=POLICY)
+    rows = sorted((r for r in predictor.rows if r["ms"] > 0.02), key=lambda r: r["ms"])  # above the clock's grain
+    anchors = {spec_name(r["spec"]): r for r in rows[:: max(1, len(rows) // args.anchors)]} if args.anchors else {}
+    kcache = cache_folder(args.kernel_cache, describe_this_device(), runner)
+    timed = dict(files)
+    timed.update(build_specs([r["spec"] for r in anchors.values()], kcache, progress=False)[0])
     if args.retime:
         set_aside(args.cache / "rounds.jsonl")
-    timings = time_rounds(files, runner, args.rounds, args.cache / "rounds.jsonl", 0)
+    timings = time_rounds(timed, runner, args.rounds, args.cache / "rounds.jsonl", 0)
     latency = latencies_by(timings, args.statistic)
+    speed = statistics.median(latency[n] / anchors[n]["ms"] for n in anchors) if anchors else 1.0
+    print(f"session speed vs the kernel profiling session: {speed:.3f} (median of {len(anchors)} anchor kernels)")
     repeat = repeatability(timings, files, args.statistic) if args.rounds >= 2 else None
     if repeat:
         print(f"the measurement against itself ({args.statistic} of the even rounds vs of the odd rounds): "
@@ -113,20 +134,13 @@ def main(argv=None) -> int:
         print(f"{r['name']:36s} measured {r['measured_ms']:9.3f} predicted {r['predicted_ms']:9.3f} "
               f"({(r['predicted_ms'] / r['measured_ms'] - 1) * 100:+6.1f}%) unpriced {r['unpriced']} "
               f"out-of-range {r['out_of_range']}")
-    lines = ["| family | networks | within +-10% | within +-5% | MAPE |", "|---|---:|---:|---:|---:|"]
-    groups = sorted({r["family"] for r in results}) + ["all"]
-    for fam in groups:
-        rs = [r for r in results if fam in ("all", r["family"])]
-        s = shares([r["predicted_ms"] for r in rs], [r["measured_ms"] for r in rs])
-        bold = "**" if fam == "all" else ""
-        lines.append(f"| {bold}{fam}{bold} | {bold}{s['n']}{bold} | {bold}{s['within10']:.0%}{bold} | "
-                     f"{bold}{s['within5']:.0%}{bold} | {bold}{s['mape']:.1f}%{bold} |")
-    print("\n".join(lines))
+    print(zoo_table(results, "predicted_ms", speed))
     if args.json:
-        args.json.write_text(json.dumps({"statistic": args.statistic, "repeatability": repeat, "results": results},
-                                        indent=1) + "\n")
+        args.json.write_text(json.dumps({"statistic": args.statistic, "speed": speed, "repeatability": repeat,
+                                         "results": results}, indent=1) + "\n")
     if args.plot:
-        plot_zoo(results, groups[:-1], args.plot, "measured ms (ONNX Runtime CPU, fp32, 1 thread)")
+        plot_zoo(results, sorted({r["family"] for r in results}), args.plot,
+                 "measured ms (ONNX Runtime CPU, fp32, 1 thread)")
     print(f"wall time {time.time() - start:.0f} s", file=sys.stderr)
     return 0
 
