@@ -104,6 +104,76 @@ def test_convs_whose_channels_do_not_divide_by_4_stay_in_the_plain_layout_as_in_
     assert blocked == [False, True, False, True, True, False, True]
 
 
+def _pool_between_convs(path: Path, channels: int = 24) -> Path:
+    """conv 16 -> ``channels``, a 2 x 2 max pool, conv -> 32: the pool runs blocked only where ``channels`` is a
+    multiple of ORT's NCHWc block (24: on a CPU without AVX-512, block 8, not with AVX-512, block 16)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w = lambda name, *shape: numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name)
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["c0"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p", "w1"], ["y"], kernel_shape=[1, 1])]
+    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 4, 4])],
+                              [w("w0", channels, 16, 3, 3), w("w1", 32, channels, 1, 1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_the_layout_changes_follow_this_machines_nchwc_block(tmp_path):
+    """ORT's NCHWc block is 16 channels with AVX-512 and 8 without (the third AMD EPYC VM, same CPU string as the
+    reference one): the detection takes the block, the one measured here matches ORT's own optimised graph, and a
+    layout change's kernel model is built for it (with 16 assumed, ORT refused to run a reorder of 20 channels on
+    the AVX2-only VM and the kernel profiling stopped with a traceback)."""
+    from hwnas.kernels.onnx_kernels import kernel_model
+    from hwnas.kernels.onnx_profile import optimised_ops
+    from hwnas.kernels.sample import nchwc_block
+    from hwnas.runners.onnxruntime import OnnxRuntimeRunner
+
+    block = nchwc_block()
+    assert block in (8, 16)
+    path = _pool_between_convs(tmp_path / "pool.onnx")
+    reorders = {b: [k.spec["type"] for k in detect_onnx(read_model(path), b).kernels if "reorder" in k.spec["type"]]
+                for b in (8, 16)}
+    assert reorders[8] == ["reorder_in", "reorder_out"]  # the pool runs blocked: in once, out once
+    assert reorders[16] == ["reorder_in", "reorder_out", "reorder_in", "reorder_out"]  # 24 channels: pool plain
+    ops = optimised_ops(path)
+    assert len(reorders[block]) == ops.count("ReorderInput") + ops.count("ReorderOutput"), ops
+    for kind in ("reorder_in", "reorder_out"):
+        model = tmp_path / f"{kind}.onnx"
+        onnx.save(kernel_model({"type": kind, "h": 4, "c": 20}), model)
+        assert OnnxRuntimeRunner(threads=1).time(model).median_ms > 0  # runs on this machine
+
+
+def test_an_ort_kernel_predictor_keeps_the_block_it_was_profiled_with(tmp_path, capsys):
+    from hwnas.errors import HwnasError
+    from hwnas.kernels.predictor import KernelPredictor
+
+    path = _predictor(tmp_path)
+    data = json.loads(path.read_text())
+    assert data["nchwc_block"] == 16  # rows without the column: the reference machine's tables
+    del data["nchwc_block"]
+    path.write_text(json.dumps(data))
+    assert KernelPredictor.load(path).nchwc_block == 16  # a file from before the field
+    data["nchwc_block"] = 8
+    path.write_text(json.dumps(data))
+    p8 = KernelPredictor.load(path)
+    model = _pool_between_convs(tmp_path / "pool.onnx")
+    kinds = [k.type for k in p8.predict_graph(read_model(model)).kernels]
+    assert kinds.count("reorder_in") == kinds.count("reorder_out") == 1  # detected with block 8 (16: 2 and 2)
+    data["nchwc_block"] = 0
+    path.write_text(json.dumps(data))
+    with pytest.raises(HwnasError, match="field 'nchwc_block' must be 4, 8, 16 or 32"):
+        KernelPredictor.load(path)
+    rows = [{"type": "empty", "spec": {"type": "empty", "h": 1, "c": 1}, "ms": 0.005, "nchwc_block": 8},
+            {"type": "relu", "spec": {"type": "relu", "h": 8, "c": 32}, "ms": 0.006, "nchwc_block": 16}]
+    with pytest.raises(HwnasError, match="different ONNX Runtime NCHWc blocks"):
+        fit_kernels(rows, {"name": "mixed"}, log=lambda _: None, runtime="onnxruntime")
+
+
 def _predictor(tmp_path: Path, drop: str = "") -> Path:
     rows = [{"type": "empty", "spec": {"type": "empty", "h": 1, "c": 1}, "ms": 0.005}]
     for i, c in enumerate((16, 32, 64, 128, 256, 512)):

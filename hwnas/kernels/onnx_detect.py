@@ -13,7 +13,7 @@ one tensor along the channels are one ``Split``; shape arithmetic on static
 shapes (Shape, Gather, Div ...) is folded away at load and costs nothing.
 
 Layout: on x86 ORT runs convolutions, pooling and batch norm in a blocked
-channel layout (NCHWc, :data:`hwnas.kernels.sample.BLOCK` channels) and
+channel layout (NCHWc, blocks of ``block`` channels: 16 with AVX-512, 8 without) and
 inserts a ``ReorderInput`` / ``ReorderOutput`` kernel where such a kernel meets
 one that is not (a squeeze-excite ``Mul``, a transpose, a flatten before ``Gemm``).
 :func:`detect_onnx` adds those as ``reorder_in`` / ``reorder_out`` kernels, once
@@ -209,30 +209,32 @@ def _group(j: int, node: Node, walk: _Walk) -> tuple[list[int], dict | str]:
     return [j], _spec(node, walk)
 
 
-def _blocked(spec: dict, in_shapes: list) -> str:
+def _blocked(spec: dict, in_shapes: list, block: int) -> str:
     """How a kernel meets the NCHWc layout: ``nchwc`` (runs blocked; a plain input is reordered), ``stem`` (a
-    conv with fewer than BLOCK input channels: reads plain, writes blocked), ``either`` (element-wise: blocked
+    conv with fewer than ``block`` input channels: reads plain, writes blocked), ``either`` (element-wise: blocked
     when all its inputs are) or ``plain`` (also a conv whose input channels do not divide by 4:
     :func:`hwnas.kernels.sample.plain_layout`)."""
     t = spec["type"]
     if t in ("conv", "dwconv") and plain_layout(spec):
         return "plain"
     if t == "conv" and spec.get("groups", 1) == 1:
-        return "stem" if spec["cin"] < BLOCK else "nchwc"
+        return "stem" if spec["cin"] < block else "nchwc"
     if t == "dwconv":
         return "nchwc"
     if t in ("maxpool", "avgpool", "mean"):
-        return "nchwc" if spec["c"] % BLOCK == 0 and not spec.get("reduce") else "plain"
+        return "nchwc" if spec["c"] % block == 0 and not spec.get("reduce") else "plain"
     if t == "concat":
-        return "either" if all(s and len(s) == 4 and s[1] % BLOCK == 0 for s in in_shapes) else "plain"
+        return "either" if all(s and len(s) == 4 and s[1] % block == 0 for s in in_shapes) else "plain"
     if t in ("bn", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "swish", "add") or \
             (t == "mul" and not spec.get("broadcast")):
         return "either"
     return "plain"
 
 
-def detect_onnx(graph: Graph) -> Kernels:
-    """The kernels of an ONNX ``graph`` as ORT runs them (fusion rules, layout changes) and the unpriced nodes."""
+def detect_onnx(graph: Graph, block: int = BLOCK) -> Kernels:
+    """The kernels of an ONNX ``graph`` as ORT runs them (fusion rules, layout changes) and the unpriced nodes, on
+    a CPU whose NCHWc block is ``block`` channels (:func:`hwnas.kernels.sample.nchwc_block`; a kernel predictor
+    detects with the block of the machine it was profiled on)."""
     walk = _Walk(graph)
     result = Kernels(total_flops=sum(onnx_node_flops(n) for n in graph.nodes))
     found: list[tuple[int, Kernel, list[str], list[str]]] = []  # last node, kernel, input and output tensors
@@ -268,7 +270,7 @@ def detect_onnx(graph: Graph) -> Kernels:
         result.kernels.append(Kernel({"type": kind, "h": shape[2], "c": shape[1]}, before.nodes[:1]))
 
     for _, kernel, ins, outs in found:
-        mode = _blocked(kernel.spec, [walk.shapes.get(t) for t in ins])
+        mode = _blocked(kernel.spec, [walk.shapes.get(t) for t in ins], block)
         if mode == "either":
             mode = "nchwc" if ins and all(blocked.get(t, False) for t in ins) else "plain"
         for t in ins:

@@ -27,7 +27,7 @@ import random
 
 import numpy as np
 
-from hwnas.kernels.sample import BLOCK, MAX_ELEMS, draw_spec, sample_specs
+from hwnas.kernels.sample import MAX_ELEMS, draw_spec, nchwc_block, sample_specs
 
 OPSET = 17
 NCHWC = "com.microsoft.nchwc"
@@ -174,8 +174,8 @@ def input_shapes(spec: dict) -> dict[str, list[int]]:
         return {"x": [1, spec["cin"]]}
     h = spec.get("h", 1)
     c = spec["cin"] if t == "conv" else spec.get("c", 1)
-    if t == "reorder_out":  # an NCHWc tensor: channels padded to the block
-        c = -(-c // BLOCK) * BLOCK
+    if t == "reorder_out":  # an NCHWc tensor: channels padded to this machine's block
+        c = -(-c // nchwc_block()) * nchwc_block()
     shape = [1, c, h, h]
     if t in ("add", "mul") and not spec.get("broadcast"):
         return {"x": shape, "x_b": shape}

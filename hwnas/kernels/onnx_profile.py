@@ -29,7 +29,7 @@ import numpy as np
 
 from hwnas.kernels.onnx_kernels import kernel_model, sample_onnx_specs
 from hwnas.kernels.profile import POLICY, spec_name
-from hwnas.kernels.sample import features
+from hwnas.kernels.sample import features, nchwc_block
 from hwnas.progress import progress_bar
 
 REORDERS = ("reorder_in", "reorder_out")
@@ -127,7 +127,7 @@ def profile(out: Path, cache_root: Path, rounds: int, seed: int, progress: bool 
         rows.append({"type": spec["type"], "spec": json.dumps(spec, sort_keys=True),
                      "ms": f"{max(overhead, ms - paid):.6f}", "iqr_ms": f"{iqr:.6f}", "rounds": rounds,
                      "alone_ms": f"{ms:.6f}", "reorder_in_elems": layout[name]["reorder_in"],
-                     "reorder_out_elems": layout[name]["reorder_out"]})
+                     "reorder_out_elems": layout[name]["reorder_out"], "nchwc_block": nchwc_block()})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", newline="") as f:

@@ -33,7 +33,7 @@ import numpy as np
 from hwnas.errors import HwnasError
 from hwnas.jsonfile import read_json
 from hwnas.kernels.detect import detect, node_flops
-from hwnas.kernels.sample import feature_names, features, kernel_type, taps_read_share
+from hwnas.kernels.sample import BLOCK, feature_names, features, kernel_type, taps_read_share
 
 FORMAT = "hwnas-kernel-predictor"
 WORK = ("macs", "in_elems", "out_elems")
@@ -174,6 +174,7 @@ class KernelPredictor:
         self.device, self.runtime, self.dtype, self.threads = device, runtime, dtype, threads
         self.overhead_ms, self.models, self.info, self.rows, self.path = overhead_ms, models, info, rows or [], path
         self.calibration: dict | None = None  # hwnas.kernels.calibrate: in-network cost per kernel
+        self.nchwc_block = BLOCK  # ONNX Runtime: the NCHWc block of the machine profiled (16 before it was recorded)
 
     def price(self, spec: dict) -> tuple[float, str, list[str]]:
         """(ms this kernel adds to a model, predictor name, features outside the sampled range)."""
@@ -196,7 +197,8 @@ class KernelPredictor:
         return ms, f"{ktype}:{model.method}", outside
 
     def predict_graph(self, graph) -> KernelPrediction:
-        found, flops = (detect(graph), node_flops) if graph.format != "onnx" else _onnx_kernels(graph)
+        found, flops = (detect(graph), node_flops) if graph.format != "onnx" else \
+            _onnx_kernels(graph, self.nchwc_block)
         priced, unpriced = [], []
         for k in found.kernels:
             try:
@@ -231,6 +233,8 @@ class KernelPredictor:
         data = {"format": FORMAT, "device": self.device, "runtime": self.runtime, "dtype": self.dtype,
                 "threads": self.threads, "overhead_ms": self.overhead_ms, "types": info,
                 "rows": [{"spec": r["spec"], "ms": r["ms"]} for r in self.rows], "calibration": self.calibration}
+        if self.runtime == "onnxruntime":
+            data["nchwc_block"] = self.nchwc_block
         path.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n")
 
     @classmethod
@@ -246,6 +250,10 @@ class KernelPredictor:
             predictor = cls(data["device"], data["runtime"], data["dtype"], int(data["threads"]),
                             float(data["overhead_ms"]), models, data["types"], data.get("rows"), path)
             predictor.calibration = data.get("calibration")
+            predictor.nchwc_block = int(data.get("nchwc_block", BLOCK))
+            if predictor.nchwc_block not in (4, 8, 16, 32):
+                raise HwnasError(f"{path}: field 'nchwc_block' must be 4, 8, 16 or 32 (ONNX Runtime's NCHWc channel "
+                                 f"block), got {data['nchwc_block']!r}")
             if predictor.calibration is not None:
                 float(predictor.calibration["per_kernel_ms"]), float(predictor.calibration["ms_per_melem"])
             return predictor
@@ -253,17 +261,23 @@ class KernelPredictor:
             raise HwnasError(f"{path}: damaged kernel predictor ({type(exc).__name__}: {exc})") from None
 
 
-def _onnx_kernels(graph):
-    """ONNX Runtime's kernels of an ONNX graph (its fusion rules and layout changes) and its FLOPs counter."""
+def _onnx_kernels(graph, block: int):
+    """ONNX Runtime's kernels of an ONNX graph (its fusion rules and layout changes, NCHWc ``block``) and its FLOPs
+    counter."""
     from hwnas.kernels.onnx_detect import detect_onnx, onnx_node_flops
 
-    return detect_onnx(graph), onnx_node_flops
+    return detect_onnx(graph, block), onnx_node_flops
 
 
 def fit_kernels(rows: list[dict], device: dict, log=print, runtime: str = "tflite",
                 relative: bool = False) -> KernelPredictor:
     """One model per kernel type of ``rows`` (see the module docstring); ``relative``: chosen by the sum of the
     cross-validated WAPE and MAPE (small kernels weigh as much as large ones: ONNX Runtime)."""
+    blocks = {r.get("nchwc_block", BLOCK) for r in rows}  # ONNX Runtime tables record their machine's block
+    if len(blocks) > 1:
+        raise HwnasError(f"the kernel tables were profiled on CPUs with different ONNX Runtime NCHWc blocks "
+                         f"({', '.join(map(str, sorted(blocks)))} channels): fit one machine's tables together")
+    block = blocks.pop() if blocks else BLOCK
     empty = [r["ms"] for r in rows if r["type"] == "empty"]
     if not empty:
         raise HwnasError("the kernel table has no 'empty' kernel (a model's invoke cost); profile again")
@@ -286,4 +300,6 @@ def fit_kernels(rows: list[dict], device: dict, log=print, runtime: str = "tflit
                        "cv_wape": {m: round(v, 2) for m, v in cv.items()},
                        "ranges": {n: [float(X[:, j].min()), float(X[:, j].max())] for j, n in enumerate(names)}}
         log(f"{ktype:10s} {len(rs):4d} rows  " + "  ".join(f"{m} {v:5.1f}%" for m, v in cv.items()) + f"  -> {best}")
-    return KernelPredictor(device, runtime, "fp32", 1, overhead, models, info, rows)
+    predictor = KernelPredictor(device, runtime, "fp32", 1, overhead, models, info, rows)
+    predictor.nchwc_block = block
+    return predictor

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from hwnas.errors import HwnasError
-from hwnas.kernels.sample import sample_specs
+from hwnas.kernels.sample import nchwc_block, sample_specs
 from hwnas.progress import progress_bar
 from hwnas.runners.base import TimingPolicy
 
@@ -52,7 +52,8 @@ def export_specs(specs: list[dict], cache: Path, progress: bool = True) -> dict[
 
 
 def read_rows(path: str | Path) -> list[dict]:
-    """The rows of a kernel CSV: ``{"type", "spec", "ms", "iqr_ms", "rounds"}``; HwnasError naming a bad line."""
+    """The rows of a kernel CSV: ``{"type", "spec", "ms", "iqr_ms", "rounds"}`` (and ``nchwc_block`` where the
+    table records it); HwnasError naming a bad line."""
     rows = []
     try:
         with open(path, newline="") as f:
@@ -60,6 +61,8 @@ def read_rows(path: str | Path) -> list[dict]:
                 try:
                     rows.append({"type": rec["type"], "spec": json.loads(rec["spec"]), "ms": float(rec["ms"]),
                                  "iqr_ms": float(rec["iqr_ms"]), "rounds": int(rec["rounds"])})
+                    if rec.get("nchwc_block"):  # ONNX Runtime tables since the block is recorded
+                        rows[-1]["nchwc_block"] = int(rec["nchwc_block"])
                 except (KeyError, TypeError, ValueError) as exc:
                     raise HwnasError(f"{path}:{i}: not a kernel row ({exc})") from None
     except OSError as exc:
@@ -102,7 +105,7 @@ def model_specs(paths: list[Path], limit: int | None = None, seed: int = 0) -> l
 
     graphs = [read_model(path) for path in paths]
     specs = distinct_specs(k.spec for g in graphs
-                           for k in (detect_onnx(g) if g.format == "onnx" else detect(g)).kernels)
+                           for k in (detect_onnx(g, nchwc_block()) if g.format == "onnx" else detect(g)).kernels)
     if limit is not None and len(specs) > limit:
         import random
 

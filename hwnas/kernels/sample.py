@@ -25,6 +25,7 @@ at 224 px is drawn again. :func:`features` gives the numbers a regressor sees.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 
@@ -138,7 +139,28 @@ def kernel_type(spec: dict) -> str:
     return t
 
 
-BLOCK = 16  # ORT's NCHWc channel block on this CPU (AVX-512: a ReorderInput pads 20 channels to 32)
+BLOCK = 16  # ORT's NCHWc channel block on the reference CPU (AVX-512: a ReorderInput pads 20 channels to 32)
+
+
+@functools.lru_cache(maxsize=1)
+def nchwc_block() -> int:
+    """ORT's NCHWc channel block on THIS machine, measured: the channels a ReorderInput pads 4 channels to (16 with
+    AVX-512, 8 with AVX2 only: the third AMD EPYC VM, whose CPU string equals the reference CPU's, has no
+    AVX-512). Kernel models are built for it; a kernel predictor records the block it was profiled with."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("ReorderInput", ["x"], ["y"], domain="com.microsoft.nchwc")
+    graph = helper.make_graph([node], "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 1, 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft.nchwc", 1)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return int(session.run(None, {"x": np.zeros((1, 4, 1, 1), np.float32)})[0].shape[1])
 
 
 def taps_read_share(spec: dict) -> float:
