@@ -302,6 +302,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def vector_isa() -> str | None:
+    """The widest vector instruction set this CPU reports (Linux ``/proc/cpuinfo``): avx512, avx2, avx, sse4.2,
+    sve or neon; None where it cannot be read. Two machines with one CPU string can differ here (the reference
+    AMD EPYC VM has AVX-512, a later one with the same string only AVX2), and runtimes pick their kernels by it."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        if line.lower().startswith(("flags", "features")):
+            flags.update(line.split(":", 1)[1].split())
+    for flag, name in (("avx512f", "avx512"), ("avx2", "avx2"), ("avx", "avx"), ("sse4_2", "sse4.2"),
+                       ("sve", "sve"), ("asimd", "neon")):
+        if flag in flags:
+            return name
+    return None
+
+
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -338,10 +357,12 @@ def describe_this_device(name: str | None = None) -> dict:
         if version:
             runtimes[runtime] = version
     converters = {d: v for d in ("tensorflow", "torch", "onnx") if (v := _version(d))}
+    isa = vector_isa()
     return {
         "name": name or default_device_name(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
+        **({"vector_isa": isa} if isa else {}),
         "machine": platform.machine(),
         "os": f"{platform.system()} {platform.release()}",
         "runtimes": runtimes,
@@ -361,8 +382,11 @@ def device_mismatch(stored: dict, current: dict, runtime: str | None) -> str | N
 
 
 def check_same_device(stored: dict, current: dict, runtime: str, where: Path | str) -> None:
-    """Refuse to add rows measured on another device (CPU, cores or runtime version differ)."""
-    for field in ("cpu", "cores"):
+    """Refuse to add rows measured on another device (CPU, cores, vector instruction set where both record it, or
+    runtime version differ)."""
+    for field in ("cpu", "cores", "vector_isa"):
+        if field == "vector_isa" and field not in current:
+            continue  # this machine's could not be read; older descriptions have none either
         if field in stored and stored.get(field) != current.get(field):
             raise HwnasError(
                 f"{where}: device description mismatch: stored {field} {stored.get(field)!r}, this machine "

@@ -115,6 +115,12 @@ def test_device_description(tmp_path):
     other = dict(desc, cpu="Snapdragon 865")
     with pytest.raises(HwnasError, match="mismatch.*cpu"):
         check_same_device(other, desc, "tflite", "x")
+    if "vector_isa" in desc:  # Linux: same CPU string, another instruction set (AVX-512 vs AVX2) is another device
+        assert desc["vector_isa"] in ("avx512", "avx2", "avx", "sse4.2", "sve", "neon")
+        wider = dict(desc, vector_isa="avx512" if desc["vector_isa"] != "avx512" else "avx2")
+        with pytest.raises(HwnasError, match="mismatch: stored vector_isa"):
+            check_same_device(wider, desc, "tflite", "x")
+        check_same_device({k: v for k, v in desc.items() if k != "vector_isa"}, desc, "tflite", "x")  # older file
     old = dict(desc, runtimes={"tflite": "0.0.1"})
     with pytest.raises(HwnasError, match="mismatch.*tflite"):
         check_same_device(old, desc, "tflite", "x")
