@@ -110,7 +110,10 @@ def _pool_between_convs(path: Path, channels: int = 24) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(1)
-    w = lambda name, *shape: numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name)
+
+    def w(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name)
+
     nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
              helper.make_node("MaxPool", ["c0"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
              helper.make_node("Conv", ["p", "w1"], ["y"], kernel_shape=[1, 1])]
