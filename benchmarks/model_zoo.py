@@ -107,6 +107,24 @@ def shares(pred: list[float], meas: list[float]) -> dict:
             "mape": statistics.mean(abs(e) for e in err) * 100}
 
 
+def anchor_rows(predictor, count: int) -> dict[str, dict]:
+    """``count`` of the kernel predictor's profiled rows spread evenly over their ms (those above the clock's
+    grain, 0.02 ms), by kernel file name: timed with the zoo, they give the session speed (:func:`session_speed`)."""
+    from hwnas.kernels.profile import spec_name
+
+    if count <= 0:
+        return {}
+    rows = sorted((r for r in predictor.rows if r["ms"] > 0.02), key=lambda r: r["ms"])
+    return {spec_name(r["spec"]): r for r in rows[:: max(1, len(rows) // count)]}
+
+
+def session_speed(latency: dict[str, float], anchors: dict[str, dict]) -> float:
+    """The median over the anchor kernels of their ms now / their profiled ms (1 without anchors), printed."""
+    speed = statistics.median(latency[n] / anchors[n]["ms"] for n in anchors) if anchors else 1.0
+    print(f"session speed vs the kernel profiling session: {speed:.3f} (median of {len(anchors)} anchor kernels)")
+    return speed
+
+
 def zoo_table(results: list[dict], key: str, speed: float) -> str:
     """Per family and overall (Markdown): share within +-10% and +-5% and MAPE of ``r[key]`` against the
     measured ms, raw and with the predictions scaled by the session ``speed``."""
@@ -170,6 +188,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.predictor is None and not args.export_only:
         p.error("--predictor is needed (or --export-only)")
+    if args.anchors < 0:
+        p.error("--anchors must be 0 or more")  # before any export or timing
     start = time.time()
     predictor = None
     if not args.export_only:  # a bad predictor file or calibration folder: refused before the export and timing
@@ -184,7 +204,7 @@ def main(argv=None) -> int:
     print(f"{len(files)} networks exported ({time.time() - start:.0f} s)", file=sys.stderr)
     if predictor is None:
         return 0
-    from hwnas.kernels.profile import POLICY, export_specs, spec_name
+    from hwnas.kernels.profile import POLICY, export_specs
     from hwnas.latency_data import describe_this_device
     from hwnas.modelgraph import read_model
     from hwnas.runners.tflite import TFLiteRunner
@@ -192,8 +212,7 @@ def main(argv=None) -> int:
 
     runner = TFLiteRunner(threads=1, policy=POLICY)
     kcache = cache_folder(args.kernel_cache, describe_this_device(), runner)
-    rows = sorted((r for r in predictor.rows if r["ms"] > 0.02), key=lambda r: r["ms"])  # above the clock's grain
-    anchors = {spec_name(r["spec"]): r for r in rows[:: max(1, len(rows) // args.anchors)]} if args.anchors else {}
+    anchors = anchor_rows(predictor, args.anchors)
     export_specs([r["spec"] for r in anchors.values()], kcache)  # on a fresh clone the cache is empty
     timed = dict(files)
     timed.update({name: kcache / f"{name}.tflite" for name in anchors})
@@ -210,8 +229,7 @@ def main(argv=None) -> int:
         set_aside(args.cache / "rounds.jsonl")
     timings = time_rounds(timed, runner, args.rounds, args.cache / "rounds.jsonl", 0)
     latency = latencies_by(timings, args.statistic)
-    speed = statistics.median(latency[n] / anchors[n]["ms"] for n in anchors) if anchors else 1.0
-    print(f"session speed vs the kernel profiling session: {speed:.3f} (median of {len(anchors)} anchor kernels)")
+    speed = session_speed(latency, anchors)
     repeat = repeatability(timings, files, args.statistic) if args.rounds >= 2 else None
     if repeat:
         print(f"the measurement against itself ({args.statistic} of the even rounds vs of the odd rounds): "

@@ -30,7 +30,7 @@ from pathlib import Path
 from hwnas.runners.base import STATISTICS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_zoo import plot_zoo, zoo_table  # noqa: E402  (the LiteRT zoo's scoring and plot, shared)
+from model_zoo import anchor_rows, plot_zoo, session_speed, zoo_table  # noqa: E402  (shared with the LiteRT zoo)
 
 # (family, torchvision builder, keyword arguments, input sizes)
 ZOO = [("MobileNetV2", "mobilenet_v2", {"width_mult": w}, (32, 96, 160, 224)) for w in (0.5, 0.75, 1.0)] + [
@@ -97,18 +97,15 @@ def main(argv=None) -> int:
     print(f"{len(files)} networks exported ({time.time() - start:.0f} s)", file=sys.stderr)
     if predictor is None:
         return 0
-    import statistics
-
     from hwnas.kernels.onnx_profile import build_specs
-    from hwnas.kernels.profile import POLICY, spec_name
+    from hwnas.kernels.profile import POLICY
     from hwnas.latency_data import describe_this_device
     from hwnas.modelgraph import read_model
     from hwnas.runners.onnxruntime import OnnxRuntimeRunner
     from hwnas.timing_rounds import cache_folder, latencies_by, repeatability, set_aside, time_rounds
 
     runner = OnnxRuntimeRunner(threads=1, policy=POLICY)
-    rows = sorted((r for r in predictor.rows if r["ms"] > 0.02), key=lambda r: r["ms"])  # above the clock's grain
-    anchors = {spec_name(r["spec"]): r for r in rows[:: max(1, len(rows) // args.anchors)]} if args.anchors else {}
+    anchors = anchor_rows(predictor, args.anchors)
     kcache = cache_folder(args.kernel_cache, describe_this_device(), runner)
     timed = dict(files)
     timed.update(build_specs([r["spec"] for r in anchors.values()], kcache, progress=False)[0])
@@ -116,8 +113,7 @@ def main(argv=None) -> int:
         set_aside(args.cache / "rounds.jsonl")
     timings = time_rounds(timed, runner, args.rounds, args.cache / "rounds.jsonl", 0)
     latency = latencies_by(timings, args.statistic)
-    speed = statistics.median(latency[n] / anchors[n]["ms"] for n in anchors) if anchors else 1.0
-    print(f"session speed vs the kernel profiling session: {speed:.3f} (median of {len(anchors)} anchor kernels)")
+    speed = session_speed(latency, anchors)
     repeat = repeatability(timings, files, args.statistic) if args.rounds >= 2 else None
     if repeat:
         print(f"the measurement against itself ({args.statistic} of the even rounds vs of the odd rounds): "
@@ -146,4 +142,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hwnas.errors import run_script
+
+    run_script(main, "model_zoo_onnx: error")
