@@ -9,7 +9,8 @@ shipped files); nothing of the device left out enters them. Compared on the
 same test rows:
 
 * ``few_shot``: :func:`hwnas.predictors.few_shot.adapt` (what ``hwnas phones adapt`` runs), once per
-  setting of its four constants in ``--settings`` (``RATIO:ENSEMBLE:PER_COEFFICIENT:CRITERION``). The figures reported for a device
+  setting of its four constants in ``--settings`` (``TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION``; the
+  trials are fitted once per draw and criterion, and weighed per setting). The figures reported for a device
   are those of the setting that does best on the OTHER devices (sum over them of the margins to the
   issue's targets), so no constant is chosen on the device it is judged on; the setting best over all
   devices is the one a new device gets (the module's defaults);
@@ -41,7 +42,7 @@ from hwnas.predictors.common import write_json
 from hwnas.phones import device_name, read_phone_csv
 from hwnas.plots import pyplot, save_figure
 from hwnas.predictors import load_predictor
-from hwnas.predictors.few_shot import CRITERIA, adapt
+from hwnas.predictors.few_shot import CRITERIA, combine, fit_trials
 from hwnas.predictors.whole_model import fit_whole_model, metrics
 from hwnas.progress import progress_bar
 from hwnas.spaces import get_space
@@ -66,24 +67,26 @@ def nnls_mix(sources: dict, choices, y, test_choices) -> np.ndarray:
     return np.stack([p.predict_many_choices(test_choices) for p in sources.values()], axis=1) @ w
 
 
-def parse_settings(text: str) -> list[tuple[float, int, float, str]]:
-    """``RATIO:ENSEMBLE:PER_COEFFICIENT:CRITERION`` items, comma-separated; one line naming a bad item."""
+def parse_settings(text: str) -> list[tuple[float, float, float, str]]:
+    """``TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION`` items, comma-separated; one line naming a bad item."""
     settings = []
     for item in text.split(","):
         parts = item.strip().split(":")
         try:
             if len(parts) != 4 or parts[3] not in CRITERIA:
                 raise ValueError
-            ratio, ensemble, per_coef = float(parts[0]), int(parts[1]), float(parts[2])
+            tau, cost, per_coef = float(parts[0]), float(parts[1]), float(parts[2])
+            if tau <= 0 or cost < 0 or per_coef < 0:
+                raise ValueError
         except ValueError:
-            raise HwnasError(f"--settings: {item!r} is not RATIO:ENSEMBLE:PER_COEFFICIENT:CRITERION "
-                             f"(e.g. 0.75:5:2:pairs; criteria: {', '.join(CRITERIA)})") from None
-        settings.append((ratio, ensemble, per_coef, parts[3]))
+            raise HwnasError(f"--settings: {item!r} is not TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION "
+                             f"(e.g. 0.1:4:2:error, TAU > 0; criteria: {', '.join(CRITERIA)})") from None
+        settings.append((tau, cost, per_coef, parts[3]))
     return settings
 
 
-def setting_key(ratio: float, ensemble: int, per_coefficient: float, criterion: str) -> str:
-    key = f"ratio {ratio:g}, ensemble {ensemble}"  # without the two later constants: the key of the draws before them
+def setting_key(tau: float, cost: float, per_coefficient: float, criterion: str) -> str:
+    key = f"tau {tau:g}, deviation cost {cost:g}"
     key += f", {per_coefficient:g} samples per coefficient" if per_coefficient else ""
     return key + (f", criterion {criterion}" if criterion != "error" else "")
 
@@ -171,7 +174,7 @@ def targets_md(results: dict, summ: dict) -> str:
                          f"{'met' if rho >= rho_need else 'NOT met'}")
         if 20 in by_n:
             share = by_n[20]["few_shot"]["within_10"]
-            lines.append(f"- {name}, 20 samples: within +-10% {share:.3f}, needs >= {share_need:.3f}: "
+            lines.append(f"- {name}, 20 samples: within +-10% {share:.4f}, needs >= {share_need:.4f}: "
                          f"{'met' if share >= share_need else 'NOT met'}")
     return "\n".join(lines) + "\n"
 
@@ -202,11 +205,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="5,10,20")
     ap.add_argument("--draws", type=int, default=10)
     ap.add_argument("--devices", default="", help="comma-separated subset of devices (default: all)")
-    ap.add_argument("--settings", default=",".join(
-                        ["0.6:1:0:error", "0.6:5:0:error", "0.75:1:0:error", "0.75:5:0:error"] +
-                        [f"{r}:{e}:2:{c}" for c in CRITERIA for r in (0.6, 0.75) for e in (1, 5)] +
-                        [f"{r}:{e}:2:error" for r in (0.9, 1) for e in (1, 5)]),
-                    help="settings of few_shot's RATIO:ENSEMBLE:PER_COEFFICIENT:CRITERION to try; each device is "
+    ap.add_argument("--settings", default=",".join(f"{t}:{c}:2:error" for t in (0.1, 0.2, 0.3) for c in (2, 3, 4)),
+                    help="settings of few_shot's TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION to try; each device is "
                          "judged with the one best on the other devices")
     ap.add_argument("--ship", default="predictors/phones", help="folder of the shipped <device>.json predictors")
     ap.add_argument("--out", default="docs/phones/few_shot.json")
@@ -241,20 +241,25 @@ def main(argv=None) -> int:
                 full = load_predictor(Path(args.ship) / f"{name}.json")
                 results["full"][name] = metrics(y[test], full.predict_many_choices(test_choices))
                 sources = {k: v for k, v in tables.items() if k != name}
-                for (ratio, ensemble, per_coef, crit), n, d in itertools.product(settings, sizes, range(args.draws)):
-                    key = f"{setting_key(ratio, ensemble, per_coef, crit)}/{name}/{n}/{d}"
-                    if key not in results["draws"]:
-                        rng = np.random.default_rng(10_000 * n + d)
-                        rows = rng.choice(train, n, replace=False)
-                        choices = [table.choices[i] for i in rows]
-                        pred = adapt(space, sources, choices, y[rows], {"name": name}, ratio=ratio, ensemble=ensemble,
-                                     per_coefficient=per_coef, criterion_kind=crit)
-                        results["draws"][key] = {
-                            "rows": [int(ids[i]) for i in rows], "family": "+".join(["mix"] + pred.meta["few_shot"]["deviations"]),
-                            "few_shot": metrics(y[test], pred.predict_many_choices(test_choices)),
-                            "nnls": metrics(y[test], nnls_mix(sources, choices, y[rows], test_choices))}
-                        write_json(out, results)
-                    bar.update(1)
+                for n, d in itertools.product(sizes, range(args.draws)):
+                    rows = np.random.default_rng(10_000 * n + d).choice(train, n, replace=False)
+                    choices = [table.choices[i] for i in rows]
+                    fitted = {}  # (per_coefficient, criterion) -> the trials, fitted once for every weighing
+                    for tau, cost, per_coef, crit in settings:
+                        key = f"{setting_key(tau, cost, per_coef, crit)}/{name}/{n}/{d}"
+                        if key not in results["draws"]:
+                            if (per_coef, crit) not in fitted:
+                                fitted[per_coef, crit] = fit_trials(space, sources, choices, y[rows],
+                                                                    per_coefficient=per_coef, criterion_kind=crit)
+                            pred = combine(fitted[per_coef, crit], {"name": name}, tau=tau, deviation_cost=cost)
+                            few = pred.meta["few_shot"]
+                            results["draws"][key] = {
+                                "rows": [int(ids[i]) for i in rows], "family": "+".join([few["base"]] + few["deviations"]),
+                                "few_shot": metrics(y[test], pred.predict_many_choices(test_choices)),
+                                "nnls": metrics(y[test], nnls_mix(sources, choices, y[rows], test_choices))}
+                        bar.update(1)
+                    if fitted:
+                        write_json(out, results)  # once per draw: an interrupted run loses at most one draw
     summaries = {setting_key(*st): summary(results, names, sizes, setting_key(*st)) for st in settings}
     chosen = choose_settings(results, summaries)
     summ = chosen_summary(summaries, chosen)

@@ -69,10 +69,13 @@ def _adapt(args) -> int:
     predictor.save(out)
     fs = predictor.meta["few_shot"]
     shares = ", ".join(f"{k} {v:.2f}" for k, v in fs["shares"].items() if v > 0.005)
+    structure = ", ".join(f"{k} {v:.2f}" for k, v in fs["structure"].items() if v > 0.005)
+    top = fs["members"][0]
     print(f"{name}: adapted from {fs['samples']} samples ({column}) and {len(fs['sources'])} source tables "
-          f"({', '.join(fs['sources'])}); shares {shares or 'none'}; deviations {', '.join(fs['deviations']) or 'none'} "
-          f"(a mean of {len(fs['ensemble'])} tables); "
-          f"leave-one-out mean error {100 * fs['loo_mean_abs_rel_error']:.1f}%; wrote {out}")
+          f"({', '.join(fs['sources'])}); shares {shares or 'none'}; structure {structure or 'none'}; "
+          f"a weighted mean of {len(fs['members'])} fits, the heaviest ({top['weight']:.2f}) "
+          f"{'+'.join([top['base']] + top['deviations'])}, its leave-one-out mean error "
+          f"{100 * fs['loo_mean_abs_rel_error']:.1f}%; wrote {out}")
     return 0
 
 

@@ -5,42 +5,47 @@ latencies ``y_i``) and S source devices with additive ``whole_model`` tables
 (overhead ``o_s``, per-operator entries ``e_s[k]``; their corrections are not
 used), the new device's table is modelled as
 
-    entry[k]  = ybar * ( sum_s w_s e_s[k] / m_s  +  sum_j d_j b_j[k] )
+    entry[k]  = ybar * ( sum_s w_s e_s[k] / m_s  +  sum_j v_j b_j[k]  +  sum_j d_j b_j[k] )
     overhead  = ybar * ( c + sum_s w_s o_s / m_s )
 
 * ``m_s`` is source s's mean prediction over the n samples and ``ybar`` the
   samples' mean latency, so every source is on the same scale and equal
   shares ``w_s = 1/S`` mean "the consensus of the sources at the new level".
-* **Mix**: the shares ``w_s >= 0`` (a non-negative mix of the source tables)
-  are pulled toward equal shares by a ridge penalty ``alpha_w |w - 1/S|^2``;
-  ``c`` is a free level.
-* **Deviations** for a device that behaves unlike every mix of the sources:
-  ``b_j[k]`` are structural bases over the operators, each scaled to mean 1
-  over the samples, with coefficients ``d_j`` pulled toward 0 by
+* **Mix** (base ``mix``): the shares ``w_s >= 0`` (a non-negative mix of the
+  source tables) are pulled toward equal shares by a ridge penalty
+  ``alpha_w |w - 1/S|^2``; ``c`` is a free level.
+* **Structure** (base ``structure``): the mix plus four non-negative
+  structural pseudo-sources ``v_j >= 0`` pulled toward 0 by ``alpha_s |v|^2``
+  (``STRUCTURE``): the expanded channel count (``mid``: a cost per channel
+  whatever the spatial size, as on the Xeon Gold 6226 of ../shared/phones,
+  where an e6 block costs 10-26 ms in every stage and an e1 block 0-2 ms),
+  1x1-conv and depthwise multiply-adds, the expanded activation. A device
+  whose time follows its arithmetic or its channels more than any source
+  does gets it here without a discrete choice; time never falls with work,
+  hence the sign.
+* **Deviations** on either base, for a device unlike both: ``b_j[k]`` are
+  structural bases over the operators, each scaled to mean 1 over the
+  samples, with free-sign coefficients ``d_j`` pulled toward 0 by
   ``alpha_d |d|^2``. A candidate term is one basis or a group of them (19
   terms): ``stage<s>``, the consensus entry of k when k lies in stage s, else 0
   (a relative scale of one stage); analytic counts of k: 1x1-conv and
   depthwise multiply-adds, depthwise work at kernel 5, the expanded
-  activation, the expanded channel count (``mid``: a cost per channel
-  whatever the spatial size, as on the Xeon Gold 6226 of ../shared/phones,
-  where an e6 block costs 10-26 ms in every stage and an e1 block 0-2 ms),
-  the input and output sizes, 1 per non-identity layer, 1 per
-  grouped layer, 1 per projection shortcut; and two groups of one basis per
-  stage: ``stage_scales`` (every stage's relative scale at once) and
-  ``flops_per_stage`` (the multiply-adds of k when k lies in stage s: a
-  device whose time follows the arithmetic, as a server CPU's does, unlike
-  the phones' tables). The consensus is the mean of the normalized source
-  tables ``e_s / m_s``.
+  activation, the expanded channel count, the input and output sizes, 1 per
+  non-identity layer, 1 per grouped layer, 1 per projection shortcut; and two
+  groups of one basis per stage: ``stage_scales`` (every stage's relative
+  scale at once) and ``flops_per_stage`` (the multiply-adds of k when k lies
+  in stage s). The consensus is the mean of the normalized source tables
+  ``e_s / m_s``.
 
-Each candidate model is a bounded least-squares problem on the relative
-latencies ``y_i / ybar`` (``w >= 0``), the penalties entered as extra rows
+Each candidate is a bounded least-squares problem on the relative latencies
+``y_i / ybar`` (``w, v >= 0``), the penalties entered as extra rows
 (``scipy.optimize.lsq_linear``). Samples more than 10% and 3 robust deviations
 off the fit are down-weighted (Huber weights, a few reweighting passes): whole-
 network phone measurements contain disturbed runs.
 
-**Selection by leave-one-out on the samples.** Each sample i is predicted by
-the candidate fitted on the others (``p_i``), and ``CRITERION`` judges these
-predictions (lower is better):
+**Leave-one-out on the samples.** Each sample i is predicted by the candidate
+fitted on the others (``p_i``), and ``CRITERION`` judges these predictions
+(lower is better):
 
 * ``error``: the mean absolute relative error, mean |p_i / y_i - 1|;
 * ``shape``: the same on logs after removing their median,
@@ -48,52 +53,48 @@ predictions (lower is better):
   afterwards (**Level** below), so only the relative latencies are judged;
 * ``pairs`` (ranking-aware): the share of the n(n-1)/2 sample pairs that the
   ``p_i`` order otherwise than the ``y_i``, plus ``PAIRS_TIE`` (0.01) times
-  the mean absolute relative error, which only breaks ties (a ranking of 10
-  samples is often exact for several candidates).
+  the mean absolute relative error, which only breaks ties.
 
-The "leave-one-out error" below is this criterion.
+**Trials** (:func:`fit_trials`): the mix with ``alpha_w`` in {0.01, 0.1, 1,
+10}; the structure base with ``alpha_w`` in {0.1, 1} x ``alpha_s`` in {0.01,
+0.1, 1, 10}; then, on each base's best, every deviation term x ``alpha_d`` in
+{0.01, 0.1, 1}, and (from 15 samples) a second term on the best first one. At
+most one deviation per 5 samples beyond the first 5, 2 in all, and at most one
+free coefficient besides the shares per ``PER_COEFFICIENT`` = 2 samples (the
+level and the deviation columns, ``1 + c <= n / 2``): at 10 samples this keeps
+out the groups of 7 bases, whose 7 coefficients fit 10 samples closely
+whatever the device.
 
-1. the mix alone, ``alpha_w`` from {0.01, 0.1, 1, 10};
-2. greedily, one deviation at a time (the best of the 19 terms x ``alpha_d``
-   in {0.01, 0.1, 1}), kept only when it cuts the leave-one-out error to below
-   ``RATIO`` times the current one. A noisy device (a phone measured in
-   whole milliseconds) rarely earns that, an exact per-layer sum often does. At
-   most one deviation per 5 samples beyond the first 5, and 2 in all; and, when
-   ``PER_COEFFICIENT`` is set (2), at most one free coefficient besides the
-   shares per 2 samples: with ``c`` deviation columns in all, ``1 + c <= n / 2``.
-   At 10 samples this keeps out the groups of 7 bases (``stage_scales``,
-   ``flops_per_stage``), whose 7 coefficients can fit 10 samples closely
-   whatever the device, so that their leave-one-out error says little.
-3. **Ensemble**: the final table is the mean of the ``ENSEMBLE`` trials with
-   the lowest leave-one-out error among those with as many deviations as the
-   one picked (other penalties, other terms of the same size) whose error
-   the same rule would not call worse (at most 1 / ``RATIO`` times the
-   picked one's). Averaging tables that the samples cannot tell apart
-   steadies the ranking; trials with more deviations than the samples earned
-   are never averaged in (on the whole-millisecond phones they cost up to
-   0.06 Spearman), nor clearly worse ones (an exact mix stays exact).
-
-A model whose shares sum to less than 0.2 (it ignores the sources and predicts
-a near-constant) is never taken. Fewer than 5 samples are refused: the mix
-alone fits a level and S shares, and leave-one-out needs samples to spare.
+**Weights** (:func:`combine`): the final table is the weighted mean of every
+trial's table, with weight ``exp(-(L / L_best - 1) / TAU - DEVIATION_COST x
+deviations)`` (``L``: its leave-one-out criterion). A trial within a few
+percent of the best counts nearly as much, so tables the samples cannot tell
+apart are averaged (this steadies the ranking), and a deviation must cut the
+criterion by about ``TAU x DEVIATION_COST`` = 40% of the best one's to weigh as
+much as a trial without it: a noisy device (a phone measured in whole
+milliseconds) rarely earns that, an exact per-layer sum often does. Unlike a
+hard choice of one family, a deviation that wins by a little gets part of the
+weight, not all of it. A fit whose shares sum to less than 0.2 (it ignores the
+sources) weighs nothing. Fewer than 5 samples are refused: the mix alone fits
+a level and S shares, and leave-one-out needs samples to spare.
 
 **Level.** Disturbances only add time, and phones drift over a campaign, so
 the final table is rescaled so that 35% of the samples lie below its
 prediction (rank order unchanged).
 
-**Constants.** ``RATIO``, ``ENSEMBLE``, ``PER_COEFFICIENT`` (2, or 0 for no
-such limit) and ``CRITERION`` are the setting that meets the
-issue's targets best summed over the seven devices of ../shared/phones in the
-leave-one-device-out benchmark ``benchmarks/phone_few_shot.py`` (which judges
-each device with the setting best on the other six). The level quantile 0.35
-and the grids were chosen earlier on the same benchmark, not by that nested
-rule.
+**Constants.** ``TAU``, ``DEVIATION_COST``, ``PER_COEFFICIENT`` (2, or 0 for
+no such limit) and ``CRITERION`` are the setting that meets the issue's targets
+best summed over the seven devices of ../shared/phones in the leave-one-device-
+out benchmark ``benchmarks/phone_few_shot.py`` (which judges each device with
+the setting best on the other six). The level quantile 0.35, the grids and the
+structure base's four columns were chosen earlier on the same benchmark, not by
+that nested rule.
 
 The result is an ordinary ``whole_model`` predictor file (entries gauged as
 there, no correction), with ``meta.few_shot`` recording the number of samples,
-the sources and their (ensemble mean) shares, the deviations picked, the
-ensemble's members and every leave-one-out trial (its criterion and, for
-reading, its mean absolute relative error).
+the sources and their (weighted mean) shares, the structure coefficients (each
+pseudo-source's part of the mean latency), the top-weighted trial's base and
+deviations, the members with their weights and every leave-one-out trial.
 """
 
 from __future__ import annotations
@@ -116,7 +117,6 @@ MAX_DEVIATIONS = 2
 SAMPLES_PER_DEVIATION = 5  # one deviation term per 5 samples beyond the first 5
 MIX_ALPHAS = (0.01, 0.1, 1.0, 10.0)
 DEVIATION_ALPHAS = (0.01, 0.1, 1.0)
-RATIO = 0.75  # a richer family must cut the leave-one-out error to below this share of the current one's
 OUTLIER = 0.10  # relative residuals below this are never down-weighted
 LEVEL_PENALTY = 1e-3  # ridge weight on the free level c (relative units)
 LEVEL_QUANTILE = 0.35  # the final level: a share 0.35 of the samples lies below the prediction
@@ -124,7 +124,12 @@ PER_COEFFICIENT = 2  # samples per free coefficient (level + deviation columns);
 CRITERIA = ("error", "shape", "pairs")
 CRITERION = "error"  # what leave-one-out selection minimizes (see the module docstring)
 PAIRS_TIE = 0.01  # "pairs": weight of the mean absolute error, which only breaks ties
-ENSEMBLE = 5  # the final table: the mean of the best trials (leave-one-out) with as many deviations as the picked one
+TAU = 0.1  # weights: a trial whose leave-one-out criterion is (1 + TAU) x the best one's weighs 1/e as much
+DEVIATION_COST = 4.0  # weights: each deviation term divides a trial's weight by e^DEVIATION_COST
+BASES = ("mix", "structure")
+STRUCTURE = ("mid", "pw_flops", "dw_flops", "mid_elems")  # the "structure" base's non-negative pseudo-sources
+STRUCTURE_MIX_ALPHAS = (0.1, 1.0)  # the shares' penalty on the "structure" base
+STRUCTURE_ALPHAS = (0.01, 0.1, 1.0, 10.0)  # the pseudo-sources' penalty toward 0
 STRUCT = ("pw_flops", "dw_flops", "dw_k5", "mid_elems", "mid", "in_elems", "out_elems")
 
 
@@ -204,19 +209,24 @@ def _huber_weights(rel: np.ndarray) -> np.ndarray:
 
 
 def _solve(X: np.ndarray, y: np.ndarray, src: Sources, bases: np.ndarray, alpha_w: float, alpha_d: float,
-           passes: int = 4) -> tuple[float, np.ndarray, np.ndarray]:
-    """``(overhead, entries, shares)`` of one candidate fitted on the rows ``X`` (operator counts), ``y`` (ms)."""
+           structure: np.ndarray | None = None, alpha_s: float = 0.0,
+           passes: int = 4) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """``(overhead, entries, shares, structure coefficients)`` of one candidate fitted on the rows ``X``
+    (operator counts), ``y`` (ms); ``structure``: the non-negative structural pseudo-sources (operators x k)."""
     S = len(src.names)
+    structure = np.zeros((len(src.E), 0)) if structure is None else structure
+    k = structure.shape[1]
     P = src.O + X @ src.E  # n x S source predictions
     m = P.mean(axis=0)
-    D = X @ bases
+    B = np.hstack([structure, bases])
+    D = X @ B
     dm = np.where(np.abs(D).mean(axis=0) > 1e-12, np.abs(D).mean(axis=0), 1.0)
     ybar = float(y.mean())
     A = np.hstack([np.ones((len(y), 1)), P / m, D / dm])
     t = y / ybar
-    pen = np.concatenate([[LEVEL_PENALTY], np.full(S, alpha_w), np.full(D.shape[1], alpha_d)])
+    pen = np.concatenate([[LEVEL_PENALTY], np.full(S, alpha_w), np.full(k, alpha_s), np.full(bases.shape[1], alpha_d)])
     prior = np.concatenate([[0.0], np.full(S, 1.0 / S), np.zeros(D.shape[1])])
-    lower = np.concatenate([[-np.inf], np.zeros(S), np.full(D.shape[1], -np.inf)])
+    lower = np.concatenate([[-np.inf], np.zeros(S + k), np.full(bases.shape[1], -np.inf)])
     w = np.ones(len(y))
     for _ in range(passes):
         sw = np.sqrt(w)
@@ -227,17 +237,17 @@ def _solve(X: np.ndarray, y: np.ndarray, src: Sources, bases: np.ndarray, alpha_
             break
         w = new
     c, shares, d = sol[0], sol[1:1 + S], sol[1 + S:]
-    entries = (src.E / m) @ shares + bases @ (d / dm)
+    entries = (src.E / m) @ shares + B @ (d / dm)
     overhead = c + (src.O / m) @ shares
-    return ybar * float(overhead), ybar * entries, shares
+    return ybar * float(overhead), ybar * entries, shares, d[:k]
 
 
-def _loo_predictions(X, y, src, bases, alpha_w, alpha_d) -> np.ndarray:
+def _loo_predictions(X, y, src, bases, alpha_w, alpha_d, structure=None, alpha_s=0.0) -> np.ndarray:
     """Each sample's latency predicted by a fit on the others."""
     out = np.empty(len(y))
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
-        overhead, entries, _ = _solve(X[keep], y[keep], src, bases, alpha_w, alpha_d)
+        overhead, entries, _, _ = _solve(X[keep], y[keep], src, bases, alpha_w, alpha_d, structure, alpha_s)
         out[i] = overhead + X[i] @ entries
     return out
 
@@ -263,69 +273,136 @@ def check_samples(n: int, where: str = "samples") -> None:
                          f"deviation term needs {SAMPLES_PER_DEVIATION} more)")
 
 
-def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, y, device: dict,
-          where: str = "samples", ratio: float = RATIO, ensemble: int = ENSEMBLE,
-          per_coefficient: float = PER_COEFFICIENT, criterion_kind: str = CRITERION) -> WholeModelPredictor:
-    """Fit the new device's ``whole_model`` predictor from measured ``choices`` / ``y`` (ms) and source tables.
+@dataclass
+class Trials:
+    """Every candidate fitted on the samples, with its leave-one-out criterion: what :func:`combine` weighs."""
 
-    ``ratio``, ``ensemble``, ``per_coefficient`` and ``criterion_kind``: the constants :data:`RATIO`,
-    :data:`ENSEMBLE`, :data:`PER_COEFFICIENT` and :data:`CRITERION` (the benchmark varies them).
-    """
+    space: SearchSpace
+    enc: Encoding
+    X: np.ndarray
+    y: np.ndarray
+    src: Sources
+    choices: list
+    trials: list[dict]
+    fits: list[tuple]
+    per_coefficient: float
+    criterion_kind: str
+
+
+def fit_trials(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, y, where: str = "samples",
+               per_coefficient: float = PER_COEFFICIENT, criterion_kind: str = CRITERION) -> Trials:
+    """Fit every candidate (both bases, their penalties, the deviations on top) and judge it by leave-one-out."""
     y = np.asarray(y, dtype=np.float64)
     check_samples(len(y), where)
+    criterion(y, y, criterion_kind)  # an unknown criterion fails here, before any fit
     enc = Encoding(space)
     X = enc.additive(enc.indices(choices))
     src = Sources.of(enc, sources)
     consensus = (src.E / (src.O + X @ src.E).mean(axis=0)).mean(axis=1)
     candidates = deviation_bases(enc, consensus)
+    structure = np.hstack([candidates[name] for name in STRUCTURE])
     stack = lambda names: np.hstack([candidates[n] for n in names]) if names else np.zeros((len(enc.keys), 0))
-    trials = []
+    trials, fits = [], []
 
-    def trial(terms, alpha_w, alpha_d):
-        pred = _loo_predictions(X, y, src, stack(terms), alpha_w, alpha_d)
+    def trial(base, terms, alpha_w, alpha_s, alpha_d):
+        args = (stack(terms), alpha_w, alpha_d, structure if base == "structure" else None, alpha_s)
+        pred = _loo_predictions(X, y, src, *args)
+        fit = _solve(X, y, src, *args)
         score = criterion(pred, y, criterion_kind)
-        if _solve(X, y, src, stack(terms), alpha_w, alpha_d)[2].sum() < MIN_SHARES:
-            score = float("inf")  # a fit that (nearly) ignores the sources: a constant, whatever its error
-        trials.append({"deviations": list(terms), "alpha_w": alpha_w, "alpha_d": alpha_d, "loo_criterion": score,
+        if fit[2].sum() < MIN_SHARES:
+            score = float("inf")  # a fit that (nearly) ignores the sources, whatever its error
+        trials.append({"base": base, "deviations": list(terms), "alpha_w": alpha_w, "alpha_s": alpha_s,
+                       "alpha_d": alpha_d, "loo_criterion": score,
                        "loo_mean_abs_rel_error": criterion(pred, y, "error")})
+        fits.append(fit)
         return trials[-1]
 
     def affordable(terms):  # the level and the deviation columns: at most one per PER_COEFFICIENT samples
         return not per_coefficient or (1 + stack(terms).shape[1]) * per_coefficient <= len(y)
 
-    picked = min((trial([], a, 0.0) for a in MIX_ALPHAS), key=lambda t: t["loo_criterion"])
-    for _ in range(min(MAX_DEVIATIONS, len(y) // SAMPLES_PER_DEVIATION - 1)):
-        terms = [picked["deviations"] + [name] for name in candidates if name not in picked["deviations"]]
-        terms = [t for t in terms if affordable(t)]
-        if not terms:
-            break
-        best = min((trial(t, picked["alpha_w"], a) for t in terms for a in DEVIATION_ALPHAS),
-                   key=lambda t: t["loo_criterion"])
-        if best["loo_criterion"] >= ratio * picked["loo_criterion"]:
-            break
-        picked = best
-    level = [t for t in trials if len(t["deviations"]) == len(picked["deviations"])
-             and t["loo_criterion"] * ratio <= picked["loo_criterion"]]
-    members = sorted(level, key=lambda t: t["loo_criterion"])[:ensemble] or [picked]
-    fits = [_solve(X, y, src, stack(t["deviations"]), t["alpha_w"], t["alpha_d"]) for t in members]
-    overhead = float(np.mean([f[0] for f in fits]))
-    entries = np.mean([f[1] for f in fits], axis=0)
-    shares = np.mean([f[2] for f in fits], axis=0)
+    for a in MIX_ALPHAS:
+        trial("mix", [], a, 0.0, 0.0)
+    for a in STRUCTURE_MIX_ALPHAS:
+        for a_s in STRUCTURE_ALPHAS:
+            trial("structure", [], a, a_s, 0.0)
+    for base in BASES:
+        current = min((t for t in trials if t["base"] == base), key=lambda t: t["loo_criterion"])
+        for _ in range(min(MAX_DEVIATIONS, len(y) // SAMPLES_PER_DEVIATION - 1)):
+            terms = [current["deviations"] + [name] for name in candidates if name not in current["deviations"]]
+            terms = [t for t in terms if affordable(t)]
+            if not terms:
+                break
+            current = min((trial(base, t, current["alpha_w"], current["alpha_s"], a)
+                           for t in terms for a in DEVIATION_ALPHAS), key=lambda t: t["loo_criterion"])
+    return Trials(space, enc, X, y, src, list(choices), trials, fits, per_coefficient, criterion_kind)
+
+
+def weights(trials: list[dict], tau: float = TAU, deviation_cost: float = DEVIATION_COST) -> np.ndarray:
+    """Each trial's weight in the final table: ``exp(-(L / L_best - 1) / tau - deviation_cost * deviations)``.
+
+    ``L`` is a trial's leave-one-out criterion; a trial the shares rule refused (``inf``) weighs 0. Weights
+    below 1e-4 are dropped, the rest sum to 1.
+    """
+    L = np.array([t["loo_criterion"] for t in trials], dtype=np.float64)
+    ok = np.isfinite(L)
+    if not ok.any():  # every fit ignores the sources: fall back to the mix with the lowest error
+        ok = np.array([t["base"] == "mix" for t in trials])
+        L = np.where(ok, [t["loo_mean_abs_rel_error"] for t in trials], np.inf)
+        ok &= L == L[ok].min()
+    count = np.array([len(t["deviations"]) for t in trials], dtype=np.float64)
+    cost = np.where(count > 0, deviation_cost * count, 0.0)
+    z = np.where(ok, -(L / max(L[ok].min(), 1e-12) - 1.0) / tau - cost, -np.inf)
+    w = np.exp(z - z[ok].max())
+    w[w < 1e-4 * w.sum()] = 0.0
+    return w / w.sum()
+
+
+def combine(fitted: Trials, device: dict, tau: float = TAU,
+            deviation_cost: float = DEVIATION_COST) -> WholeModelPredictor:
+    """The new device's ``whole_model`` predictor: the weighted mean of the trials' tables, levelled."""
+    enc, X, y, src = fitted.enc, fitted.X, fitted.y, fitted.src
+    w = weights(fitted.trials, tau, deviation_cost)
+    used = np.flatnonzero(w)
+    overhead = float(sum(w[i] * fitted.fits[i][0] for i in used))
+    entries = sum(w[i] * fitted.fits[i][1] for i in used)
+    shares = sum(w[i] * fitted.fits[i][2] for i in used)
+    structure = {name: float(sum(w[i] * fitted.fits[i][3][j] for i in used if len(fitted.fits[i][3])))
+                 for j, name in enumerate(STRUCTURE)}
     if LEVEL_QUANTILE is not None:
         scale = float(np.quantile(y / (overhead + X @ entries), LEVEL_QUANTILE))
         overhead, entries = overhead * scale, entries * scale
     overhead, entries = gauge(enc, overhead, entries.copy())
     entries = np.maximum(entries, 0.0)  # a deviation may push an entry of a shared operator set below 0
-    pred = WholeModelPredictor(device, space.name, space_overrides(space), overhead, dict(zip(enc.keys, map(float, entries))))
+    space = fitted.space
+    pred = WholeModelPredictor(device, space.name, space_overrides(space), overhead,
+                               dict(zip(enc.keys, map(float, entries))))
+    top = fitted.trials[int(np.argmax(w))]
+    keys = ("base", "deviations", "alpha_w", "alpha_s", "alpha_d")
+    members = [{**{k: fitted.trials[i][k] for k in keys}, "weight": round(float(w[i]), 4)}
+               for i in sorted(used, key=lambda i: -w[i])]
     pred.meta = {"fitted_on_rows": int(len(y)), "settings": {"robust": True, "drift_block": 0, "features": [],
                                                              "alpha": 0.0},
                  "few_shot": {"samples": int(len(y)), "sources": src.names,
                               "shares": {n: round(float(v), 4) for n, v in zip(src.names, shares)},
-                              "deviations": picked["deviations"], "alpha_w": picked["alpha_w"],
-                              "alpha_d": picked["alpha_d"], "loo_mean_abs_rel_error": picked["loo_mean_abs_rel_error"],
-                              "criterion": criterion_kind, "loo_criterion": picked["loo_criterion"],
-                              "ratio": ratio, "per_coefficient": per_coefficient, "ensemble": [{k: t[k] for k in ("deviations", "alpha_w", "alpha_d")} for t in members],
-                              "trials": trials, "method": "hwnas.predictors.few_shot (see its docstring)"},
-                 "train_fit": metrics(y, pred.predict_many_choices(choices)),
+                              "structure": {n: round(v, 4) for n, v in structure.items()},
+                              "base": top["base"], "deviations": top["deviations"],
+                              "loo_mean_abs_rel_error": top["loo_mean_abs_rel_error"],
+                              "criterion": fitted.criterion_kind, "loo_criterion": top["loo_criterion"],
+                              "tau": tau, "deviation_cost": deviation_cost, "per_coefficient": fitted.per_coefficient,
+                              "members": members,
+                              "trials": fitted.trials, "method": "hwnas.predictors.few_shot (see its docstring)"},
+                 "train_fit": metrics(y, pred.predict_many_choices(fitted.choices)),
                  "gauge": "the cheapest candidate of every position is 0 ms; the rest is overhead_ms"}
     return pred
+
+
+def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, y, device: dict,
+          where: str = "samples", tau: float = TAU, deviation_cost: float = DEVIATION_COST,
+          per_coefficient: float = PER_COEFFICIENT, criterion_kind: str = CRITERION) -> WholeModelPredictor:
+    """Fit the new device's ``whole_model`` predictor from measured ``choices`` / ``y`` (ms) and source tables.
+
+    ``tau``, ``deviation_cost``, ``per_coefficient`` and ``criterion_kind``: the constants :data:`TAU`,
+    :data:`DEVIATION_COST`, :data:`PER_COEFFICIENT` and :data:`CRITERION` (the benchmark varies them).
+    """
+    return combine(fit_trials(space, sources, choices, y, where, per_coefficient, criterion_kind), device, tau,
+                   deviation_cost)
