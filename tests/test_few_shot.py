@@ -169,13 +169,28 @@ def test_adapt_with_another_criterion_records_it_and_still_recovers_a_mixed_devi
 def test_weights_favour_a_lower_leave_one_out_criterion_and_charge_each_deviation():
     trial = lambda loo, deviations=(), base="mix": {"loo_criterion": loo, "deviations": list(deviations), "base": base,
                                                      "loo_mean_abs_rel_error": loo}
-    w = weights([trial(0.10), trial(0.11), trial(0.10, ["mid"]), trial(float("inf"))], tau=0.1, deviation_cost=2.0)
+    w = weights([trial(0.10), trial(0.11), trial(0.10, ["mid"]), trial(None)], tau=0.1, deviation_cost=2.0)
     assert w.sum() == pytest.approx(1.0) and w[3] == 0.0
     assert w[1] / w[0] == pytest.approx(np.exp(-1.0))  # 10% worse than the best, tau 0.1: 1/e as much
     assert w[2] / w[0] == pytest.approx(np.exp(-2.0))  # as good, but one deviation
     # a deviation that cuts the criterion by 60% outweighs its cost; below 1e-4 of the total a trial is dropped
     w = weights([trial(0.10), trial(0.04, ["stage6"])], tau=0.1, deviation_cost=4.0)
     assert w[1] > 0.99 and w[0] == 0.0
+
+
+def test_a_trial_refused_by_the_shares_rule_weighs_nothing_and_the_file_still_saves(tmp_path):
+    from hwnas.predictors.few_shot import combine, fit_trials
+    sources = {n: load_predictor(PHONES / f"{n}.json") for n in ("samsung_a50", "pixel2") + TARGET}
+    train = _random_choices(10, 1)
+    fitted = fit_trials(SPACE, sources, train, _truth(train))
+    keys = ("base", "deviations", "alpha_w", "alpha_s", "alpha_d")
+    heaviest = {k: combine(fitted, {"name": "x"}).meta["few_shot"]["members"][0][k] for k in keys}
+    best = next(i for i, t in enumerate(fitted.trials) if {k: t[k] for k in keys} == heaviest)
+    fitted.trials[best]["loo_criterion"] = None  # as if its shares summed to less than 0.2
+    pred = combine(fitted, {"name": "x"})
+    assert heaviest not in [{k: m[k] for k in keys} for m in pred.meta["few_shot"]["members"]]
+    pred.save(tmp_path / "x.json")  # JSON has no infinity: a refused trial is written as null
+    assert load_predictor(tmp_path / "x.json").meta["few_shot"]["trials"][best]["loo_criterion"] is None
 
 
 def test_adapt_refuses_fewer_samples_than_it_needs():
@@ -253,7 +268,8 @@ def test_benchmark_settings_bad_item_named_in_one_line():
     spec = importlib.util.spec_from_file_location("phone_few_shot", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert bench.parse_settings("0.1:4:2:pairs, 0.2:3:0:error") == [(0.1, 4.0, 2.0, "pairs"), (0.2, 3.0, 0.0, "error")]
+    parsed = bench.parse_settings("0.1:4:2:pairs, 0.2:3:0:error")
+    assert parsed == [(0.1, 4.0, 2.0, "pairs"), (0.2, 3.0, 0.0, "error")]
     for bad in ("0.6:1", "0.6:5:2:nope", "x:5:2:pairs", "0:4:2:error"):
         with pytest.raises(HwnasError, match=f"--settings: '{bad}' is not TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION"):
             bench.parse_settings(f"0.1:4:2:pairs,{bad}")

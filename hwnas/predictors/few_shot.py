@@ -309,8 +309,8 @@ def fit_trials(space: SearchSpace, sources: dict[str, WholeModelPredictor], choi
         pred = _loo_predictions(X, y, src, *args)
         fit = _solve(X, y, src, *args)
         score = criterion(pred, y, criterion_kind)
-        if fit[2].sum() < MIN_SHARES:
-            score = float("inf")  # a fit that (nearly) ignores the sources, whatever its error
+        if fit[2].sum() < MIN_SHARES or not np.isfinite(score):
+            score = None  # refused (JSON null): a fit that (nearly) ignores the sources, whatever its error
         trials.append({"base": base, "deviations": list(terms), "alpha_w": alpha_w, "alpha_s": alpha_s,
                        "alpha_d": alpha_d, "loo_criterion": score,
                        "loo_mean_abs_rel_error": criterion(pred, y, "error")})
@@ -326,24 +326,29 @@ def fit_trials(space: SearchSpace, sources: dict[str, WholeModelPredictor], choi
         for a_s in STRUCTURE_ALPHAS:
             trial("structure", [], a, a_s, 0.0)
     for base in BASES:
-        current = min((t for t in trials if t["base"] == base), key=lambda t: t["loo_criterion"])
+        current = min((t for t in trials if t["base"] == base), key=_score)
         for _ in range(min(MAX_DEVIATIONS, len(y) // SAMPLES_PER_DEVIATION - 1)):
             terms = [current["deviations"] + [name] for name in candidates if name not in current["deviations"]]
             terms = [t for t in terms if affordable(t)]
             if not terms:
                 break
             current = min((trial(base, t, current["alpha_w"], current["alpha_s"], a)
-                           for t in terms for a in DEVIATION_ALPHAS), key=lambda t: t["loo_criterion"])
+                           for t in terms for a in DEVIATION_ALPHAS), key=_score)
     return Trials(space, enc, X, y, src, list(choices), trials, fits, per_coefficient, criterion_kind)
+
+
+def _score(trial: dict) -> float:
+    """A trial's leave-one-out criterion; a refused one (``None``) scores infinitely badly."""
+    return float("inf") if trial["loo_criterion"] is None else float(trial["loo_criterion"])
 
 
 def weights(trials: list[dict], tau: float = TAU, deviation_cost: float = DEVIATION_COST) -> np.ndarray:
     """Each trial's weight in the final table: ``exp(-(L / L_best - 1) / tau - deviation_cost * deviations)``.
 
-    ``L`` is a trial's leave-one-out criterion; a trial the shares rule refused (``inf``) weighs 0. Weights
+    ``L`` is a trial's leave-one-out criterion; a trial the shares rule refused (``None``) weighs 0. Weights
     below 1e-4 are dropped, the rest sum to 1.
     """
-    L = np.array([t["loo_criterion"] for t in trials], dtype=np.float64)
+    L = np.array([_score(t) for t in trials], dtype=np.float64)
     ok = np.isfinite(L)
     if not ok.any():  # every fit ignores the sources: fall back to the mix with the lowest error
         ok = np.array([t["base"] == "mix" for t in trials])
