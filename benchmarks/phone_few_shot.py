@@ -245,6 +245,7 @@ def main(argv=None) -> int:
                     rows = np.random.default_rng(10_000 * n + d).choice(train, n, replace=False)
                     choices = [table.choices[i] for i in rows]
                     fitted = {}  # (per_coefficient, criterion) -> the trials, fitted once for every weighing
+                    baseline = None  # the NNLS mix's test metrics: the same for every setting
                     for tau, cost, per_coef, crit in settings:
                         key = f"{setting_key(tau, cost, per_coef, crit)}/{name}/{n}/{d}"
                         if key not in results["draws"]:
@@ -253,10 +254,12 @@ def main(argv=None) -> int:
                                                                     per_coefficient=per_coef, criterion_kind=crit)
                             pred = combine(fitted[per_coef, crit], {"name": name}, tau=tau, deviation_cost=cost)
                             few = pred.meta["few_shot"]
+                            if baseline is None:
+                                baseline = metrics(y[test], nnls_mix(sources, choices, y[rows], test_choices))
                             results["draws"][key] = {
                                 "rows": [int(ids[i]) for i in rows], "family": "+".join([few["base"]] + few["deviations"]),
                                 "few_shot": metrics(y[test], pred.predict_many_choices(test_choices)),
-                                "nnls": metrics(y[test], nnls_mix(sources, choices, y[rows], test_choices))}
+                                "nnls": baseline}
                         bar.update(1)
                     if fitted:
                         write_json(out, results)  # once per draw: an interrupted run loses at most one draw

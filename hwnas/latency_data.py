@@ -292,26 +292,27 @@ def write_device(path: str | Path, desc: dict) -> None:
         raise HwnasError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
-def cpu_model() -> str:
+def _cpuinfo() -> list[str]:
+    """The lines of Linux ``/proc/cpuinfo`` ([] where it cannot be read)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        return Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
+        return []
+
+
+def cpu_model(cpuinfo: list[str] | None = None) -> str:
+    for line in _cpuinfo() if cpuinfo is None else cpuinfo:
+        if line.lower().startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown"
 
 
-def vector_isa() -> str | None:
+def vector_isa(cpuinfo: list[str] | None = None) -> str | None:
     """The widest vector instruction set this CPU reports (Linux ``/proc/cpuinfo``): avx512, avx2, avx, sse4.2,
     sve or neon; None where it cannot be read. Two machines with one CPU string can differ here (the reference
     AMD EPYC VM has AVX-512, a later one with the same string only AVX2), and runtimes pick their kernels by it."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
     flags = set()
-    for line in text.splitlines():
+    for line in _cpuinfo() if cpuinfo is None else cpuinfo:
         if line.lower().startswith(("flags", "features")):
             flags.update(line.split(":", 1)[1].split())
     for flag, name in (("avx512f", "avx512"), ("avx2", "avx2"), ("avx", "avx"), ("sse4_2", "sse4.2"),
@@ -357,10 +358,11 @@ def describe_this_device(name: str | None = None) -> dict:
         if version:
             runtimes[runtime] = version
     converters = {d: v for d in ("tensorflow", "torch", "onnx") if (v := _version(d))}
-    isa = vector_isa()
+    cpuinfo = _cpuinfo()  # read once for the CPU string and the instruction set
+    isa = vector_isa(cpuinfo)
     return {
         "name": name or default_device_name(),
-        "cpu": cpu_model(),
+        "cpu": cpu_model(cpuinfo),
         "cores": os.cpu_count(),
         **({"vector_isa": isa} if isa else {}),
         "machine": platform.machine(),
