@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hwnas.cli import main
@@ -174,8 +175,6 @@ def test_model_specs_are_the_distinct_kernels_of_real_models(tmp_path, monkeypat
 
 
 def test_calibration_scales_each_group_and_old_files_keep_their_meaning(tmp_path):
-    import numpy as np
-
     from hwnas.kernels.calibrate import fit_terms
 
     predictor = KernelPredictor.load(_predictor(tmp_path))
@@ -257,3 +256,49 @@ def test_a_stored_calibration_replaces_only_that_field_and_leaves_no_temporary_f
     old, new = json.loads(path.read_text()), json.loads(out.read_text())
     assert {k: v for k, v in new.items() if k != "calibration"} == {k: v for k, v in old.items() if k != "calibration"}
     assert sorted(p.name for p in out.parent.iterdir()) == ["calibrated.json"]
+
+
+def test_the_kernel_predictor_of_this_instruction_set_comes_first_and_another_is_warned_about(
+        tmp_path, capsys, monkeypatch):
+    """One CPU string, two instruction sets (AVX-512 and AVX2 AMD EPYC VMs): XNNPACK and ORT run other kernels,
+    so `<device>-<isa>-...` is preferred to `<device>-...`, and a predictor profiled on another ISA is flagged."""
+    from hwnas import latency_data
+    from hwnas.cli import predict_kernels
+    from hwnas.modelgraph import tflite_reader
+
+    monkeypatch.setattr(tflite_reader, "read_tflite", lambda p: _graph())
+    this = {"name": "cpu-2c", "vector_isa": "avx2"}
+    monkeypatch.setattr(latency_data, "describe_this_device", lambda name=None: this)
+    monkeypatch.setattr(predict_kernels, "KERNEL_DIR", tmp_path)
+    assert predict_kernels.this_machines_kernels("tflite", "fp32") is None
+    plain, own = tmp_path / "cpu-2c-tflite-fp32-t1.json", tmp_path / "cpu-2c-avx2-tflite-fp32-t1.json"
+    for path, isa in ((plain, "avx512"), (own, "avx2")):
+        predictor = KernelPredictor.load(_predictor(tmp_path))
+        predictor.device = {"name": "cpu-2c", "vector_isa": isa}
+        predictor.save(path)
+    assert predict_kernels.this_machines_kernels("tflite", "fp32") == own
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"")
+    warned = []
+    for path in (own, plain):
+        assert main(["predict", "--json", "--kernels", str(path), str(model)]) == 0
+        warned.append([w for w in json.loads(capsys.readouterr().out)["warnings"] if "avx512" in w])
+    assert warned[0] == [] and "this one has avx2" in warned[1][0]
+    own.unlink()
+    assert predict_kernels.this_machines_kernels("tflite", "fp32") == plain
+
+
+def test_the_calibration_fit_follows_most_networks_not_one_far_off():
+    """A network measured far from its kernels' sum (a chain of sub-microsecond kernels at 2.7x it) must not
+    decide the whole-network terms for the others: Huber weights beyond 5% relative error."""
+    from scipy.optimize import lsq_linear
+
+    from hwnas.kernels.calibrate import robust_fit
+
+    rng = np.random.default_rng(0)
+    A = rng.uniform(0.0, 1.0, (20, 2))
+    b = A @ np.array([0.3, -0.2])
+    b[0] += 1.5
+    bounds = ([-1.0, -1.0], [1.0, 1.0])
+    assert np.abs(lsq_linear(A, b, bounds=bounds).x - [0.3, -0.2]).max() > 0.05  # least squares is pulled off
+    assert np.abs(robust_fit(A, b, bounds) - [0.3, -0.2]).max() < 0.01

@@ -18,16 +18,26 @@ WEIGHT_BOUND_SHARE = 0.2
 
 
 def this_machines_kernels(runtime: str, dtype: str) -> Path | None:
-    """The committed kernel predictor of this CPU for ``runtime``/``dtype`` at 1 thread, None when there is none."""
+    """The committed kernel predictor of this CPU for ``runtime``/``dtype`` at 1 thread, None when there is none.
+
+    One CPU string can come with different vector instruction sets (runtimes pick their kernels by it), so the
+    file profiled with this machine's, ``<device>-<isa>-...`` (e.g. ``amd-epyc-2c-avx2-tflite-fp32-t1.json``),
+    comes before the plain ``<device>-...`` one."""
     from hwnas.latency_data import describe_this_device
 
-    path = KERNEL_DIR / f"{describe_this_device()['name']}-{runtime}-{dtype}-t1.json"
-    return path if path.is_file() else None
+    this = describe_this_device()
+    names = ([f"{this['name']}-{this['vector_isa']}"] if this.get("vector_isa") else []) + [this["name"]]
+    for name in names:
+        path = KERNEL_DIR / f"{name}-{runtime}-{dtype}-t1.json"
+        if path.is_file():
+            return path
+    return None
 
 
 def kernel_result(graph, path: Path, why: str) -> dict:
     """The kernel prediction of ``graph`` as the dict ``--json`` prints (warnings included)."""
     from hwnas.kernels.predictor import KernelPredictor
+    from hwnas.latency_data import describe_this_device
 
     predictor = KernelPredictor.load(path)
     pred = predictor.predict_graph(graph)
@@ -41,6 +51,10 @@ def kernel_result(graph, path: Path, why: str) -> dict:
         warnings.append(f"{pred.weights_ms / pred.total_ms:.0%} of the total is the calibration's time for weights "
                         "beyond the caches: whether they stay in the shared cache depends on the machine's other "
                         "load, and zoo networks like this one were off by up to +-40% (docs/predictors.md)")
+    isa = describe_this_device().get("vector_isa")
+    if isa and predictor.device.get("vector_isa", isa) != isa:
+        warnings.append(f"the kernel predictor was profiled on a CPU with {predictor.device['vector_isa']}, this one "
+                        f"has {isa}: the runtime runs other kernels here, relative costs differ")
     runtime = {"tflite": "tflite", "onnx": "onnxruntime"}.get(graph.format)
     if predictor.runtime != runtime:
         warnings.append(f"the model is {graph.format}, the kernel predictor is for {predictor.runtime}")
