@@ -65,7 +65,7 @@ def _adapt(args) -> int:
     device = {"name": name, "description": f"few-shot predictor from {len(table.arch_ids)} measured architectures",
               "measured": f"column {column} of {Path(args.samples).name}", "source_file": Path(args.samples).name}
     predictor = adapt(get_space(args.space), sources, table.choices, table.latency[column], device,
-                      where=str(args.samples))
+                      where=str(args.samples), progress=not args.no_progress)
     predictor.save(out)
     fs = predictor.meta["few_shot"]
     shares = ", ".join(f"{k} {v:.2f}" for k, v in fs["shares"].items() if v > 0.005)
@@ -103,4 +103,5 @@ def register(sub) -> None:
     p.add_argument("--column", default=None, help="latency column of the samples (needed when there are several)")
     p.add_argument("--name", default=None, help="device name (default: the --out file name)")
     p.add_argument("--space", default="fbnet-cifar100", help="space of the samples (default: fbnet-cifar100)")
+    add_progress_argument(p)
     p.set_defaults(func=_adapt)

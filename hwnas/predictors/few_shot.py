@@ -290,8 +290,12 @@ class Trials:
 
 
 def fit_trials(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, y, where: str = "samples",
-               per_coefficient: float = PER_COEFFICIENT, criterion_kind: str = CRITERION) -> Trials:
-    """Fit every candidate (both bases, their penalties, the deviations on top) and judge it by leave-one-out."""
+               per_coefficient: float = PER_COEFFICIENT, criterion_kind: str = CRITERION,
+               progress: bool = False) -> Trials:
+    """Fit every candidate (both bases, their penalties, the deviations on top) and judge it by leave-one-out;
+    ``progress``: a bar counting the candidates (about 130; 20 samples take ~10 s)."""
+    from hwnas.progress import progress_bar
+
     y = np.asarray(y, dtype=np.float64)
     check_samples(len(y), where)
     criterion(y, y, criterion_kind)  # an unknown criterion fails here, before any fit
@@ -315,25 +319,27 @@ def fit_trials(space: SearchSpace, sources: dict[str, WholeModelPredictor], choi
                        "alpha_d": alpha_d, "loo_criterion": score,
                        "loo_mean_abs_rel_error": criterion(pred, y, "error")})
         fits.append(fit)
+        bar.update(1)
         return trials[-1]
 
     def affordable(terms):  # the level and the deviation columns: at most one per PER_COEFFICIENT samples
         return not per_coefficient or (1 + stack(terms).shape[1]) * per_coefficient <= len(y)
 
-    for a in MIX_ALPHAS:
-        trial("mix", [], a, 0.0, 0.0)
-    for a in STRUCTURE_MIX_ALPHAS:
-        for a_s in STRUCTURE_ALPHAS:
-            trial("structure", [], a, a_s, 0.0)
-    for base in BASES:
-        current = min((t for t in trials if t["base"] == base), key=_score)
-        for _ in range(min(MAX_DEVIATIONS, len(y) // SAMPLES_PER_DEVIATION - 1)):
-            terms = [current["deviations"] + [name] for name in candidates if name not in current["deviations"]]
-            terms = [t for t in terms if affordable(t)]
-            if not terms:
-                break
-            current = min((trial(base, t, current["alpha_w"], current["alpha_s"], a)
-                           for t in terms for a in DEVIATION_ALPHAS), key=_score)
+    with progress_bar(desc="few-shot fits", unit="fit", enabled=progress) as bar:
+        for a in MIX_ALPHAS:
+            trial("mix", [], a, 0.0, 0.0)
+        for a in STRUCTURE_MIX_ALPHAS:
+            for a_s in STRUCTURE_ALPHAS:
+                trial("structure", [], a, a_s, 0.0)
+        for base in BASES:
+            current = min((t for t in trials if t["base"] == base), key=_score)
+            for _ in range(min(MAX_DEVIATIONS, len(y) // SAMPLES_PER_DEVIATION - 1)):
+                terms = [current["deviations"] + [name] for name in candidates if name not in current["deviations"]]
+                terms = [t for t in terms if affordable(t)]
+                if not terms:
+                    break
+                current = min((trial(base, t, current["alpha_w"], current["alpha_s"], a)
+                               for t in terms for a in DEVIATION_ALPHAS), key=_score)
     return Trials(space, enc, X, y, src, list(choices), trials, fits, per_coefficient, criterion_kind)
 
 
@@ -403,11 +409,12 @@ def combine(fitted: Trials, device: dict, tau: float = TAU,
 
 def adapt(space: SearchSpace, sources: dict[str, WholeModelPredictor], choices, y, device: dict,
           where: str = "samples", tau: float = TAU, deviation_cost: float = DEVIATION_COST,
-          per_coefficient: float = PER_COEFFICIENT, criterion_kind: str = CRITERION) -> WholeModelPredictor:
+          per_coefficient: float = PER_COEFFICIENT, criterion_kind: str = CRITERION,
+          progress: bool = False) -> WholeModelPredictor:
     """Fit the new device's ``whole_model`` predictor from measured ``choices`` / ``y`` (ms) and source tables.
 
     ``tau``, ``deviation_cost``, ``per_coefficient`` and ``criterion_kind``: the constants :data:`TAU`,
     :data:`DEVIATION_COST`, :data:`PER_COEFFICIENT` and :data:`CRITERION` (the benchmark varies them).
     """
-    return combine(fit_trials(space, sources, choices, y, where, per_coefficient, criterion_kind), device, tau,
-                   deviation_cost)
+    return combine(fit_trials(space, sources, choices, y, where, per_coefficient, criterion_kind, progress), device,
+                   tau, deviation_cost)
