@@ -157,8 +157,8 @@ TERM_SETS = {"kernels+elements+weights beyond": ("per_kernel_ms", "ms_per_melem"
 
 
 def robust_fit(A: np.ndarray, b: np.ndarray, bounds: tuple, huber: float = HUBER, passes: int = 20) -> np.ndarray:
-    """Bounded least squares ``A x ~ b`` with Huber weights (iteratively reweighted): rows whose residual is
-    above ``huber`` count as if it were ``huber`` (a linear, not quadratic, penalty beyond it)."""
+    """Bounded least squares ``A x ~ b`` with Huber weights (iteratively reweighted): a row whose residual r is
+    above ``huber`` weighs ``huber / |r|``, so its penalty grows linearly, not quadratically, beyond it."""
     from scipy.optimize import lsq_linear
 
     w = np.ones(len(b))
