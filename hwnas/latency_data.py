@@ -329,9 +329,9 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def default_device_name() -> str:
-    """A slug of this machine's CPU model and core count, e.g. ``amd-epyc-2c``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")
+def default_device_name(cpu: str | None = None) -> str:
+    """A slug of this machine's CPU model (``cpu``, default :func:`cpu_model`) and core count, e.g. ``amd-epyc-2c``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", (cpu or cpu_model()).lower()).strip("-")
     slug = re.sub(r"-?(\(r\)|\(tm\)|-r-|-tm-|cpu|processor)-?", "-", slug).strip("-")
     slug = re.sub(r"-+", "-", slug) or "cpu"
     return f"{slug}-{os.cpu_count()}c"
@@ -358,11 +358,11 @@ def describe_this_device(name: str | None = None) -> dict:
         if version:
             runtimes[runtime] = version
     converters = {d: v for d in ("tensorflow", "torch", "onnx") if (v := _version(d))}
-    cpuinfo = _cpuinfo()  # read once for the CPU string and the instruction set
-    isa = vector_isa(cpuinfo)
+    cpuinfo = _cpuinfo()  # read once for the CPU string, the default name and the instruction set
+    cpu, isa = cpu_model(cpuinfo), vector_isa(cpuinfo)
     return {
-        "name": name or default_device_name(),
-        "cpu": cpu_model(cpuinfo),
+        "name": name or default_device_name(cpu),
+        "cpu": cpu,
         "cores": os.cpu_count(),
         **({"vector_isa": isa} if isa else {}),
         "machine": platform.machine(),

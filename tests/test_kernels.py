@@ -269,6 +269,7 @@ def test_the_kernel_predictor_of_this_instruction_set_comes_first_and_another_is
     monkeypatch.setattr(tflite_reader, "read_tflite", lambda p: _graph())
     this = {"name": "cpu-2c", "vector_isa": "avx2"}
     monkeypatch.setattr(latency_data, "describe_this_device", lambda name=None: this)
+    monkeypatch.setattr(latency_data, "vector_isa", lambda cpuinfo=None: this["vector_isa"])
     monkeypatch.setattr(predict_kernels, "KERNEL_DIR", tmp_path)
     assert predict_kernels.this_machines_kernels("tflite", "fp32") is None
     plain, own = tmp_path / "cpu-2c-tflite-fp32-t1.json", tmp_path / "cpu-2c-avx2-tflite-fp32-t1.json"

@@ -37,7 +37,7 @@ def this_machines_kernels(runtime: str, dtype: str) -> Path | None:
 def kernel_result(graph, path: Path, why: str) -> dict:
     """The kernel prediction of ``graph`` as the dict ``--json`` prints (warnings included)."""
     from hwnas.kernels.predictor import KernelPredictor
-    from hwnas.latency_data import describe_this_device
+    from hwnas.latency_data import vector_isa
 
     predictor = KernelPredictor.load(path)
     pred = predictor.predict_graph(graph)
@@ -51,7 +51,7 @@ def kernel_result(graph, path: Path, why: str) -> dict:
         warnings.append(f"{pred.weights_ms / pred.total_ms:.0%} of the total is the calibration's time for weights "
                         "beyond the caches: whether they stay in the shared cache depends on the machine's other "
                         "load, and zoo networks like this one were off by up to +-40% (docs/predictors.md)")
-    isa = describe_this_device().get("vector_isa")
+    isa = vector_isa()
     if isa and predictor.device.get("vector_isa", isa) != isa:
         warnings.append(f"the kernel predictor was profiled on a CPU with {predictor.device['vector_isa']}, this one "
                         f"has {isa}: the runtime runs other kernels here, relative costs differ")
