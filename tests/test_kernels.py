@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hwnas.cli import main
+from hwnas.errors import HwnasError
 from hwnas.kernels.detect import detect
 from hwnas.kernels.predictor import KernelPredictor, fit_kernels
 from hwnas.modelgraph import Graph, Node
@@ -303,3 +304,27 @@ def test_the_calibration_fit_follows_most_networks_not_one_far_off():
     bounds = ([-1.0, -1.0], [1.0, 1.0])
     assert np.abs(lsq_linear(A, b, bounds=bounds).x - [0.3, -0.2]).max() > 0.05  # least squares is pulled off
     assert np.abs(robust_fit(A, b, bounds) - [0.3, -0.2]).max() < 0.01
+
+
+def test_a_fully_connected_kernel_takes_the_1x1_convolutions_factor_unless_the_calibration_predates_it(tmp_path):
+    """fc at batch 1 is a 1x1 convolution on a 1x1 input: new calibrations put it in conv1x1's group (recorded as
+    ``group_of``); a calibration without that field keeps pricing it with the "other" factor it was fitted with."""
+    from hwnas.kernels.calibrate import store_calibration
+    from hwnas.kernels.predictor import GROUP_OF
+
+    rows = [{"type": "empty", "spec": {"type": "empty", "h": 1, "c": 1}, "ms": 0.001}]
+    rows += [{"type": "fc", "spec": {"type": "fc", "cin": c, "cout": 1000}, "ms": 0.001 + 7e-8 * c * 1000}
+             for c in (64, 128, 256, 512, 1024, 1280, 2048)]
+    path = tmp_path / "fc.json"
+    fit_kernels(rows, {"name": "test-device"}, log=lambda _: None).save(path)
+    spec = {"type": "fc", "cin": 1280, "cout": 1000}
+    raw = KernelPredictor.load(path).price(spec)[0]
+    terms = {"per_kernel_ms": 0.0, "ms_per_melem": 0.0, "scale": {"conv": 0.0, "conv1x1": 0.0, "dwconv": 0.0,
+                                                                   "other": 1.0}}
+    store_calibration(path, terms, tmp_path / "legacy.json")
+    store_calibration(path, {**terms, "group_of": dict(GROUP_OF)}, tmp_path / "now.json")
+    assert KernelPredictor.load(tmp_path / "legacy.json").price(spec)[0] == pytest.approx(2 * raw)
+    assert KernelPredictor.load(tmp_path / "now.json").price(spec)[0] == pytest.approx(raw)
+    store_calibration(path, {**terms, "group_of": {"fc": "matmul"}}, tmp_path / "bad.json")
+    with pytest.raises(HwnasError, match=r"bad.json: field 'calibration.group_of' must map kernel types to one of"):
+        KernelPredictor.load(tmp_path / "bad.json")

@@ -16,7 +16,9 @@ zoo benchmark does not have), in interleaved rounds, and
                            + ms_per_mparam x max(0, weights - resident_mparams) (millions)
                            + sum over groups g of scale[g] x (predicted ms of the group's kernels)
 
-(groups: conv, conv1x1, dwconv, other; the weights term: a network whose
+(groups: conv (with grouped convolutions), conv1x1 (with fully connected
+layers), dwconv, other; the mapping is stored with the terms as ``group_of``;
+the weights term: a network whose
 weights do not fit in the caches streams them from memory at every inference;
 ``resident_mparams`` is chosen from a grid by the mean absolute relative
 error, the leave-one-out criterion below) is fitted by bounded least
@@ -37,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.kernels.predictor import GROUPS, scale_group
+from hwnas.kernels.predictor import GROUP_OF, GROUPS, scale_group
 
 CALIBRATION = {"proxyless-tiny": 6, "proxyless-cifar": 4, "fbnet-cifar100": 3, "proxyless-mobile": 3}
 RESIDENT_MPARAMS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -192,6 +194,7 @@ def fit_terms(predictions: list, measured: np.ndarray, names: tuple[str, ...] = 
     result = {n: 0.0 for n in BOUNDS}
     result.update({n: float(v) for n, v in zip(names, coef)})
     result["scale"] = {g: result.pop(f"scale_{g}") for g in GROUPS}
+    result["group_of"] = dict(GROUP_OF)  # which group each kernel type's factor is (fc moved to conv1x1 in 2026-12)
     result.update({"resident_mparams": resident, "models": len(predictions),
                    "mape_before": float(np.mean(np.abs(predicted / measured - 1)) * 100),
                    "mape_after": float(np.mean(np.abs(after / measured - 1)) * 100),

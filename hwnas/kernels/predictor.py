@@ -40,11 +40,17 @@ WORK = ("macs", "in_elems", "out_elems")
 MIN_ROWS_FOR_TREES = 10
 RANGE_SLACK = 0.05  # a feature this far (relative) beyond the sampled range is reported
 GROUPS = ("conv", "conv1x1", "dwconv", "other")  # kernel groups with one in-network factor each (calibration)
+# kernel types that share another type's group: a fully connected layer at batch 1 is a 1x1 convolution on a
+# 1x1 input (XNNPACK runs both as one matrix product), not one of the small element-wise kernels of "other"
+GROUP_OF = {"gconv": "conv", "fc": "conv1x1"}
+LEGACY_GROUP_OF = {"gconv": "conv"}  # calibrations fitted before 2026-12-07 (no "group_of" field): fc in "other"
 
 
-def scale_group(ktype: str) -> str:
-    """The group whose alone-timed milliseconds share one in-network factor of the calibration."""
-    return "conv" if ktype == "gconv" else ktype if ktype in GROUPS else "other"
+def scale_group(ktype: str, group_of: dict | None = None) -> str:
+    """The group whose alone-timed milliseconds share one in-network factor of the calibration (``group_of``: the
+    calibration's own mapping, default :data:`GROUP_OF`)."""
+    ktype = (GROUP_OF if group_of is None else group_of).get(ktype, ktype)
+    return ktype if ktype in GROUPS else "other"
 
 
 def _matrix(specs: list[dict], names: tuple[str, ...]) -> np.ndarray:
@@ -192,7 +198,8 @@ class KernelPredictor:
         ms = max(0.0, ms - self.overhead_ms)
         if self.calibration:
             c = self.calibration
-            ms += ms * c.get("scale", {}).get(scale_group(ktype), 0.0) + c["per_kernel_ms"] + \
+            group = scale_group(ktype, c.get("group_of", LEGACY_GROUP_OF))
+            ms += ms * c.get("scale", {}).get(group, 0.0) + c["per_kernel_ms"] + \
                 c["ms_per_melem"] * f["in_elems"] / 1e6 + c.get("ms_per_mweight", 0.0) * f.get("params", 0.0) / 1e6
         return ms, f"{ktype}:{model.method}", outside
 
@@ -256,6 +263,10 @@ class KernelPredictor:
                                  f"block), got {data['nchwc_block']!r}")
             if predictor.calibration is not None:
                 float(predictor.calibration["per_kernel_ms"]), float(predictor.calibration["ms_per_melem"])
+                group_of = predictor.calibration.get("group_of", {})
+                if not isinstance(group_of, dict) or any(g not in GROUPS for g in group_of.values()):
+                    raise HwnasError(f"{path}: field 'calibration.group_of' must map kernel types to one of "
+                                     f"{', '.join(GROUPS)}, got {group_of!r}")
             return predictor
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HwnasError(f"{path}: damaged kernel predictor ({type(exc).__name__}: {exc})") from None
