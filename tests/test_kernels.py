@@ -145,7 +145,6 @@ def test_kernel_commands_refuse_a_bad_file_before_any_work(tmp_path, capsys):
 
 
 def test_retime_takes_each_distinct_kernel_of_the_csvs_once_and_names_a_bad_line(tmp_path):
-    from hwnas.errors import HwnasError
     from hwnas.kernels.profile import retime_specs
 
     header = "type,spec,ms,iqr_ms,rounds\n"
