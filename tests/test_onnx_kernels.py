@@ -277,3 +277,22 @@ def test_onnx_runtime_reads_only_the_filter_taps_that_meet_the_input(tmp_path):
         pred = fit_kernels(rows, {"name": "test-device"}, log=lambda _: None, runtime=runtime)
         convs = [k for k in pred.predict_graph(read_model(path)).kernels if k.type == "conv"]
         assert [k.params for k in convs] == [pytest.approx(9 * 512 * 512 * share)]
+
+
+def test_an_ort_squeeze_excite_multiply_is_priced_by_its_channels_as_measured():
+    """ORT loops over the gate's channels (measured alone: about 4,000 elements take 1.0 us as 16 channels of
+    16 x 16, 9.3 us as 960 channels of 2 x 2); XNNPACK's time follows the elements, so LiteRT keeps those alone."""
+    rows = [{"type": "empty", "spec": {"type": "empty", "h": 1, "c": 1}, "ms": 0.005}]
+    for h in (2, 4, 8, 16):
+        for c in (16, 64, 240, 960):
+            rows.append({"type": "mul", "spec": {"type": "mul", "h": h, "c": c, "broadcast": True},
+                         "ms": 0.005 + 1e-5 * c + 2e-7 * h * h * c})
+    many = {"type": "mul", "h": 2, "c": 960, "broadcast": True}  # 3,840 elements
+    few = {"type": "mul", "h": 16, "c": 16, "broadcast": True}  # 4,096 elements
+    ort = fit_kernels(rows, {"name": "test-device"}, log=lambda _: None, runtime="onnxruntime")
+    assert ort.info["mul_se"]["features"][-1] == "broadcast_channels"
+    assert ort.price(many)[0] == pytest.approx(1e-5 * 960 + 2e-7 * 3840, rel=0.05)
+    assert ort.price(few)[0] == pytest.approx(1e-5 * 16 + 2e-7 * 4096, rel=0.05)
+    lite = fit_kernels(rows, {"name": "test-device"}, log=lambda _: None, runtime="tflite")
+    assert "broadcast_channels" not in lite.info["mul_se"]["features"]
+    assert lite.price(many)[0] < 2 * lite.price(few)[0]  # elements alone cannot tell the two apart

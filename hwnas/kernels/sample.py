@@ -227,13 +227,17 @@ def features(spec: dict) -> dict[str, float]:
         f["in_elems"] = f["out_elems"] = spec["n"]
     else:  # add, mul, activations, reshape
         f["in_elems"] = f["out_elems"] = h * h * spec["c"]
+        if t == "mul" and spec.get("broadcast"):  # the gate's channels, each spread over h x h (none at 1 x 1)
+            f["broadcast_channels"] = spec["c"] if h > 1 else 0
     return f
 
 
 def feature_names(ktype: str, runtime: str = "tflite") -> tuple[str, ...]:
     """The features a kernel type's regressor is fitted on; ONNX Runtime's convolutions also get ``plain``
     (1 where ORT keeps the kernel out of its blocked layout, :func:`plain_layout`: measured alone, a 3 x 3
-    depthwise conv at 8 x 8 takes 0.028 ms with 58 channels and 0.007 ms with 116)."""
+    depthwise conv at 8 x 8 takes 0.028 ms with 58 channels and 0.007 ms with 116); its squeeze-excite multiply
+    also gets ``broadcast_channels``, since ORT loops over the channels of the gate (measured alone: about 4,000
+    elements take 1.0 us as 16 channels of 16 x 16 and 9.3 us as 960 channels of 2 x 2)."""
     plain = ("plain",) if runtime == "onnxruntime" else ()
     if ktype in ("conv", "conv1x1"):
         return FEATURES["conv"] + plain
@@ -245,6 +249,8 @@ def feature_names(ktype: str, runtime: str = "tflite") -> tuple[str, ...]:
         return FEATURES[ktype]
     if ktype in ("maxpool", "avgpool"):
         return FEATURES["pool"]
+    if ktype == "mul_se" and runtime == "onnxruntime":
+        return ELEMENTWISE + ("broadcast_channels",)
     return ELEMENTWISE
 
 
