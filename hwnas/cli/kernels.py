@@ -24,12 +24,14 @@ def _profile(args) -> int:
         from hwnas.kernels.onnx_profile import profile
     if args.rounds < 1:
         raise HwnasError(f"--rounds must be at least 1, got {args.rounds}")
-    if sum(bool(x) for x in (args.adaptive, args.from_models, args.retime)) > 1:
-        raise HwnasError("--adaptive, --from-models and --retime exclude each other")
+    if sum(bool(x) for x in (args.adaptive, args.from_models, args.retime, args.types)) > 1:
+        raise HwnasError("--adaptive, --from-models, --retime and --types exclude each other")
     start = time.time()
     counts = adaptive_counts(args.adaptive) if args.adaptive else None
+    if args.types:
+        counts = _type_counts(args.types, args.runtime)
     if counts:
-        print(f"adaptive sampling: {counts}", file=sys.stderr)
+        print(f"{'adaptive ' if args.adaptive else ''}sampling: {counts}", file=sys.stderr)
     if args.max_kernels is not None and args.max_kernels < 1:
         raise HwnasError(f"--max-kernels must be at least 1, got {args.max_kernels}")
     want = ".onnx" if args.runtime == "onnxruntime" else ".tflite"
@@ -45,6 +47,20 @@ def _profile(args) -> int:
     rows = profile(args.out, args.cache, args.rounds, args.seed, not args.no_progress, counts, specs)
     print(f"{len(rows)} kernels -> {args.out}; wall time {time.time() - start:.0f} s", file=sys.stderr)
     return 0
+
+
+def _type_counts(types: str, runtime: str) -> dict[str, int]:
+    """``--types conv,pad``: the runtime's sampling counts of these kernel types only (e.g. types new to it)."""
+    from hwnas.kernels.onnx_kernels import ONNX_COUNTS
+    from hwnas.kernels.sample import COUNTS
+
+    table = ONNX_COUNTS if runtime == "onnxruntime" else COUNTS
+    names = [t.strip() for t in types.split(",") if t.strip()]
+    unknown = [t for t in names if t not in table]
+    if unknown or not names:
+        raise HwnasError(f"--types {types!r}: unknown kernel type(s) {', '.join(unknown) or '(none given)'} for "
+                         f"{runtime}; known: {', '.join(table)}")
+    return {t: table[t] for t in names}
 
 
 def _fit(args) -> int:
@@ -102,6 +118,8 @@ def register(sub) -> None:
     p.add_argument("--max-kernels", type=int, help="with --from-models: at most this many, drawn at random (--seed)")
     p.add_argument("--retime", nargs="+", type=Path, metavar="KERNELS.csv",
                    help="time the kernels of these CSVs again, together (e.g. on a quiet machine), into --out")
+    p.add_argument("--types", metavar="TYPE,...",
+                   help="sample only these kernel types (e.g. types new to a predictor; fit with its other CSVs)")
     add_progress_argument(p)
     p.set_defaults(func=_profile)
     p = actions.add_parser("fit", help="fit one regressor per kernel type from kernel CSVs")

@@ -9,10 +9,12 @@ output, so they are priced as an element-wise kernel marked ``fused``); batch no
 not (DenseNet) becomes a 1 x 1 depthwise conv with its Relu; ``Sigmoid`` then
 ``Mul`` of the same tensor (swish) is one ``QuickGelu``; ``Gemm`` absorbs a Relu;
 channel shuffle (Reshape, Transpose, Reshape) is one transpose kernel; slices of
-one tensor along the channels are one ``Split``; shape arithmetic on static
-shapes (Shape, Gather, Div ...) is folded away at load and costs nothing.
+one tensor along the channels are one ``Split``; a constant ``Pad`` before a
+``Conv`` is folded into its padding; shape arithmetic on static shapes (Shape,
+Gather, Div ...) is folded away at load and costs nothing.
 
-Layout: on x86 ORT runs convolutions, pooling and batch norm in a blocked
+Layout: on x86 ORT runs convolutions, pooling, batch norm and most resizes (its
+``Upsample`` kernel: :data:`UPSAMPLE`) in a blocked
 channel layout (NCHWc, blocks of ``block`` channels: 16 with AVX-512, 8 without) and
 inserts a ``ReorderInput`` / ``ReorderOutput`` kernel where such a kernel meets
 one that is not (a squeeze-excite ``Mul``, a transpose, a flatten before ``Gemm``).
@@ -42,6 +44,8 @@ FUSION_RULES = [
     {"name": "slices", "nodes": ("Slice+",), "fused": True, "why": "slices of one tensor along the channels: Split"},
     {"name": "shape arithmetic", "nodes": ("Shape", "Gather|Div|Mul|Add|..."), "fused": True,
      "why": "static shapes: constant-folded when the session loads (no kernel)"},
+    {"name": "pad+conv", "nodes": ("Pad", "Conv"), "fused": True,
+     "why": "a constant zero Pad before a Conv is folded into the Conv's own padding (ORT's optimised graph)"},
     {"name": "hardsigmoid+mul", "nodes": ("HardSigmoid", "Mul"), "fused": False,
      "why": "ORT leaves both nodes (a squeeze-excite gate not after a conv)"},
 ]
@@ -100,7 +104,8 @@ class _Walk:
             for t in n.outputs:
                 self.shapes[t] = n.out_shape
         self.static: set[str] = set()  # outputs of shape arithmetic (constant-folded by ORT)
-        self.alias: dict[str, str] = {}  # Identity / Dropout output -> its input
+        self.alias: dict[str, str] = {}  # Identity / Dropout / folded Pad output -> its input
+        self.unpadded: dict[str, tuple] = {}  # folded Pad output -> the shape before the padding
         self.used: set[int] = set()
         self.outputs = set(graph.outputs)
 
@@ -121,6 +126,14 @@ class _Walk:
             return None
         nxt = self.nodes[users[0]]
         return (users[0], nxt) if nxt.op in ops else None
+
+
+def _folds_into_conv(node: Node, walk: _Walk) -> bool:
+    """A constant Pad of the spatial dimensions whose only reader is a Conv: ORT folds it into the Conv."""
+    i, o = node.in_shape, node.out_shape
+    if node.op != "Pad" or node.attrs.get("mode", "constant") != "constant" or not i or not o or len(i) != 4:
+        return False
+    return o[:2] == i[:2] and walk.only_consumer(node, ("Conv",)) is not None
 
 
 def _elementwise(node: Node, walk: _Walk) -> dict | str:
@@ -162,13 +175,39 @@ def _spec(node: Node, walk: _Walk) -> dict | str:
         return {"type": "transpose", "h": 1, "c": math.prod(i), "g": 2}
     if op in RESHAPES and i:
         return {"type": "reshape", "h": 1, "c": math.prod(i)}
+    if op == "Softmax" and o:
+        return {"type": "softmax", "n": math.prod(o)}
+    if op == "Pad" and four and o[1] == i[1]:
+        if node.attrs.get("mode", "constant") != "constant":
+            return f"a Pad in {node.attrs['mode']} mode (not sampled)"
+        return {"type": "pad", "h": i[2], "c": i[1], "p": max(1, (o[2] - i[2]) // 2)}
+    if op in ("Resize", "Upsample") and four and o[1] == i[1] and o[2] >= i[2]:
+        return _resize_spec(node)
     return _elementwise(node, walk)
+
+
+# (mode, coordinate transformation) pairs that ORT runs as its NCHWc Upsample kernel (measured with its optimised
+# graphs: torch exports nearest as "asymmetric" and bilinear as "half_pixel"); others run as a plain-layout Resize
+UPSAMPLE = {("nearest", "asymmetric"), ("linear", "half_pixel"), ("linear", "align_corners")}
+
+
+def _resize_spec(node: Node) -> dict | str:
+    i, o, mode = node.in_shape, node.out_shape, node.attrs.get("mode", "nearest")
+    if mode not in ("nearest", "linear"):
+        return f"a {mode} resize (not sampled)"
+    spec = {"type": "resize", "h": i[2], "c": i[1], "scale": max(1, o[2] // max(1, i[2])), "mode": mode}
+    if (mode, node.attrs.get("coordinates", "half_pixel")) not in UPSAMPLE or o[2] % max(1, i[2]):
+        spec["plain"] = True
+    return spec
 
 
 def _group(j: int, node: Node, walk: _Walk) -> tuple[list[int], dict | str]:
     """The node indices of the kernel starting at ``node`` (fusion rules) and its spec, or why it has none."""
     if node.op == "Conv":
         spec, group = _conv_spec(node), [j]
+        before = walk.unpadded.get(node.inputs[0]) if node.inputs else None
+        if isinstance(spec, dict) and before:  # a folded Pad: the conv pads the unpadded input itself
+            spec["h"] = before[2]
         if isinstance(spec, dict):
             spec["act"] = "none"
             last = node
@@ -221,8 +260,10 @@ def _blocked(spec: dict, in_shapes: list, block: int) -> str:
         return "stem" if spec["cin"] < block else "nchwc"
     if t == "dwconv":
         return "nchwc"
-    if t in ("maxpool", "avgpool", "mean"):
-        return "nchwc" if spec["c"] % block == 0 and not spec.get("reduce") else "plain"
+    if t in ("maxpool", "avgpool", "mean"):  # blocked only on a blocked input (after a plain Resize: plain)
+        return "either" if spec["c"] % block == 0 and not spec.get("reduce") else "plain"
+    if t == "resize":
+        return "plain" if spec.get("plain") else "nchwc"
     if t == "concat":
         return "either" if all(s and len(s) == 4 and s[1] % block == 0 for s in in_shapes) else "plain"
     if t in ("bn", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "swish", "add") or \
@@ -247,6 +288,10 @@ def detect_onnx(graph: Graph, block: int = BLOCK) -> Kernels:
             continue
         if node.op in FREE:
             walk.alias[node.outputs[0]] = node.inputs[0]
+            continue
+        if _folds_into_conv(node, walk):
+            walk.alias[node.outputs[0]] = node.inputs[0]
+            walk.unpadded[node.outputs[0]] = node.in_shape
             continue
         group, spec = _group(j, node, walk)
         walk.used.update(group)

@@ -31,12 +31,13 @@ from hwnas.kernels.sample import MAX_ELEMS, draw_spec, nchwc_block, sample_specs
 
 OPSET = 17
 NCHWC = "com.microsoft.nchwc"
-# kernel type -> sampled configurations (ONNX Runtime); softmax, pad and resize left out: no torchvision
-# classifier runs them, and ``dynreshape`` is a Keras pattern
+# kernel type -> sampled configurations (ONNX Runtime; ``dynreshape`` is a Keras pattern). Pad, resize and
+# softmax come last, so the draws of the types before them are those of the first profiling (same seed)
 ONNX_COUNTS = {"conv": 110, "conv1x1": 110, "dwconv": 90, "gconv": 25, "fc": 30, "maxpool": 20, "avgpool": 15,
                "mean": 25, "add": 20, "mul": 20, "mul_se": 20, "relu": 12, "relu6": 10, "hardswish": 12,
                "sigmoid": 12, "hardsigmoid": 12, "swish": 15, "bn": 15, "concat": 25, "transpose": 15,
-               "split": 15, "reshape": 8, "reorder_in": 20, "reorder_out": 20, "empty": 1}
+               "split": 15, "reshape": 8, "reorder_in": 20, "reorder_out": 20, "empty": 1,
+               "pad": 12, "resize": 24, "softmax": 4}  # softmax: 4 sizes only
 ONNX_ONLY = ("hardsigmoid", "swish", "bn", "transpose", "split", "reorder_in", "reorder_out")
 
 
@@ -56,6 +57,10 @@ def _one_onnx(rng: random.Random, group: str) -> dict:
             return {}
         if spec.get("type") in ("conv", "dwconv"):  # the conv alone: a fused activation other than relu is
             spec["act"] = "none"  # priced as its own element-wise kernel (hwnas.kernels.onnx_detect)
+        if spec.get("type") == "resize":  # as torch exports F.interpolate: ORT's NCHWc Upsample in a network
+            spec["mode"] = rng.choice(("nearest", "linear"))
+            if spec["c"] % 4:  # a blocked layout change needs channels in multiples of 4: ORT's plain Resize
+                spec["plain"] = True
         return spec
     h = _log_int(rng, 1, 112)
     c = max(8, _log_int(rng, 8, 2048) // 8 * 8)
@@ -164,6 +169,23 @@ def add_kernel(b: GraphBuilder, spec: dict, x: str) -> str:
         return b.node("Flatten", [x], axis=1)[0]
     if t == "empty":
         return b.node("Identity", [x])[0]
+    if t == "pad":  # constant zeros around H and W (one alone; before a Conv, ORT folds it into the Conv)
+        p = spec["p"]
+        return b.node("Pad", [x, b.const(np.array([0, 0, p, p, 0, 0, p, p], np.int64))], mode="constant")[0]
+    if t == "resize":
+        scale, mode = spec["scale"], "linear" if spec.get("mode") == "linear" else "nearest"
+        if spec.get("plain"):  # coordinates that ORT does not run as its NCHWc Upsample
+            return b.node("Resize", [x, "", b.const(np.array([1, 1, scale, scale], np.float32))], mode=mode,
+                          coordinate_transformation_mode="pytorch_half_pixel" if mode == "linear" else "half_pixel",
+                          nearest_mode="floor")[0]
+        # the NCHWc Upsample that ORT makes of a resize after a blocked kernel (hwnas.kernels.onnx_detect.UPSAMPLE);
+        # alone, ORT would keep a plain Resize, so it is written out with its layout changes (subtracted when timed)
+        y = b.node("ReorderInput", [x], domain=NCHWC)[0]
+        y = b.node("Upsample", [y], domain=NCHWC, scales=[1, 1, scale, scale], mode=mode,
+                   coordinate_transformation_mode="half_pixel" if mode == "linear" else "asymmetric")[0]
+        return b.node("ReorderOutput", [y], domain=NCHWC, channels=c)[0]
+    if t == "softmax":
+        return b.node("Softmax", [x], axis=-1)[0]
     raise ValueError(f"no ONNX kernel for type {t!r}")
 
 
@@ -172,6 +194,8 @@ def input_shapes(spec: dict) -> dict[str, list[int]]:
     t = spec["type"]
     if t == "fc":
         return {"x": [1, spec["cin"]]}
+    if t == "softmax":
+        return {"x": [1, spec["n"]]}
     h = spec.get("h", 1)
     c = spec["cin"] if t == "conv" else spec.get("c", 1)
     if t == "reorder_out":  # an NCHWc tensor: channels padded to this machine's block
@@ -201,5 +225,6 @@ def kernel_model(spec: dict, seed: int = 0):
 
 
 def t_reorder(spec: dict) -> bool:
-    return spec["type"] in ("reorder_in", "reorder_out")
+    """The spec's model holds ORT's NCHWc nodes (no ONNX shape inference for them)."""
+    return spec["type"] in ("reorder_in", "reorder_out") or (spec["type"] == "resize" and not spec.get("plain"))
 

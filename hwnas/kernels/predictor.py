@@ -36,7 +36,8 @@ from hwnas.kernels.detect import detect, node_flops
 from hwnas.kernels.sample import BLOCK, feature_names, features, kernel_type, taps_read_share
 
 FORMAT = "hwnas-kernel-predictor"
-WORK = ("macs", "in_elems", "out_elems", "broadcast_channels")  # the linear base: work that costs time in proportion
+# the linear base: counts of work that each cost time in proportion
+WORK = ("macs", "in_elems", "out_elems", "broadcast_channels", "interp_elems")
 MIN_ROWS_FOR_TREES = 10
 RANGE_SLACK = 0.05  # a feature this far (relative) beyond the sampled range is reported
 GROUPS = ("conv", "conv1x1", "dwconv", "other")  # kernel groups with one in-network factor each (calibration)

@@ -221,6 +221,8 @@ def features(spec: dict) -> dict[str, float]:
         f["in_elems"], f["out_elems"] = h * h * spec["c"], (h + 2 * spec["p"]) ** 2 * spec["c"]
     elif t == "resize":
         f["in_elems"], f["out_elems"] = h * h * spec["c"], (h * spec["scale"]) ** 2 * spec["c"]
+        f["interp_elems"] = f["out_elems"] if spec.get("mode") == "linear" else 0  # each a mix of 4 inputs
+        f["plain"] = float(bool(spec.get("plain")))  # ONNX Runtime: a plain Resize, not its NCHWc Upsample
     elif t == "mean":
         f["in_elems"], f["out_elems"] = h * h * spec["c"], spec["c"]
     elif t == "softmax":
@@ -251,6 +253,8 @@ def feature_names(ktype: str, runtime: str = "tflite") -> tuple[str, ...]:
         return FEATURES["pool"]
     if ktype == "mul_se" and runtime == "onnxruntime":
         return ELEMENTWISE + ("broadcast_channels",)
+    if ktype == "resize" and runtime == "onnxruntime":  # ORT's resizes say their mode (LiteRT's detection does not)
+        return ELEMENTWISE + ("interp_elems", "plain")
     return ELEMENTWISE
 
 

@@ -112,6 +112,10 @@ def fold_shape_arithmetic(model):
     return model
 
 
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _scalar(values: dict, name: str | None) -> float | None:
     if not name or name not in values or values[name].size != 1:
         return None
@@ -158,7 +162,11 @@ def _classify(op: str, attrs: dict, ins: list[str], act_in: list[str], out_shape
     if op in ("MaxPool", "AveragePool"):  # a local window (hwnas.kernels prices it)
         return "other", {"kernel": tuple(attrs.get("kernel_shape", ())), "stride": tuple(attrs.get("strides", (1, 1)))}
     if op == "Pad":
-        return "pad", {}
+        return "pad", {"mode": _text(attrs.get("mode", "constant"))}
+    if op in ("Resize", "Upsample"):  # Upsample (opset < 10) maps output to input pixels as "asymmetric" does
+        default = "half_pixel" if op == "Resize" else "asymmetric"
+        return "other", {"mode": _text(attrs.get("mode", "nearest")),
+                         "coordinates": _text(attrs.get("coordinate_transformation_mode", default))}
     if op in LAYOUT:
         return LAYOUT[op], {}
     if op in PASS_THROUGH:
