@@ -366,3 +366,25 @@ def test_ort_folds_a_pad_into_its_conv_and_runs_torch_style_resizes_blocked(tmp_
     blocked = {"type": "resize", "h": 20, "c": 256, "scale": 2, "mode": "linear"}
     # measured alone at 20 x 20 x 256: the plain Resize 0.58 ms, the Upsample 0.16 ms
     assert predictor.price({**blocked, "plain": True})[0] > 2 * predictor.price(blocked)[0]
+
+
+def test_a_dilated_conv_is_priced_as_its_undilated_shape_and_flagged(tmp_path):
+    """ORT ran dilation 2 at 0.92-1.00x the time of dilation 1 (5 convs alone, docs/predictors.md): priced as the
+    undilated conv, flagged as outside the sampled range, never unpriced."""
+    from hwnas.kernels.onnx_kernels import kernel_model
+    from hwnas.kernels.predictor import KernelPredictor
+
+    spec = {"type": "dwconv", "h": 14, "c": 672, "k": 5, "s": 1, "act": "none"}
+    predictor = KernelPredictor.load(Path(__file__).resolve().parents[1] / "predictors" / "kernels"
+                                     / "amd-epyc-2c-onnxruntime-fp32-t1.json")
+    priced = {}
+    for d in (1, 2):
+        path = tmp_path / f"d{d}.onnx"
+        onnx.save(kernel_model({**spec, "dilation": d} if d > 1 else spec), path)
+        result = predictor.predict_graph(read_model(path))
+        assert not result.unpriced
+        (conv,) = [k for k in result.kernels if k.type == "dwconv"]
+        assert conv.spec.get("dilation", 1) == d
+        priced[d] = (conv.ms, conv.out_of_range)
+    assert priced[2][0] == pytest.approx(priced[1][0])
+    assert priced[1][1] == [] and any("dilation=2" in r for r in priced[2][1])

@@ -121,21 +121,22 @@ class GraphBuilder:
         return x
 
 
-def _pads(k: int) -> list[int]:
-    return [k // 2] * 4
+def _pads(k: int, dilation: int = 1) -> list[int]:
+    return [dilation * (k // 2)] * 4
 
 
 def add_kernel(b: GraphBuilder, spec: dict, x: str) -> str:
     t, h, c = spec["type"], spec.get("h", 1), spec.get("c", 1)
+    d = spec.get("dilation", 1)  # detected in a network (hwnas.kernels.onnx_detect), never sampled
     if t == "conv":
         k, g = spec["k"], spec.get("groups", 1)
         y = b.node("Conv", [x, b.weight(spec["cout"], spec["cin"] // g, k, k), b.weight(spec["cout"])],
-                   kernel_shape=[k, k], strides=[spec["s"]] * 2, pads=_pads(k), group=g)[0]
+                   kernel_shape=[k, k], strides=[spec["s"]] * 2, pads=_pads(k, d), group=g, dilations=[d, d])[0]
         return b.act(y, spec.get("act", "none"))
     if t == "dwconv":
         k = spec["k"]
         y = b.node("Conv", [x, b.weight(c, 1, k, k), b.weight(c)], kernel_shape=[k, k], strides=[spec["s"]] * 2,
-                   pads=_pads(k), group=c)[0]
+                   pads=_pads(k, d), group=c, dilations=[d, d])[0]
         return b.act(y, spec.get("act", "none"))
     if t == "fc":
         return b.node("Gemm", [x, b.weight(spec["cout"], spec["cin"]), b.weight(spec["cout"])], transB=1)[0]
