@@ -300,7 +300,7 @@ def test_an_ort_squeeze_excite_multiply_is_priced_by_its_channels_as_measured():
 
 def _pad_resize_softmax(path: Path) -> Path:
     """conv, a zero Pad read only by a conv, a nearest x2 resize and a bilinear one as torch exports them, then one
-    with coordinates ORT keeps plain, global pool, Gemm, Softmax."""
+    with coordinates ORT keeps plain and a torch-style one after it (plain input), global pool, Gemm, Softmax."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(2)
@@ -325,7 +325,9 @@ def _pad_resize_softmax(path: Path) -> Path:
         n("Resize", ["c2", "", scales], ["r1"], mode="linear", coordinate_transformation_mode="half_pixel"),
         n("Conv", ["r1", w("w3", 32, 32, 1, 1)], ["c3"], kernel_shape=[1, 1]),
         n("Resize", ["c3", "", scales], ["r2"], mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
-        n("GlobalAveragePool", ["r2"], ["g"]),
+        n("Resize", ["r2", "", scales], ["r3"], mode="nearest", coordinate_transformation_mode="asymmetric",
+          nearest_mode="floor"),
+        n("GlobalAveragePool", ["r3"], ["g"]),
         n("Flatten", ["g"], ["f"], axis=1),
         n("Gemm", ["f", w("w4", 10, 32), w("b4", 10)], ["logits"], transB=1),
         n("Softmax", ["logits"], ["y"], axis=-1),
@@ -340,8 +342,8 @@ def _pad_resize_softmax(path: Path) -> Path:
 
 def test_ort_folds_a_pad_into_its_conv_and_runs_torch_style_resizes_blocked(tmp_path):
     """Measured with ORT's optimised graphs: a zero Pad read by a Conv vanishes into it, nearest ("asymmetric") and
-    bilinear ("half_pixel") resizes become its NCHWc Upsample between blocked kernels, other coordinates a plain
-    Resize with layout changes; the committed predictor prices every kernel (none unpriced)."""
+    bilinear ("half_pixel") resizes become its NCHWc Upsample on a blocked input, other coordinates or a plain
+    input a plain Resize; the committed predictor prices every kernel (none unpriced)."""
     from hwnas.kernels.onnx_profile import optimised_ops
     from hwnas.kernels.predictor import KernelPredictor
 
@@ -353,10 +355,10 @@ def test_ort_folds_a_pad_into_its_conv_and_runs_torch_style_resizes_blocked(tmp_
     assert convs[1]["h"] == 8  # the conv after the folded Pad pads the 8 x 8 input itself
     resizes = [k.spec for k in found.kernels if k.spec["type"] == "resize"]
     assert [(r["mode"], bool(r.get("plain"))) for r in resizes] == [("nearest", False), ("linear", False),
-                                                                   ("linear", True)]
+                                                                   ("linear", True), ("nearest", True)]
     assert kinds[-1] == "softmax" and found.kernels[-1].spec == {"type": "softmax", "n": 10}
     ops = optimised_ops(path)
-    assert "Pad" not in ops and ops.count("Upsample") == 2 and ops.count("Resize") == 1
+    assert "Pad" not in ops and ops.count("Upsample") == 2 and ops.count("Resize") == 2
     for kind, op in (("reorder_in", "ReorderInput"), ("reorder_out", "ReorderOutput")):
         assert kinds.count(kind) == ops.count(op), (kinds, ops)
     predictor = KernelPredictor.load(Path(__file__).resolve().parents[1] / "predictors" / "kernels"

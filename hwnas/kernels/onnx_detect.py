@@ -266,8 +266,8 @@ def _blocked(spec: dict, in_shapes: list, block: int) -> str:
         return "nchwc"
     if t in ("maxpool", "avgpool", "mean"):  # blocked only on a blocked input (after a plain Resize: plain)
         return "either" if spec["c"] % block == 0 and not spec.get("reduce") else "plain"
-    if t == "resize":
-        return "plain" if spec.get("plain") else "nchwc"
+    if t == "resize":  # ORT's Upsample, like its pooling, only on a blocked input (LRASPP: a Resize after a Mul)
+        return "plain" if spec.get("plain") else "either"
     if t == "concat":
         return "either" if all(s and len(s) == 4 and s[1] % block == 0 for s in in_shapes) else "plain"
     if t in ("bn", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "swish", "add") or \
@@ -322,6 +322,8 @@ def detect_onnx(graph: Graph, block: int = BLOCK) -> Kernels:
         mode = _blocked(kernel.spec, [walk.shapes.get(t) for t in ins], block)
         if mode == "either":
             mode = "nchwc" if ins and all(blocked.get(t, False) for t in ins) else "plain"
+            if mode == "plain" and kernel.spec["type"] == "resize":
+                kernel.spec["plain"] = True  # a plain Resize, priced as one
         for t in ins:
             if mode == "nchwc" and not blocked.get(t, False):
                 reorder("reorder_in", t, kernel)
