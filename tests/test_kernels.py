@@ -137,7 +137,12 @@ def test_kernel_commands_refuse_a_bad_file_before_any_work(tmp_path, capsys):
                            "exclude each other"),
                           (["kernels", "profile", "--runtime", "onnxruntime", "--out", str(tmp_path / "o.csv"),
                             "--cache", str(tmp_path / "c"), "--from-models", str(tmp_path / "m.tflite")],
-                           "profiles the kernels of .onnx files")):
+                           "profiles the kernels of .onnx files"),
+                          (["kernels", "profile", "--out", str(tmp_path / "o.csv"), "--cache", str(tmp_path / "c"),
+                            "--types", "pad,bogus"], "unknown kernel type(s) bogus for tflite"),
+                          (["kernels", "profile", "--out", str(tmp_path / "o.csv"), "--cache", str(tmp_path / "c"),
+                            "--runtime", "onnxruntime", "--types", "dynreshape"],
+                           "unknown kernel type(s) dynreshape for onnxruntime")):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
