@@ -332,3 +332,21 @@ def test_a_fully_connected_kernel_takes_the_1x1_convolutions_factor_unless_the_c
     store_calibration(path, {**terms, "group_of": {"fc": "matmul"}}, tmp_path / "bad.json")
     with pytest.raises(HwnasError, match=r"bad.json: field 'calibration.group_of' must map kernel types to one of"):
         KernelPredictor.load(tmp_path / "bad.json")
+
+
+def test_a_dilated_litert_conv_is_priced_as_its_undilated_shape_and_flagged():
+    """XNNPACK ran dilation 2 at 0.95-1.00x the time of dilation 1 (5 Keras convs alone, docs/predictors.md):
+    priced as the undilated conv, and flagged as outside the sampled range instead of silently."""
+    predictor = KernelPredictor.load(Path(__file__).resolve().parents[1] / "predictors" / "kernels"
+                                     / "amd-epyc-2c-tflite-fp32-t1.json")
+    dw = {"kernel": (5, 5), "stride": (1, 1), "groups": 672, "act": "none"}
+    priced = {}
+    for d in (1, 2):
+        node = _node(0, "DEPTHWISE_CONV_2D", ["x"], ["y"], (1, 672, 14, 14), (1, 672, 14, 14), "conv",
+                     dilation=(d, d), **dw)
+        result = predictor.predict_graph(Graph(Path("d.tflite"), "tflite", "fp32", [node], ["x"], ["y"]))
+        (kernel,) = result.kernels
+        assert kernel.spec.get("dilation", 1) == d and not result.unpriced
+        priced[d] = (kernel.ms, kernel.out_of_range)
+    assert priced[2][0] == pytest.approx(priced[1][0])
+    assert priced[1][1] == [] and any("dilation=2" in r for r in priced[2][1])

@@ -33,11 +33,12 @@ def build_kernel(spec: dict):
         if spec.get("pad"):  # explicit padding then a valid convolution, as Keras applications do at stride 2
             y = layers.ZeroPadding2D(spec["pad"])(y)
         padding = spec.get("padding", "valid" if spec.get("pad") else "same")
+        d = spec.get("dilation", 1)  # detected in a network (hwnas.kernels.detect), never sampled
         if t == "conv":
             y = layers.Conv2D(spec["cout"], spec["k"], spec["s"], padding=padding, groups=spec.get("groups", 1),
-                              activation=_act(spec.get("act", "none")))(y)
+                              dilation_rate=d, activation=_act(spec.get("act", "none")))(y)
         else:
-            y = layers.DepthwiseConv2D(spec["k"], spec["s"], padding=padding,
+            y = layers.DepthwiseConv2D(spec["k"], spec["s"], padding=padding, dilation_rate=d,
                                        activation=_act(spec.get("act", "none")))(y)
     elif t == "fc":
         x = keras.Input((spec["cin"],), batch_size=1)

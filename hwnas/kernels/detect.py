@@ -83,8 +83,13 @@ def node_spec(node: Node, shapes: dict) -> dict | str:
             return "a convolution of unknown shape"
         k, s = _square(a["kernel"]), _square(a["stride"])
         if op == "DEPTHWISE_CONV_2D" or (a["groups"] == i[1] == o[1] and a["groups"] > 1):
-            return {"type": "dwconv", "h": i[2], "c": o[1], "k": k, "s": s}
-        return {"type": "conv", "h": i[2], "cin": i[1], "cout": o[1], "k": k, "s": s, "groups": a["groups"]}
+            spec = {"type": "dwconv", "h": i[2], "c": o[1], "k": k, "s": s}
+        else:
+            spec = {"type": "conv", "h": i[2], "cin": i[1], "cout": o[1], "k": k, "s": s, "groups": a["groups"]}
+        d = _square(a.get("dilation", (1, 1)))
+        if d > 1:  # priced as the undilated conv, and flagged (KernelPredictor.price): measured alone, XNNPACK runs
+            spec["dilation"] = d  # dilation 2 at 0.95-1.00x the time of dilation 1
+        return spec
     if op == "FULLY_CONNECTED" and "c_in" in a:
         return {"type": "fc", "cin": a["c_in"], "cout": a["c_out"]}
     if op in ("MAX_POOL_2D", "AVERAGE_POOL_2D") and four:

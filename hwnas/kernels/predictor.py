@@ -196,7 +196,7 @@ class KernelPredictor:
             v = float(f.get(name, 0.0))
             if v < lo * (1 - RANGE_SLACK) or v > hi * (1 + RANGE_SLACK):
                 outside.append(f"{name}={v:g} outside {lo:g}..{hi:g}")
-        if spec.get("dilation", 1) > 1:  # ONNX Runtime only (hwnas.kernels.onnx_detect); never sampled
+        if spec.get("dilation", 1) > 1:  # never sampled: priced as the undilated conv (measured close on both runtimes)
             outside.append(f"dilation={spec['dilation']} outside 1..1 (priced as the undilated conv)")
         ms = max(0.0, ms - self.overhead_ms)
         if self.calibration:
