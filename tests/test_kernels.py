@@ -142,7 +142,9 @@ def test_kernel_commands_refuse_a_bad_file_before_any_work(tmp_path, capsys):
                             "--types", "pad,bogus"], "unknown kernel type(s) bogus for tflite"),
                           (["kernels", "profile", "--out", str(tmp_path / "o.csv"), "--cache", str(tmp_path / "c"),
                             "--runtime", "onnxruntime", "--types", "dynreshape"],
-                           "unknown kernel type(s) dynreshape for onnxruntime")):
+                           "unknown kernel type(s) dynreshape for onnxruntime"),
+                          (["kernels", "profile", "--out", str(tmp_path / "o.csv"), "--cache", str(tmp_path / "c"),
+                            "--types", ""], "no kernel type given for tflite")):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]

@@ -24,11 +24,11 @@ def _profile(args) -> int:
         from hwnas.kernels.onnx_profile import profile
     if args.rounds < 1:
         raise HwnasError(f"--rounds must be at least 1, got {args.rounds}")
-    if sum(bool(x) for x in (args.adaptive, args.from_models, args.retime, args.types)) > 1:
+    if sum(bool(x) for x in (args.adaptive, args.from_models, args.retime, args.types is not None)) > 1:
         raise HwnasError("--adaptive, --from-models, --retime and --types exclude each other")
     start = time.time()
     counts = adaptive_counts(args.adaptive) if args.adaptive else None
-    if args.types:
+    if args.types is not None:  # an empty list is refused, never read as "every type"
         counts = _type_counts(args.types, args.runtime)
     if counts:
         print(f"{'adaptive ' if args.adaptive else ''}sampling: {counts}", file=sys.stderr)
@@ -58,8 +58,8 @@ def _type_counts(types: str, runtime: str) -> dict[str, int]:
     names = [t.strip() for t in types.split(",") if t.strip()]
     unknown = [t for t in names if t not in table]
     if unknown or not names:
-        raise HwnasError(f"--types {types!r}: unknown kernel type(s) {', '.join(unknown) or '(none given)'} for "
-                         f"{runtime}; known: {', '.join(table)}")
+        what = f"unknown kernel type(s) {', '.join(unknown)}" if unknown else "no kernel type given"
+        raise HwnasError(f"--types {types!r}: {what} for {runtime}; known: {', '.join(table)}")
     return {t: table[t] for t in names}
 
 
