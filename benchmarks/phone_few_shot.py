@@ -8,9 +8,10 @@ fits on their own rows with arch_id < ``--test-from`` (settings of their
 shipped files); nothing of the device left out enters them. Compared on the
 same test rows:
 
-* ``few_shot``: :func:`hwnas.predictors.few_shot.adapt` (what ``hwnas phones adapt`` runs), once per
-  setting of its four constants in ``--settings`` (``TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION``; the
-  trials are fitted once per draw and criterion, and weighed per setting). The figures reported for a device
+* ``few_shot``: :func:`hwnas.predictors.few_shot.adapt` (what ``hwnas phones adapt`` runs) on the samples
+  in arch_id order (the order the campaign measured them), once per setting of its five constants in
+  ``--settings`` (``TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION:RECENCY``; the trials are fitted once per
+  draw and criterion, and weighed and levelled per setting). The figures reported for a device
   are those of the setting that does best on the OTHER devices (sum over them of the margins to the
   issue's targets), so no constant is chosen on the device it is judged on; the setting best over all
   devices is the one a new device gets (the module's defaults);
@@ -30,7 +31,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,28 +67,32 @@ def nnls_mix(sources: dict, choices, y, test_choices) -> np.ndarray:
     return np.stack([p.predict_many_choices(test_choices) for p in sources.values()], axis=1) @ w
 
 
-def parse_settings(text: str) -> list[tuple[float, float, float, str]]:
-    """``TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION`` items, comma-separated; one line naming a bad item."""
+def parse_settings(text: str) -> list[tuple[float, float, float, str, float | None]]:
+    """``TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION:RECENCY`` items, comma-separated (RECENCY a number > 0 or
+    ``none``); one line naming a bad item."""
     settings = []
     for item in text.split(","):
         parts = item.strip().split(":")
         try:
-            if len(parts) != 4 or parts[3] not in CRITERIA:
+            if len(parts) != 5 or parts[3] not in CRITERIA:
                 raise ValueError
             tau, cost, per_coef = float(parts[0]), float(parts[1]), float(parts[2])
-            if tau <= 0 or cost < 0 or per_coef < 0:
+            recency = None if parts[4] == "none" else float(parts[4])
+            if tau <= 0 or cost < 0 or per_coef < 0 or (recency is not None and not recency > 0):
                 raise ValueError
         except ValueError:
-            raise HwnasError(f"--settings: {item!r} is not TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION "
-                             f"(e.g. 0.1:4:2:error, TAU > 0; criteria: {', '.join(CRITERIA)})") from None
-        settings.append((tau, cost, per_coef, parts[3]))
+            raise HwnasError(f"--settings: {item!r} is not TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION:RECENCY "
+                             f"(e.g. 0.1:4:2:error:1, TAU > 0, RECENCY > 0 or none; criteria: "
+                             f"{', '.join(CRITERIA)})") from None
+        settings.append((tau, cost, per_coef, parts[3], recency))
     return settings
 
 
-def setting_key(tau: float, cost: float, per_coefficient: float, criterion: str) -> str:
+def setting_key(tau: float, cost: float, per_coefficient: float, criterion: str, recency: float | None) -> str:
     key = f"tau {tau:g}, deviation cost {cost:g}"
     key += f", {per_coefficient:g} samples per coefficient" if per_coefficient else ""
-    return key + (f", criterion {criterion}" if criterion != "error" else "")
+    key += f", criterion {criterion}" if criterion != "error" else ""
+    return key + (f", recency {recency:g}" if recency is not None else ", no recency")
 
 
 def summary(results: dict, names: list[str], sizes: list[int], setting: str) -> dict:
@@ -96,7 +100,9 @@ def summary(results: dict, names: list[str], sizes: list[int], setting: str) -> 
     out = {}
     for name in names:
         for n in sizes:
-            runs = [r for key, r in results["draws"].items() if key.startswith(f"{setting}/{name}/{n}/")]
+            prefix = f"{setting}/{name}/{n}/"
+            runs = [{**r, **results["samples"][key[len(setting) + 1:]]} for key, r in results["draws"].items()
+                    if key.startswith(prefix)]
             if not runs:
                 continue
             out.setdefault(name, {})[n] = {
@@ -205,9 +211,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="5,10,20")
     ap.add_argument("--draws", type=int, default=10)
     ap.add_argument("--devices", default="", help="comma-separated subset of devices (default: all)")
-    ap.add_argument("--settings", default=",".join(f"{t}:{c}:2:error" for t in (0.1, 0.2, 0.3) for c in (2, 3, 4)),
-                    help="settings of few_shot's TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION to try; each device is "
-                         "judged with the one best on the other devices")
+    ap.add_argument("--settings", default=",".join(f"{t}:{c}:2:error:{r}" for t in (0.1, 0.2, 0.3) for c in (2, 3, 4)
+                                                   for r in ("none", 0.5, 1, 2)),
+                    help="settings of few_shot's TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION:RECENCY to try; each "
+                         "device is judged with the one best on the other devices")
     ap.add_argument("--ship", default="predictors/phones", help="folder of the shipped <device>.json predictors")
     ap.add_argument("--out", default="docs/phones/few_shot.json")
     ap.add_argument("--table", default=None)
@@ -228,7 +235,8 @@ def main(argv=None) -> int:
     results = json.loads(out.read_text()) if out.exists() else {}
     results.update(split=f"samples from arch_id < {args.test_from}, test arch_id {args.test_from}-{args.test_from + 999}",
                    test_rows=len(test))
-    results.setdefault("draws", {})
+    results.setdefault("samples", {})  # device/samples/draw -> the rows drawn and the NNLS mix's test metrics
+    results.setdefault("draws", {})  # setting/device/samples/draw -> the few-shot predictor's
     results.setdefault("full", {})
     with threadpool_limits(1):
         tables = source_tables(space, table, train, Path(args.ship))
@@ -243,23 +251,25 @@ def main(argv=None) -> int:
                 sources = {k: v for k, v in tables.items() if k != name}
                 for n, d in itertools.product(sizes, range(args.draws)):
                     rows = np.random.default_rng(10_000 * n + d).choice(train, n, replace=False)
+                    rows = rows[np.argsort(ids[rows])]  # the order they were measured in
                     choices = [table.choices[i] for i in rows]
                     fitted = {}  # (per_coefficient, criterion) -> the trials, fitted once for every weighing
-                    baseline = None  # the NNLS mix's test metrics: the same for every setting
-                    for tau, cost, per_coef, crit in settings:
-                        key = f"{setting_key(tau, cost, per_coef, crit)}/{name}/{n}/{d}"
+                    if f"{name}/{n}/{d}" not in results["samples"]:  # the same for every setting
+                        results["samples"][f"{name}/{n}/{d}"] = {
+                            "rows": [int(ids[i]) for i in rows],
+                            "nnls": metrics(y[test], nnls_mix(sources, choices, y[rows], test_choices))}
+                    for tau, cost, per_coef, crit, recency in settings:
+                        key = f"{setting_key(tau, cost, per_coef, crit, recency)}/{name}/{n}/{d}"
                         if key not in results["draws"]:
                             if (per_coef, crit) not in fitted:
                                 fitted[per_coef, crit] = fit_trials(space, sources, choices, y[rows],
                                                                     per_coefficient=per_coef, criterion_kind=crit)
-                            pred = combine(fitted[per_coef, crit], {"name": name}, tau=tau, deviation_cost=cost)
+                            pred = combine(fitted[per_coef, crit], {"name": name}, tau=tau, deviation_cost=cost,
+                                           recency=recency)
                             few = pred.meta["few_shot"]
-                            if baseline is None:
-                                baseline = metrics(y[test], nnls_mix(sources, choices, y[rows], test_choices))
                             results["draws"][key] = {
-                                "rows": [int(ids[i]) for i in rows], "family": "+".join([few["base"]] + few["deviations"]),
-                                "few_shot": metrics(y[test], pred.predict_many_choices(test_choices)),
-                                "nnls": baseline}
+                                "family": "+".join([few["base"]] + few["deviations"]),
+                                "few_shot": metrics(y[test], pred.predict_many_choices(test_choices))}
                         bar.update(1)
                     if fitted:
                         write_json(out, results)  # once per draw: an interrupted run loses at most one draw

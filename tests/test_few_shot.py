@@ -12,7 +12,8 @@ from scipy.stats import spearmanr
 from hwnas.cli import main
 from hwnas.errors import HwnasError
 from hwnas.predictors import load_predictor
-from hwnas.predictors.few_shot import MIN_SAMPLES, adapt, criterion, load_sources, weights
+from hwnas.predictors.few_shot import (MIN_SAMPLES, adapt, criterion, load_sources, recency_weights,
+                                       weighted_quantile, weights)
 from hwnas.spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +67,34 @@ def test_adapt_without_the_true_sources_still_ranks_well(tmp_path):
     train, test = _random_choices(20, 3), _random_choices(300, 4)
     pred = adapt(SPACE, sources, train, _truth(train), {"name": "newdev"})
     assert spearmanr(pred.predict_many_choices(test), _truth(test))[0] > 0.9
+
+
+def test_weighted_quantile_and_recency_weights():
+    assert weighted_quantile(np.array([3.0, 1.0, 2.0]), np.ones(3), 0.5) == pytest.approx(2.0)
+    assert weighted_quantile(np.array([1.0, 2.0]), np.array([3.0, 1.0]), 0.5) < 1.5  # pulled toward the heavy one
+    assert weighted_quantile(np.array([1.0, 2.0]), np.array([1.0, 3.0]), 0.5) > 1.5
+    w = recency_weights(5, 1.0)
+    assert w[-1] == pytest.approx(1.0) and w[0] == pytest.approx(np.exp(-1.0)) and np.all(np.diff(w) > 0)
+    assert recency_weights(5, 0.5)[0] == pytest.approx(np.exp(-2.0))
+    assert np.array_equal(recency_weights(5, None), np.ones(5))
+
+
+def test_adapt_level_follows_the_latest_samples_of_a_drifting_device():
+    """The same device measured 10% slower in the second half of its samples: the level leans to the latest
+    runs, the ranking is the same."""
+    sources = {n: load_predictor(PHONES / f"{n}.json") for n in ("samsung_a50", "gold_6226", "pixel2") + TARGET}
+    train, test = _random_choices(20, 21), _random_choices(200, 22)
+    drift = np.where(np.arange(20) < 10, 1.0, 1.1)
+    from hwnas.predictors.few_shot import combine, fit_trials
+    fitted = fit_trials(SPACE, sources, train, _truth(train) * drift)
+    level = {r: float(np.median(combine(fitted, {"name": "x"}, recency=r).predict_many_choices(test) / _truth(test)))
+             for r in (None, 1.0, 0.25)}
+    assert level[None] < level[1.0] < level[0.25]
+    assert level[0.25] == pytest.approx(1.1, abs=0.03)  # nearly the latest level
+    assert combine(fitted, {"name": "x"}, recency=0.25).meta["few_shot"]["recency"] == 0.25
+    reversed_order = fit_trials(SPACE, sources, train[::-1], (_truth(train) * drift)[::-1])
+    late_first = combine(reversed_order, {"name": "x"}, recency=0.25).predict_many_choices(test) / _truth(test)
+    assert float(np.median(late_first)) < level[None] - 0.01  # now the 1.0x runs are the latest
 
 
 def _arithmetic_truth(choices) -> np.ndarray:
@@ -268,8 +297,9 @@ def test_benchmark_settings_bad_item_named_in_one_line():
     spec = importlib.util.spec_from_file_location("phone_few_shot", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    parsed = bench.parse_settings("0.1:4:2:pairs, 0.2:3:0:error")
-    assert parsed == [(0.1, 4.0, 2.0, "pairs"), (0.2, 3.0, 0.0, "error")]
-    for bad in ("0.6:1", "0.6:5:2:nope", "x:5:2:pairs", "0:4:2:error"):
-        with pytest.raises(HwnasError, match=f"--settings: '{bad}' is not TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION"):
-            bench.parse_settings(f"0.1:4:2:pairs,{bad}")
+    parsed = bench.parse_settings("0.1:4:2:pairs:1, 0.2:3:0:error:none")
+    assert parsed == [(0.1, 4.0, 2.0, "pairs", 1.0), (0.2, 3.0, 0.0, "error", None)]
+    for bad in ("0.6:1", "0.6:5:2:nope:1", "x:5:2:pairs:1", "0:4:2:error:1", "0.1:4:2:error", "0.1:4:2:error:0"):
+        with pytest.raises(HwnasError, match=f"--settings: '{bad}' is not "
+                                             "TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION:RECENCY"):
+            bench.parse_settings(f"0.1:4:2:pairs:1,{bad}")

@@ -96,7 +96,8 @@ def register(sub) -> None:
     add_progress_argument(p)
     p.set_defaults(func=_fit)
     p = actions.add_parser("adapt", help="few-shot predictor for a new device from 5-20 measured architectures")
-    p.add_argument("samples", help="CSV in the shared phones format (arch_id,ops,<device>_ms), 5-20 rows")
+    p.add_argument("samples", help="CSV in the shared phones format (arch_id,ops,<device>_ms), 5-20 rows in the "
+                   "order they were measured, oldest first (the level follows the latest ones)")
     p.add_argument("--out", required=True, help="predictor JSON to write, e.g. predictors/phones/mydevice.json")
     p.add_argument("--sources", default="predictors/phones",
                    help="folder (or one file) of known devices' whole_model predictors (default: predictors/phones)")
