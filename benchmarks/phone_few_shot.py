@@ -108,10 +108,17 @@ def summary(results: dict, names: list[str], sizes: list[int], setting: str) -> 
             out.setdefault(name, {})[n] = {
                 m: {"spearman": float(np.mean([r[m]["spearman"] for r in runs])),
                     "spearman_min": float(np.min([r[m]["spearman"] for r in runs])),
-                    "within_10": float(np.mean([r[m]["within_10"] for r in runs])), "draws": len(runs)}
+                    "spearman_se": standard_error([r[m]["spearman"] for r in runs]),
+                    "within_10": float(np.mean([r[m]["within_10"] for r in runs])),
+                    "within_10_se": standard_error([r[m]["within_10"] for r in runs]), "draws": len(runs)}
                 for m in ("few_shot", "nnls")}
             out[name][n]["families"] = [r["family"] for r in runs]
     return out
+
+
+def standard_error(values: list[float]) -> float:
+    """The standard error of a mean over draws (0 for a single draw)."""
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 def needs(name: str, full: dict) -> tuple[float, float]:
@@ -170,17 +177,17 @@ def settings_md(results: dict, summaries: dict) -> str:
 
 
 def targets_md(results: dict, summ: dict) -> str:
-    """The issue's targets, met or not, per device."""
+    """The issue's targets, met or not, per device; in brackets the standard error of the mean over the draws."""
     lines = []
     for name, by_n in summ.items():
         rho_need, share_need = needs(name, results["full"][name])
         if 10 in by_n:
-            rho = by_n[10]["few_shot"]["spearman"]
-            lines.append(f"- {name}, 10 samples: Spearman {rho:.4f}, needs >= {rho_need:.4f}: "
+            rho, se = by_n[10]["few_shot"]["spearman"], by_n[10]["few_shot"]["spearman_se"]
+            lines.append(f"- {name}, 10 samples: Spearman {rho:.4f} (+-{se:.4f}), needs >= {rho_need:.4f}: "
                          f"{'met' if rho >= rho_need else 'NOT met'}")
         if 20 in by_n:
-            share = by_n[20]["few_shot"]["within_10"]
-            lines.append(f"- {name}, 20 samples: within +-10% {share:.4f}, needs >= {share_need:.4f}: "
+            share, se = by_n[20]["few_shot"]["within_10"], by_n[20]["few_shot"]["within_10_se"]
+            lines.append(f"- {name}, 20 samples: within +-10% {share:.4f} (+-{se:.4f}), needs >= {share_need:.4f}: "
                          f"{'met' if share >= share_need else 'NOT met'}")
     return "\n".join(lines) + "\n"
 

@@ -297,6 +297,8 @@ def test_benchmark_settings_bad_item_named_in_one_line():
     spec = importlib.util.spec_from_file_location("phone_few_shot", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    assert bench.standard_error([0.5, 0.5]) == 0.0 and bench.standard_error([0.0, 2.0]) == pytest.approx(1.0)
+    assert bench.standard_error([0.7]) == 0.0
     parsed = bench.parse_settings("0.1:4:2:pairs:1, 0.2:3:0:error:none")
     assert parsed == [(0.1, 4.0, 2.0, "pairs", 1.0), (0.2, 3.0, 0.0, "error", None)]
     for bad in ("0.6:1", "0.6:5:2:nope:1", "x:5:2:pairs:1", "0:4:2:error:1", "0.1:4:2:error", "0.1:4:2:error:0"):
