@@ -9,9 +9,9 @@ shipped files); nothing of the device left out enters them. Compared on the
 same test rows:
 
 * ``few_shot``: :func:`hwnas.predictors.few_shot.adapt` (what ``hwnas phones adapt`` runs) on the samples
-  in arch_id order (the order the campaign measured them), once per setting of its five constants in
-  ``--settings`` (``TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION:RECENCY``; the trials are fitted once per
-  draw and criterion, and weighed and levelled per setting). The figures reported for a device
+  in arch_id order (the order the campaign measured them), once per setting of its six constants in
+  ``--settings`` (``TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION:RECENCY:STAGE_PRIOR``; the trials are
+  fitted once per draw and criterion, and weighed, rescaled and levelled per setting). The figures reported for a device
   are those of the setting that does best on the OTHER devices (sum over them of the margins to the
   issue's targets), so no constant is chosen on the device it is judged on; the setting best over all
   devices is the one a new device gets (the module's defaults);
@@ -48,6 +48,7 @@ from hwnas.progress import progress_bar
 from hwnas.spaces import get_space
 
 EXACT = {"pixel3", "raspi4"}
+DRAW_FIELDS = ("family", "spearman", "within_10", "within_5")  # what is kept of each few-shot draw
 
 
 def source_tables(space, table, train, ship: Path) -> dict:
@@ -67,32 +68,36 @@ def nnls_mix(sources: dict, choices, y, test_choices) -> np.ndarray:
     return np.stack([p.predict_many_choices(test_choices) for p in sources.values()], axis=1) @ w
 
 
-def parse_settings(text: str) -> list[tuple[float, float, float, str, float | None]]:
-    """``TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION:RECENCY`` items, comma-separated (RECENCY a number > 0 or
-    ``none``); one line naming a bad item."""
+def parse_settings(text: str) -> list[tuple[float, float, float, str, float | None, float]]:
+    """``TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION:RECENCY:STAGE_PRIOR`` items, comma-separated (RECENCY a
+    number > 0 or ``none``, STAGE_PRIOR >= 0); one line naming a bad item."""
     settings = []
     for item in text.split(","):
         parts = item.strip().split(":")
         try:
-            if len(parts) != 5 or parts[3] not in CRITERIA:
+            if len(parts) != 6 or parts[3] not in CRITERIA:
                 raise ValueError
             tau, cost, per_coef = float(parts[0]), float(parts[1]), float(parts[2])
             recency = None if parts[4] == "none" else float(parts[4])
-            if tau <= 0 or cost < 0 or per_coef < 0 or (recency is not None and not recency > 0):
+            stage_prior = float(parts[5])
+            if tau <= 0 or cost < 0 or per_coef < 0 or (recency is not None and not recency > 0) or \
+                    not stage_prior >= 0:
                 raise ValueError
         except ValueError:
-            raise HwnasError(f"--settings: {item!r} is not TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION:RECENCY "
-                             f"(e.g. 0.1:4:2:error:1, TAU > 0, RECENCY > 0 or none; criteria: "
-                             f"{', '.join(CRITERIA)})") from None
-        settings.append((tau, cost, per_coef, parts[3], recency))
+            raise HwnasError(f"--settings: {item!r} is not TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION:RECENCY:"
+                             f"STAGE_PRIOR (e.g. 0.1:4:2:error:1:0.2, TAU > 0, RECENCY > 0 or none, STAGE_PRIOR >= 0; "
+                             f"criteria: {', '.join(CRITERIA)})") from None
+        settings.append((tau, cost, per_coef, parts[3], recency, stage_prior))
     return settings
 
 
-def setting_key(tau: float, cost: float, per_coefficient: float, criterion: str, recency: float | None) -> str:
+def setting_key(tau: float, cost: float, per_coefficient: float, criterion: str, recency: float | None,
+                stage_prior: float) -> str:
     key = f"tau {tau:g}, deviation cost {cost:g}"
     key += f", {per_coefficient:g} samples per coefficient" if per_coefficient else ""
     key += f", criterion {criterion}" if criterion != "error" else ""
-    return key + (f", recency {recency:g}" if recency is not None else ", no recency")
+    key += f", recency {recency:g}" if recency is not None else ", no recency"
+    return key + (f", stage prior {stage_prior:g}" if stage_prior else ", no stage scales")
 
 
 def summary(results: dict, names: list[str], sizes: list[int], setting: str) -> dict:
@@ -100,9 +105,9 @@ def summary(results: dict, names: list[str], sizes: list[int], setting: str) -> 
     out = {}
     for name in names:
         for n in sizes:
-            prefix = f"{setting}/{name}/{n}/"
-            runs = [{**r, **results["samples"][key[len(setting) + 1:]]} for key, r in results["draws"].items()
-                    if key.startswith(prefix)]
+            prefix = f"{name}/{n}/"
+            runs = [{"family": r[0], "few_shot": dict(zip(DRAW_FIELDS[1:], r[1:])), **results["samples"][key]}
+                    for key, r in results["draws"].get(setting, {}).items() if key.startswith(prefix)]
             if not runs:
                 continue
             out.setdefault(name, {})[n] = {
@@ -218,10 +223,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="5,10,20")
     ap.add_argument("--draws", type=int, default=10)
     ap.add_argument("--devices", default="", help="comma-separated subset of devices (default: all)")
-    ap.add_argument("--settings", default=",".join(f"{t}:{c}:2:error:{r}" for t in (0.1, 0.2, 0.3) for c in (2, 3, 4)
-                                                   for r in ("none", 0.5, 1, 2)),
-                    help="settings of few_shot's TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION:RECENCY to try; each "
-                         "device is judged with the one best on the other devices")
+    ap.add_argument("--settings", default=",".join(f"{t}:{c}:2:error:{r}:{s}" for t in (0.1, 0.2, 0.3)
+                                                   for c in (2, 3, 4) for r in ("none", 0.5, 1, 2)
+                                                   for s in (0, 0.1, 0.2, 0.3)),
+                    help="settings of few_shot's TAU:DEVIATION_COST:PER_COEFFICIENT:CRITERION:RECENCY:STAGE_PRIOR to "
+                         "try; each device is judged with the one best on the other devices")
     ap.add_argument("--ship", default="predictors/phones", help="folder of the shipped <device>.json predictors")
     ap.add_argument("--out", default="docs/phones/few_shot.json")
     ap.add_argument("--table", default=None)
@@ -243,7 +249,8 @@ def main(argv=None) -> int:
     results.update(split=f"samples from arch_id < {args.test_from}, test arch_id {args.test_from}-{args.test_from + 999}",
                    test_rows=len(test))
     results.setdefault("samples", {})  # device/samples/draw -> the rows drawn and the NNLS mix's test metrics
-    results.setdefault("draws", {})  # setting/device/samples/draw -> the few-shot predictor's
+    results.setdefault("draws", {})  # setting -> device/samples/draw -> the few-shot predictor's DRAW_FIELDS
+    results["draw_fields"] = list(DRAW_FIELDS)
     results.setdefault("full", {})
     with threadpool_limits(1):
         tables = source_tables(space, table, train, Path(args.ship))
@@ -265,26 +272,27 @@ def main(argv=None) -> int:
                         results["samples"][f"{name}/{n}/{d}"] = {
                             "rows": [int(ids[i]) for i in rows],
                             "nnls": metrics(y[test], nnls_mix(sources, choices, y[rows], test_choices))}
-                    for tau, cost, per_coef, crit, recency in settings:
-                        key = f"{setting_key(tau, cost, per_coef, crit, recency)}/{name}/{n}/{d}"
-                        if key not in results["draws"]:
+                    for tau, cost, per_coef, crit, recency, stage_prior in settings:
+                        done = results["draws"].setdefault(setting_key(tau, cost, per_coef, crit, recency,
+                                                                       stage_prior), {})
+                        if f"{name}/{n}/{d}" not in done:
                             if (per_coef, crit) not in fitted:
                                 fitted[per_coef, crit] = fit_trials(space, sources, choices, y[rows],
                                                                     per_coefficient=per_coef, criterion_kind=crit)
                             pred = combine(fitted[per_coef, crit], {"name": name}, tau=tau, deviation_cost=cost,
-                                           recency=recency)
+                                           recency=recency, stage_prior=stage_prior)
                             few = pred.meta["few_shot"]
-                            results["draws"][key] = {
-                                "family": "+".join([few["base"]] + few["deviations"]),
-                                "few_shot": metrics(y[test], pred.predict_many_choices(test_choices))}
+                            m = metrics(y[test], pred.predict_many_choices(test_choices))
+                            done[f"{name}/{n}/{d}"] = ["+".join([few["base"]] + few["deviations"])] + [
+                                round(m[k], 6) for k in DRAW_FIELDS[1:]]
                         bar.update(1)
                     if fitted:
-                        write_json(out, results)  # once per draw: an interrupted run loses at most one draw
+                        write_json(out, results, indent=None)  # once per draw: an interrupted run loses one
     summaries = {setting_key(*st): summary(results, names, sizes, setting_key(*st)) for st in settings}
     chosen = choose_settings(results, summaries)
     summ = chosen_summary(summaries, chosen)
-    results["summary"] = {"by_setting": summaries, "chosen_setting": chosen, "reported": summ}
-    write_json(out, results)
+    results["summary"] = {"chosen_setting": chosen, "reported": summ}  # every setting's figures: the table
+    write_json(out, results, indent=None)
     text = (table_md(results, summ, chosen) + "\n" + targets_md(results, summ) + "\nEvery setting (Spearman at 10 "
             "samples / share within +-10% at 20 samples):\n\n" + settings_md(results, summaries) +
             f"\nBest over all devices (a new device's setting): {chosen['new device']}\n")

@@ -75,8 +75,15 @@ def _adapt(args) -> int:
           f"({', '.join(fs['sources'])}); shares {shares or 'none'}; structure {structure or 'none'}; "
           f"a weighted mean of {len(fs['members'])} fits, the heaviest ({top['weight']:.2f}) "
           f"{'+'.join([top['base']] + top['deviations'])}, its leave-one-out mean error "
-          f"{100 * fs['loo_mean_abs_rel_error']:.1f}%; wrote {out}")
+          f"{100 * fs['loo_mean_abs_rel_error']:.1f}%; {_stage_text(fs['stage_scales'])}; wrote {out}")
     return 0
+
+
+def _stage_text(refined: dict) -> str:
+    if not refined:
+        return "no stage scales"
+    scales = " ".join(f"{v:.2f}" for v in refined["scales"].values())
+    return f"stage scales {scales} (samples' noise {100 * refined['noise']:.1f}%)"
 
 
 def register(sub) -> None:

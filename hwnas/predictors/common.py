@@ -73,13 +73,14 @@ def per_op_field(data: dict, path: Path) -> float:
     return value
 
 
-def write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict, indent: int | None = 1) -> None:
     """Write JSON atomically (a crash leaves the old file or the new one, never half of one).
 
-    A NaN or infinite number is refused before anything is written (JSON has none).
+    A NaN or infinite number is refused before anything is written (JSON has none). ``indent=None``: one line,
+    for large result files.
     """
     try:
-        text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+        text = json.dumps(data, indent=indent, allow_nan=False) + "\n"
     except ValueError:
         raise HwnasError(f"{path}: not written: a value is NaN or infinite (in {_non_finite(data)})") from None
     path.parent.mkdir(parents=True, exist_ok=True)
