@@ -268,14 +268,15 @@ def main(argv=None) -> int:
                     rows = rows[np.argsort(ids[rows])]  # the order they were measured in
                     choices = [table.choices[i] for i in rows]
                     fitted = {}  # (per_coefficient, criterion) -> the trials, fitted once for every weighing
-                    if f"{name}/{n}/{d}" not in results["samples"]:  # the same for every setting
-                        results["samples"][f"{name}/{n}/{d}"] = {
+                    draw = f"{name}/{n}/{d}"
+                    if draw not in results["samples"]:  # the same for every setting
+                        results["samples"][draw] = {
                             "rows": [int(ids[i]) for i in rows],
                             "nnls": metrics(y[test], nnls_mix(sources, choices, y[rows], test_choices))}
                     for tau, cost, per_coef, crit, recency, stage_prior in settings:
                         done = results["draws"].setdefault(setting_key(tau, cost, per_coef, crit, recency,
                                                                        stage_prior), {})
-                        if f"{name}/{n}/{d}" not in done:
+                        if draw not in done:
                             if (per_coef, crit) not in fitted:
                                 fitted[per_coef, crit] = fit_trials(space, sources, choices, y[rows],
                                                                     per_coefficient=per_coef, criterion_kind=crit)
@@ -283,7 +284,7 @@ def main(argv=None) -> int:
                                            recency=recency, stage_prior=stage_prior)
                             few = pred.meta["few_shot"]
                             m = metrics(y[test], pred.predict_many_choices(test_choices))
-                            done[f"{name}/{n}/{d}"] = ["+".join([few["base"]] + few["deviations"])] + [
+                            done[draw] = ["+".join([few["base"]] + few["deviations"])] + [
                                 round(m[k], 6) for k in DRAW_FIELDS[1:]]
                         bar.update(1)
                     if fitted:

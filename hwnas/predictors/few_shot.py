@@ -206,14 +206,21 @@ def load_sources(path: str | Path, space: str, exclude_name: str | None = None,
     return out
 
 
+def stage_index(enc: Encoding) -> np.ndarray:
+    """The index (into ``enc.stages``) of each operator column's stage."""
+    stage_of = np.zeros(len(enc.keys), dtype=int)
+    for pos, cols in zip(enc.positions, enc.col):
+        stage_of[cols] = enc.stages.index(pos.stage)
+    return stage_of
+
+
 def deviation_bases(enc: Encoding, consensus: np.ndarray) -> dict[str, np.ndarray]:
     """Every candidate deviation term: name -> its bases (operators x columns; see the module docstring)."""
-    stage_of = np.zeros(len(enc.keys), dtype=int)
+    stage_of = stage_index(enc)
     rows = np.zeros((len(enc.keys), len(STRUCT) + 4))
     for pos, cols in zip(enc.positions, enc.col):
         for op, k in zip(pos.ops, cols):
             f = op_features(op)
-            stage_of[k] = enc.stages.index(pos.stage)
             rows[k] = [f[FEATURE_NAMES.index(s)] for s in STRUCT] + [
                 0.0 if op.is_identity else 1.0, float(op.groups > 1), float(op.kind == "skip" and not op.is_identity),
                 f[FEATURE_NAMES.index("flops")]]
@@ -408,9 +415,10 @@ def stage_scales(y: np.ndarray, base: np.ndarray, parts: np.ndarray,
     best = None
     for noise in STAGE_NOISE_GRID:
         C = (A * var) @ A.T + noise ** 2 * np.eye(len(y))
-        evidence = -0.5 * (resid @ np.linalg.solve(C, resid) + np.linalg.slogdet(C)[1])
+        solved = np.linalg.solve(C, resid)
+        evidence = -0.5 * (resid @ solved + np.linalg.slogdet(C)[1])
         if best is None or evidence > best[0]:
-            best = (evidence, noise, mean + var * (A.T @ np.linalg.solve(C, resid)))
+            best = (evidence, noise, mean + var * (A.T @ solved))
     _, noise, post = best
     return level * float(post[0]), post[1:] / post[0], float(noise)
 
@@ -447,10 +455,7 @@ def combine(fitted: Trials, device: dict, tau: float = TAU, deviation_cost: floa
     if stage_prior > 0:
         idx = enc.indices(fitted.choices)
         a, r, noise = stage_scales(y, overhead + X @ entries, enc.stage_sums(idx, entries), stage_prior)
-        stage_of = np.zeros(len(enc.keys), dtype=int)
-        for pos, cols in zip(enc.positions, enc.col):
-            stage_of[cols] = enc.stages.index(pos.stage)
-        overhead, entries = a * overhead, a * entries * (1.0 + r[stage_of])
+        overhead, entries = a * overhead, a * entries * (1.0 + r[stage_index(enc)])
         refined = {"prior": stage_prior, "noise": round(noise, 4),
                    "scales": {str(stage): round(1.0 + float(v), 4) for stage, v in zip(enc.stages, r)}}
     scale = weighted_quantile(y / (overhead + X @ entries), recency_weights(len(y), recency), LEVEL_QUANTILE)
