@@ -95,8 +95,11 @@ that 35% of the samples lie below its prediction (rank order unchanged), the
 samples weighed by how recently they were measured: they are given oldest
 first, and sample i of n weighs ``exp(-(n - 1 - i) / ((n - 1) x RECENCY))``,
 so the newest weighs 1 and the oldest e^-2 (``RECENCY`` 0.5; ``None``: all
-the same). Phones drift over a measurement campaign (PH-1's first 1,000 rows
-in ../shared/phones run ~10% above its full-data table, its last 1,000 ~3%
+the same). The 0.35 quantile is the Harrell-Davis estimate (a Beta-weighted
+mean of all the sorted samples, not one or two of them), which from 10-20
+noisy samples varies less draw to draw than a single order statistic.
+Phones drift over a measurement campaign (PH-1's first 1,000 rows in
+../shared/phones run ~10% above its full-data table, its last 1,000 ~3%
 below), and the device's state now is told best by its latest runs, as
 ``whole_model``'s drift blocks predict with the last block's level. Only the
 level moves; the shares and deviations are fitted on every sample alike.
@@ -125,6 +128,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import lsq_linear
+from scipy.stats import beta
 
 from hwnas.arch import space_overrides
 from hwnas.errors import HwnasError
@@ -431,11 +435,15 @@ def recency_weights(n: int, recency: float | None = RECENCY) -> np.ndarray:
 
 
 def weighted_quantile(values: np.ndarray, w: np.ndarray, q: float) -> float:
-    """The q quantile of ``values`` weighed by ``w`` (each value at the middle of its weight, linear between)."""
+    """The q quantile of ``values`` weighed by ``w``: the Harrell-Davis estimate, every sorted value weighed by
+    the Beta((n + 1) q, (n + 1) (1 - q)) probability of its share of the weight, n the effective sample size
+    ``(sum w)^2 / sum w^2`` (with equal weights, the usual Harrell-Davis estimator)."""
     order = np.argsort(values)
     v, w = np.asarray(values, dtype=np.float64)[order], np.asarray(w, dtype=np.float64)[order]
-    at = (np.cumsum(w) - w / 2) / w.sum()
-    return float(np.interp(q, at, v))
+    w = w / w.sum()
+    n = 1.0 / float(np.sum(w ** 2))
+    edges = np.clip(np.r_[0.0, np.cumsum(w)], 0.0, 1.0)
+    return float(np.diff(beta.cdf(edges, (n + 1) * q, (n + 1) * (1 - q))) @ v)
 
 
 def combine(fitted: Trials, device: dict, tau: float = TAU, deviation_cost: float = DEVIATION_COST,
