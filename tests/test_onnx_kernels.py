@@ -298,9 +298,10 @@ def test_an_ort_squeeze_excite_multiply_is_priced_by_its_channels_as_measured():
     assert lite.price(many)[0] < 2 * lite.price(few)[0]  # elements alone cannot tell the two apart
 
 
-def _pad_resize_softmax(path: Path) -> Path:
-    """conv, a zero Pad read only by a conv, a nearest x2 resize and a bilinear one as torch exports them, then one
-    with coordinates ORT keeps plain and a torch-style one after it (plain input), global pool, Gemm, Softmax."""
+def _pad_resize_softmax(path: Path, pad_value: float = 0.0) -> Path:
+    """conv, a constant Pad (``pad_value``) read only by a conv, a nearest x2 resize and a bilinear one as torch
+    exports them, then one with coordinates ORT keeps plain and a torch-style one after it (plain input), global
+    pool, Gemm, Softmax."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(2)
@@ -317,7 +318,8 @@ def _pad_resize_softmax(path: Path) -> Path:
     n = helper.make_node
     nodes = [
         n("Conv", ["x", w("w0", 32, 16, 3, 3)], ["c0"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-        n("Pad", ["c0", const("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))], ["p"], mode="constant"),
+        n("Pad", ["c0", const("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)),
+                  const("fill", np.array(pad_value, np.float32))], ["p"], mode="constant"),
         n("Conv", ["p", w("w1", 32, 32, 3, 3)], ["c1"], kernel_shape=[3, 3]),
         n("Resize", ["c1", "", scales], ["r0"], mode="nearest", coordinate_transformation_mode="asymmetric",
           nearest_mode="floor"),
@@ -368,6 +370,42 @@ def test_ort_folds_a_pad_into_its_conv_and_runs_torch_style_resizes_blocked(tmp_
     blocked = {"type": "resize", "h": 20, "c": 256, "scale": 2, "mode": "linear"}
     # measured alone at 20 x 20 x 256: the plain Resize 0.58 ms, the Upsample 0.16 ms
     assert predictor.price({**blocked, "plain": True})[0] > 2 * predictor.price(blocked)[0]
+
+
+def test_a_pad_with_a_nonzero_fill_stays_a_kernel_as_in_orts_graph(tmp_path):
+    """A Conv pads with zeros, so ORT keeps a Pad that fills with 1.0: detection keeps it too, a pad kernel on the
+    8 x 8 input, and the conv after it reads the padded 10 x 10 input."""
+    from hwnas.kernels.onnx_profile import optimised_ops
+
+    path = _pad_resize_softmax(tmp_path / "prs1.onnx", pad_value=1.0)
+    assert read_model(path).nodes[1].attrs["value"] == 1.0
+    found = detect_onnx(read_model(path))
+    pads = [k.spec for k in found.kernels if k.spec["type"] == "pad"]
+    assert pads == [{"type": "pad", "h": 8, "c": 32, "p": 1}]
+    assert [k.spec["h"] for k in found.kernels if k.spec["type"] == "conv"][:2] == [8, 10]
+    assert optimised_ops(path).count("Pad") == 1
+
+
+def test_torch_exported_pads_are_read_and_folded_as_ort_does(tmp_path):
+    """torch writes F.pad's pads as shape arithmetic (ConstantOfShape, Reshape, Transpose ...), which the reader
+    folds as ORT does: every shape is known, the zero pad vanishes into its conv, the 0.5 pad stays, as in ORT's
+    optimised graph, and nothing is unpriced."""
+    import torch
+
+    from hwnas.kernels.onnx_profile import optimised_ops
+
+    model = torch.nn.Sequential(torch.nn.ZeroPad2d(1), torch.nn.Conv2d(8, 8, 3), torch.nn.ConstantPad2d(1, 0.5),
+                                torch.nn.Conv2d(8, 8, 3)).eval()
+    path = tmp_path / "pads.onnx"
+    torch.onnx.export(model, torch.zeros(1, 8, 16, 16), str(path), dynamo=False, opset_version=17)
+    graph = read_model(path)
+    assert [(n.op, n.out_shape, n.attrs.get("value")) for n in graph.nodes if n.op == "Pad"] == [
+        ("Pad", (1, 8, 18, 18), 0.0), ("Pad", (1, 8, 18, 18), 0.5)]
+    found = detect_onnx(graph)
+    assert not found.unpriced
+    assert [k.spec["type"] for k in found.kernels] == ["conv", "reorder_out", "pad", "conv", "reorder_out"]
+    assert [k.spec["h"] for k in found.kernels if k.spec["type"] == "conv"] == [16, 18]
+    assert optimised_ops(path) == ["Conv", "ReorderOutput", "Pad", "Conv", "ReorderOutput"]
 
 
 def test_a_dilated_conv_is_priced_as_its_undilated_shape_and_flagged(tmp_path):

@@ -9,7 +9,7 @@ output, so they are priced as an element-wise kernel marked ``fused``); batch no
 not (DenseNet) becomes a 1 x 1 depthwise conv with its Relu; ``Sigmoid`` then
 ``Mul`` of the same tensor (swish) is one ``QuickGelu``; ``Gemm`` absorbs a Relu;
 channel shuffle (Reshape, Transpose, Reshape) is one transpose kernel; slices of
-one tensor along the channels are one ``Split``; a constant ``Pad`` before a
+one tensor along the channels are one ``Split``; a constant zero ``Pad`` before a
 ``Conv`` is folded into its padding; shape arithmetic on static shapes (Shape,
 Gather, Div ...) is folded away at load and costs nothing.
 
@@ -133,9 +133,12 @@ class _Walk:
 
 
 def _folds_into_conv(node: Node, walk: _Walk) -> bool:
-    """A constant Pad of the spatial dimensions whose only reader is a Conv: ORT folds it into the Conv."""
+    """A constant zero Pad of the spatial dimensions whose only reader is a Conv: ORT folds it into the Conv (a
+    Conv pads with zeros, so a Pad with another fill value stays a kernel of its own)."""
     i, o = node.in_shape, node.out_shape
     if node.op != "Pad" or node.attrs.get("mode", "constant") != "constant" or not i or not o or len(i) != 4:
+        return False
+    if node.attrs.get("value", 0.0) != 0.0:
         return False
     return o[:2] == i[:2] and walk.only_consumer(node, ("Conv",)) is not None
 

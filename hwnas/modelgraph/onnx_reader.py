@@ -68,6 +68,8 @@ def read_onnx(path: Path) -> Graph:
         activations.update(o for o in node.output if o)
         out_shape = shapes.get(node.output[0]) if node.output else None
         kind, attrs = _classify(node.op_type, attrs_in, ins, act_in, out_shape, shapes, values)
+        if node.op_type == "Pad":
+            attrs["value"] = _pad_value(node, attrs_in, values)
         nodes.append(Node(index, node.op_type, node.name or node.output[0], kind, act_in,
                           [o for o in node.output if o], shapes.get(act_in[0]), out_shape, attrs))
     return Graph(path, "onnx", "fp32", nodes, [vi.name for vi in graph.input if vi.name not in constants],
@@ -75,7 +77,9 @@ def read_onnx(path: Path) -> Graph:
 
 
 SHAPE_OPS = ("Shape", "Gather", "Add", "Sub", "Mul", "Div", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice",
-             "Constant", "Identity", "Floor", "Ceil")
+             "Constant", "Identity", "Floor", "Ceil",
+             "ConstantOfShape", "Reshape", "Transpose")  # the last three: how torch writes F.pad's pads
+SHAPE_VALUES = 64  # at most this many numbers in each input of a folded node (and a ConstantOfShape's output)
 
 
 def fold_shape_arithmetic(model):
@@ -95,8 +99,11 @@ def fold_shape_arithmetic(model):
             if node.op_type == "Shape" and dims.get(ins[0]) is not None and not node.attribute:
                 outs = [np.array(dims[ins[0]], np.int64)]
             elif node.op_type in SHAPE_OPS and all(i in values for i in ins) and \
-                    all(values[i].size <= 64 for i in ins):
+                    all(values[i].size <= SHAPE_VALUES for i in ins):
                 outs = ReferenceEvaluator(node).run(None, {i: values[i] for i in ins})
+                if node.op_type == "ConstantOfShape" and np.asarray(outs[0]).size > SHAPE_VALUES:  # a tensor
+                    keep.append(node)
+                    continue
             else:
                 keep.append(node)
                 continue
@@ -120,6 +127,14 @@ def _scalar(values: dict, name: str | None) -> float | None:
     if not name or name not in values or values[name].size != 1:
         return None
     return float(values[name].reshape(()))
+
+
+def _pad_value(node, attrs: dict, values: dict) -> float | None:
+    """A Pad's fill value: its third input (opset >= 11; empty means 0) or its ``value`` attribute (opset < 11);
+    None when that input is not a constant."""
+    if len(node.input) > 2 and node.input[2]:
+        return _scalar(values, node.input[2])
+    return float(attrs.get("value", 0.0))
 
 
 def _classify(op: str, attrs: dict, ins: list[str], act_in: list[str], out_shape: tuple | None, shapes: dict,
