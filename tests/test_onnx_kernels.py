@@ -386,6 +386,27 @@ def test_a_pad_with_a_nonzero_fill_stays_a_kernel_as_in_orts_graph(tmp_path):
     assert optimised_ops(path).count("Pad") == 1
 
 
+def test_nodes_of_unknown_shape_are_counted_in_the_warning_not_hidden_as_0_flops(tmp_path, capsys):
+    """A reshape to a shape given at run time: ORT's shapes are unknown from there on, so the conv after it has no
+    FLOPs to share; the warning says so instead of a bare "0.0% of the FLOPs"."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.zeros((8, 8, 3, 3), np.float32), "w")
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Conv", ["r", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "runtime-shape", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512]),
+                                                        helper.make_tensor_value_info("shape", TensorProto.INT64, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "rs.onnx")
+    assert main(["predict", "--kernels", str(_predictor(tmp_path)), str(tmp_path / "rs.onnx"), "--json"]) == 0
+    captured = capsys.readouterr()
+    unpriced = {u["op"]: u for u in json.loads(captured.out)["unpriced"]}
+    assert unpriced["Conv"]["shape_known"] is False and unpriced["Conv"]["reason"] == "a convolution of unknown shape"
+    assert "of unknown shape, so more than" in captured.err
+
+
 def test_torch_exported_pads_are_read_and_folded_as_ort_does(tmp_path):
     """torch writes F.pad's pads as shape arithmetic (ConstantOfShape, Reshape, Transpose ...), which the reader
     folds as ORT does: every shape is known, the zero pad vanishes into its conv, the 0.5 pad stays, as in ORT's

@@ -45,8 +45,12 @@ def kernel_result(graph, path: Path, why: str) -> dict:
     for k in pred.out_of_range:
         warnings.append(f"kernel {k.nodes} ({k.type}): {'; '.join(k.out_of_range)} (sampled range): extrapolated")
     if pred.unpriced:
-        warnings.append(f"{len(pred.unpriced)} node(s) not priced (given no time), "
-                        f"{pred.unpriced_flops_share:.1%} of the model's FLOPs: the total is low by their time")
+        share = f"{pred.unpriced_flops_share:.1%} of the model's FLOPs"
+        unknown = sum(not u["shape_known"] for u in pred.unpriced)
+        if unknown:  # their FLOPs count as 0, so the share is only a lower bound
+            share = f"{unknown} of them of unknown shape, so more than {share}"
+        warnings.append(f"{len(pred.unpriced)} node(s) not priced (given no time), {share}: the total is low by "
+                        "their time")
     if pred.weights_ms > WEIGHT_BOUND_SHARE * pred.total_ms:
         warnings.append(f"{pred.weights_ms / pred.total_ms:.0%} of the total is the calibration's time for weights "
                         "beyond the caches: whether they stay in the shared cache depends on the machine's other "

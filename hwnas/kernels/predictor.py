@@ -220,11 +220,12 @@ class KernelPredictor:
             except KeyError:
                 unpriced.append({"node": k.nodes[0].index, "op": k.nodes[0].op, "name": k.nodes[0].name,
                                  "reason": f"no {kernel_type(k.spec)} kernel predictor in this file",
-                                 "flops": sum(flops(n) for n in k.nodes)})
+                                 "flops": sum(flops(n) for n in k.nodes), "shape_known": True})
         total = found.total_flops or 1.0
         for u in found.unpriced:
             unpriced.append({"node": u.node.index, "op": u.node.op, "name": u.node.name, "reason": u.reason,
-                             "flops": u.flops})
+                             "flops": u.flops,  # 0 when the shapes are unknown: then its share is unknown too
+                             "shape_known": u.node.in_shape is not None and u.node.out_shape is not None})
         for u in unpriced:
             u["flops_share"] = u["flops"] / total
         share = sum(u["flops"] for u in unpriced) / total
