@@ -407,6 +407,56 @@ def test_nodes_of_unknown_shape_are_counted_in_the_warning_not_hidden_as_0_flops
     assert "of unknown shape, so more than" in captured.err
 
 
+def test_a_convnext_block_linear_over_pixels_gelu_and_layernorm_are_priced_as_ort_runs_them(tmp_path):
+    """torch's Linear on (N, H, W, C) is a MatMul over H x W rows plus a bias Add (ORT: one Gemm), its exact GELU
+    five nodes (ORT: one Gelu), its LayerNorm one LayerNormalization: detected as ORT's optimised graph has them,
+    the Linear priced as the 1x1 conv over as many pixels (not as one row), element-wise kernels on channels-last
+    tensors with their true element counts, and the committed predictor prices every kernel."""
+    import torch
+
+    from hwnas.kernels.onnx_profile import optimised_ops
+    from hwnas.kernels.predictor import KernelPredictor
+
+    class Block(torch.nn.Module):  # ConvNeXt's block, channels last between the permutes
+        def __init__(self, c=32):
+            super().__init__()
+            self.dw = torch.nn.Conv2d(c, c, 7, padding=3, groups=c)
+            self.norm = torch.nn.LayerNorm(c, eps=1e-6)
+            self.up, self.act, self.down = torch.nn.Linear(c, 4 * c), torch.nn.GELU(), torch.nn.Linear(4 * c, c)
+
+        def forward(self, x):
+            y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+            return x + self.down(self.act(self.up(y))).permute(0, 3, 1, 2)
+
+    path = tmp_path / "block.onnx"
+    torch.onnx.export(Block().eval(), torch.zeros(1, 32, 14, 14), str(path), dynamo=False, opset_version=17)
+    found = detect_onnx(read_model(path))
+    specs = [k.spec for k in found.kernels]
+    assert not found.unpriced
+    assert [s for s in specs if s["type"] in ("fc", "gelu", "layernorm")] == [
+        {"type": "layernorm", "h": 14, "c": 32}, {"type": "fc", "cin": 32, "cout": 128, "rows": 196},
+        {"type": "gelu", "h": 14, "c": 128}, {"type": "fc", "cin": 128, "cout": 32, "rows": 196}]
+    ops = optimised_ops(path)
+    assert ops.count("Gemm") == 2 and ops.count("Gelu") == 1 and ops.count("LayerNormalization") == 1
+    assert "MatMul" not in ops and "Erf" not in ops
+    assert found.total_flops > 2 * 2 * 196 * 32 * 128  # the two Linears over 196 rows each
+    predictor = KernelPredictor.load(Path(__file__).resolve().parents[1] / "predictors" / "kernels"
+                                     / "amd-epyc-2c-onnxruntime-fp32-t1.json")
+    priced = predictor.predict_graph(read_model(path))
+    assert not priced.unpriced and {"gelu", "layernorm", "fc"} <= {k.type for k in priced.kernels}
+    up = {"type": "fc", "cin": 32, "cout": 128, "rows": 196}
+    conv = {"type": "conv", "h": 14, "cin": 32, "cout": 128, "k": 1, "s": 1, "groups": 1, "act": "none"}
+    assert predictor.price(up)[0] == pytest.approx(predictor.price(conv)[0])
+    assert predictor.price(up)[0] > 20 * predictor.price({"type": "fc", "cin": 32, "cout": 128})[0]
+    from hwnas.kernels.onnx_kernels import kernel_model  # the sampled kernels: the same kernel, ORT's same op
+
+    for spec, op in (({"type": "gelu", "h": 6, "c": 40}, "Gelu"), ({"type": "layernorm", "h": 6, "c": 40},
+                                                                   "LayerNormalization")):
+        onnx.save(kernel_model(spec), tmp_path / "kernel.onnx")
+        assert [k.spec for k in detect_onnx(read_model(tmp_path / "kernel.onnx")).kernels] == [spec]
+        assert optimised_ops(tmp_path / "kernel.onnx") == [op]
+
+
 def test_torch_exported_pads_are_read_and_folded_as_ort_does(tmp_path):
     """torch writes F.pad's pads as shape arithmetic (ConstantOfShape, Reshape, Transpose ...), which the reader
     folds as ORT does: every shape is known, the zero pad vanishes into its conv, the 0.5 pad stays, as in ORT's

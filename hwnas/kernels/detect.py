@@ -91,7 +91,8 @@ def node_spec(node: Node, shapes: dict) -> dict | str:
             spec["dilation"] = d  # dilation 2 at 0.95-1.00x the time of dilation 1
         return spec
     if op == "FULLY_CONNECTED" and "c_in" in a:
-        return {"type": "fc", "cin": a["c_in"], "cout": a["c_out"]}
+        rows = max(1, _elems(node.out_shape) // a["c_out"]) if node.out_shape else 1  # a Dense over every pixel
+        return {"type": "fc", "cin": a["c_in"], "cout": a["c_out"], **({"rows": rows} if rows > 1 else {})}
     if op in ("MAX_POOL_2D", "AVERAGE_POOL_2D") and four:
         if node.kind == "pool":  # a window over the whole input: global average pooling
             return {"type": "mean", "h": i[2], "c": i[1]}

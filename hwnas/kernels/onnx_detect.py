@@ -38,7 +38,11 @@ FUSION_RULES = [
     {"name": "bn+act", "nodes": ("BatchNormalization", "Relu?"), "fused": True,
      "why": "a batch norm on an NCHWc tensor becomes a 1x1 depthwise NCHWc conv with the Relu fused"},
     {"name": "swish", "nodes": ("Sigmoid", "Mul"), "fused": True, "why": "Sigmoid(x) * x is one QuickGelu kernel"},
-    {"name": "gemm+relu", "nodes": ("Gemm|MatMul", "Relu?"), "fused": True, "why": "FusedGemm"},
+    {"name": "gemm+relu", "nodes": ("Gemm|MatMul", "Add?", "Relu?"), "fused": True,
+     "why": "FusedGemm; a MatMul and its bias Add (torch's Linear on a (N, H, W, C) or (N, tokens, C) input) are one "
+            "Gemm"},
+    {"name": "gelu", "nodes": ("Div", "Erf", "Add", "Mul", "Mul"), "fused": True,
+     "why": "torch's exact GELU, x * (erf(x / sqrt 2) + 1) * 0.5, is one Gelu kernel"},
     {"name": "channel shuffle", "nodes": ("Reshape", "Transpose", "Reshape"), "fused": True,
      "why": "the reshapes are free views; the transpose moves the data"},
     {"name": "slices", "nodes": ("Slice+",), "fused": True, "why": "slices of one tensor along the channels: Split"},
@@ -63,7 +67,7 @@ def onnx_node_flops(node: Node) -> float:
     if node.kind == "conv" and o and i:
         return 2.0 * elems * a["kernel"][0] * a["kernel"][1] * i[1] // max(1, a.get("groups", 1))
     if node.kind == "linear":
-        return 2.0 * a["c_in"] * a["c_out"]
+        return 2.0 * a.get("rows", 1) * a["c_in"] * a["c_out"]
     return float(elems)
 
 
@@ -143,10 +147,19 @@ def _folds_into_conv(node: Node, walk: _Walk) -> bool:
     return o[:2] == i[:2] and walk.only_consumer(node, ("Conv",)) is not None
 
 
+def _square(o: tuple | None) -> tuple[int, int]:
+    """An element-wise kernel's (h, c) for output shape ``o``: (H, C) of an NCHW image; for a 4-D tensor that is
+    not square (N, H, W, C after a permute, or a non-square image) c is chosen so that h x h x c keeps the count."""
+    n = math.prod(o) if o else 0
+    if not o or len(o) != 4:
+        return 1, n
+    return (o[2], o[1]) if o[2] == o[3] else (o[2], max(1, round(n / (o[2] * o[2]))))
+
+
 def _elementwise(node: Node, walk: _Walk) -> dict | str:
     o = node.out_shape
     n = math.prod(o) if o else 0
-    shape_h, shape_c = (o[2], o[1]) if o and len(o) == 4 else (1, n)
+    shape_h, shape_c = _square(o)
     ins = walk.data_inputs(node)
     full = [t for t in ins if walk.shapes.get(t) is not None and math.prod(walk.shapes[t]) == n]
     if node.op in ("Add", "Mul", "Sub", "Div"):
@@ -171,7 +184,9 @@ def _spec(node: Node, walk: _Walk) -> dict | str:
         k, s = node.attrs.get("kernel") or (2, 2), node.attrs.get("stride") or (1, 1)
         return {"type": "maxpool" if op == "MaxPool" else "avgpool", "h": i[2], "c": i[1], "k": k[0], "s": s[0]}
     if node.kind == "linear":
-        return {"type": "fc", "cin": node.attrs["c_in"], "cout": node.attrs["c_out"]}
+        rows = node.attrs.get("rows", 1)
+        spec = {"type": "fc", "cin": node.attrs["c_in"], "cout": node.attrs["c_out"]}
+        return {**spec, "rows": rows} if rows > 1 else spec
     if op == "Concat" and o:
         n = max(1, len(walk.data_inputs(node)))
         return {"type": "concat", "h": o[2] if len(o) == 4 else 1,
@@ -184,6 +199,14 @@ def _spec(node: Node, walk: _Walk) -> dict | str:
         return {"type": "reshape", "h": 1, "c": math.prod(i)}
     if op == "Softmax" and o:
         return {"type": "softmax", "n": math.prod(o)}
+    if op == "Gelu" and o:  # opset 20, or ORT's contrib op
+        h, c = _square(o)
+        return {"type": "gelu", "h": h, "c": c}
+    if op == "LayerNormalization" and o:
+        if node.attrs.get("axis", -1) % len(o) != len(o) - 1:
+            return f"a LayerNormalization over axis {node.attrs['axis']} (only the last axis is sampled)"
+        c = o[-1]
+        return {"type": "layernorm", "h": max(1, round(math.sqrt(math.prod(o) / c))), "c": c}
     if op == "Pad" and four and o[1] == i[1]:
         if node.attrs.get("mode", "constant") != "constant":
             return f"a Pad in {node.attrs['mode']} mode (not sampled)"
@@ -206,6 +229,23 @@ def _resize_spec(node: Node) -> dict | str:
     if (mode, node.attrs.get("coordinates", "half_pixel")) not in UPSAMPLE or o[2] % max(1, i[2]):
         spec["plain"] = True
     return spec
+
+
+def _gelu(j: int, node: Node, walk: _Walk) -> tuple[list[int], dict] | None:
+    """torch's exact GELU starting at its ``Div``: x / sqrt 2, Erf, + 1, x * that, * 0.5 (the last may be missing):
+    the nodes ORT fuses into one Gelu kernel, or None when ``node`` does not start one."""
+    x = walk.data_inputs(node)
+    erf = walk.only_consumer(node, ("Erf",))
+    add = erf and walk.only_consumer(erf[1], ("Add",))
+    mul = add and walk.only_consumer(add[1], ("Mul",))
+    if not mul or len(x) != 1 or sorted(walk.data_inputs(mul[1])) != sorted([x[0], add[1].outputs[0]]):
+        return None
+    group = [j, erf[0], add[0], mul[0]]
+    half = walk.only_consumer(mul[1], ("Mul",))
+    if half and len(walk.data_inputs(half[1])) == 1:
+        group.append(half[0])
+    h, c = _square(node.out_shape)
+    return group, {"type": "gelu", "h": h, "c": c}
 
 
 def _group(j: int, node: Node, walk: _Walk) -> tuple[list[int], dict | str]:
@@ -238,8 +278,17 @@ def _group(j: int, node: Node, walk: _Walk) -> tuple[list[int], dict | str]:
             spec = _elementwise(node, walk)
             return [j, nxt[0]], {**spec, "type": "swish"}
     if node.kind == "linear":
-        nxt = walk.only_consumer(node, ("Relu",))
-        return [j] + ([nxt[0]] if nxt else []), _spec(node, walk)
+        group, last = [j], node
+        bias = walk.only_consumer(node, ("Add",)) if node.op == "MatMul" else None
+        if bias and bias[1].kind == "bias":  # ORT fuses a MatMul and its bias Add into one Gemm
+            group.append(bias[0])
+            last = bias[1]
+        nxt = walk.only_consumer(last, ("Relu",))
+        return group + ([nxt[0]] if nxt else []), _spec(node, walk)
+    if node.op == "Div":
+        gelu = _gelu(j, node, walk)
+        if gelu:
+            return gelu
     if node.op == "Reshape":
         nxt = walk.only_consumer(node, ("Transpose",))
         after = nxt and walk.only_consumer(nxt[1], ("Reshape",))

@@ -17,6 +17,9 @@ reorder_in/out  ``h``, ``c``: ORT's NCHW <-> NCHWc layout change (``com.microsof
                 meets one that is not (:mod:`hwnas.kernels.onnx_detect`)
 transpose       ``h``, ``c``: channel shuffle, (1, g, c/g, h, h) -> (1, c/g, g, h, h)
 split           ``h``, ``c`` (input), ``n`` outputs along the channels
+gelu            ``h``, ``c``: torch's exact GELU, ``x * (erf(x / sqrt 2) + 1) * 0.5`` (ORT fuses it: ``Gelu``)
+layernorm       ``h``, ``c``: ``LayerNormalization`` over the last axis of (1, h, h, c), as a
+                channels-last ``nn.LayerNorm`` (ConvNeXt) or a transformer's over its tokens
 ==============  ==============================================================
 """
 
@@ -31,14 +34,15 @@ from hwnas.kernels.sample import MAX_ELEMS, draw_spec, nchwc_block, sample_specs
 
 OPSET = 17
 NCHWC = "com.microsoft.nchwc"
-# kernel type -> sampled configurations (ONNX Runtime; ``dynreshape`` is a Keras pattern). Pad, resize and
-# softmax come last, so the draws of the types before them are those of the first profiling (same seed)
+# kernel type -> sampled configurations (ONNX Runtime; ``dynreshape`` is a Keras pattern). Types added later come
+# last (pad, resize, softmax; then gelu, layernorm), so the draws before them are those of the first profiling
 ONNX_COUNTS = {"conv": 110, "conv1x1": 110, "dwconv": 90, "gconv": 25, "fc": 30, "maxpool": 20, "avgpool": 15,
                "mean": 25, "add": 20, "mul": 20, "mul_se": 20, "relu": 12, "relu6": 10, "hardswish": 12,
                "sigmoid": 12, "hardsigmoid": 12, "swish": 15, "bn": 15, "concat": 25, "transpose": 15,
                "split": 15, "reshape": 8, "reorder_in": 20, "reorder_out": 20, "empty": 1,
-               "pad": 12, "resize": 24, "softmax": 4}  # softmax: 4 sizes only
-ONNX_ONLY = ("hardsigmoid", "swish", "bn", "transpose", "split", "reorder_in", "reorder_out")
+               "pad": 12, "resize": 24, "softmax": 4,  # softmax: 4 sizes only
+               "gelu": 24, "layernorm": 24}
+ONNX_ONLY = ("hardsigmoid", "swish", "bn", "transpose", "split", "reorder_in", "reorder_out", "gelu", "layernorm")
 
 
 def _log_int(rng: random.Random, low: int, high: int) -> int:
@@ -187,6 +191,12 @@ def add_kernel(b: GraphBuilder, spec: dict, x: str) -> str:
         return b.node("ReorderOutput", [y], domain=NCHWC, channels=c)[0]
     if t == "softmax":
         return b.node("Softmax", [x], axis=-1)[0]
+    if t == "gelu":  # as torch exports nn.GELU() (approximate="none")
+        y = b.node("Erf", [b.node("Div", [x, b.const(np.float32(math.sqrt(2.0)))])[0]])[0]
+        y = b.node("Mul", [x, b.node("Add", [y, b.const(np.float32(1.0))])[0]])[0]
+        return b.node("Mul", [y, b.const(np.float32(0.5))])[0]
+    if t == "layernorm":  # over the last axis of a (1, h, h, c) input (input_shapes)
+        return b.node("LayerNormalization", [x, b.weight(c), b.weight(c)], axis=-1, epsilon=1e-6)[0]
     raise ValueError(f"no ONNX kernel for type {t!r}")
 
 
@@ -201,6 +211,8 @@ def input_shapes(spec: dict) -> dict[str, list[int]]:
     c = spec["cin"] if t == "conv" else spec.get("c", 1)
     if t == "reorder_out":  # an NCHWc tensor: channels padded to this machine's block
         c = -(-c // nchwc_block()) * nchwc_block()
+    if t == "layernorm":  # channels last: the normalised axis
+        return {"x": [1, h, h, c]}
     shape = [1, c, h, h]
     if t in ("add", "mul") and not spec.get("broadcast"):
         return {"x": shape, "x_b": shape}

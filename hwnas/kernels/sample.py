@@ -5,7 +5,7 @@ A *spec* is a dict: ``type`` and the dimensions that type has (NHWC, square):
 ==================  ===========================================================
 conv                ``h`` (input size), ``cin``, ``cout``, ``k``, ``s``, ``groups``
 dwconv              ``h``, ``c``, ``k``, ``s``
-fc                  ``cin``, ``cout``
+fc                  ``cin``, ``cout``, ``rows`` (when more than one: priced as the 1x1 conv)
 maxpool / avgpool   ``h``, ``c``, ``k``, ``s``
 mean                ``h``, ``c`` (global average pooling)
 add / mul           ``h``, ``c``, ``broadcast`` (second input 1 x 1 x c: squeeze-excite)
@@ -210,9 +210,11 @@ def features(spec: dict) -> dict[str, float]:
         f["params"] = spec["k"] ** 2 * spec["c"]
         f["macs_tiled"] = out_h * out_h * spec["k"] ** 2 * _tiled(spec["c"])
         f["plain"] = float(plain_layout(spec))
-    elif t == "fc":
-        f["macs"] = f["params"] = spec["cin"] * spec["cout"]
-        f["in_elems"], f["out_elems"] = spec["cin"], spec["cout"]
+    elif t == "fc":  # ``rows``: an input of more than one row (a Linear over every pixel or token)
+        rows = spec.get("rows", 1)
+        f["params"] = spec["cin"] * spec["cout"]
+        f["macs"] = rows * f["params"]
+        f["in_elems"], f["out_elems"] = rows * spec["cin"], rows * spec["cout"]
     elif t in ("maxpool", "avgpool"):
         f["in_elems"], f["out_elems"] = h * h * spec["c"], out_h * out_h * spec["c"]
     elif t == "concat":
@@ -253,6 +255,8 @@ def feature_names(ktype: str, runtime: str = "tflite") -> tuple[str, ...]:
         return FEATURES["pool"]
     if ktype == "mul_se" and runtime == "onnxruntime":
         return ELEMENTWISE + ("broadcast_channels",)
+    if ktype == "layernorm":  # a mean and a variance per row of c
+        return ELEMENTWISE + ("c",)
     if ktype == "resize" and runtime == "onnxruntime":  # ORT's resizes say their mode (LiteRT's detection does not)
         return ELEMENTWISE + ("interp_elems", "plain")
     return ELEMENTWISE

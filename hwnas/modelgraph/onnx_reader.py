@@ -7,6 +7,7 @@ folded away, as ONNX Runtime does. A symbolic batch dimension counts as 1.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +174,8 @@ def _classify(op: str, attrs: dict, ins: list[str], act_in: list[str], out_shape
         return "linear", {"c_in": c_in, "c_out": c_out, "act": "none"}
     if op == "MatMul" and len(ins) > 1 and ins[1] not in act_in and shapes.get(ins[1]) and len(shapes[ins[1]]) == 2:
         c_in, c_out = shapes[ins[1]]
-        return "linear", {"c_in": c_in, "c_out": c_out, "act": "none"}
+        rows = math.prod(in_shape[:-1]) if in_shape else 1  # nn.Linear on (N, H, W, C) or (N, tokens, C)
+        return "linear", {"c_in": c_in, "c_out": c_out, "act": "none", "rows": rows}
     if op in ("MaxPool", "AveragePool"):  # a local window (hwnas.kernels prices it)
         return "other", {"kernel": tuple(attrs.get("kernel_shape", ())), "stride": tuple(attrs.get("strides", (1, 1)))}
     if op == "Pad":
@@ -186,4 +188,6 @@ def _classify(op: str, attrs: dict, ins: list[str], act_in: list[str], out_shape
         return LAYOUT[op], {}
     if op in PASS_THROUGH:
         return "identity", {}
+    if op == "LayerNormalization":
+        return "other", {"axis": int(attrs.get("axis", -1))}
     return "other", {}
