@@ -457,6 +457,42 @@ def test_a_convnext_block_linear_over_pixels_gelu_and_layernorm_are_priced_as_or
         assert optimised_ops(tmp_path / "kernel.onnx") == [op]
 
 
+def test_attention_is_read_with_its_shapes_and_its_products_priced(tmp_path):
+    """nn.MultiheadAttention as torchvision's ViT uses it: its head reshapes (Equal, Where, Mod on shapes) fold, so
+    every shape is known; the projections are Linears over the tokens (a Gemm over 16 rows), the two products of
+    activations per head ``matmul`` kernels (ORT: FusedMatMul), priced as 1x1 convs and flagged as never sampled."""
+    import torch
+
+    from hwnas.kernels.onnx_profile import optimised_ops
+    from hwnas.kernels.predictor import KernelPredictor
+
+    class Attention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = torch.nn.MultiheadAttention(32, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    path = tmp_path / "attention.onnx"
+    torch.onnx.export(Attention().eval(), torch.zeros(1, 16, 32), str(path), dynamo=False, opset_version=17)
+    graph = read_model(path)
+    assert all(n.out_shape is not None for n in graph.nodes)
+    found = detect_onnx(graph)
+    products = [k.spec for k in found.kernels if k.spec["type"] in ("fc", "matmul")]
+    assert products == [{"type": "fc", "cin": 32, "cout": 96, "rows": 16},
+                        {"type": "matmul", "batch": 4, "m": 16, "k": 8, "n": 16},
+                        {"type": "matmul", "batch": 4, "m": 16, "k": 16, "n": 8},
+                        {"type": "fc", "cin": 32, "cout": 32, "rows": 16}]
+    ops = optimised_ops(path)
+    assert ops.count("Gemm") == 2 and ops.count("FusedMatMul") == 2
+    assert {u.node.op for u in found.unpriced} == {"Gather"}  # ORT: one Split of q, k, v
+    predictor = KernelPredictor.load(Path(__file__).resolve().parents[1] / "predictors" / "kernels"
+                                     / "amd-epyc-2c-onnxruntime-fp32-t1.json")
+    priced = [k for k in predictor.predict_graph(graph).kernels if k.type == "matmul"]
+    assert len(priced) == 2 and all(k.ms > 0 and any("never sampled" in o for o in k.out_of_range) for k in priced)
+
+
 def test_torch_exported_pads_are_read_and_folded_as_ort_does(tmp_path):
     """torch writes F.pad's pads as shape arithmetic (ConstantOfShape, Reshape, Transpose ...), which the reader
     folds as ORT does: every shape is known, the zero pad vanishes into its conv, the 0.5 pad stays, as in ORT's

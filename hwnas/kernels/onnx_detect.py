@@ -68,6 +68,8 @@ def onnx_node_flops(node: Node) -> float:
         return 2.0 * elems * a["kernel"][0] * a["kernel"][1] * i[1] // max(1, a.get("groups", 1))
     if node.kind == "linear":
         return 2.0 * a.get("rows", 1) * a["c_in"] * a["c_out"]
+    if node.op == "MatMul" and o and i:  # a product of two activations (attention): k multiply-adds per output
+        return 2.0 * elems * i[-1]
     return float(elems)
 
 
@@ -199,6 +201,8 @@ def _spec(node: Node, walk: _Walk) -> dict | str:
         return {"type": "reshape", "h": 1, "c": math.prod(i)}
     if op == "Softmax" and o:
         return {"type": "softmax", "n": math.prod(o)}
+    if op == "MatMul" and i and o and len(i) >= 2 and len(o) >= 2:  # two activations: attention's products
+        return {"type": "matmul", "batch": math.prod(o[:-2]), "m": o[-2], "k": i[-1], "n": o[-1]}
     if op == "Gelu" and o:  # opset 20, or ORT's contrib op
         h, c = _square(o)
         return {"type": "gelu", "h": h, "c": c}

@@ -189,6 +189,11 @@ class KernelPredictor:
         ktype = kernel_type(spec)
         if ktype == "fc" and spec.get("rows", 1) > 1:
             return self._price_rows(spec)
+        if ktype == "matmul":  # a product of two activations: ``batch`` GEMMs, as a Linear over ``m`` rows each
+            gemm = {"type": "fc", "cin": spec["k"], "cout": spec["n"], "rows": spec["m"]}
+            ms, name, outside = self._price_rows(gemm)
+            outside = outside + ["never sampled: priced as 1x1 convs"]
+            return spec["batch"] * ms, name.replace("fc:", "matmul:", 1), outside
         if ktype not in self.models:
             raise KeyError(ktype)
         model = self.models[ktype]

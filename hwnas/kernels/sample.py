@@ -6,6 +6,8 @@ A *spec* is a dict: ``type`` and the dimensions that type has (NHWC, square):
 conv                ``h`` (input size), ``cin``, ``cout``, ``k``, ``s``, ``groups``
 dwconv              ``h``, ``c``, ``k``, ``s``
 fc                  ``cin``, ``cout``, ``rows`` (when more than one: priced as the 1x1 conv)
+matmul              ``batch``, ``m``, ``k``, ``n``: a product of two activations (attention; never
+                    sampled: priced as ``batch`` 1x1 convs over ``m`` pixels)
 maxpool / avgpool   ``h``, ``c``, ``k``, ``s``
 mean                ``h``, ``c`` (global average pooling)
 add / mul           ``h``, ``c``, ``broadcast`` (second input 1 x 1 x c: squeeze-excite)
@@ -227,6 +229,10 @@ def features(spec: dict) -> dict[str, float]:
         f["plain"] = float(bool(spec.get("plain")))  # ONNX Runtime: a plain Resize, not its NCHWc Upsample
     elif t == "mean":
         f["in_elems"], f["out_elems"] = h * h * spec["c"], spec["c"]
+    elif t == "matmul":  # two activations (attention): no weights
+        b = spec["batch"]
+        f["macs"] = b * spec["m"] * spec["k"] * spec["n"]
+        f["in_elems"], f["out_elems"] = b * (spec["m"] + spec["n"]) * spec["k"], b * spec["m"] * spec["n"]
     elif t == "softmax":
         f["in_elems"] = f["out_elems"] = spec["n"]
     else:  # add, mul, activations, reshape

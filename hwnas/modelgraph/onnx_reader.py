@@ -79,7 +79,8 @@ def read_onnx(path: Path) -> Graph:
 
 SHAPE_OPS = ("Shape", "Gather", "Add", "Sub", "Mul", "Div", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice",
              "Constant", "Identity", "Floor", "Ceil",
-             "ConstantOfShape", "Reshape", "Transpose")  # the last three: how torch writes F.pad's pads
+             "ConstantOfShape", "Reshape", "Transpose",  # how torch writes F.pad's pads
+             "Equal", "Where", "Mod", "Max", "Min")  # and nn.MultiheadAttention's head reshapes
 SHAPE_VALUES = 64  # at most this many numbers in each input of a folded node (and a ConstantOfShape's output)
 
 
@@ -171,7 +172,8 @@ def _classify(op: str, attrs: dict, ins: list[str], act_in: list[str], out_shape
     if op == "Gemm" and len(ins) > 1 and shapes.get(ins[1]):
         weight = shapes[ins[1]]
         c_out, c_in = (weight[0], weight[1]) if attrs.get("transB", 0) else (weight[1], weight[0])
-        return "linear", {"c_in": c_in, "c_out": c_out, "act": "none"}
+        rows = (in_shape[1] if attrs.get("transA", 0) else in_shape[0]) if in_shape and len(in_shape) == 2 else 1
+        return "linear", {"c_in": c_in, "c_out": c_out, "act": "none", "rows": rows}
     if op == "MatMul" and len(ins) > 1 and ins[1] not in act_in and shapes.get(ins[1]) and len(shapes[ins[1]]) == 2:
         c_in, c_out = shapes[ins[1]]
         rows = math.prod(in_shape[:-1]) if in_shape else 1  # nn.Linear on (N, H, W, C) or (N, tokens, C)
