@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from hwnas.kernels.sample import fc_spec
 from hwnas.modelgraph import Graph, Node
 
 # Which nodes LiteRT/XNNPACK executes as one kernel (first matching rule wins).
@@ -92,7 +93,7 @@ def node_spec(node: Node, shapes: dict) -> dict | str:
         return spec
     if op == "FULLY_CONNECTED" and "c_in" in a:
         rows = max(1, _elems(node.out_shape) // a["c_out"]) if node.out_shape else 1  # a Dense over every pixel
-        return {"type": "fc", "cin": a["c_in"], "cout": a["c_out"], **({"rows": rows} if rows > 1 else {})}
+        return fc_spec(a["c_in"], a["c_out"], rows)
     if op in ("MAX_POOL_2D", "AVERAGE_POOL_2D") and four:
         if node.kind == "pool":  # a window over the whole input: global average pooling
             return {"type": "mean", "h": i[2], "c": i[1]}

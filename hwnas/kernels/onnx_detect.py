@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 
 from hwnas.kernels.detect import Kernel, Kernels, Unpriced
-from hwnas.kernels.sample import BLOCK, plain_layout
+from hwnas.kernels.sample import BLOCK, fc_spec, plain_layout
 from hwnas.modelgraph import Graph, Node
 
 FUSION_RULES = [
@@ -186,9 +186,7 @@ def _spec(node: Node, walk: _Walk) -> dict | str:
         k, s = node.attrs.get("kernel") or (2, 2), node.attrs.get("stride") or (1, 1)
         return {"type": "maxpool" if op == "MaxPool" else "avgpool", "h": i[2], "c": i[1], "k": k[0], "s": s[0]}
     if node.kind == "linear":
-        rows = node.attrs.get("rows", 1)
-        spec = {"type": "fc", "cin": node.attrs["c_in"], "cout": node.attrs["c_out"]}
-        return {**spec, "rows": rows} if rows > 1 else spec
+        return fc_spec(node.attrs["c_in"], node.attrs["c_out"], node.attrs.get("rows", 1))
     if op == "Concat" and o:
         n = max(1, len(walk.data_inputs(node)))
         return {"type": "concat", "h": o[2] if len(o) == 4 else 1,

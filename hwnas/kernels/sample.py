@@ -192,6 +192,13 @@ def _tiled(c: int) -> int:
     return -(-c // TILE) * TILE
 
 
+def fc_spec(cin: int, cout: int, rows: int = 1) -> dict:
+    """A fully connected kernel's spec; ``rows`` only when the input has more than one row (a Linear or Dense over
+    every pixel or token), so a one-row spec is the same as it always was."""
+    spec = {"type": "fc", "cin": cin, "cout": cout}
+    return {**spec, "rows": rows} if rows > 1 else spec
+
+
 def features(spec: dict) -> dict[str, float]:
     """The numbers that decide a kernel's time: its dimensions, multiply-adds, elements read and written, and
     (convolutions, fully connected) its weights ``params``; for convolutions also ``macs_tiled``, the multiply-adds
